@@ -1,0 +1,131 @@
+//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+//!
+//! Rewrites change a few 16-bit words of a header; RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')`,
+//! updates the stored checksum from the old and new words alone, so the payload is never read.
+//! Eqn. 3 (not eqn. 2 of RFC 1141) is the form that cannot produce -0 from +0 mistakes: for any
+//! non-zero data it yields exactly the value a full recomputation gives.
+
+/// Adds the carries back into the low 16 bits (one's complement end-around carry).
+#[inline]
+pub fn fold(mut sum: u64) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// One's complement sum of `data` as big-endian 16-bit words (an odd last byte is padded
+/// with zero), added to `initial`. Not folded, not inverted.
+#[inline]
+pub fn sum_words(data: &[u8], initial: u64) -> u64 {
+    let mut sum = initial;
+    let mut words = data.chunks_exact(2);
+    for word in &mut words {
+        sum += u64::from(u16::from_be_bytes([word[0], word[1]]));
+    }
+    if let [last] = words.remainder() {
+        sum += u64::from(*last) << 8;
+    }
+    sum
+}
+
+/// The checksum to store for `data` whose checksum field is zero: `!fold(sum)`.
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(sum_words(data, 0))
+}
+
+/// True when `data` (checksum field included) verifies: its sum folds to 0xffff.
+#[inline]
+pub fn verifies(data: &[u8]) -> bool {
+    fold(sum_words(data, 0)) == 0xffff
+}
+
+/// RFC 1624 eqn. 3 for one 16-bit word changing from `old` to `new`.
+#[inline]
+pub fn update_u16(checksum: u16, old: u16, new: u16) -> u16 {
+    !fold(u64::from(!checksum) + u64::from(!old) + u64::from(new))
+}
+
+/// RFC 1624 eqn. 3 for a 32-bit field (an IPv4 address) changing from `old` to `new`.
+#[inline]
+pub fn update_u32(checksum: u16, old: u32, new: u32) -> u16 {
+    let sum = u64::from(!checksum)
+        + u64::from(!(old >> 16) & 0xffff)
+        + u64::from(!old & 0xffff)
+        + u64::from(new >> 16)
+        + u64::from(new & 0xffff);
+    !fold(sum)
+}
+
+/// UDP's variant (RFC 768): a stored 0 means "no checksum" and must stay 0, and a computed 0
+/// is sent as 0xffff so it is not mistaken for "no checksum".
+#[inline]
+pub fn udp_update(checksum: u16, apply: impl FnOnce(u16) -> u16) -> u16 {
+    if checksum == 0 {
+        return 0;
+    }
+    match apply(checksum) {
+        0 => 0xffff,
+        updated => updated,
+    }
+}
+
+/// Checksum of an IPv4 header whose checksum field holds zero.
+#[inline]
+pub fn ipv4_header(header: &[u8]) -> u16 {
+    checksum(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 1071 section 3 example: words 0001 f203 f4f5 f6f7 sum to 0xddf2.
+    #[test]
+    fn rfc1071_example_sum() {
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum_words(&data, 0)), 0xddf2);
+        assert_eq!(checksum(&data), !0xddf2);
+    }
+
+    // A captured IPv4 header (Wikipedia's worked example): checksum 0xb861.
+    #[test]
+    fn ipv4_header_example() {
+        let mut header = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(ipv4_header(&header), 0xb861);
+        header[10] = 0xb8;
+        header[11] = 0x61;
+        assert!(verifies(&header));
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(fold(sum_words(&[0x12, 0x34, 0x56], 0)), 0x1234 + 0x5600);
+    }
+
+    #[test]
+    fn incremental_matches_full_on_the_example_header() {
+        let mut header = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        let updated = update_u32(0xb861, 0xc0a8_00c7, 0x0a00_0002);
+        header[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        header[10..12].copy_from_slice(&[0, 0]);
+        assert_eq!(updated, ipv4_header(&header));
+        let ttl = update_u16(updated, 0x4011, 0x3f11);
+        header[8] = 0x3f;
+        assert_eq!(ttl, ipv4_header(&header));
+    }
+
+    #[test]
+    fn udp_zero_checksum_is_kept_and_zero_result_becomes_ffff() {
+        assert_eq!(udp_update(0, |c| update_u16(c, 1, 2)), 0);
+        assert_eq!(udp_update(0x1234, |_| 0), 0xffff);
+        assert_eq!(udp_update(0x1234, |c| c), 0x1234);
+    }
+}

@@ -1,0 +1,98 @@
+//! Where a rewritten frame goes, and the two checks IPVS makes before any transmit:
+//! the TTL (`decrement_ttl`) and the egress MTU (`ensure_mtu_is_adequate`).
+
+use core::net::Ipv4Addr;
+
+use crate::field::eth;
+use crate::reply::{self, IcmpReply};
+use crate::{Frame, PacketView, Reason};
+
+/// The link the rewritten frame leaves by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Egress {
+    /// MAC of the egress interface: the new Ethernet source.
+    pub src_mac: [u8; 6],
+    /// MAC of the next hop (the real server in DR, its gateway otherwise): the new destination.
+    pub dst_mac: [u8; 6],
+    /// IP MTU of the egress link: the largest IPv4 datagram it carries.
+    pub mtu: u16,
+}
+
+/// What the caller transmits after a successful rewrite. Every variant is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Transmit {
+    /// The frame is the rewritten packet: send it out of the egress link.
+    Forward,
+    /// The packet had DF set and did not fit the egress MTU: the frame now holds an ICMP
+    /// "fragmentation needed" for its sender. Send it back out of the ingress link.
+    FragmentationNeededToSender,
+    /// The TTL ran out: the frame now holds an ICMP "time exceeded" for the sender.
+    /// Send it back out of the ingress link.
+    TimeExceededToSender,
+}
+
+impl Transmit {
+    /// Number of variants, for counter arrays.
+    pub const COUNT: usize = 3;
+}
+
+/// IPVS `decrement_ttl`: a packet that arrives with TTL <= 1 may not be forwarded; its sender
+/// gets "time exceeded" unless the packet is itself an ICMP error (then it is dropped).
+/// `Ok(None)` means go on (the caller then decrements the TTL).
+#[inline]
+pub(crate) fn ttl_gate(
+    frame: &mut Frame<'_>,
+    view: &PacketView,
+    reply_source: Ipv4Addr,
+) -> Result<Option<Transmit>, Reason> {
+    if view.ttl > 1 {
+        return Ok(None);
+    }
+    if view.is_icmp_error() {
+        return Err(Reason::TtlExpired);
+    }
+    reply::write(
+        frame,
+        view,
+        IcmpReply::TimeExceeded,
+        reply_source,
+        Reason::TtlExpired,
+    )?;
+    Ok(Some(Transmit::TimeExceededToSender))
+}
+
+/// IPVS `ensure_mtu_is_adequate`: a datagram larger than `mtu` with DF set earns its sender a
+/// "fragmentation needed" carrying `mtu`; ICMP errors never get one (RFC 1122), and without DF
+/// the packet is dropped and counted, since this forwarder does not fragment.
+/// `Ok(None)` means it fits.
+#[inline]
+pub(crate) fn mtu_gate(
+    frame: &mut Frame<'_>,
+    view: &PacketView,
+    mtu: u16,
+    reply_source: Ipv4Addr,
+) -> Result<Option<Transmit>, Reason> {
+    if view.ip_total_len <= mtu {
+        return Ok(None);
+    }
+    if !view.dont_fragment || view.is_icmp_error() {
+        return Err(Reason::TooBig);
+    }
+    reply::write(
+        frame,
+        view,
+        IcmpReply::FragmentationNeeded { next_hop_mtu: mtu },
+        reply_source,
+        Reason::TooBig,
+    )?;
+    Ok(Some(Transmit::FragmentationNeededToSender))
+}
+
+/// Sets the Ethernet addresses for the next hop (every method does this last).
+#[inline]
+pub(crate) fn write_macs(packet: &mut [u8], egress: &Egress) -> Result<(), Reason> {
+    crate::field::write_mac(packet, eth::DESTINATION, egress.dst_mac)
+        .ok_or(Reason::ViewMismatch)?;
+    crate::field::write_mac(packet, eth::SOURCE, egress.src_mac).ok_or(Reason::ViewMismatch)
+}

@@ -1,0 +1,151 @@
+//! Byte offsets of every header field this crate reads or writes, named once
+//! (the smoltcp `wire` convention), plus checked big-endian accessors.
+//!
+//! Offsets are relative to the start of their own header. The accessors return `None` instead of
+//! panicking, so code handed a mismatched view still cannot index out of bounds.
+
+use core::ops::Range;
+
+pub(crate) type Field = Range<usize>;
+
+/// Ethernet II.
+pub(crate) mod eth {
+    use super::Field;
+    pub const DESTINATION: Field = 0..6;
+    pub const SOURCE: Field = 6..12;
+    pub const ETHERTYPE: Field = 12..14;
+    pub const HEADER_LEN: usize = 14;
+    pub const ETHERTYPE_IPV4: u16 = 0x0800;
+}
+
+/// IPv4 (RFC 791).
+pub(crate) mod ipv4 {
+    use super::Field;
+    pub const VERSION_IHL: usize = 0;
+    pub const TOS: usize = 1;
+    pub const TOTAL_LEN: Field = 2..4;
+    pub const IDENTIFICATION: Field = 4..6;
+    pub const FLAGS_FRAGMENT: Field = 6..8;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    /// TTL and protocol share one 16-bit checksum word.
+    pub const TTL_PROTOCOL: Field = 8..10;
+    pub const CHECKSUM: Field = 10..12;
+    pub const SOURCE: Field = 12..16;
+    pub const DESTINATION: Field = 16..20;
+    pub const MIN_HEADER_LEN: usize = 20;
+    pub const FLAG_DF: u16 = 0x4000;
+    pub const FLAG_MF: u16 = 0x2000;
+    pub const OFFSET_MASK: u16 = 0x1fff;
+    pub const PROTO_ICMP: u8 = 1;
+    pub const PROTO_IPIP: u8 = 4;
+    pub const PROTO_TCP: u8 = 6;
+    pub const PROTO_UDP: u8 = 17;
+}
+
+/// TCP (RFC 9293).
+pub(crate) mod tcp {
+    use super::Field;
+    pub const SRC_PORT: Field = 0..2;
+    pub const DST_PORT: Field = 2..4;
+    pub const FLAGS: usize = 13;
+    pub const CHECKSUM: Field = 16..18;
+    pub const MIN_HEADER_LEN: usize = 20;
+}
+
+/// UDP (RFC 768).
+pub(crate) mod udp {
+    use super::Field;
+    pub const SRC_PORT: Field = 0..2;
+    pub const DST_PORT: Field = 2..4;
+    pub const CHECKSUM: Field = 6..8;
+    pub const HEADER_LEN: usize = 8;
+}
+
+/// ICMPv4 (RFC 792).
+pub(crate) mod icmp {
+    use super::Field;
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: Field = 2..4;
+    /// Echo identifier; for "fragmentation needed" bytes 6..8 hold the next-hop MTU.
+    pub const ECHO_ID: Field = 4..6;
+    pub const REST_OF_HEADER: Field = 4..8;
+    pub const NEXT_HOP_MTU: Field = 6..8;
+    pub const HEADER_LEN: usize = 8;
+    pub const ECHO_REPLY: u8 = 0;
+    pub const DEST_UNREACHABLE: u8 = 3;
+    pub const ECHO_REQUEST: u8 = 8;
+    pub const TIME_EXCEEDED: u8 = 11;
+    pub const CODE_FRAG_NEEDED: u8 = 4;
+    pub const CODE_TTL_EXCEEDED: u8 = 0;
+}
+
+/// Reads a big-endian u16 at `field` within `bytes`.
+#[inline]
+pub(crate) fn read_u16(bytes: &[u8], field: Field) -> Option<u16> {
+    let word = bytes.get(field)?.first_chunk::<2>()?;
+    Some(u16::from_be_bytes(*word))
+}
+
+/// Reads a big-endian u32 at `field` within `bytes`.
+#[inline]
+pub(crate) fn read_u32(bytes: &[u8], field: Field) -> Option<u32> {
+    let word = bytes.get(field)?.first_chunk::<4>()?;
+    Some(u32::from_be_bytes(*word))
+}
+
+/// Writes a big-endian u16 at `field`; `None` if it does not fit.
+#[inline]
+pub(crate) fn write_u16(bytes: &mut [u8], field: Field, value: u16) -> Option<()> {
+    let word = bytes.get_mut(field)?.first_chunk_mut::<2>()?;
+    *word = value.to_be_bytes();
+    Some(())
+}
+
+/// Writes a big-endian u32 at `field`; `None` if it does not fit.
+#[inline]
+pub(crate) fn write_u32(bytes: &mut [u8], field: Field, value: u32) -> Option<()> {
+    let word = bytes.get_mut(field)?.first_chunk_mut::<4>()?;
+    *word = value.to_be_bytes();
+    Some(())
+}
+
+/// Writes a 6-byte MAC address at `field`.
+#[inline]
+pub(crate) fn write_mac(bytes: &mut [u8], field: Field, mac: [u8; 6]) -> Option<()> {
+    let dst = bytes.get_mut(field)?.first_chunk_mut::<6>()?;
+    *dst = mac;
+    Some(())
+}
+
+/// Reads a 6-byte MAC address at `field`.
+#[inline]
+pub(crate) fn read_mac(bytes: &[u8], field: Field) -> Option<[u8; 6]> {
+    bytes.get(field)?.first_chunk::<6>().copied()
+}
+
+/// `field` moved by `base` bytes: a header field addressed from the frame start.
+#[inline]
+pub(crate) const fn at(base: usize, field: Field) -> Field {
+    base + field.start..base + field.end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accessors_read_and_write_big_endian_and_refuse_out_of_bounds() {
+        let mut bytes = [0u8; 8];
+        write_u16(&mut bytes, 0..2, 0x1234).unwrap();
+        write_u32(&mut bytes, 2..6, 0xdead_beef).unwrap();
+        assert_eq!(bytes, [0x12, 0x34, 0xde, 0xad, 0xbe, 0xef, 0, 0]);
+        assert_eq!(read_u16(&bytes, 0..2), Some(0x1234));
+        assert_eq!(read_u32(&bytes, 2..6), Some(0xdead_beef));
+        assert_eq!(read_u16(&bytes, 7..9), None);
+        assert_eq!(write_u32(&mut bytes, 6..10, 1), None);
+        assert_eq!(read_mac(&bytes, 3..9), None);
+        assert_eq!(at(14, 2..4), 16..18);
+    }
+}

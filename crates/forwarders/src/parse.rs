@@ -1,0 +1,431 @@
+//! Parsing a received frame into the compact header view the pipeline works with.
+//!
+//! Validation happens once, here, at the edge: etherparse's zero-copy slices check the header
+//! structure, and this module adds the length and checksum rules a forwarder needs. Everything
+//! downstream (classification, conntrack, the rewrites) reads the `PacketView` and never
+//! re-parses.
+
+use core::net::Ipv4Addr;
+
+use etherparse::{
+    Ethernet2HeaderSlice, Icmpv4Slice, Ipv4HeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
+};
+
+use crate::field::{self, eth, icmp, ipv4, tcp, udp};
+use crate::fragments::Fragmentation;
+use crate::{Frame, Reason, checksum};
+
+/// TCP header flags (byte 13 of the header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    /// No more data from the sender.
+    pub const FIN: u8 = 0x01;
+    /// Synchronise sequence numbers (connection open).
+    pub const SYN: u8 = 0x02;
+    /// Reset the connection.
+    pub const RST: u8 = 0x04;
+    /// Push buffered data.
+    pub const PSH: u8 = 0x08;
+    /// The acknowledgment field is significant.
+    pub const ACK: u8 = 0x10;
+    /// The urgent pointer is significant.
+    pub const URG: u8 = 0x20;
+    /// ECN echo.
+    pub const ECE: u8 = 0x40;
+    /// Congestion window reduced.
+    pub const CWR: u8 = 0x80;
+
+    /// True when every bit of `mask` is set.
+    #[inline]
+    pub fn contains(self, mask: u8) -> bool {
+        self.0 & mask == mask
+    }
+}
+
+/// The transport header fields the pipeline needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    /// TCP with its ports and flags.
+    Tcp {
+        /// Source port.
+        src_port: u16,
+        /// Destination port.
+        dst_port: u16,
+        /// Header flags, for the connection state machine.
+        flags: TcpFlags,
+    },
+    /// UDP with its ports.
+    Udp {
+        /// Source port.
+        src_port: u16,
+        /// Destination port.
+        dst_port: u16,
+    },
+    /// ICMP: echo (with its identifier) or an error (see `icmp`).
+    Icmp {
+        /// ICMP type.
+        kind: u8,
+        /// ICMP code.
+        code: u8,
+        /// Echo identifier for echo request/reply, 0 for every other type.
+        echo_id: u16,
+    },
+}
+
+/// A validated Ethernet/IPv4 frame, described by value: offsets into the frame plus the fields
+/// classification and conntrack use. `Copy`, at most 32 bytes, no borrow of the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketView {
+    /// Offset of the IPv4 header in the frame (14: untagged Ethernet).
+    pub ip_offset: u16,
+    /// Offset of the TCP/UDP/ICMP header in the frame.
+    pub l4_offset: u16,
+    /// IPv4 total length; bytes past `ip_offset + ip_total_len` are Ethernet padding.
+    pub ip_total_len: u16,
+    /// IPv4 source address.
+    pub src: Ipv4Addr,
+    /// IPv4 destination address.
+    pub dst: Ipv4Addr,
+    /// Time to live as received.
+    pub ttl: u8,
+    /// DSCP and ECN byte.
+    pub tos: u8,
+    /// IPv4 identification.
+    pub ident: u16,
+    /// DF flag: the sender does path MTU discovery and wants "fragmentation needed" back.
+    pub dont_fragment: bool,
+    /// Transport header fields.
+    pub l4: L4,
+}
+
+impl PacketView {
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP).
+    #[inline]
+    pub fn protocol(&self) -> u8 {
+        match self.l4 {
+            L4::Tcp { .. } => ipv4::PROTO_TCP,
+            L4::Udp { .. } => ipv4::PROTO_UDP,
+            L4::Icmp { .. } => ipv4::PROTO_ICMP,
+        }
+    }
+
+    /// (source port, destination port) for TCP and UDP.
+    #[inline]
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        match self.l4 {
+            L4::Tcp {
+                src_port, dst_port, ..
+            }
+            | L4::Udp { src_port, dst_port } => Some((src_port, dst_port)),
+            L4::Icmp { .. } => None,
+        }
+    }
+
+    /// TCP flags, if TCP.
+    #[inline]
+    pub fn tcp_flags(&self) -> Option<TcpFlags> {
+        match self.l4 {
+            L4::Tcp { flags, .. } => Some(flags),
+            _ => None,
+        }
+    }
+
+    /// True for the ICMP errors IPVS relays for its connections (destination unreachable,
+    /// including fragmentation needed, and time exceeded). RFC 1122 forbids answering these
+    /// with another ICMP error, so the rewrites drop rather than reply when they are too big.
+    #[inline]
+    pub fn is_icmp_error(&self) -> bool {
+        matches!(
+            self.l4,
+            L4::Icmp {
+                kind: icmp::DEST_UNREACHABLE | icmp::TIME_EXCEEDED,
+                ..
+            }
+        )
+    }
+
+    /// End of the IP datagram in the frame (start of any Ethernet padding).
+    #[inline]
+    pub fn ip_end(&self) -> usize {
+        usize::from(self.ip_offset) + usize::from(self.ip_total_len)
+    }
+
+    /// Refuses a view that does not fit `frame` (a view from another frame).
+    #[inline]
+    pub(crate) fn check_fits(&self, frame: &Frame<'_>) -> Result<(), Reason> {
+        let header_end = usize::from(self.ip_offset) + ipv4::MIN_HEADER_LEN;
+        if self.ip_end() <= frame.len() && header_end <= usize::from(self.l4_offset) {
+            Ok(())
+        } else {
+            Err(Reason::ViewMismatch)
+        }
+    }
+}
+
+/// Parses an Ethernet II / IPv4 / {TCP, UDP, ICMP} frame.
+///
+/// Refuses, with the reason to count: truncated headers, other EtherTypes (VLAN-tagged frames
+/// included), a bad version, IHL or total length, a bad IPv4 header checksum, fragments (see
+/// `fragments` for why), other protocols, a TCP data offset or UDP length that does not fit.
+/// Never panics, whatever the bytes.
+#[inline]
+pub fn parse(frame: &Frame<'_>) -> Result<PacketView, Reason> {
+    parse_bytes(frame.data())
+}
+
+/// [`parse`] on a plain byte slice holding the frame.
+pub fn parse_bytes(data: &[u8]) -> Result<PacketView, Reason> {
+    let ethernet = Ethernet2HeaderSlice::from_slice(data).map_err(|_| Reason::Truncated)?;
+    if ethernet.ether_type().0 != eth::ETHERTYPE_IPV4 {
+        return Err(Reason::NotIpv4);
+    }
+    let ip_bytes = data.get(eth::HEADER_LEN..).ok_or(Reason::Truncated)?;
+    let ip = Ipv4HeaderSlice::from_slice(ip_bytes).map_err(ipv4_error)?;
+    let header_len = usize::from(ip.ihl()) * 4;
+    let total_len = usize::from(ip.total_len());
+    if total_len < header_len || total_len > ip_bytes.len() {
+        return Err(Reason::BadIpTotalLength);
+    }
+    if !checksum::verifies(ip.slice()) {
+        return Err(Reason::BadIpChecksum);
+    }
+    let flags_word = field::read_u16(ip.slice(), ipv4::FLAGS_FRAGMENT).ok_or(Reason::Truncated)?;
+    Fragmentation::from_flags_word(flags_word).admit()?;
+
+    let l4_bytes = ip_bytes
+        .get(header_len..total_len)
+        .ok_or(Reason::BadIpTotalLength)?;
+    let l4 = parse_l4(ip.protocol().0, l4_bytes)?;
+    Ok(PacketView {
+        ip_offset: eth::HEADER_LEN as u16,
+        l4_offset: (eth::HEADER_LEN + header_len) as u16,
+        ip_total_len: total_len as u16,
+        src: ip.source_addr(),
+        dst: ip.destination_addr(),
+        ttl: ip.ttl(),
+        tos: ip_bytes.get(ipv4::TOS).copied().unwrap_or(0),
+        ident: ip.identification(),
+        dont_fragment: ip.dont_fragment(),
+        l4,
+    })
+}
+
+fn ipv4_error(error: etherparse::err::ipv4::HeaderSliceError) -> Reason {
+    use etherparse::err::ipv4::{HeaderError, HeaderSliceError};
+    match error {
+        HeaderSliceError::Len(_) => Reason::Truncated,
+        HeaderSliceError::Content(HeaderError::UnexpectedVersion { .. }) => Reason::BadIpVersion,
+        HeaderSliceError::Content(HeaderError::HeaderLengthSmallerThanHeader { .. }) => {
+            Reason::BadIpHeaderLength
+        }
+    }
+}
+
+/// Reads the transport fields from `l4_bytes`, the IP payload (padding excluded).
+fn parse_l4(protocol: u8, l4_bytes: &[u8]) -> Result<L4, Reason> {
+    match protocol {
+        ipv4::PROTO_TCP => {
+            if l4_bytes.len() < tcp::MIN_HEADER_LEN {
+                return Err(Reason::Truncated);
+            }
+            let header = TcpHeaderSlice::from_slice(l4_bytes).map_err(|_| Reason::BadTcpHeader)?;
+            let flags = l4_bytes.get(tcp::FLAGS).copied().unwrap_or(0);
+            Ok(L4::Tcp {
+                src_port: header.source_port(),
+                dst_port: header.destination_port(),
+                flags: TcpFlags(flags),
+            })
+        }
+        ipv4::PROTO_UDP => {
+            let header = UdpHeaderSlice::from_slice(l4_bytes).map_err(|_| Reason::Truncated)?;
+            let length = usize::from(header.length());
+            if length < udp::HEADER_LEN || length > l4_bytes.len() {
+                return Err(Reason::BadUdpLength);
+            }
+            Ok(L4::Udp {
+                src_port: header.source_port(),
+                dst_port: header.destination_port(),
+            })
+        }
+        ipv4::PROTO_ICMP => {
+            let message = Icmpv4Slice::from_slice(l4_bytes).map_err(|_| Reason::Truncated)?;
+            let kind = message.type_u8();
+            let echo_id = match kind {
+                icmp::ECHO_REQUEST | icmp::ECHO_REPLY => {
+                    field::read_u16(l4_bytes, icmp::ECHO_ID).unwrap_or(0)
+                }
+                _ => 0,
+            };
+            Ok(L4::Icmp {
+                kind,
+                code: message.code_u8(),
+                echo_id,
+            })
+        }
+        _ => Err(Reason::UnsupportedProtocol),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A captured-style TCP SYN: 02:00:00:00:00:01 -> 02:00:00:00:00:02,
+    /// 192.168.1.10:40000 -> 10.0.0.100:80, TTL 64, DF, ID 0x1c46.
+    const TCP_SYN: [u8; 54] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08,
+        0x00, // eth
+        0x45, 0x00, 0x00, 0x28, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, // ip (csum 0)
+        0xc0, 0xa8, 0x01, 0x0a, 0x0a, 0x00, 0x00, 0x64, // addrs
+        0x9c, 0x40, 0x00, 0x50, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, // tcp
+        0x50, 0x02, 0xfa, 0xf0, 0x00, 0x00, 0x00, 0x00,
+    ];
+
+    fn with_ip_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+        frame[24] = 0;
+        frame[25] = 0;
+        let csum = checksum::ipv4_header(&frame[14..34]);
+        frame[24..26].copy_from_slice(&csum.to_be_bytes());
+        frame
+    }
+
+    #[test]
+    fn parses_literal_tcp_syn() {
+        let frame = with_ip_checksum(TCP_SYN.to_vec());
+        let view = parse_bytes(&frame).unwrap();
+        assert_eq!(view.ip_offset, 14);
+        assert_eq!(view.l4_offset, 34);
+        assert_eq!(view.ip_total_len, 40);
+        assert_eq!(view.src, Ipv4Addr::new(192, 168, 1, 10));
+        assert_eq!(view.dst, Ipv4Addr::new(10, 0, 0, 100));
+        assert_eq!(view.ttl, 64);
+        assert_eq!(view.tos, 0);
+        assert_eq!(view.ident, 0x1c46);
+        assert!(view.dont_fragment);
+        assert_eq!(
+            view.l4,
+            L4::Tcp {
+                src_port: 40000,
+                dst_port: 80,
+                flags: TcpFlags(TcpFlags::SYN)
+            }
+        );
+        assert_eq!(view.protocol(), 6);
+        assert_eq!(view.ports(), Some((40000, 80)));
+        assert!(view.tcp_flags().unwrap().contains(TcpFlags::SYN));
+        assert!(!view.is_icmp_error());
+    }
+
+    #[test]
+    fn refuses_each_malformation_with_its_reason() {
+        let good = with_ip_checksum(TCP_SYN.to_vec());
+        let cases: [(&str, Box<dyn Fn(&mut Vec<u8>)>, Reason); 11] = [
+            ("empty", Box::new(|f| f.clear()), Reason::Truncated),
+            ("eth only", Box::new(|f| f.truncate(14)), Reason::Truncated),
+            (
+                "arp",
+                Box::new(|f| f[12..14].copy_from_slice(&[0x08, 0x06])),
+                Reason::NotIpv4,
+            ),
+            (
+                "vlan",
+                Box::new(|f| f[12..14].copy_from_slice(&[0x81, 0x00])),
+                Reason::NotIpv4,
+            ),
+            (
+                "version 6",
+                Box::new(|f| f[14] = 0x65),
+                Reason::BadIpVersion,
+            ),
+            (
+                "ihl 4",
+                Box::new(|f| f[14] = 0x44),
+                Reason::BadIpHeaderLength,
+            ),
+            (
+                "ihl beyond frame",
+                Box::new(|f| f[14] = 0x4f),
+                Reason::Truncated,
+            ),
+            (
+                "total too long",
+                Box::new(|f| f[17] = 41),
+                Reason::BadIpTotalLength,
+            ),
+            (
+                "total < ihl",
+                Box::new(|f| f[17] = 19),
+                Reason::BadIpTotalLength,
+            ),
+            (
+                "ip checksum",
+                Box::new(|f| f[24] ^= 1),
+                Reason::BadIpChecksum,
+            ),
+            (
+                "tcp cut",
+                Box::new(|f| f.truncate(50)),
+                Reason::BadIpTotalLength,
+            ),
+        ];
+        for (name, corrupt, reason) in cases {
+            let mut frame = good.clone();
+            corrupt(&mut frame);
+            let fix_checksum = !matches!(reason, Reason::BadIpChecksum) && frame.len() >= 34;
+            if fix_checksum && frame[14] == 0x45 {
+                frame = with_ip_checksum(frame);
+            }
+            assert_eq!(parse_bytes(&frame), Err(reason), "{name}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_tcp_data_offset_and_unknown_protocols() {
+        let mut frame = TCP_SYN.to_vec();
+        frame[46] = 0x40; // data offset 4
+        assert_eq!(
+            parse_bytes(&with_ip_checksum(frame)),
+            Err(Reason::BadTcpHeader)
+        );
+        let mut frame = TCP_SYN.to_vec();
+        frame[46] = 0x60; // data offset 6: 24 bytes, only 20 present
+        assert_eq!(
+            parse_bytes(&with_ip_checksum(frame)),
+            Err(Reason::BadTcpHeader)
+        );
+        let mut frame = TCP_SYN.to_vec();
+        frame[23] = 47; // GRE
+        assert_eq!(
+            parse_bytes(&with_ip_checksum(frame)),
+            Err(Reason::UnsupportedProtocol)
+        );
+    }
+
+    #[test]
+    fn refuses_fragments() {
+        let mut frame = TCP_SYN.to_vec();
+        frame[20] = 0x20; // MF, offset 0
+        assert_eq!(
+            parse_bytes(&with_ip_checksum(frame)),
+            Err(Reason::FirstFragment)
+        );
+        let mut frame = TCP_SYN.to_vec();
+        frame[20] = 0x00;
+        frame[21] = 0x10; // offset 16 * 8
+        assert_eq!(
+            parse_bytes(&with_ip_checksum(frame)),
+            Err(Reason::LaterFragment)
+        );
+    }
+
+    #[test]
+    fn ethernet_padding_is_not_part_of_the_datagram() {
+        let mut frame = with_ip_checksum(TCP_SYN.to_vec());
+        frame.extend_from_slice(&[0; 6]);
+        let view = parse_bytes(&frame).unwrap();
+        assert_eq!(view.ip_total_len, 40);
+        assert_eq!(view.ip_end(), 54);
+    }
+}

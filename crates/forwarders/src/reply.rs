@@ -1,0 +1,139 @@
+//! ICMP errors the director itself sends back to a packet's sender, built in place around the
+//! packet they quote: "fragmentation needed" when a DF packet will not fit the egress MTU
+//! (IPVS `ensure_mtu_is_adequate` -> `icmp_send(ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu)`), and
+//! "time exceeded" when the TTL runs out (IPVS `decrement_ttl`).
+//!
+//! Layout: `[eth 14][ip 20][icmp 8][quoted original IP datagram, at most 548 bytes]`. With 28
+//! bytes of headroom the quoted bytes stay where they are and only 42 header bytes are written in
+//! front of them; with less, the quoted bytes are shifted within the buffer (a rare path).
+
+use core::net::Ipv4Addr;
+
+use crate::field::{self, at, eth, icmp, ipv4};
+use crate::{Frame, PacketView, Reason, checksum};
+
+/// RFC 1812 4.3.2.3: an ICMP error carries as much of the original as fits in 576 bytes.
+const MAX_ERROR_DATAGRAM: usize = 576;
+/// Bytes in front of the quoted datagram: Ethernet, IPv4 and ICMP headers.
+const REPLY_HEADERS: usize = eth::HEADER_LEN + ipv4::MIN_HEADER_LEN + icmp::HEADER_LEN;
+/// Linux answers with `(tos & IPTOS_TOS_MASK) | IPTOS_PREC_INTERNETCONTROL`.
+const TOS_MASK: u8 = 0x1e;
+const PREC_INTERNETCONTROL: u8 = 0xc0;
+/// The TTL Linux uses for locally generated packets (`ip_default_ttl`).
+const REPLY_TTL: u8 = 64;
+
+/// Which error to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IcmpReply {
+    /// Destination unreachable / fragmentation needed, with the next-hop MTU.
+    FragmentationNeeded { next_hop_mtu: u16 },
+    /// Time exceeded in transit.
+    TimeExceeded,
+}
+
+/// Replaces the frame with an ICMP error addressed to the sender of `view`'s packet, from
+/// `source`, sent back to the MAC it came from. Leaves the frame untouched and refuses with
+/// `refusal` when the sender may not be answered (not a unicast address), or with
+/// `NoHeadroom` when the buffer has no room.
+pub(crate) fn write(
+    frame: &mut Frame<'_>,
+    view: &PacketView,
+    reply: IcmpReply,
+    source: Ipv4Addr,
+    refusal: Reason,
+) -> Result<(), Reason> {
+    view.check_fits(frame)?;
+    if !answerable(view.src) {
+        return Err(refusal);
+    }
+    let sender_mac = field::read_mac(frame.data(), eth::SOURCE).ok_or(Reason::ViewMismatch)?;
+    let our_mac = field::read_mac(frame.data(), eth::DESTINATION).ok_or(Reason::ViewMismatch)?;
+
+    let quote_len = usize::from(view.ip_total_len)
+        .min(MAX_ERROR_DATAGRAM - ipv4::MIN_HEADER_LEN - icmp::HEADER_LEN);
+    let quote_at = frame.start() + usize::from(view.ip_offset);
+    let reply_len = REPLY_HEADERS + quote_len;
+    let reply_at = if quote_at >= REPLY_HEADERS {
+        quote_at - REPLY_HEADERS
+    } else if frame.start() + reply_len <= frame.buffer_mut().len() {
+        let reply_at = frame.start();
+        let quote = quote_at..quote_at + quote_len;
+        frame
+            .buffer_mut()
+            .copy_within(quote, reply_at + REPLY_HEADERS);
+        reply_at
+    } else {
+        return Err(Reason::NoHeadroom);
+    };
+
+    let (kind, code, rest) = match reply {
+        IcmpReply::FragmentationNeeded { next_hop_mtu } => (
+            icmp::DEST_UNREACHABLE,
+            icmp::CODE_FRAG_NEEDED,
+            u32::from(next_hop_mtu),
+        ),
+        IcmpReply::TimeExceeded => (icmp::TIME_EXCEEDED, icmp::CODE_TTL_EXCEEDED, 0),
+    };
+    let tos = (view.tos & TOS_MASK) | PREC_INTERNETCONTROL;
+    let out = frame
+        .buffer_mut()
+        .get_mut(reply_at..reply_at + reply_len)
+        .ok_or(Reason::NoHeadroom)?;
+    write_headers(
+        out,
+        sender_mac,
+        our_mac,
+        tos,
+        source,
+        view.src,
+        (kind, code, rest),
+    )
+    .ok_or(Reason::NoHeadroom)?;
+    frame.set_range(reply_at, reply_len)
+}
+
+/// Writes the three headers and both checksums into `out` (quoted bytes already in place).
+fn write_headers(
+    out: &mut [u8],
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    tos: u8,
+    source: Ipv4Addr,
+    destination: Ipv4Addr,
+    (kind, code, rest): (u8, u8, u32),
+) -> Option<()> {
+    let ip = eth::HEADER_LEN;
+    let l4 = ip + ipv4::MIN_HEADER_LEN;
+    let ip_len = u16::try_from(out.len() - ip).ok()?;
+    field::write_mac(out, eth::DESTINATION, dst_mac)?;
+    field::write_mac(out, eth::SOURCE, src_mac)?;
+    field::write_u16(out, eth::ETHERTYPE, eth::ETHERTYPE_IPV4)?;
+    *out.get_mut(ip + ipv4::VERSION_IHL)? = 0x45;
+    *out.get_mut(ip + ipv4::TOS)? = tos;
+    field::write_u16(out, at(ip, ipv4::TOTAL_LEN), ip_len)?;
+    // DF with ID 0: an atomic datagram (RFC 6864), never fragmented since it is <= 576 bytes.
+    field::write_u16(out, at(ip, ipv4::IDENTIFICATION), 0)?;
+    field::write_u16(out, at(ip, ipv4::FLAGS_FRAGMENT), ipv4::FLAG_DF)?;
+    *out.get_mut(ip + ipv4::TTL)? = REPLY_TTL;
+    *out.get_mut(ip + ipv4::PROTOCOL)? = ipv4::PROTO_ICMP;
+    field::write_u16(out, at(ip, ipv4::CHECKSUM), 0)?;
+    field::write_u32(out, at(ip, ipv4::SOURCE), source.to_bits())?;
+    field::write_u32(out, at(ip, ipv4::DESTINATION), destination.to_bits())?;
+    let ip_checksum = checksum::ipv4_header(out.get(ip..l4)?);
+    field::write_u16(out, at(ip, ipv4::CHECKSUM), ip_checksum)?;
+
+    *out.get_mut(l4 + icmp::TYPE)? = kind;
+    *out.get_mut(l4 + icmp::CODE)? = code;
+    field::write_u16(out, at(l4, icmp::CHECKSUM), 0)?;
+    field::write_u32(out, at(l4, icmp::REST_OF_HEADER), rest)?;
+    let icmp_checksum = checksum::checksum(out.get(l4..)?);
+    field::write_u16(out, at(l4, icmp::CHECKSUM), icmp_checksum)
+}
+
+/// RFC 1122 3.2.2: never send an ICMP error to a source that does not name a single host.
+fn answerable(source: Ipv4Addr) -> bool {
+    !(source.is_unspecified()
+        || source.is_broadcast()
+        || source.is_multicast()
+        || source.is_loopback())
+}
