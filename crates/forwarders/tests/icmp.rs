@@ -1,0 +1,374 @@
+//! ICMP errors for tracked connections: quoted-header parsing and the NAT rewrites
+//! (IPVS ip_vs_in_icmp / ip_vs_out_icmp), plus DR/TUN relaying the error unchanged.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use common::*;
+use xvs_forwarders::icmp::{self, QuotedFlow};
+use xvs_forwarders::tun::{self, Tunnel};
+use xvs_forwarders::{Frame, Reason, Transmit, dr, parse};
+
+fn sock(addr: [u8; 4], port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(addr), port)
+}
+
+/// A reply the director sent after NAT out: VIP:80 -> client:40000 (TCP, full header).
+fn reply_sent_to_client(src: [u8; 4], sport: u16) -> Vec<u8> {
+    tcp_frame(
+        (DIRECTOR_IN_MAC, GATEWAY_MAC),
+        &Ip::new(src, CLIENT),
+        (sport, 40000),
+        0x18,
+        b"response bytes",
+    )
+}
+
+/// A router on the client side answers "fragmentation needed" about `quoted_datagram`.
+fn frag_needed_from_router(quoted_datagram: &[u8], ttl: u8) -> Vec<u8> {
+    let mut ip = Ip::new(ROUTER, VIP);
+    ip.ttl = ttl;
+    ip.dont_fragment = false;
+    icmp_frame(
+        (GATEWAY_MAC, DIRECTOR_IN_MAC),
+        &ip,
+        3,
+        4,
+        [0, 0, 0x05, 0x78],
+        quoted_datagram,
+    )
+}
+
+#[test]
+fn parse_error_reads_the_quoted_flow() {
+    let quoted = reply_sent_to_client(VIP, 80);
+    let input = frag_needed_from_router(datagram(&quoted), 60);
+    let mut buf = input.clone();
+    let frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    assert!(view.is_icmp_error());
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    assert_eq!(error.kind, 3);
+    assert_eq!(error.code, 4);
+    assert!(error.is_fragmentation_needed());
+    assert_eq!(error.next_hop_mtu, 1400);
+    assert_eq!(error.quote_ip_offset, 14 + 20 + 8);
+    assert_eq!(error.quote_l4_offset, 14 + 20 + 8 + 20);
+    assert_eq!(
+        error.flow,
+        QuotedFlow {
+            protocol: 6,
+            src: sock(VIP, 80),
+            dst: sock(CLIENT, 40000),
+        }
+    );
+}
+
+#[test]
+fn nat_error_from_client_side_is_rewritten_toward_the_real_server() {
+    let quoted = reply_sent_to_client(VIP, 80);
+    let input = frag_needed_from_router(datagram(&quoted), 60);
+    let mut buf = input.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    let sent = icmp::rewrite_toward_real_server(
+        &mut frame,
+        &view,
+        &error,
+        sock(REAL_SERVER, 8080),
+        &to_real_server(1500),
+    )
+    .unwrap();
+    assert_eq!(sent, Transmit::Forward);
+
+    // What the real server sent before NAT out: RIP:8080 -> client:40000.
+    let original = reply_sent_to_client(REAL_SERVER, 8080);
+    let mut ip = Ip::new(ROUTER, REAL_SERVER);
+    ip.ttl = 59;
+    ip.dont_fragment = false;
+    let expected = icmp_frame(
+        (DIRECTOR_OUT_MAC, REAL_SERVER_MAC),
+        &ip,
+        3,
+        4,
+        [0, 0, 0x05, 0x78],
+        datagram(&original),
+    );
+    assert_same_frame(frame.data(), &expected);
+    verify_checksums(frame.data());
+}
+
+#[test]
+fn nat_error_from_real_server_is_rewritten_toward_the_client_with_a_short_udp_quote() {
+    // The client sent client:5000 -> VIP:53; after NAT in it reached RIP:5353, which answers
+    // "port unreachable" quoting the IP header and 8 bytes only.
+    let sent_by_director = udp_frame(
+        (DIRECTOR_OUT_MAC, REAL_SERVER_MAC),
+        &Ip::new(CLIENT, REAL_SERVER),
+        (5000, 5353),
+        b"a query that is longer than eight bytes",
+    );
+    let quote = &datagram(&sent_by_director)[..28];
+    let input = icmp_frame(
+        (REAL_SERVER_MAC, DIRECTOR_OUT_MAC),
+        &Ip::new(REAL_SERVER, CLIENT),
+        3,
+        3,
+        [0; 4],
+        quote,
+    );
+    let mut buf = input.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    assert_eq!(
+        error.flow,
+        QuotedFlow {
+            protocol: 17,
+            src: sock(CLIENT, 5000),
+            dst: sock(REAL_SERVER, 5353),
+        }
+    );
+    let sent =
+        icmp::rewrite_toward_client(&mut frame, &view, &error, sock(VIP, 53), &to_client(1500))
+            .unwrap();
+    assert_eq!(sent, Transmit::Forward);
+
+    // The client's own packet, as it left the client: client:5000 -> VIP:53, quoted to 28 bytes.
+    let sent_by_client = udp_frame(
+        (CLIENT_MAC, DIRECTOR_IN_MAC),
+        &Ip::new(CLIENT, VIP),
+        (5000, 53),
+        b"a query that is longer than eight bytes",
+    );
+    let mut ip = Ip::new(VIP, CLIENT);
+    ip.ttl = 63;
+    let expected = icmp_frame(
+        (DIRECTOR_IN_MAC, GATEWAY_MAC),
+        &ip,
+        3,
+        3,
+        [0; 4],
+        &datagram(&sent_by_client)[..28],
+    );
+    assert_same_frame(frame.data(), &expected);
+    verify_checksums(frame.data());
+}
+
+#[test]
+fn tcp_quote_without_its_checksum_is_rewritten_without_touching_it() {
+    let quoted = reply_sent_to_client(VIP, 80);
+    let input = frag_needed_from_router(&datagram(&quoted)[..28], 60);
+    let mut buf = input.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    icmp::rewrite_toward_real_server(
+        &mut frame,
+        &view,
+        &error,
+        sock(REAL_SERVER, 8080),
+        &to_real_server(1500),
+    )
+    .unwrap();
+    let original = reply_sent_to_client(REAL_SERVER, 8080);
+    let mut ip = Ip::new(ROUTER, REAL_SERVER);
+    ip.ttl = 59;
+    ip.dont_fragment = false;
+    let expected = icmp_frame(
+        (DIRECTOR_OUT_MAC, REAL_SERVER_MAC),
+        &ip,
+        3,
+        4,
+        [0, 0, 0x05, 0x78],
+        &datagram(&original)[..28],
+    );
+    assert_same_frame(frame.data(), &expected);
+    verify_checksums(frame.data());
+}
+
+#[test]
+fn time_exceeded_is_relayed_too() {
+    let quoted = reply_sent_to_client(VIP, 80);
+    let input = icmp_frame(
+        (GATEWAY_MAC, DIRECTOR_IN_MAC),
+        &Ip::new(ROUTER, VIP),
+        11,
+        0,
+        [0; 4],
+        datagram(&quoted),
+    );
+    let mut buf = input.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    assert_eq!((error.kind, error.code, error.next_hop_mtu), (11, 0, 0));
+    icmp::rewrite_toward_real_server(
+        &mut frame,
+        &view,
+        &error,
+        sock(REAL_SERVER, 8080),
+        &to_real_server(1500),
+    )
+    .unwrap();
+    verify_checksums(frame.data());
+}
+
+#[test]
+fn dr_and_tun_relay_the_error_unchanged() {
+    // DR/TUN: the real server answered from the VIP itself.
+    let quoted = reply_sent_to_client(VIP, 80);
+    let input = frag_needed_from_router(datagram(&quoted), 60);
+
+    let mut buf = input.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    icmp::parse_error(&frame, &view).unwrap();
+    assert_eq!(
+        dr::forward(&mut frame, &view, &to_real_server(1500)),
+        Ok(Transmit::Forward)
+    );
+    assert_eq!(datagram(frame.data()), datagram(&input));
+
+    let mut buf = buffer(&input, 20, 0);
+    let mut frame = Frame::new(&mut buf, 20, input.len()).unwrap();
+    let view = parse(&frame).unwrap();
+    let tunnel = Tunnel {
+        source: Ipv4Addr::from(DIRECTOR),
+        real_server: Ipv4Addr::from(REAL_SERVER),
+        ident: 3,
+    };
+    assert_eq!(
+        tun::encapsulate(&mut frame, &view, &tunnel, &to_real_server(1500)),
+        Ok(Transmit::Forward)
+    );
+    verify_checksums(frame.data());
+}
+
+#[test]
+fn errors_are_never_answered_with_errors() {
+    let quoted = reply_sent_to_client(VIP, 80);
+    // TTL 1: dropped, not answered.
+    let input = frag_needed_from_router(datagram(&quoted), 1);
+    let mut buf = buffer(&input, 64, 0);
+    let mut frame = Frame::new(&mut buf, 64, input.len()).unwrap();
+    let view = parse(&frame).unwrap();
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    assert_eq!(
+        icmp::rewrite_toward_real_server(
+            &mut frame,
+            &view,
+            &error,
+            sock(REAL_SERVER, 8080),
+            &to_real_server(1500)
+        ),
+        Err(Reason::TtlExpired)
+    );
+    // Too big, even with DF: dropped, not answered.
+    let mut ip = Ip::new(ROUTER, VIP);
+    ip.dont_fragment = true;
+    let input = icmp_frame(
+        (GATEWAY_MAC, DIRECTOR_IN_MAC),
+        &ip,
+        3,
+        4,
+        [0; 4],
+        datagram(&quoted),
+    );
+    let mut buf = buffer(&input, 64, 0);
+    let mut frame = Frame::new(&mut buf, 64, input.len()).unwrap();
+    let view = parse(&frame).unwrap();
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    assert_eq!(
+        icmp::rewrite_toward_real_server(
+            &mut frame,
+            &view,
+            &error,
+            sock(REAL_SERVER, 8080),
+            &to_real_server(68)
+        ),
+        Err(Reason::TooBig)
+    );
+    assert_eq!(
+        dr::forward(&mut frame, &view, &to_real_server(68)),
+        Err(Reason::TooBig)
+    );
+    assert_eq!(frame.data(), &input[..]);
+}
+
+fn parse_error_of(frame_bytes: &[u8]) -> Result<icmp::IcmpErrorView, Reason> {
+    let mut buf = frame_bytes.to_vec();
+    let frame = Frame::whole(&mut buf);
+    let view = parse(&frame)?;
+    icmp::parse_error(&frame, &view)
+}
+
+#[test]
+fn parse_error_refusals() {
+    let quoted = datagram(&reply_sent_to_client(VIP, 80)).to_vec();
+    let from_router = |kind, code, payload: &[u8]| {
+        icmp_frame(
+            (GATEWAY_MAC, DIRECTOR_IN_MAC),
+            &Ip::new(ROUTER, VIP),
+            kind,
+            code,
+            [0; 4],
+            payload,
+        )
+    };
+    // Echo, source quench, redirect: not relayed.
+    assert_eq!(
+        parse_error_of(&from_router(8, 0, b"ping")),
+        Err(Reason::NotIcmpError)
+    );
+    assert_eq!(
+        parse_error_of(&from_router(4, 0, &quoted)),
+        Err(Reason::NotIcmpError)
+    );
+    assert_eq!(
+        parse_error_of(&from_router(5, 1, &quoted)),
+        Err(Reason::NotIcmpError)
+    );
+    // Not ICMP at all.
+    let tcp = reply_sent_to_client(VIP, 80);
+    assert_eq!(parse_error_of(&tcp), Err(Reason::NotIcmpError));
+    // Bad ICMP checksum.
+    let mut bad = from_router(3, 1, &quoted);
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    assert_eq!(parse_error_of(&bad), Err(Reason::BadIcmpChecksum));
+    // Quote too short: IP header + 7 bytes.
+    assert_eq!(
+        parse_error_of(&from_router(3, 1, &quoted[..27])),
+        Err(Reason::IcmpQuoteTruncated)
+    );
+    // Quote not IPv4.
+    let mut not_v4 = quoted.clone();
+    not_v4[0] = 0x65;
+    assert_eq!(
+        parse_error_of(&from_router(3, 1, &not_v4)),
+        Err(Reason::IcmpQuoteTruncated)
+    );
+    // Quoted non-first fragment.
+    let mut later = quoted.clone();
+    later[6] = 0x00;
+    later[7] = 0x20;
+    assert_eq!(
+        parse_error_of(&from_router(3, 1, &later)),
+        Err(Reason::IcmpQuotesFragment)
+    );
+    // Quoted first fragment: ports present, accepted.
+    let mut first = quoted.clone();
+    first[6] = 0x20;
+    first[7] = 0x00;
+    assert!(parse_error_of(&from_router(3, 1, &first)).is_ok());
+    // Quoted GRE.
+    let mut gre = quoted.clone();
+    gre[9] = 47;
+    assert_eq!(
+        parse_error_of(&from_router(3, 1, &gre)),
+        Err(Reason::IcmpQuotedProtocol)
+    );
+}
