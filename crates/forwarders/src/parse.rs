@@ -321,54 +321,27 @@ mod tests {
     #[test]
     fn refuses_each_malformation_with_its_reason() {
         let good = with_ip_checksum(TCP_SYN.to_vec());
-        let cases: [(&str, Box<dyn Fn(&mut Vec<u8>)>, Reason); 11] = [
-            ("empty", Box::new(|f| f.clear()), Reason::Truncated),
-            ("eth only", Box::new(|f| f.truncate(14)), Reason::Truncated),
+        type Corrupt = fn(&mut Vec<u8>);
+        let cases: [(&str, Corrupt, Reason); 11] = [
+            ("empty", |f| f.clear(), Reason::Truncated),
+            ("eth only", |f| f.truncate(14), Reason::Truncated),
             (
                 "arp",
-                Box::new(|f| f[12..14].copy_from_slice(&[0x08, 0x06])),
+                |f| f[12..14].copy_from_slice(&[0x08, 0x06]),
                 Reason::NotIpv4,
             ),
             (
                 "vlan",
-                Box::new(|f| f[12..14].copy_from_slice(&[0x81, 0x00])),
+                |f| f[12..14].copy_from_slice(&[0x81, 0x00]),
                 Reason::NotIpv4,
             ),
-            (
-                "version 6",
-                Box::new(|f| f[14] = 0x65),
-                Reason::BadIpVersion,
-            ),
-            (
-                "ihl 4",
-                Box::new(|f| f[14] = 0x44),
-                Reason::BadIpHeaderLength,
-            ),
-            (
-                "ihl beyond frame",
-                Box::new(|f| f[14] = 0x4f),
-                Reason::Truncated,
-            ),
-            (
-                "total too long",
-                Box::new(|f| f[17] = 41),
-                Reason::BadIpTotalLength,
-            ),
-            (
-                "total < ihl",
-                Box::new(|f| f[17] = 19),
-                Reason::BadIpTotalLength,
-            ),
-            (
-                "ip checksum",
-                Box::new(|f| f[24] ^= 1),
-                Reason::BadIpChecksum,
-            ),
-            (
-                "tcp cut",
-                Box::new(|f| f.truncate(50)),
-                Reason::BadIpTotalLength,
-            ),
+            ("version 6", |f| f[14] = 0x65, Reason::BadIpVersion),
+            ("ihl 4", |f| f[14] = 0x44, Reason::BadIpHeaderLength),
+            ("ihl beyond frame", |f| f[14] = 0x4f, Reason::Truncated),
+            ("total too long", |f| f[17] = 41, Reason::BadIpTotalLength),
+            ("total < ihl", |f| f[17] = 19, Reason::BadIpTotalLength),
+            ("ip checksum", |f| f[24] ^= 1, Reason::BadIpChecksum),
+            ("tcp cut", |f| f.truncate(50), Reason::BadIpTotalLength),
         ];
         for (name, corrupt, reason) in cases {
             let mut frame = good.clone();

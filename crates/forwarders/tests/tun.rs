@@ -66,7 +66,6 @@ fn golden_tcp_encapsulation_uses_headroom_without_moving_the_payload() {
     let expected = expected_ipip(datagram(&inner), outer_ip(63, 0x0bad, true, 0, 0));
     assert_same_frame(frame.data(), &expected);
     verify_checksums(frame.data());
-    drop(frame);
     assert_eq!(
         &buf[payload_at..payload_at + 7],
         b"payload",
