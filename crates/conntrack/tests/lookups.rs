@@ -1,0 +1,268 @@
+//! Inbound and outbound lookups, IPv6, removal, expire_nodest_conn, and a full table.
+
+mod common;
+
+use common::*;
+use xvs_conntrack::*;
+
+#[test]
+fn inbound_and_outbound_find_the_same_connection() {
+    let (table, mut shards) = ConnTable::new(config(2, 64));
+    let mut rec = Recorder::default();
+    let c = client(1, 40000);
+    let conn = shards[1].insert(nat_conn(c, 5), 0, &mut rec).unwrap();
+    let key = FlowKey::tcp(c, vip(80));
+    let Inbound::Hit(hit) = shards[1].lookup_inbound(&key, &AllAvailable, &mut rec) else {
+        panic!("inbound miss");
+    };
+    assert_eq!(hit, conn);
+    assert_eq!(hit.dest_addr, real_server(5));
+    // The reply: real server -> client, looked up from any worker's view.
+    let back = table
+        .lookup_outbound(&FlowKey::tcp(real_server(5), c))
+        .unwrap();
+    assert_eq!(back.flow, conn.flow);
+    assert_eq!(back.vip, vip(80));
+    // Near misses.
+    let other_port = FlowKey::tcp(client(1, 40001), vip(80));
+    assert_eq!(
+        shards[1].lookup_inbound(&other_port, &AllAvailable, &mut rec),
+        Inbound::Miss
+    );
+    assert_eq!(
+        shards[0].lookup_inbound(&key, &AllAvailable, &mut rec),
+        Inbound::Miss,
+        "inbound is per shard"
+    );
+    assert!(
+        table
+            .lookup_outbound(&FlowKey::udp(real_server(5), c))
+            .is_none()
+    );
+    assert!(
+        table
+            .lookup_outbound(&FlowKey::tcp(real_server(6), c))
+            .is_none()
+    );
+    assert_eq!(
+        shards[1].insert(nat_conn(c, 6), 0, &mut rec),
+        Err(InsertError::Exists)
+    );
+}
+
+#[test]
+fn dr_connections_are_not_in_the_outbound_index() {
+    let (table, mut shards) = ConnTable::new(config(1, 64));
+    let mut rec = Recorder::default();
+    let c = client(1, 1);
+    let conn = shards[0].insert(dr_conn(c, 1), 0, &mut rec).unwrap();
+    assert_eq!(conn.return_path, ReturnPath::Bypass);
+    assert!(
+        table
+            .lookup_outbound(&FlowKey::tcp(conn.dest_addr, c))
+            .is_none()
+    );
+}
+
+#[test]
+fn ipv6_flows_use_the_same_types() {
+    let (table, mut shards) = ConnTable::new(config(1, 64));
+    let mut rec = Recorder::default();
+    let v6 = |last: u8, port| {
+        let mut a = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        a[15] = last;
+        Endpoint::new(a, port)
+    };
+    let c = v6(1, 50000);
+    let v = v6(100, 443);
+    let rs = v6(200, 8443);
+    let new = NewConn {
+        key: FlowKey::tcp(c, v),
+        dest: DestId(9),
+        dest_addr: rs,
+        return_path: ReturnPath::ViaDirector,
+        template: None,
+    };
+    shards[0].insert(new, 0, &mut rec).unwrap();
+    assert!(matches!(
+        shards[0].lookup_inbound(&FlowKey::tcp(c, v), &AllAvailable, &mut rec),
+        Inbound::Hit(_)
+    ));
+    assert_eq!(table.lookup_outbound(&FlowKey::tcp(rs, c)).unwrap().vip, v);
+    // The IPv4 address with the same low bits is a different flow.
+    let c4 = Endpoint::new([0, 0, 0, 1], 50000);
+    let v4 = Endpoint::new([0, 0, 0, 100], 443);
+    assert_eq!(
+        shards[0].lookup_inbound(&FlowKey::tcp(c4, v4), &AllAvailable, &mut rec),
+        Inbound::Miss
+    );
+    let ip: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+    assert_eq!(Addr::from(ip), c.addr);
+    assert_eq!(c.addr.to_ip(), ip);
+}
+
+#[test]
+fn removal_releases_counters_and_stale_handles_fail() {
+    let (table, mut shards) = ConnTable::new(config(1, 64));
+    let mut rec = Recorder::default();
+    let s = &mut shards[0];
+    let conn = s.insert(nat_conn(client(1, 1), 1), 0, &mut rec).unwrap();
+    s.on_packet(conn.flow, Direction::Input, TcpFlags::SYN, 0, &mut rec)
+        .unwrap();
+    assert!(s.remove(conn.flow, &mut rec));
+    assert!(!s.remove(conn.flow, &mut rec));
+    assert_eq!(rec.total(), Counts::default());
+    assert_eq!(
+        s.on_packet(conn.flow, Direction::Input, TcpFlags::ACK, 1, &mut rec),
+        Err(Gone)
+    );
+    assert!(table.get(conn.flow).is_none());
+    // The slot is reused by a new flow; the old handle still fails.
+    let again = s.insert(nat_conn(client(2, 2), 1), 0, &mut rec).unwrap();
+    assert_eq!(again.flow.slot, conn.flow.slot);
+    assert_ne!(again.flow.generation, conn.flow.generation);
+    assert!(table.get(conn.flow).is_none());
+    assert!(
+        table
+            .lookup_outbound(&FlowKey::tcp(real_server(1), client(1, 1)))
+            .is_none()
+    );
+}
+
+#[test]
+fn removed_server_with_expire_nodest_conn_off_drops_packets() {
+    let (_t, mut shards) = ConnTable::new(config(1, 64));
+    let mut rec = Recorder::default();
+    let mut servers = Servers::default();
+    let c = client(1, 1);
+    let s = &mut shards[0];
+    let conn = s.insert(nat_conn(c, 1), 0, &mut rec).unwrap();
+    s.on_packet(conn.flow, Direction::Input, TcpFlags::SYN, 0, &mut rec)
+        .unwrap();
+    servers.removed.insert(DestId(1));
+    let key = FlowKey::tcp(c, vip(80));
+    assert_eq!(s.lookup_inbound(&key, &servers, &mut rec), Inbound::Drop);
+    assert_eq!(s.len(), 1, "left to age out");
+    assert_eq!(s.expire(60, &mut rec), 1, "SYN_RECV timer");
+    assert_eq!(rec.total(), Counts::default());
+}
+
+#[test]
+fn removed_server_with_expire_nodest_conn_on_expires_at_once() {
+    let (table, mut shards) = ConnTable::new(Config {
+        options: Options {
+            expire_nodest_conn: true,
+            ..Options::default()
+        },
+        ..config(1, 64)
+    });
+    let mut rec = Recorder::default();
+    let mut servers = Servers::default();
+    let c = client(1, 1);
+    let s = &mut shards[0];
+    let conn = s.insert(nat_conn(c, 1), 0, &mut rec).unwrap();
+    s.on_packet(conn.flow, Direction::Input, TcpFlags::SYN, 0, &mut rec)
+        .unwrap();
+    assert_eq!(rec.get(DestId(1)).active, 1);
+    servers.removed.insert(DestId(1));
+    let key = FlowKey::tcp(c, vip(80));
+    assert_eq!(s.lookup_inbound(&key, &servers, &mut rec), Inbound::Miss);
+    assert_eq!(rec.total(), Counts::default(), "released exactly once");
+    assert_eq!(s.len(), 0);
+    assert_eq!(table.stats().nodest_expired, 1);
+    // The packet is scheduled anew to another server.
+    s.insert(nat_conn(c, 2), 0, &mut rec).unwrap();
+    assert_eq!(rec.get(DestId(2)).inactive, 1);
+    assert_eq!(
+        s.expire(100, &mut rec),
+        1,
+        "nothing left behind in the wheel"
+    );
+}
+
+#[test]
+fn full_table_refuses_new_flows_and_keeps_established_ones() {
+    let (table, mut shards) = ConnTable::new(config(2, 8)); // 4 per shard
+    let mut rec = Recorder::default();
+    let s = &mut shards[0];
+    assert_eq!(s.capacity(), 4);
+    let mut conns = Vec::new();
+    for i in 0..4 {
+        let c = s.insert(nat_conn(client(i, 1), 1), 0, &mut rec).unwrap();
+        s.on_packet(c.flow, Direction::Input, TcpFlags::SYN, 0, &mut rec)
+            .unwrap();
+        s.on_packet(c.flow, Direction::Input, TcpFlags::ACK, 0, &mut rec)
+            .unwrap();
+        conns.push(c);
+    }
+    for i in 10..13 {
+        assert_eq!(
+            s.insert(nat_conn(client(i, 1), 1), 0, &mut rec),
+            Err(InsertError::Full)
+        );
+    }
+    let key = TemplateKey::new(
+        &ServiceKey::Addr {
+            proto: Protocol::Tcp,
+            vip: Addr::v4(VIP),
+            port: 80,
+        },
+        client(99, 0).addr,
+        PersistenceMask::host(Family::V4),
+    );
+    assert_eq!(
+        s.insert_template(&key, DestId(1), real_server(1), 300, 0, &mut rec),
+        Err(InsertError::Full)
+    );
+    assert_eq!(s.stats().refused, 4);
+    assert_eq!(table.stats().refused, 4);
+    // Established flows keep working.
+    for c in &conns {
+        let key = FlowKey::tcp(c.client, vip(80));
+        assert!(matches!(
+            s.lookup_inbound(&key, &AllAvailable, &mut rec),
+            Inbound::Hit(_)
+        ));
+        assert_eq!(
+            s.on_packet(c.flow, Direction::Input, TcpFlags::ACK, 5, &mut rec),
+            Ok(TcpState::Established)
+        );
+    }
+    // The other shard has its own room.
+    assert!(
+        shards[1]
+            .insert(nat_conn(client(50, 1), 1), 0, &mut rec)
+            .is_ok()
+    );
+    // When one closes and expires, there is room again.
+    let s = &mut shards[0];
+    s.on_packet(conns[0].flow, Direction::Input, TcpFlags::RST, 10, &mut rec)
+        .unwrap();
+    assert_eq!(s.expire(20, &mut rec), 1);
+    assert!(s.insert(nat_conn(client(10, 1), 1), 20, &mut rec).is_ok());
+}
+
+#[test]
+fn batch_lookups_answer_each_key() {
+    let (table, mut shards) = ConnTable::new(config(1, 64));
+    let mut rec = Recorder::default();
+    for i in 0..4 {
+        shards[0]
+            .insert(nat_conn(client(i, 1), 1), 0, &mut rec)
+            .unwrap();
+    }
+    let keys: Vec<FlowKey> = (0..8)
+        .map(|i| FlowKey::tcp(client(i, 1), vip(80)))
+        .collect();
+    let mut out = vec![Inbound::Miss; 8];
+    shards[0].lookup_inbound_batch(&keys, &AllAvailable, &mut rec, &mut out);
+    let hits = out.iter().filter(|r| matches!(r, Inbound::Hit(_))).count();
+    assert_eq!(hits, 4);
+    let replies: Vec<FlowKey> = (0..8)
+        .map(|i| FlowKey::tcp(real_server(1), client(i, 1)))
+        .collect();
+    let mut back = vec![None; 8];
+    table.lookup_outbound_batch(&replies, &mut back);
+    assert_eq!(back.iter().flatten().count(), 4);
+    assert!(back[..4].iter().all(Option::is_some));
+}
