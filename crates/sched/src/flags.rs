@@ -9,7 +9,7 @@ pub const MAX_MH_TABLE_SIZE: u32 = 1_000_003;
 
 /// The three generic scheduler flags of IPVS (`flag-1`, `flag-2`, `flag-3`). sh and mh give
 /// flag-1 and flag-2 their own names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SchedFlags {
     /// flag-1, `sh-fallback` / `mh-fallback`: when the hashed server cannot take the
     /// connection, walk on to the next one instead of refusing.

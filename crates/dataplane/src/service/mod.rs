@@ -1,0 +1,4 @@
+//! Virtual services: the configured table ([`spec`]) and, later, the compiled snapshot the
+//! workers read.
+
+pub mod spec;
