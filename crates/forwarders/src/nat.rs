@@ -15,9 +15,9 @@
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 
-use crate::edit::{self, L4Checksum};
+use crate::checksum::Delta;
 use crate::egress::{self, Egress, Transmit};
-use crate::field::{ipv4, tcp, udp};
+use crate::field::{eth, ipv4, tcp, udp};
 use crate::{Frame, L4, PacketView, Reason};
 
 /// Client -> VIP:vport becomes client -> `real_server`.
@@ -73,7 +73,7 @@ enum Direction {
     Outbound,
 }
 
-#[inline]
+#[inline(always)]
 fn translate(
     frame: &mut Frame<'_>,
     view: &PacketView,
@@ -83,34 +83,148 @@ fn translate(
     egress: &Egress,
 ) -> Result<Transmit, Reason> {
     view.check_fits(frame)?;
-    if !matches!(view.l4, L4::Tcp { .. } | L4::Udp { .. }) {
-        return Err(Reason::UnsupportedProtocol);
-    }
+    // UDP's checksum sits at byte 6, TCP's at 16; both headers start with the two ports.
+    let (checksum_at, is_udp) = match view.l4 {
+        L4::Tcp { .. } => (tcp::CHECKSUM.start, false),
+        L4::Udp { .. } => (udp::CHECKSUM.start, true),
+        L4::Icmp { .. } => return Err(Reason::UnsupportedProtocol),
+    };
     if let Some(reply) = egress::ttl_gate(frame, view, reply_source)? {
         return Ok(reply);
     }
     if let Some(reply) = egress::mtu_gate(frame, view, egress.mtu, reply_source)? {
         return Ok(reply);
     }
+    let (address_at, port_at) = match direction {
+        Direction::Inbound => (ipv4::DESTINATION.start, tcp::DST_PORT.start),
+        Direction::Outbound => (ipv4::SOURCE.start, tcp::SRC_PORT.start),
+    };
+
+    // Borrow the three headers once, as fixed-size arrays: no per-field bounds checks below.
     let ip = usize::from(view.ip_offset);
     let l4 = usize::from(view.l4_offset);
-    let l4_checksum = L4Checksum::locate(view.protocol(), l4, view.ip_end());
-    let (address_field, port_field) = match (direction, view.l4) {
-        (Direction::Inbound, L4::Tcp { .. }) => (ipv4::DESTINATION, tcp::DST_PORT),
-        (Direction::Inbound, _) => (ipv4::DESTINATION, udp::DST_PORT),
-        (Direction::Outbound, L4::Tcp { .. }) => (ipv4::SOURCE, tcp::SRC_PORT),
-        (Direction::Outbound, _) => (ipv4::SOURCE, udp::SRC_PORT),
-    };
     let packet = frame.data_mut();
-    edit::decrement_ttl(packet, ip)?;
-    edit::set_address(
-        packet,
-        ip,
-        address_field,
-        new_endpoint.ip().to_bits(),
-        l4_checksum,
-    )?;
-    edit::set_port(packet, l4, port_field, new_endpoint.port(), l4_checksum)?;
-    egress::write_macs(packet, egress)?;
+    let (front, transport) = packet
+        .split_at_mut_checked(l4)
+        .ok_or(Reason::ViewMismatch)?;
+    let (ethernet, network) = front.split_at_mut_checked(ip).ok_or(Reason::ViewMismatch)?;
+    let ethernet: &mut [u8; 14] = ethernet.first_chunk_mut().ok_or(Reason::ViewMismatch)?;
+    let ip_header: &mut [u8; 20] = network.first_chunk_mut().ok_or(Reason::ViewMismatch)?;
+    let l4_header: &mut [u8; 18] = match transport.first_chunk_mut::<18>() {
+        Some(header) => header,
+        // A UDP datagram may be shorter than 18 bytes: rewrite its 8-byte header.
+        None if is_udp => {
+            return translate_short_udp(
+                ethernet,
+                ip_header,
+                transport,
+                direction,
+                new_endpoint,
+                egress,
+            );
+        }
+        None => return Err(Reason::ViewMismatch),
+    };
+    rewrite_headers(
+        ethernet,
+        ip_header,
+        l4_header,
+        (address_at, port_at, checksum_at, is_udp),
+        new_endpoint,
+        egress,
+    );
     Ok(Transmit::Forward)
+}
+
+/// The rewrite proper, on validated fixed-size headers: TTL - 1, one address, one port, both
+/// checksums patched with a single RFC 1624 delta each, then the MACs.
+#[inline(always)]
+fn rewrite_headers<const L4_LEN: usize>(
+    ethernet: &mut [u8; 14],
+    ip_header: &mut [u8; 20],
+    l4_header: &mut [u8; L4_LEN],
+    (address_at, port_at, checksum_at, is_udp): (usize, usize, usize, bool),
+    new_endpoint: SocketAddrV4,
+    egress: &Egress,
+) {
+    let mut ip_delta = Delta::default();
+    let mut l4_delta = Delta::default();
+
+    // IPVS decrement_ttl (the caller's gate guaranteed TTL > 1).
+    let ttl_word = u16::from_be_bytes([ip_header[ipv4::TTL], ip_header[ipv4::PROTOCOL]]);
+    ip_header[ipv4::TTL] = ip_header[ipv4::TTL].wrapping_sub(1);
+    ip_delta.replace_u16(ttl_word, ttl_word.wrapping_sub(0x0100));
+
+    // The address: in the IPv4 header checksum and in the TCP/UDP pseudo-header.
+    let new_address = new_endpoint.ip().to_bits();
+    let old_address = read_u32(ip_header, address_at);
+    write_u32(ip_header, address_at, new_address);
+    ip_delta.replace_u32(old_address, new_address);
+    l4_delta.replace_u32(old_address, new_address);
+
+    // The port: in the TCP/UDP checksum only.
+    let old_port = read_u16(l4_header, port_at);
+    write_u16(l4_header, port_at, new_endpoint.port());
+    l4_delta.replace_u16(old_port, new_endpoint.port());
+
+    let ip_checksum = read_u16(ip_header, ipv4::CHECKSUM.start);
+    write_u16(ip_header, ipv4::CHECKSUM.start, ip_delta.apply(ip_checksum));
+    let l4_checksum = read_u16(l4_header, checksum_at);
+    let l4_checksum = if is_udp {
+        l4_delta.apply_udp(l4_checksum)
+    } else {
+        l4_delta.apply(l4_checksum)
+    };
+    write_u16(l4_header, checksum_at, l4_checksum);
+
+    ethernet[eth::DESTINATION].copy_from_slice(&egress.dst_mac);
+    ethernet[eth::SOURCE].copy_from_slice(&egress.src_mac);
+}
+
+/// UDP datagrams with less than 10 bytes of payload: the same rewrite on the 8-byte header.
+#[cold]
+fn translate_short_udp(
+    ethernet: &mut [u8; 14],
+    ip_header: &mut [u8; 20],
+    transport: &mut [u8],
+    direction: Direction,
+    new_endpoint: SocketAddrV4,
+    egress: &Egress,
+) -> Result<Transmit, Reason> {
+    let udp_header: &mut [u8; 8] = transport.first_chunk_mut().ok_or(Reason::ViewMismatch)?;
+    let (address_at, port_at) = match direction {
+        Direction::Inbound => (ipv4::DESTINATION.start, udp::DST_PORT.start),
+        Direction::Outbound => (ipv4::SOURCE.start, udp::SRC_PORT.start),
+    };
+    rewrite_headers(
+        ethernet,
+        ip_header,
+        udp_header,
+        (address_at, port_at, udp::CHECKSUM.start, true),
+        new_endpoint,
+        egress,
+    );
+    Ok(Transmit::Forward)
+}
+
+// Fixed-offset accessors on fixed-size headers. Offsets are constants of this module (and
+// `checksum_at` < 17), all within the array lengths above, so these never go out of bounds.
+#[inline(always)]
+fn read_u16<const N: usize>(header: &[u8; N], at: usize) -> u16 {
+    u16::from_be_bytes([header[at], header[at + 1]])
+}
+
+#[inline(always)]
+fn write_u16<const N: usize>(header: &mut [u8; N], at: usize, value: u16) {
+    header[at..at + 2].copy_from_slice(&value.to_be_bytes());
+}
+
+#[inline(always)]
+fn read_u32<const N: usize>(header: &[u8; N], at: usize) -> u32 {
+    u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+}
+
+#[inline(always)]
+fn write_u32<const N: usize>(header: &mut [u8; N], at: usize, value: u32) {
+    header[at..at + 4].copy_from_slice(&value.to_be_bytes());
 }

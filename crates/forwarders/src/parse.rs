@@ -156,7 +156,8 @@ impl PacketView {
     #[inline]
     pub(crate) fn check_fits(&self, frame: &Frame<'_>) -> Result<(), Reason> {
         let header_end = usize::from(self.ip_offset) + ipv4::MIN_HEADER_LEN;
-        if self.ip_end() <= frame.len() && header_end <= usize::from(self.l4_offset) {
+        let l4_offset = usize::from(self.l4_offset);
+        if self.ip_end() <= frame.len() && header_end <= l4_offset && l4_offset <= self.ip_end() {
             Ok(())
         } else {
             Err(Reason::ViewMismatch)

@@ -13,10 +13,10 @@
 
 use core::net::Ipv4Addr;
 
-use crate::edit;
+use crate::checksum::{self, Delta};
 use crate::egress::{self, Egress, Transmit};
-use crate::field::{self, at, eth, ipv4};
-use crate::{Frame, PacketView, Reason, checksum};
+use crate::field::{eth, ipv4};
+use crate::{Frame, PacketView, Reason};
 
 /// Bytes the outer header adds.
 pub const ENCAP_OVERHEAD: usize = ipv4::MIN_HEADER_LEN;
@@ -64,62 +64,55 @@ pub fn encapsulate(
 
     // The inner datagram keeps its place: it starts at start + ip_offset, and the new frame
     // places it at (start - 20) + 14 + 20. That holds for the untagged Ethernet `parse` accepts.
-    let inner_ip = usize::from(view.ip_offset);
-    if inner_ip != eth::HEADER_LEN {
+    if usize::from(view.ip_offset) != eth::HEADER_LEN {
         return Err(Reason::ViewMismatch);
     }
-    edit::decrement_ttl(frame.data_mut(), inner_ip)?;
     let inner_len = usize::from(view.ip_total_len);
+    let outer_len = u16::try_from(ENCAP_OVERHEAD + inner_len).map_err(|_| Reason::TooBig)?;
     let new_start = frame.start() - ENCAP_OVERHEAD;
-    let new_len = eth::HEADER_LEN + ENCAP_OVERHEAD + inner_len;
-    frame.set_range(new_start, new_len)?;
-    let outer = OuterHeader {
-        tos: view.tos,
-        total_len: u16::try_from(ENCAP_OVERHEAD + inner_len).map_err(|_| Reason::TooBig)?,
-        ident: tunnel.ident,
-        dont_fragment: view.dont_fragment,
-        ttl: view.ttl - 1,
-        source: tunnel.source,
-        destination: tunnel.real_server,
-    };
+    frame.set_range(new_start, eth::HEADER_LEN + ENCAP_OVERHEAD + inner_len)?;
+
     let packet = frame.data_mut();
-    egress::write_macs(packet, egress)?;
-    field::write_u16(packet, eth::ETHERTYPE, eth::ETHERTYPE_IPV4).ok_or(Reason::ViewMismatch)?;
-    outer.write(packet).ok_or(Reason::ViewMismatch)?;
+    let (ethernet, rest) = packet
+        .split_first_chunk_mut::<{ eth::HEADER_LEN }>()
+        .ok_or(Reason::ViewMismatch)?;
+    let (outer, inner) = rest
+        .split_first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>()
+        .ok_or(Reason::ViewMismatch)?;
+    let inner: &mut [u8; 20] = inner.first_chunk_mut().ok_or(Reason::ViewMismatch)?;
+
+    // IPVS decrements the inner TTL before copying it out (the gate guaranteed TTL > 1).
+    let ttl = inner[ipv4::TTL].wrapping_sub(1);
+    let ttl_word = u16::from_be_bytes([inner[ipv4::TTL], inner[ipv4::PROTOCOL]]);
+    let mut delta = Delta::default();
+    delta.replace_u16(ttl_word, ttl_word.wrapping_sub(0x0100));
+    let checksum_bytes = [inner[ipv4::CHECKSUM.start], inner[ipv4::CHECKSUM.start + 1]];
+    let inner_checksum = u16::from_be_bytes(checksum_bytes);
+    inner[ipv4::TTL] = ttl;
+    inner[ipv4::CHECKSUM].copy_from_slice(&delta.apply(inner_checksum).to_be_bytes());
+
+    *outer = outer_header(view, tunnel, outer_len, ttl);
+    ethernet[eth::DESTINATION].copy_from_slice(&egress.dst_mac);
+    ethernet[eth::SOURCE].copy_from_slice(&egress.src_mac);
+    ethernet[eth::ETHERTYPE].copy_from_slice(&eth::ETHERTYPE_IPV4.to_be_bytes());
     Ok(Transmit::Forward)
 }
 
-struct OuterHeader {
-    tos: u8,
-    total_len: u16,
-    ident: u16,
-    dont_fragment: bool,
-    ttl: u8,
-    source: Ipv4Addr,
-    destination: Ipv4Addr,
-}
-
-impl OuterHeader {
-    /// Writes the header at offset 14 of `packet`, checksum included.
-    #[inline]
-    fn write(&self, packet: &mut [u8]) -> Option<()> {
-        let ip = eth::HEADER_LEN;
-        let flags = if self.dont_fragment { ipv4::FLAG_DF } else { 0 };
-        *packet.get_mut(ip + ipv4::VERSION_IHL)? = 0x45;
-        *packet.get_mut(ip + ipv4::TOS)? = self.tos;
-        field::write_u16(packet, at(ip, ipv4::TOTAL_LEN), self.total_len)?;
-        field::write_u16(packet, at(ip, ipv4::IDENTIFICATION), self.ident)?;
-        field::write_u16(packet, at(ip, ipv4::FLAGS_FRAGMENT), flags)?;
-        *packet.get_mut(ip + ipv4::TTL)? = self.ttl;
-        *packet.get_mut(ip + ipv4::PROTOCOL)? = ipv4::PROTO_IPIP;
-        field::write_u16(packet, at(ip, ipv4::CHECKSUM), 0)?;
-        field::write_u32(packet, at(ip, ipv4::SOURCE), self.source.to_bits())?;
-        field::write_u32(
-            packet,
-            at(ip, ipv4::DESTINATION),
-            self.destination.to_bits(),
-        )?;
-        let sum = checksum::ipv4_header(packet.get(ip..ip + ipv4::MIN_HEADER_LEN)?);
-        field::write_u16(packet, at(ip, ipv4::CHECKSUM), sum)
-    }
+/// The outer IPv4 header, built in registers and stored in one go.
+#[inline(always)]
+fn outer_header(view: &PacketView, tunnel: &Tunnel, total_len: u16, ttl: u8) -> [u8; 20] {
+    let flags = if view.dont_fragment { ipv4::FLAG_DF } else { 0 };
+    let mut header = [0u8; 20];
+    header[ipv4::VERSION_IHL] = 0x45;
+    header[ipv4::TOS] = view.tos;
+    header[ipv4::TOTAL_LEN].copy_from_slice(&total_len.to_be_bytes());
+    header[ipv4::IDENTIFICATION].copy_from_slice(&tunnel.ident.to_be_bytes());
+    header[ipv4::FLAGS_FRAGMENT].copy_from_slice(&flags.to_be_bytes());
+    header[ipv4::TTL] = ttl;
+    header[ipv4::PROTOCOL] = ipv4::PROTO_IPIP;
+    header[ipv4::SOURCE].copy_from_slice(&tunnel.source.octets());
+    header[ipv4::DESTINATION].copy_from_slice(&tunnel.real_server.octets());
+    let sum = checksum::ipv4_base_header(&header);
+    header[ipv4::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
+    header
 }

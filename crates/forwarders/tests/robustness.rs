@@ -8,7 +8,8 @@ use common::*;
 use proptest::prelude::*;
 use xvs_forwarders::tun::Tunnel;
 use xvs_forwarders::{
-    Frame, PacketView, Reason, Transmit, checksum, dr, icmp, nat, parse, parse_bytes, tun,
+    Frame, L4, PacketView, Reason, TcpFlags, Transmit, checksum, dr, icmp, nat, parse, parse_bytes,
+    tun,
 };
 
 /// Runs every entry point on a copy of `bytes` placed with `headroom`. Nothing may panic, the
@@ -119,6 +120,40 @@ proptest! {
         // A view of a valid frame applied to unrelated bytes must not panic either.
         let good = seeds()[seed].clone();
         let view = parse_bytes(&good).unwrap();
+        exercise(&bytes, headroom, &view, false);
+    }
+
+    /// Views with arbitrary offsets, lengths and fields (a caller bug) never cause a panic.
+    #[test]
+    fn forged_views_never_panic(
+        seed in 0usize..3,
+        ip_offset in 0u16..80,
+        l4_offset in 0u16..120,
+        ip_total_len in 0u16..200,
+        ttl in any::<u8>(),
+        dont_fragment in any::<bool>(),
+        kind in prop_oneof![Just(0u8), Just(3), Just(8), Just(11)],
+        l4_choice in 0u8..3,
+        headroom in 0usize..40,
+    ) {
+        let bytes = seeds()[seed].clone();
+        let l4 = match l4_choice {
+            0 => L4::Tcp { src_port: 1, dst_port: 2, flags: TcpFlags(0x02) },
+            1 => L4::Udp { src_port: 1, dst_port: 2 },
+            _ => L4::Icmp { kind, code: 4, echo_id: 0 },
+        };
+        let view = PacketView {
+            ip_offset,
+            l4_offset,
+            ip_total_len,
+            src: Ipv4Addr::new(203, 0, 113, 7),
+            dst: Ipv4Addr::new(192, 0, 2, 10),
+            ttl,
+            tos: 0,
+            ident: 0,
+            dont_fragment,
+            l4,
+        };
         exercise(&bytes, headroom, &view, false);
     }
 
