@@ -1,4 +1,5 @@
 //! Virtual services: the configured table ([`spec`]) and, later, the compiled snapshot the
 //! workers read.
 
+pub mod snapshot;
 pub mod spec;

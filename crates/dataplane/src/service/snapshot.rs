@@ -1,0 +1,504 @@
+//! The compiled service table the workers read.
+//!
+//! The control plane edits a [`ServiceTableSpec`]; [`SnapshotBuilder::build`] compiles it into
+//! an immutable [`Snapshot`]: a classification map from `(protocol, VIP, port)` to service,
+//! each service's scheduler view of its real servers, and a table from [`DestId`] (the handle
+//! the connection table stores) to the real server. Workers hold an `Arc<Snapshot>` and swap
+//! to a new one between batches, so a reload never stops the data path.
+//!
+//! Real servers keep their identity across rebuilds: the builder remembers every
+//! `(service, address, port)` it has seen, so an edited server keeps its [`DestId`] and its
+//! connection counters ([`ServerLoad`]), and the connections the table holds for it keep
+//! working. A removed server's id is never handed out again while connections may still name
+//! it: ids are a 16-bit slot plus a 16-bit generation bumped on every reuse.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use xvs_conntrack::{DestCounters, DestId, DestStatus, Persistence, PersistenceMask};
+use xvs_sched::{ConnKind, RealServer, ServerLoad};
+
+use super::spec::{DestSpec, ForwardMethod, Protocol, ServiceAddr, ServiceSpec, ServiceTableSpec};
+
+/// At most this many real servers exist at once (over all services): the slot part of a
+/// [`DestId`] is 16 bits, and per-worker statistics are arrays of this size.
+pub const MAX_DESTS: usize = 1 << 16;
+
+/// `DestId` = generation << 16 | slot.
+#[inline]
+pub fn dest_slot(id: DestId) -> usize {
+    (id.0 & 0xffff) as usize
+}
+
+/// Classification key: IP protocol number, IPv4 VIP, port (0: every port).
+type ClassKey = (u8, u32, u16);
+
+/// One real server as the data path needs it.
+#[derive(Debug, Clone)]
+pub struct Dest {
+    /// The handle connections store.
+    pub id: DestId,
+    /// Address, port, method, weight and thresholds as configured.
+    pub spec: DestSpec,
+    /// Index of the owning service in [`Snapshot::services`].
+    pub service: u16,
+}
+
+/// One virtual service, compiled.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// The configuration it came from.
+    pub spec: ServiceSpec,
+    /// The connection table's name for it (template keys use it).
+    pub key: xvs_conntrack::ServiceKey,
+    /// `-p`/`-M`, in the connection table's terms.
+    pub persistence: Option<Persistence>,
+    /// The scheduler's view, index-aligned with `dests`.
+    pub servers: Vec<RealServer>,
+    /// The real servers, in configuration order.
+    pub dests: Vec<Dest>,
+}
+
+/// An immutable compiled service table.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases with every build; workers compare it to notice a new table.
+    pub generation: u64,
+    /// The services, in configuration order.
+    pub services: Vec<Service>,
+    classify: HashMap<ClassKey, u16>,
+    /// Slot -> (generation, service, dest index) of the live real servers.
+    by_slot: HashMap<u16, (u16, u16, u16)>,
+}
+
+impl Snapshot {
+    /// The service a packet to `vip:port` over `protocol` (6 TCP, 17 UDP) belongs to: an
+    /// exact `(VIP, port)` service first, else a persistent port-0 service of the VIP.
+    #[inline]
+    pub fn classify(&self, protocol: u8, vip: Ipv4Addr, port: u16) -> Option<usize> {
+        let vip = u32::from(vip);
+        self.classify
+            .get(&(protocol, vip, port))
+            .or_else(|| self.classify.get(&(protocol, vip, 0)))
+            .map(|&i| i as usize)
+    }
+
+    /// The live real server behind `id`, with its service.
+    #[inline]
+    pub fn dest(&self, id: DestId) -> Option<(&Service, &Dest, &RealServer)> {
+        let &(generation, service, index) = self.by_slot.get(&((id.0 & 0xffff) as u16))?;
+        if generation != (id.0 >> 16) as u16 {
+            return None;
+        }
+        let service = &self.services[service as usize];
+        Some((
+            service,
+            &service.dests[index as usize],
+            &service.servers[index as usize],
+        ))
+    }
+
+    /// Every live real server's load, by id (statistics and listings).
+    pub fn dests(&self) -> impl Iterator<Item = (&Service, &Dest, &RealServer)> {
+        self.services
+            .iter()
+            .flat_map(|s| s.dests.iter().zip(&s.servers).map(move |(d, r)| (s, d, r)))
+    }
+
+    /// The IPv4 addresses and ports the XDP filter must send to xvs: every VIP:port, and for
+    /// NAT real servers their address:port (replies come back from there).
+    pub fn filter_matches(&self) -> (Vec<ClassKey>, Vec<ClassKey>) {
+        let vips = self.classify.keys().copied().collect();
+        let mut nat = Vec::new();
+        for (service, dest, _) in self.dests() {
+            if let (ForwardMethod::Masq, IpAddr::V4(rip), ServiceAddr::Inet { protocol, .. }) =
+                (dest.spec.method, dest.spec.addr, service.spec.addr)
+            {
+                nat.push((ip_protocol(protocol), u32::from(rip), dest.spec.port));
+            }
+        }
+        (vips, nat)
+    }
+}
+
+/// IP protocol number of a service protocol.
+pub fn ip_protocol(protocol: Protocol) -> u8 {
+    match protocol {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+    }
+}
+
+/// The connection table's view of real servers: available while in the snapshot, quiescent at
+/// weight 0.
+impl DestStatus for Snapshot {
+    fn is_available(&self, dest: DestId) -> bool {
+        self.dest(dest).is_some()
+    }
+
+    fn is_quiescent(&self, dest: DestId) -> bool {
+        self.dest(dest)
+            .is_some_and(|(_, _, server)| server.weight == 0)
+    }
+}
+
+/// Applies the connection table's counter reports to the real servers' shared [`ServerLoad`]
+/// (ActiveConn, InActConn, PersistConn and the OVERLOAD thresholds). Reports about a server
+/// that was removed meanwhile have nothing left to count and are ignored.
+pub struct LoadCounters<'a>(pub &'a Snapshot);
+
+impl DestCounters for LoadCounters<'_> {
+    fn conn_bound(&mut self, dest: DestId) {
+        if let Some((_, _, server)) = self.0.dest(dest) {
+            server.bind(ConnKind::Inactive);
+        }
+    }
+
+    fn conn_activated(&mut self, dest: DestId) {
+        if let Some((_, _, server)) = self.0.dest(dest) {
+            server.load.conn_activated();
+        }
+    }
+
+    fn conn_deactivated(&mut self, dest: DestId) {
+        if let Some((_, _, server)) = self.0.dest(dest) {
+            server.load.conn_deactivated();
+        }
+    }
+
+    fn conn_released(&mut self, dest: DestId, was_active: bool) {
+        if let Some((_, _, server)) = self.0.dest(dest) {
+            server.unbind(if was_active {
+                ConnKind::Active
+            } else {
+                ConnKind::Inactive
+            });
+        }
+    }
+
+    fn template_bound(&mut self, dest: DestId) {
+        if let Some((_, _, server)) = self.0.dest(dest) {
+            server.bind(ConnKind::Template);
+        }
+    }
+
+    fn template_released(&mut self, dest: DestId) {
+        if let Some((_, _, server)) = self.0.dest(dest) {
+            server.unbind(ConnKind::Template);
+        }
+    }
+}
+
+/// What the builder remembers of a real server between builds.
+#[derive(Debug)]
+struct Known {
+    id: DestId,
+    load: Arc<ServerLoad>,
+    /// The weight before the server was quiesced: mh keeps placing it by this weight.
+    last_weight: u32,
+}
+
+/// Compiles specs into snapshots, keeping real-server identities between builds.
+#[derive(Debug, Default)]
+pub struct SnapshotBuilder {
+    generation: u64,
+    known: std::collections::HashMap<(ServiceAddr, IpAddr, u16), Known>,
+    /// Generation last used per slot.
+    slot_generations: Vec<u16>,
+    free_slots: Vec<u16>,
+}
+
+/// Why a table cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// More real servers than [`MAX_DESTS`].
+    #[error("too many real servers: at most {MAX_DESTS} over all services")]
+    TooManyDests,
+    /// A service xvs cannot serve from AF_XDP traffic.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl SnapshotBuilder {
+    /// A builder whose first snapshot has generation 1.
+    pub fn new() -> Self {
+        SnapshotBuilder::default()
+    }
+
+    /// Compiles `table`. Real servers no longer present are forgotten (their slots are
+    /// reused later under a new generation).
+    pub fn build(&mut self, table: &ServiceTableSpec) -> Result<Snapshot, BuildError> {
+        check_supported(table)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut snapshot = Snapshot {
+            generation: self.generation + 1,
+            ..Default::default()
+        };
+        for (service_index, spec) in table.services.iter().enumerate() {
+            let mut service = compile_service(spec);
+            for (dest_index, dest_spec) in spec.dests.iter().enumerate() {
+                let identity = (spec.addr, dest_spec.addr, dest_spec.port);
+                seen.insert(identity);
+                if !self.known.contains_key(&identity) {
+                    let id = self.allocate().ok_or(BuildError::TooManyDests)?;
+                    let load = Arc::new(ServerLoad::default());
+                    self.known.insert(
+                        identity,
+                        Known {
+                            id,
+                            load,
+                            last_weight: dest_spec.weight,
+                        },
+                    );
+                }
+                let known = self.known.get_mut(&identity).expect("inserted above");
+                if dest_spec.weight > 0 {
+                    known.last_weight = dest_spec.weight;
+                }
+                let mut server = RealServer::new(dest_spec.addr, dest_spec.port, dest_spec.weight)
+                    .with_thresholds(dest_spec.upper_threshold, dest_spec.lower_threshold);
+                server.load = known.load.clone();
+                server.last_weight = known.last_weight;
+                service.servers.push(server);
+                service.dests.push(Dest {
+                    id: known.id,
+                    spec: *dest_spec,
+                    service: service_index as u16,
+                });
+                snapshot.by_slot.insert(
+                    (known.id.0 & 0xffff) as u16,
+                    (
+                        (known.id.0 >> 16) as u16,
+                        service_index as u16,
+                        dest_index as u16,
+                    ),
+                );
+            }
+            if let ServiceAddr::Inet {
+                protocol,
+                addr: IpAddr::V4(vip),
+                port,
+            } = spec.addr
+            {
+                snapshot.classify.insert(
+                    (ip_protocol(protocol), u32::from(vip), port),
+                    service_index as u16,
+                );
+            }
+            snapshot.services.push(service);
+        }
+        // Forget what is gone; its slot becomes reusable under a new generation.
+        let gone: Vec<_> = self
+            .known
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .copied()
+            .collect();
+        for identity in gone {
+            if let Some(known) = self.known.remove(&identity) {
+                self.free_slots.push((known.id.0 & 0xffff) as u16);
+            }
+        }
+        self.generation = snapshot.generation;
+        Ok(snapshot)
+    }
+
+    /// A fresh id: a free slot under its next generation, or a new slot.
+    fn allocate(&mut self) -> Option<DestId> {
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None if self.slot_generations.len() < MAX_DESTS => {
+                self.slot_generations.push(0);
+                (self.slot_generations.len() - 1) as u16
+            }
+            None => return None,
+        };
+        let generation = &mut self.slot_generations[slot as usize];
+        *generation = generation.wrapping_add(1);
+        Some(DestId(u32::from(*generation) << 16 | u32::from(slot)))
+    }
+}
+
+fn compile_service(spec: &ServiceSpec) -> Service {
+    let family = if spec.is_ipv6() {
+        xvs_conntrack::Family::V6
+    } else {
+        xvs_conntrack::Family::V4
+    };
+    let key = match spec.addr {
+        ServiceAddr::Inet {
+            protocol,
+            addr,
+            port,
+        } => xvs_conntrack::ServiceKey::Addr {
+            proto: match protocol {
+                Protocol::Tcp => xvs_conntrack::Protocol::Tcp,
+                Protocol::Udp => xvs_conntrack::Protocol::Udp,
+            },
+            vip: conntrack_addr(addr),
+            port,
+        },
+        ServiceAddr::Fwmark { mark, .. } => xvs_conntrack::ServiceKey::Fwmark { mark, family },
+    };
+    let persistence = spec.persistence.map(|p| Persistence {
+        timeout: p.timeout_secs,
+        mask: match family {
+            xvs_conntrack::Family::V4 => PersistenceMask::v4_prefix(p.prefix_len),
+            xvs_conntrack::Family::V6 => PersistenceMask::v6_prefix(p.prefix_len),
+        },
+    });
+    Service {
+        spec: spec.clone(),
+        key,
+        persistence,
+        servers: Vec::new(),
+        dests: Vec::new(),
+    }
+}
+
+/// A std address in the connection table's form.
+pub fn conntrack_addr(addr: IpAddr) -> xvs_conntrack::Addr {
+    match addr {
+        IpAddr::V4(a) => xvs_conntrack::Addr::v4(a.octets()),
+        IpAddr::V6(a) => xvs_conntrack::Addr::v6(a.octets()),
+    }
+}
+
+/// What the AF_XDP data path cannot serve, refused with the reason instead of accepted and
+/// silently never matched.
+fn check_supported(table: &ServiceTableSpec) -> Result<(), BuildError> {
+    for service in &table.services {
+        match service.addr {
+            ServiceAddr::Fwmark { mark, .. } => {
+                return Err(BuildError::Unsupported(format!(
+                    "fwmark service {mark}: firewall marks are set by netfilter, which AF_XDP traffic \
+                     bypasses; use -t/-u services"
+                )));
+            }
+            ServiceAddr::Inet {
+                addr: IpAddr::V6(vip),
+                ..
+            } => {
+                return Err(BuildError::Unsupported(format!(
+                    "IPv6 service [{vip}]: the xvs data path forwards IPv4 only for now"
+                )));
+            }
+            ServiceAddr::Inet { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::spec::PersistenceSpec;
+
+    fn table(dests: &[(u8, u32)]) -> ServiceTableSpec {
+        let addr = ServiceAddr::Inet {
+            protocol: Protocol::Tcp,
+            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            port: 80,
+        };
+        let mut t = ServiceTableSpec::default();
+        t.add_service(ServiceSpec::new(addr)).unwrap();
+        for &(last, weight) in dests {
+            let d = DestSpec {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
+                port: 80,
+                method: ForwardMethod::Route,
+                weight,
+                upper_threshold: 0,
+                lower_threshold: 0,
+            };
+            t.add_dest(&addr, d).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn classifies_by_protocol_vip_and_port_with_port_zero_as_catch_all() {
+        let mut t = table(&[(1, 1)]);
+        let any_port = ServiceAddr::Inet {
+            protocol: Protocol::Tcp,
+            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
+            port: 0,
+        };
+        let mut persistent = ServiceSpec::new(any_port);
+        persistent.persistence = Some(PersistenceSpec {
+            timeout_secs: 300,
+            prefix_len: 32,
+        });
+        t.add_service(persistent).unwrap();
+        let s = SnapshotBuilder::new().build(&t).unwrap();
+        assert_eq!(s.classify(6, Ipv4Addr::new(192, 0, 2, 1), 80), Some(0));
+        assert_eq!(s.classify(6, Ipv4Addr::new(192, 0, 2, 1), 81), None);
+        assert_eq!(s.classify(17, Ipv4Addr::new(192, 0, 2, 1), 80), None);
+        assert_eq!(s.classify(6, Ipv4Addr::new(192, 0, 2, 2), 443), Some(1));
+    }
+
+    #[test]
+    fn edited_servers_keep_id_and_counters_removed_ones_vanish() {
+        let mut builder = SnapshotBuilder::new();
+        let first = builder.build(&table(&[(1, 1), (2, 1)])).unwrap();
+        let (id_a, id_b) = (first.services[0].dests[0].id, first.services[0].dests[1].id);
+        first.services[0].servers[0].bind(ConnKind::Active);
+        // Reweight a, drop b.
+        let second = builder.build(&table(&[(1, 5)])).unwrap();
+        assert_eq!(second.generation, first.generation + 1);
+        let (_, dest, server) = second.dest(id_a).unwrap();
+        assert_eq!((dest.spec.weight, server.load.active()), (5, 1));
+        // Quiescing keeps the weight mh places the server by.
+        let quiet = builder.build(&table(&[(1, 0)])).unwrap();
+        assert_eq!(quiet.dest(id_a).unwrap().2.last_weight, 5);
+        let second = builder.build(&table(&[(1, 5)])).unwrap();
+        assert!(second.dest(id_b).is_none());
+        assert!(!second.is_available(id_b));
+        // b comes back: a new id (new generation of a slot), so old connections stay dead.
+        let third = builder.build(&table(&[(1, 5), (2, 1)])).unwrap();
+        let new_b = third.services[0].dests[1].id;
+        assert_ne!(new_b, id_b);
+        assert!(third.dest(id_b).is_none());
+    }
+
+    #[test]
+    fn counter_reports_reach_the_shared_load() {
+        let s = SnapshotBuilder::new().build(&table(&[(1, 0)])).unwrap();
+        let id = s.services[0].dests[0].id;
+        let mut counters = LoadCounters(&s);
+        counters.conn_bound(id);
+        counters.conn_activated(id);
+        counters.template_bound(id);
+        let load = &s.services[0].servers[0].load;
+        assert_eq!(
+            (load.active(), load.inactive(), load.persistent()),
+            (1, 0, 1)
+        );
+        assert!(s.is_quiescent(id));
+        assert_eq!(
+            s.services[0].servers[0].last_weight, 0,
+            "never weighted: no mh slots"
+        );
+        counters.conn_released(id, true);
+        counters.template_released(id);
+        assert_eq!(
+            (load.active(), load.inactive(), load.persistent()),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn refuses_what_af_xdp_cannot_serve() {
+        let mut t = ServiceTableSpec::default();
+        t.add_service(ServiceSpec::new(ServiceAddr::Fwmark {
+            mark: 1,
+            ipv6: false,
+        }))
+        .unwrap();
+        assert!(matches!(
+            SnapshotBuilder::new().build(&t),
+            Err(BuildError::Unsupported(_))
+        ));
+    }
+}
