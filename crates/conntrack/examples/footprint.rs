@@ -20,6 +20,13 @@ fn resident_bytes() -> u64 {
     kb * 1024
 }
 
+/// Anonymous memory on transparent huge pages, in kB (smaps_rollup), if the kernel says.
+fn huge_page_kb() -> Option<u64> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let line = rollup.lines().find(|l| l.starts_with("AnonHugePages:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
@@ -58,5 +65,8 @@ fn main() {
     assert_eq!(table.stats().conns as usize, n);
     println!("flows {n} shards {shards}");
     println!("resident_before {before} resident_after {after}");
+    if let Some(kb) = huge_page_kb() {
+        println!("on_huge_pages_kb {kb}");
+    }
     println!("bytes_per_conn {:.1}", (after - before) as f64 / n as f64);
 }

@@ -169,17 +169,21 @@ impl AtomicAddr {
     }
 }
 
-/// Control word of a template: generation (24) | number of controlled connections (40).
+/// Control word of a template: marker (1) | generation (23) | controlled connections (40).
 /// IPVS `n_control`; a template is freed only by moving `(gen, 0)` to `(gen + 1, 0)`, and a
 /// connection attaches only by moving `(gen, n)` to `(gen, n + 1)`, so the two can never
-/// both succeed.
+/// both succeed. The marker bit keeps a stale template handle from matching a slot that was
+/// reused for a connection (whose control field holds a template reference instead).
 pub(crate) mod control {
     pub const COUNT_BITS: u32 = 40;
     pub const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+    const GEN_MASK: u64 = (1 << 23) - 1;
+    const TEMPLATE_MARK: u64 = 1 << 63;
 
+    /// The generation of a template control word; `None` if the word is not one.
     #[inline]
-    pub fn generation(word: u64) -> u32 {
-        (word >> COUNT_BITS) as u32
+    pub fn generation(word: u64) -> Option<u32> {
+        (word & TEMPLATE_MARK != 0).then_some(((word >> COUNT_BITS) & GEN_MASK) as u32)
     }
     #[inline]
     pub fn count(word: u64) -> u64 {
@@ -187,7 +191,7 @@ pub(crate) mod control {
     }
     #[inline]
     pub fn make(generation: u32, count: u64) -> u64 {
-        ((generation as u64 & 0xff_ffff) << COUNT_BITS) | (count & COUNT_MASK)
+        TEMPLATE_MARK | ((generation as u64 & GEN_MASK) << COUNT_BITS) | (count & COUNT_MASK)
     }
 
     /// A connection's reference to the template that controls it: shard and slot (+1, so 0
@@ -292,9 +296,12 @@ mod tests {
     #[test]
     fn control_words() {
         let w = control::make(5, 3);
-        assert_eq!((control::generation(w), control::count(w)), (5, 3));
+        assert_eq!((control::generation(w), control::count(w)), (Some(5), 3));
         let r = control::template_ref(2, 9);
         assert_eq!(control::parse_template_ref(r), Some((2, 9)));
+        // A connection's template reference is never mistaken for a template's control word.
+        assert_eq!(control::generation(r), None);
+        assert_eq!(control::generation(control::template_ref(0, 0)), None);
         assert_eq!(control::parse_template_ref(0), None);
     }
 }

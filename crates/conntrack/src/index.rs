@@ -39,7 +39,7 @@ impl ChainIndex {
     pub(crate) fn new(buckets: usize) -> Self {
         let n = buckets.max(16).next_power_of_two();
         ChainIndex {
-            heads: (0..n).map(|_| AtomicU32::new(NIL)).collect(),
+            heads: crate::memory::zeroed_slice(n),
             stripes: (0..STRIPES.min(n)).map(|_| AtomicU32::new(0)).collect(),
             mask: n - 1,
         }
@@ -48,6 +48,21 @@ impl ChainIndex {
     #[inline]
     pub(crate) fn bucket(&self, hash: u64) -> usize {
         (hash as usize) & self.mask
+    }
+
+    /// Starts loading the cache line of `bucket`'s head (batch lookups).
+    #[inline]
+    pub(crate) fn prefetch_bucket(&self, bucket: usize) {
+        crate::memory::prefetch(&self.heads[bucket]);
+    }
+
+    /// The first slot of `bucket`'s chain, if any (owner-side batch lookups).
+    #[inline]
+    pub(crate) fn head(&self, bucket: usize) -> Option<u32> {
+        match self.heads[bucket].load(Ordering::Relaxed) {
+            NIL => None,
+            s => Some(s - 1),
+        }
     }
 
     #[inline]

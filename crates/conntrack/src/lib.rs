@@ -47,6 +47,7 @@ mod entry;
 mod hash;
 mod index;
 pub mod key;
+mod memory;
 pub mod state;
 pub mod table;
 pub mod template;

@@ -284,7 +284,7 @@ fn template_proto_byte(key: &TemplateKey) -> u8 {
 impl ShardShared {
     fn new(capacity: usize) -> Self {
         ShardShared {
-            slots: (0..capacity).map(|_| Slot::default()).collect(),
+            slots: crate::memory::zeroed_slice(capacity),
             inbound: ChainIndex::new(capacity),
             outbound: ChainIndex::new(capacity),
             templates: ChainIndex::new(capacity / 8),
@@ -363,6 +363,18 @@ fn matches_template(slot: &Slot, meta: Meta, key: &TemplateKey) -> bool {
         && meta.proto_byte() == template_proto_byte(key)
         && slot.caddr.equals(key.client_net.bits())
         && slot.vaddr.equals(key.service_addr.bits())
+}
+
+/// Keys whose memory accesses a batch lookup overlaps.
+const BATCH_GROUP: usize = 16;
+
+/// Starts loading every cache line an 88-byte slot may span (it is not line-aligned).
+#[inline]
+fn prefetch_slot(slot: &Slot) {
+    let base = slot as *const Slot as *const u8;
+    crate::memory::prefetch(base);
+    crate::memory::prefetch(base.wrapping_add(48));
+    crate::memory::prefetch(base.wrapping_add(87));
 }
 
 /// What a packet did to a connection's state word.
@@ -516,7 +528,11 @@ impl ConnTable {
     /// in any shard, from any worker, without a lock.
     #[inline]
     pub fn lookup_outbound(&self, key: &FlowKey) -> Option<Conn> {
-        let hash = self.outbound_hash(key);
+        self.lookup_outbound_hashed(key, self.outbound_hash(key))
+    }
+
+    #[inline]
+    fn lookup_outbound_hashed(&self, key: &FlowKey, hash: u64) -> Option<Conn> {
         let kind_v6 = kind_of(key.family());
         for (id, shard) in self.inner.shards.iter().enumerate() {
             let bucket = shard.outbound.bucket(hash);
@@ -541,10 +557,28 @@ impl ConnTable {
         None
     }
 
-    /// Batch form of [`lookup_outbound`](Self::lookup_outbound): `out[i]` answers `keys[i]`.
+    /// Batch form of [`lookup_outbound`](Self::lookup_outbound): `out[i]` answers `keys[i]`,
+    /// with the memory accesses of a group of keys overlapped (see
+    /// [`Shard::lookup_inbound_batch`]).
     pub fn lookup_outbound_batch(&self, keys: &[FlowKey], out: &mut [Option<Conn>]) {
-        for (key, res) in keys.iter().zip(out.iter_mut()) {
-            *res = self.lookup_outbound(key);
+        let mut hashes = [0u64; BATCH_GROUP];
+        for (keys, out) in keys.chunks(BATCH_GROUP).zip(out.chunks_mut(BATCH_GROUP)) {
+            for (key, hash) in keys.iter().zip(hashes.iter_mut()) {
+                *hash = self.outbound_hash(key);
+                for shard in self.inner.shards.iter() {
+                    shard.outbound.prefetch_bucket(shard.outbound.bucket(*hash));
+                }
+            }
+            for &hash in &hashes[..keys.len()] {
+                for shard in self.inner.shards.iter() {
+                    if let Some(first) = shard.outbound.head(shard.outbound.bucket(hash)) {
+                        prefetch_slot(&shard.slots[first as usize]);
+                    }
+                }
+            }
+            for ((key, res), &hash) in keys.iter().zip(out.iter_mut()).zip(&hashes) {
+                *res = self.lookup_outbound_hashed(key, hash);
+            }
         }
     }
 
@@ -633,7 +667,7 @@ impl ConnTable {
         let slot = self.slot(t.flow).ok_or(InsertError::TemplateGone)?;
         let mut ctl = slot.control.load(Ordering::Acquire);
         loop {
-            if control::generation(ctl) != t.flow.generation {
+            if control::generation(ctl) != Some(t.flow.generation) {
                 return Err(InsertError::TemplateGone);
             }
             match slot.control.compare_exchange_weak(
@@ -787,9 +821,18 @@ impl Shard {
         self.table.shard(self.id)
     }
 
+    #[inline]
+    fn inbound_bucket(&self, key: &FlowKey) -> usize {
+        self.shared().inbound.bucket(self.table.inbound_hash(key))
+    }
+
     fn find_inbound(&self, key: &FlowKey) -> Option<u32> {
+        self.find_inbound_at(self.inbound_bucket(key), key)
+    }
+
+    #[inline]
+    fn find_inbound_at(&self, bucket: usize, key: &FlowKey) -> Option<u32> {
         let shared = self.shared();
-        let bucket = shared.inbound.bucket(self.table.inbound_hash(key));
         let slots = &shared.slots;
         let kind_v6 = kind_of(key.family());
         shared.inbound.find_owned(
@@ -815,7 +858,19 @@ impl Shard {
         status: &impl DestStatus,
         counters: &mut impl DestCounters,
     ) -> Inbound {
-        let Some(index) = self.find_inbound(key) else {
+        let bucket = self.inbound_bucket(key);
+        self.lookup_inbound_at(bucket, key, status, counters)
+    }
+
+    #[inline]
+    fn lookup_inbound_at(
+        &mut self,
+        bucket: usize,
+        key: &FlowKey,
+        status: &impl DestStatus,
+        counters: &mut impl DestCounters,
+    ) -> Inbound {
+        let Some(index) = self.find_inbound_at(bucket, key) else {
             return Inbound::Miss;
         };
         let shared = self.shared();
@@ -835,6 +890,11 @@ impl Shard {
     }
 
     /// Batch form of [`lookup_inbound`](Self::lookup_inbound): `out[i]` answers `keys[i]`.
+    ///
+    /// It overlaps the memory accesses of the batch, as DPDK's bulk lookups do: first the
+    /// bucket heads of a group of keys are prefetched, then the first slot of each chain,
+    /// then the keys are matched against warm cache lines. At millions of entries, where
+    /// every lookup misses the caches, this is several times faster than one at a time.
     pub fn lookup_inbound_batch(
         &mut self,
         keys: &[FlowKey],
@@ -842,8 +902,21 @@ impl Shard {
         counters: &mut impl DestCounters,
         out: &mut [Inbound],
     ) {
-        for (key, res) in keys.iter().zip(out.iter_mut()) {
-            *res = self.lookup_inbound(key, status, counters);
+        let mut buckets = [0usize; BATCH_GROUP];
+        for (keys, out) in keys.chunks(BATCH_GROUP).zip(out.chunks_mut(BATCH_GROUP)) {
+            let shared = self.shared();
+            for (key, bucket) in keys.iter().zip(buckets.iter_mut()) {
+                *bucket = shared.inbound.bucket(self.table.inbound_hash(key));
+                shared.inbound.prefetch_bucket(*bucket);
+            }
+            for &bucket in &buckets[..keys.len()] {
+                if let Some(first) = shared.inbound.head(bucket) {
+                    prefetch_slot(&shared.slots[first as usize]);
+                }
+            }
+            for ((key, res), &bucket) in keys.iter().zip(out.iter_mut()).zip(&buckets) {
+                *res = self.lookup_inbound_at(bucket, key, status, counters);
+            }
         }
     }
 
@@ -1045,12 +1118,15 @@ impl Shard {
     fn retire_template(&self, index: u32) -> bool {
         let slot = &self.shared().slots[index as usize];
         let ctl = slot.control.load(Ordering::Acquire);
+        let Some(generation) = control::generation(ctl) else {
+            return false;
+        };
         control::count(ctl) == 0
             && slot
                 .control
                 .compare_exchange(
                     ctl,
-                    control::make(control::generation(ctl) + 1, 0),
+                    control::make(generation.wrapping_add(1), 0),
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 )

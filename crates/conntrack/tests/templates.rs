@@ -369,3 +369,31 @@ fn attaching_to_an_expired_template_fails_cleanly() {
     );
     assert_eq!(rec.total(), Counts::default());
 }
+
+#[test]
+fn stale_template_handle_cannot_attach_to_a_reused_slot() {
+    let (table, mut shards) = ConnTable::new(config(1, 64));
+    let mut rec = Recorder::default();
+    let mask = PersistenceMask::host(Family::V4);
+    let key = TemplateKey::new(&http(), client(1, 0).addr, mask);
+    let s = &mut shards[0];
+    let stale = s
+        .insert_template(&key, DestId(1), real_server(1), 300, 0, &mut rec)
+        .unwrap();
+    assert_eq!(s.expire(300, &mut rec), 1);
+    // The freed slot is taken by an ordinary connection.
+    let plain = s.insert(nat_conn(client(2, 2), 2), 300, &mut rec).unwrap();
+    assert_eq!(plain.flow.slot, stale.flow.slot);
+    let new = NewConn {
+        template: Some(stale),
+        ..nat_conn(client(1, 5), 1)
+    };
+    assert_eq!(s.insert(new, 300, &mut rec), Err(InsertError::TemplateGone));
+    let plain_now = table.get(plain.flow).unwrap();
+    assert!(
+        !plain_now.persistent,
+        "the connection's slot was not touched"
+    );
+    assert_eq!(s.expire(400, &mut rec), 1);
+    assert_eq!(rec.total(), Counts::default());
+}
