@@ -48,10 +48,15 @@ pub enum Reason {
     IcmpQuoteTruncated,
     /// The ICMP error quotes a non-first fragment: no ports to find the connection by.
     IcmpQuotesFragment,
-    /// The ICMP error quotes something other than TCP or UDP.
+    /// The ICMP error quotes something other than TCP or UDP (or IPIP carrying TCP or UDP),
+    /// or an IPIP quote was handed to a NAT rewrite.
     IcmpQuotedProtocol,
     /// The ICMP checksum does not verify (checked before trusting the quoted header).
     BadIcmpChecksum,
+    /// An ICMP error about one of our IPIP packets that IPVS does not pass on to the client:
+    /// "fragmentation needed" while the client does not set DF, or a client address that may
+    /// not be answered.
+    TunnelErrorIgnored,
 }
 
 impl Reason {
@@ -59,7 +64,7 @@ impl Reason {
     pub const COUNT: usize = Self::ALL.len();
 
     /// Every variant in discriminant order, for stats listings.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::FrameOutOfBounds,
         Reason::Truncated,
         Reason::NotIpv4,
@@ -82,6 +87,7 @@ impl Reason {
         Reason::IcmpQuotesFragment,
         Reason::IcmpQuotedProtocol,
         Reason::BadIcmpChecksum,
+        Reason::TunnelErrorIgnored,
     ];
 
     /// A stable snake_case name for metrics and logs.
@@ -109,6 +115,7 @@ impl Reason {
             Reason::IcmpQuotesFragment => "icmp_quotes_fragment",
             Reason::IcmpQuotedProtocol => "icmp_quoted_protocol",
             Reason::BadIcmpChecksum => "bad_icmp_checksum",
+            Reason::TunnelErrorIgnored => "tunnel_error_ignored",
         }
     }
 }
@@ -130,7 +137,7 @@ mod tests {
         for (index, reason) in Reason::ALL.iter().enumerate() {
             assert_eq!(*reason as usize, index, "{reason}");
         }
-        assert_eq!(Reason::COUNT, 22);
+        assert_eq!(Reason::COUNT, 23);
     }
 
     #[test]

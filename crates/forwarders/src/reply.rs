@@ -31,6 +31,21 @@ pub(crate) enum IcmpReply {
     TimeExceeded,
 }
 
+/// Everything an ICMP error carries besides its quote.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorMessage {
+    pub kind: u8,
+    pub code: u8,
+    /// Bytes 4..8 of the ICMP header (next-hop MTU, gateway, or zero).
+    pub rest: u32,
+    pub source: Ipv4Addr,
+    pub destination: Ipv4Addr,
+    /// TOS of the quoted datagram; the reply keeps its TOS bits, precedence 6.
+    pub quoted_tos: u8,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+}
+
 /// Replaces the frame with an ICMP error addressed to the sender of `view`'s packet, from
 /// `source`, sent back to the MAC it came from. Leaves the frame untouched and refuses with
 /// `refusal` when the sender may not be answered (not a unicast address), or with
@@ -48,24 +63,6 @@ pub(crate) fn write(
     }
     let sender_mac = field::read_mac(frame.data(), eth::SOURCE).ok_or(Reason::ViewMismatch)?;
     let our_mac = field::read_mac(frame.data(), eth::DESTINATION).ok_or(Reason::ViewMismatch)?;
-
-    let quote_len = usize::from(view.ip_total_len)
-        .min(MAX_ERROR_DATAGRAM - ipv4::MIN_HEADER_LEN - icmp::HEADER_LEN);
-    let quote_at = frame.start() + usize::from(view.ip_offset);
-    let reply_len = REPLY_HEADERS + quote_len;
-    let reply_at = if quote_at >= REPLY_HEADERS {
-        quote_at - REPLY_HEADERS
-    } else if frame.start() + reply_len <= frame.buffer_mut().len() {
-        let reply_at = frame.start();
-        let quote = quote_at..quote_at + quote_len;
-        frame
-            .buffer_mut()
-            .copy_within(quote, reply_at + REPLY_HEADERS);
-        reply_at
-    } else {
-        return Err(Reason::NoHeadroom);
-    };
-
     let (kind, code, rest) = match reply {
         IcmpReply::FragmentationNeeded { next_hop_mtu } => (
             icmp::DEST_UNREACHABLE,
@@ -74,19 +71,60 @@ pub(crate) fn write(
         ),
         IcmpReply::TimeExceeded => (icmp::TIME_EXCEEDED, icmp::CODE_TTL_EXCEEDED, 0),
     };
-    let tos = (view.tos & TOS_MASK) | PREC_INTERNETCONTROL;
+    let message = ErrorMessage {
+        kind,
+        code,
+        rest,
+        source,
+        destination: view.src,
+        quoted_tos: view.tos,
+        src_mac: our_mac,
+        dst_mac: sender_mac,
+    };
+    let quote = usize::from(view.ip_offset)..view.ip_end();
+    write_around_quote(frame, quote, &message)
+}
+
+/// Replaces the frame with the ICMP error `message` quoting the frame bytes in `quote` (frame
+/// offsets; cut to 548 bytes). The quote stays in place when 42 bytes precede it in the
+/// buffer, and is shifted within the buffer otherwise. Refuses `NoHeadroom` when neither fits,
+/// leaving the frame untouched.
+pub(crate) fn write_around_quote(
+    frame: &mut Frame<'_>,
+    quote: core::ops::Range<usize>,
+    message: &ErrorMessage,
+) -> Result<(), Reason> {
+    if quote.start > quote.end || quote.end > frame.len() {
+        return Err(Reason::ViewMismatch);
+    }
+    let quote_len =
+        (quote.end - quote.start).min(MAX_ERROR_DATAGRAM - ipv4::MIN_HEADER_LEN - icmp::HEADER_LEN);
+    let quote_at = frame.start() + quote.start;
+    let reply_len = REPLY_HEADERS + quote_len;
+    let reply_at = if quote_at >= REPLY_HEADERS {
+        quote_at - REPLY_HEADERS
+    } else if frame.start() + reply_len <= frame.buffer_mut().len() {
+        let reply_at = frame.start();
+        frame
+            .buffer_mut()
+            .copy_within(quote_at..quote_at + quote_len, reply_at + REPLY_HEADERS);
+        reply_at
+    } else {
+        return Err(Reason::NoHeadroom);
+    };
+    let tos = (message.quoted_tos & TOS_MASK) | PREC_INTERNETCONTROL;
     let out = frame
         .buffer_mut()
         .get_mut(reply_at..reply_at + reply_len)
         .ok_or(Reason::NoHeadroom)?;
     write_headers(
         out,
-        sender_mac,
-        our_mac,
+        message.dst_mac,
+        message.src_mac,
         tos,
-        source,
-        view.src,
-        (kind, code, rest),
+        message.source,
+        message.destination,
+        (message.kind, message.code, message.rest),
     )
     .ok_or(Reason::NoHeadroom)?;
     frame.set_range(reply_at, reply_len)
@@ -131,7 +169,7 @@ fn write_headers(
 }
 
 /// RFC 1122 3.2.2: never send an ICMP error to a source that does not name a single host.
-fn answerable(source: Ipv4Addr) -> bool {
+pub(crate) fn answerable(source: Ipv4Addr) -> bool {
     !(source.is_unspecified()
         || source.is_broadcast()
         || source.is_multicast()

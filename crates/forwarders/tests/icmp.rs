@@ -6,7 +6,7 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use common::*;
-use xvs_forwarders::icmp::{self, QuotedFlow};
+use xvs_forwarders::icmp::{self, QuotedFlow, QuotedTunnel};
 use xvs_forwarders::tun::{self, Tunnel};
 use xvs_forwarders::{Frame, Reason, Transmit, dr, parse};
 
@@ -371,4 +371,174 @@ fn parse_error_refusals() {
         parse_error_of(&from_router(3, 1, &gre)),
         Err(Reason::IcmpQuotedProtocol)
     );
+}
+
+const ROUTER_NEAR_REAL_SERVER: [u8; 4] = [10, 1, 0, 254];
+
+/// Our IPIP packet to the real server, carrying `client -> VIP:80` (TTL already decremented).
+fn tunnelled_request(dont_fragment: bool) -> (Vec<u8>, Vec<u8>) {
+    let mut inner_ip = Ip::new(CLIENT, VIP);
+    inner_ip.ttl = 63;
+    inner_ip.dont_fragment = dont_fragment;
+    let inner = tcp_frame(
+        (CLIENT_MAC, DIRECTOR_IN_MAC),
+        &inner_ip,
+        (40000, 80),
+        0x10,
+        &[0x42; 1400],
+    );
+    let outer = Ip {
+        src: DIRECTOR,
+        dst: REAL_SERVER,
+        ttl: 63,
+        ident: 77,
+        dont_fragment,
+        dscp: 0,
+        ecn: 0,
+        options: &[],
+    };
+    let encapsulated = ipip_frame(
+        (DIRECTOR_OUT_MAC, REAL_SERVER_MAC),
+        &outer,
+        datagram(&inner),
+    );
+    (inner, encapsulated)
+}
+
+/// A router on the real servers' side reports about our tunnel packet, quoting 548 bytes.
+fn error_about_tunnel(encapsulated: &[u8], kind: u8, code: u8, rest: [u8; 4]) -> Vec<u8> {
+    icmp_frame(
+        (GATEWAY_MAC, DIRECTOR_OUT_MAC),
+        &Ip::new(ROUTER_NEAR_REAL_SERVER, DIRECTOR),
+        kind,
+        code,
+        rest,
+        &datagram(encapsulated)[..548],
+    )
+}
+
+#[test]
+fn tunnel_fragmentation_needed_reaches_the_client_with_the_mtu_lowered_by_20() {
+    let (inner, encapsulated) = tunnelled_request(true);
+    let input = error_about_tunnel(&encapsulated, 3, 4, [0, 0, 0x05, 0x78]);
+    let mut buf = input.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    assert_eq!(
+        error.flow,
+        QuotedFlow {
+            protocol: 6,
+            src: sock(CLIENT, 40000),
+            dst: sock(VIP, 80),
+        }
+    );
+    assert_eq!(
+        error.tunnel,
+        Some(QuotedTunnel {
+            source: Ipv4Addr::from(DIRECTOR),
+            real_server: Ipv4Addr::from(REAL_SERVER),
+            dont_fragment: true,
+        })
+    );
+    assert_eq!(error.quote_ip_offset, 14 + 20 + 8 + 20);
+    assert_eq!(error.next_hop_mtu, 1400);
+
+    let sent = icmp::answer_tunnel_error(&mut frame, &view, &error, &to_client(1500)).unwrap();
+    assert_eq!(sent, Transmit::Forward);
+    let mut ip = Ip::new(VIP, CLIENT);
+    ip.ident = 0;
+    ip.dscp = 0x30;
+    let mtu = 1380u16.to_be_bytes();
+    // The quote: the client's datagram as far as the router quoted it (548 - 20 bytes).
+    let expected = icmp_frame(
+        (DIRECTOR_IN_MAC, GATEWAY_MAC),
+        &ip,
+        3,
+        4,
+        [0, 0, mtu[0], mtu[1]],
+        &datagram(&inner)[..528],
+    );
+    assert_same_frame(frame.data(), &expected);
+    verify_checksums(frame.data());
+}
+
+#[test]
+fn tunnel_errors_keep_type_code_and_small_mtus() {
+    let (inner, encapsulated) = tunnelled_request(true);
+    // Host unreachable: same type and code, bytes 4..8 kept.
+    let input = error_about_tunnel(&encapsulated, 3, 1, [0; 4]);
+    let mut buf = input.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    icmp::answer_tunnel_error(&mut frame, &view, &error, &to_client(1500)).unwrap();
+    let mut ip = Ip::new(VIP, CLIENT);
+    ip.ident = 0;
+    ip.dscp = 0x30;
+    let expected = icmp_frame(
+        (DIRECTOR_IN_MAC, GATEWAY_MAC),
+        &ip,
+        3,
+        1,
+        [0; 4],
+        &datagram(&inner)[..528],
+    );
+    assert_same_frame(frame.data(), &expected);
+
+    // An MTU of 88 or less is passed on unchanged, as IPVS does.
+    let input = error_about_tunnel(&encapsulated, 3, 4, [0, 0, 0, 80]);
+    let mut buf = input.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    icmp::answer_tunnel_error(&mut frame, &view, &error, &to_client(1500)).unwrap();
+    assert_eq!(
+        &frame.data()[34..42],
+        &[3, 4, frame.data()[36], frame.data()[37], 0, 0, 0, 80]
+    );
+    verify_checksums(frame.data());
+}
+
+#[test]
+fn tunnel_errors_ignored_or_refused() {
+    // The client did not set DF: IPVS ignores "fragmentation needed".
+    let (_, encapsulated) = tunnelled_request(false);
+    let input = error_about_tunnel(&encapsulated, 3, 4, [0, 0, 0x05, 0x78]);
+    let mut buf = input.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    assert_eq!(
+        icmp::answer_tunnel_error(&mut frame, &view, &error, &to_client(1500)),
+        Err(Reason::TunnelErrorIgnored)
+    );
+    // A tunnel quote handed to a NAT rewrite is refused.
+    assert_eq!(
+        icmp::rewrite_toward_client(&mut frame, &view, &error, sock(VIP, 80), &to_client(1500)),
+        Err(Reason::IcmpQuotedProtocol)
+    );
+    assert_eq!(frame.data(), &input[..]);
+    // A plain error handed to the tunnel path is refused.
+    let quoted = reply_sent_to_client(VIP, 80);
+    let plain = frag_needed_from_router(datagram(&quoted), 60);
+    let mut buf = plain.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    assert_eq!(
+        icmp::answer_tunnel_error(&mut frame, &view, &error, &to_client(1500)),
+        Err(Reason::ViewMismatch)
+    );
+    // The minimal RFC 792 quote (outer header + 8 bytes) has no inner ports.
+    let (_, encapsulated) = tunnelled_request(true);
+    let short = icmp_frame(
+        (GATEWAY_MAC, DIRECTOR_OUT_MAC),
+        &Ip::new(ROUTER_NEAR_REAL_SERVER, DIRECTOR),
+        3,
+        4,
+        [0, 0, 5, 0x78],
+        &datagram(&encapsulated)[..28],
+    );
+    assert_eq!(parse_error_of(&short), Err(Reason::IcmpQuoteTruncated));
 }

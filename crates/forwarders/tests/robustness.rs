@@ -63,6 +63,10 @@ fn exercise(bytes: &[u8], headroom: usize, view: &PacketView, own_view: bool) {
                 frame, view, &error, rs, &egress,
             ))
         });
+        run(&mut |frame| {
+            let error = icmp::parse_error(frame, view).ok()?;
+            Some(icmp::answer_tunnel_error(frame, view, &error, &egress))
+        });
     }
 }
 
@@ -85,7 +89,20 @@ fn seeds() -> Vec<Vec<u8>> {
         [0, 0, 5, 0],
         datagram(&tcp),
     );
-    vec![tcp, udp, error]
+    let ipip = ipip_frame(
+        (DIRECTOR_OUT_MAC, REAL_SERVER_MAC),
+        &Ip::new(DIRECTOR, REAL_SERVER),
+        datagram(&tcp),
+    );
+    let tunnel_error = icmp_frame(
+        (GATEWAY_MAC, DIRECTOR_OUT_MAC),
+        &Ip::new(ROUTER, DIRECTOR),
+        3,
+        4,
+        [0, 0, 5, 0],
+        datagram(&ipip),
+    );
+    vec![tcp, udp, error, tunnel_error]
 }
 
 proptest! {
@@ -103,7 +120,7 @@ proptest! {
     /// Random bytes behind a valid Ethernet/IPv4 prefix get much deeper than pure noise.
     #[test]
     fn mutated_valid_frames_never_panic(
-        seed in 0usize..3,
+        seed in 0usize..4,
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
         cut in any::<usize>(),
         headroom in 0usize..40,
@@ -126,7 +143,7 @@ proptest! {
     /// Views with arbitrary offsets, lengths and fields (a caller bug) never cause a panic.
     #[test]
     fn forged_views_never_panic(
-        seed in 0usize..3,
+        seed in 0usize..4,
         ip_offset in 0u16..80,
         l4_offset in 0u16..120,
         ip_total_len in 0u16..200,
