@@ -1,23 +1,55 @@
 //! In-place packet rewriting for the three IPVS forwarding methods, on AF_XDP frames.
 //!
-//! The dataplane calls, per packet:
+//! | method | IPVS | what changes |
+//! |---|---|---|
+//! | DR (`-g`) | `ip_vs_dr_xmit` | Ethernet addresses only ([`dr`]) |
+//! | NAT (`-m`) | `ip_vs_nat_xmit`, `handle_response` | destination in, source out, TTL, checksums ([`nat`]) |
+//! | TUN (`-i`) | `ip_vs_tunnel_xmit` | an outer IPv4 header in the headroom ([`tun`]) |
 //!
-//! ```text
-//! let view = parse(&frame)?;                       // validate once, compact Copy view
-//! // classify (proto, dst, dst port) + conntrack on the view ...
-//! dr::forward(&mut frame, &view, &egress)?;        // DR:  MACs only
-//! nat::rewrite_inbound(&mut frame, &view, rip_rport, &egress)?;   // NAT in: dst -> RS
-//! nat::rewrite_outbound(&mut frame, &view, vip_vport, &egress)?;  // NAT out: src -> VIP
-//! tun::encapsulate(&mut frame, &view, &tunnel, &egress)?;         // TUN: IPIP in headroom
+//! Per packet the dataplane [`parse`]s the frame once into a [`PacketView`] (a `Copy` value:
+//! offsets plus addresses, ports, TCP flags, TTL, DF), classifies and looks up the connection
+//! with it, then calls one rewrite. Each rewrite returns the [`Transmit`] to perform (forward,
+//! or an ICMP error the director sends back to the sender) or a [`Reason`] to count:
+//!
+//! ```
+//! use std::net::{Ipv4Addr, SocketAddrV4};
+//! use xvs_forwarders::{Egress, Frame, Reason, Transmit, nat, parse};
+//!
+//! // A UMEM chunk: 256 bytes of headroom, then the frame the NIC delivered.
+//! let mut chunk = vec![0u8; 2048];
+//! let syn = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+//!     .ipv4([203, 0, 113, 7], [192, 0, 2, 10], 64)
+//!     .tcp(40000, 80, 1, 1024)
+//!     .syn();
+//! let len = syn.size(0);
+//! syn.write(&mut &mut chunk[256..], &[]).unwrap();
+//!
+//! let mut refused = [0u64; Reason::COUNT];
+//! let real_server = SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 21), 8080);
+//! let egress = Egress { src_mac: [2, 0, 0, 0, 0, 3], dst_mac: [2, 0, 0, 0, 0, 4], mtu: 1500 };
+//!
+//! let mut frame = Frame::new(&mut chunk, 256, len).unwrap();
+//! let sent = parse(&frame).and_then(|view| {
+//!     // ... classify (view.protocol(), view.dst, view.ports()) and look up the connection ...
+//!     nat::rewrite_inbound(&mut frame, &view, real_server, &egress)
+//! });
+//! match sent {
+//!     Ok(Transmit::Forward) => { /* put frame.start()..frame.len() on the TX ring */ }
+//!     Ok(_) => { /* an ICMP error for the sender: TX it back out of the ingress port */ }
+//!     Err(reason) => refused[reason as usize] += 1,
+//! }
+//! assert_eq!(sent, Ok(Transmit::Forward));
+//! assert_eq!(&frame.data()[30..34], &[10, 1, 0, 21]);
 //! ```
 //!
-//! Each rewrite returns the [`Transmit`] to perform (forward, or an ICMP error the director
-//! sends back to the sender) or a [`Reason`] to count. ICMP errors about a connection go
-//! through [`icmp::parse_error`] and then the NAT rewrites of [`icmp`] (DR and TUN forward them
-//! unchanged). Fragments are refused; [`fragments`] explains why.
+//! ICMP errors about a connection go through [`icmp::parse_error`] (the quoted flow, for the
+//! lookup) and then [`icmp`]'s NAT rewrites or its TUN answer; DR and TUN forward them with
+//! their usual rewrite. Fragments are refused: [`fragments`] explains why. Frames need
+//! [`RECOMMENDED_HEADROOM`] bytes of headroom for TUN and ICMP replies to avoid moving bytes.
 //!
 //! Everything is a pure function of the frame and the parameters: no allocation, no locks,
-//! no panics on any input, no `unsafe`.
+//! no `unsafe`, and no panic on any input (the proptests feed random and mutated frames and
+//! forged views to every entry point).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
