@@ -1,5 +1,6 @@
 //! In-place edits of IPv4 and TCP/UDP header fields with incremental checksum updates
-//! (RFC 1624), shared by NAT and the ICMP-error rewrites.
+//! (RFC 1624), for the ICMP-error rewrites, whose fields sit at offsets only known per packet
+//! (NAT and TUN have their own fixed-size fast paths).
 //!
 //! Each edit reads the old value from the packet, writes the new one and patches the checksums
 //! that cover it; all accesses are checked, so a mismatched offset refuses instead of panicking.

@@ -395,6 +395,61 @@ mod tests {
     }
 
     #[test]
+    fn the_view_stays_compact() {
+        assert!(core::mem::size_of::<PacketView>() <= 32);
+    }
+
+    #[test]
+    fn parses_udp_and_icmp_echo() {
+        let mut frame = TCP_SYN.to_vec();
+        frame[23] = 17; // UDP: ports 40000 -> 80, length 20 (bytes 38..40 = 0x0000 0x0001)
+        frame[38] = 0x00;
+        frame[39] = 0x14;
+        let view = parse_bytes(&with_ip_checksum(frame)).unwrap();
+        assert_eq!(
+            view.l4,
+            L4::Udp {
+                src_port: 40000,
+                dst_port: 80
+            }
+        );
+        assert_eq!(view.protocol(), 17);
+        assert_eq!(view.tcp_flags(), None);
+
+        let mut frame = TCP_SYN.to_vec();
+        frame[23] = 1; // ICMP echo request, id 0x0050
+        frame[34] = 8;
+        frame[35] = 0;
+        frame[38] = 0x00;
+        frame[39] = 0x50;
+        let view = parse_bytes(&with_ip_checksum(frame)).unwrap();
+        assert_eq!(
+            view.l4,
+            L4::Icmp {
+                kind: 8,
+                code: 0,
+                echo_id: 0x50
+            }
+        );
+        assert_eq!(view.ports(), None);
+        assert!(!view.is_icmp_error());
+    }
+
+    #[test]
+    fn refuses_bad_udp_lengths() {
+        for length in [7u16, 21] {
+            let mut frame = TCP_SYN.to_vec();
+            frame[23] = 17;
+            frame[38..40].copy_from_slice(&length.to_be_bytes());
+            assert_eq!(
+                parse_bytes(&with_ip_checksum(frame)),
+                Err(Reason::BadUdpLength),
+                "{length}"
+            );
+        }
+    }
+
+    #[test]
     fn ethernet_padding_is_not_part_of_the_datagram() {
         let mut frame = with_ip_checksum(TCP_SYN.to_vec());
         frame.extend_from_slice(&[0; 6]);
