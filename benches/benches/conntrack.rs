@@ -139,6 +139,44 @@ fn lookups(c: &mut Criterion, f: &mut Fixture) {
             black_box(f.table.lookup_outbound(black_box(&key)))
         })
     });
+    // Batches of 32 as a worker's rx burst would bring them; time per key.
+    const BURST: usize = 32;
+    g.bench_function("inbound_hit_batch32", |b| {
+        let shard = &mut f.shards[0];
+        let mut keys = [FlowKey::tcp(client(0, 0), vip()); BURST];
+        let mut out = [Inbound::Miss; BURST];
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters.div_ceil(BURST as u64) {
+                for k in keys.iter_mut() {
+                    *k = FlowKey::tcp(client(0, rng.below(owned) * SHARDS as u64), vip());
+                }
+                let start = Instant::now();
+                shard.lookup_inbound_batch(&keys, &AllAvailable, &mut NoCounters, &mut out);
+                elapsed += start.elapsed();
+                black_box(&out);
+            }
+            elapsed.mul_f64(iters as f64 / (iters.div_ceil(BURST as u64) * BURST as u64) as f64)
+        })
+    });
+    g.bench_function("outbound_hit_batch32", |b| {
+        let mut keys = [FlowKey::tcp(real_server(0), client(0, 0)); BURST];
+        let mut out = [None; BURST];
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters.div_ceil(BURST as u64) {
+                for k in keys.iter_mut() {
+                    let i = rng.below(size);
+                    *k = FlowKey::tcp(real_server(i), client(0, i));
+                }
+                let start = Instant::now();
+                f.table.lookup_outbound_batch(&keys, &mut out);
+                elapsed += start.elapsed();
+                black_box(&out);
+            }
+            elapsed.mul_f64(iters as f64 / (iters.div_ceil(BURST as u64) * BURST as u64) as f64)
+        })
+    });
     // A packet of an established flow: lookup plus state update and timer refresh.
     g.bench_function("inbound_hit_and_update", |b| {
         let shard = &mut f.shards[0];

@@ -26,7 +26,7 @@
 //! entries still leave on their own timers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 
 use crossbeam::queue::ArrayQueue;
 use crossbeam::utils::CachePadded;
@@ -594,8 +594,11 @@ impl ConnTable {
             return None;
         }
         let conn = snapshot(flow.shard, flow.slot, slot, word, meta);
-        // Re-check: the slot must not have been reused while it was read.
-        (slot.word().generation() == flow.generation).then_some(conn)
+        // Re-check, seqlock style: the slot must not have been killed (and reused) while it
+        // was read. The fence orders the field reads above before the second word read.
+        fence(Ordering::Acquire);
+        (StateWord(slot.word.load(Ordering::Relaxed)).generation() == flow.generation)
+            .then_some(conn)
     }
 
     /// Persistence: the template for `key`, from any shard. Applies IPVS's
@@ -961,6 +964,9 @@ impl Shard {
         let via_director = new.return_path == ReturnPath::ViaDirector;
         let shared = self.table.shard(self.id);
         let slot = &shared.slots[index as usize];
+        // The kill that freed this slot is ordered before its new contents (readers of a
+        // stale handle re-check the word after reading fields).
+        fence(Ordering::Release);
         slot.caddr.store(new.key.src.addr.bits());
         slot.vaddr.store(new.key.dst.addr.bits());
         slot.daddr.store(new.dest_addr.addr.bits());
@@ -1024,6 +1030,7 @@ impl Shard {
         let shared = self.table.shard(self.id);
         let slot = &shared.slots[index as usize];
         let family = key.client_net.family();
+        fence(Ordering::Release);
         slot.caddr.store(key.client_net.bits());
         slot.vaddr.store(key.service_addr.bits());
         slot.daddr.store(dest_addr.addr.bits());
