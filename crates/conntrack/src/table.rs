@@ -528,7 +528,15 @@ impl ConnTable {
     /// in any shard, from any worker, without a lock.
     #[inline]
     pub fn lookup_outbound(&self, key: &FlowKey) -> Option<Conn> {
-        self.lookup_outbound_hashed(key, self.outbound_hash(key))
+        let hash = self.outbound_hash(key);
+        // The reply may belong to any shard: start loading every shard's bucket at once, so
+        // a miss costs about one memory latency rather than one per shard.
+        if self.inner.shards.len() > 1 {
+            for shard in self.inner.shards.iter() {
+                shard.outbound.prefetch_bucket(shard.outbound.bucket(hash));
+            }
+        }
+        self.lookup_outbound_hashed(key, hash)
     }
 
     #[inline]
@@ -1230,6 +1238,38 @@ impl Shard {
         }
         self.wheel.cancel(index);
         self.free.push(index);
+    }
+
+    /// Expires at once every connection of a removed real server in this shard, and its
+    /// templates that control nothing any more: IPVS `ip_vs_expire_nodest_conn_flush`, which
+    /// runs when a server is removed with `expire_nodest_conn` on. It walks the shard's used
+    /// slots, so it belongs to the control path (the owner or its side thread, once per
+    /// removal), never to the packet path. Returns how many entries were removed.
+    pub fn expire_dest(&mut self, dest: DestId, counters: &mut impl DestCounters) -> usize {
+        let mut removed = 0;
+        // Connections first, so that templates they kept alive can go in the second pass.
+        for templates in [false, true] {
+            for index in 0..self.next_unused {
+                let slot = &self.shared().slots[index as usize];
+                if slot.word().has(flag::DEAD)
+                    || slot.dest.load(Ordering::Relaxed) != dest.0
+                    || slot.meta().is(kind::TEMPLATE) != templates
+                {
+                    continue;
+                }
+                if templates && !self.retire_template(index) {
+                    continue;
+                }
+                if self.kill(index, counters) {
+                    removed += 1;
+                }
+            }
+        }
+        self.shared()
+            .stats
+            .nodest_expired
+            .fetch_add(removed as u64, Ordering::Relaxed);
+        removed
     }
 
     /// Runs expiry up to `now`: every entry whose deadline has passed is removed and its

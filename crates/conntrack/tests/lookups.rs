@@ -266,3 +266,48 @@ fn batch_lookups_answer_each_key() {
     assert_eq!(back.iter().flatten().count(), 4);
     assert!(back[..4].iter().all(Option::is_some));
 }
+
+#[test]
+fn expire_dest_flushes_a_removed_server_and_its_idle_templates() {
+    let (table, mut shards) = ConnTable::new(config(1, 64));
+    let mut rec = Recorder::default();
+    let s = &mut shards[0];
+    let key = TemplateKey::new(
+        &ServiceKey::Addr {
+            proto: Protocol::Tcp,
+            vip: Addr::v4(VIP),
+            port: 80,
+        },
+        client(1, 0).addr,
+        PersistenceMask::host(Family::V4),
+    );
+    let t = s
+        .insert_template(&key, DestId(1), real_server(1), 300, 0, &mut rec)
+        .unwrap();
+    for i in 0..3 {
+        let new = NewConn {
+            template: (i == 0).then_some(t),
+            ..nat_conn(client(1, 100 + i as u16), 1)
+        };
+        let c = s.insert(new, 0, &mut rec).unwrap();
+        s.on_packet(c.flow, Direction::Input, TcpFlags::SYN, 0, &mut rec)
+            .unwrap();
+    }
+    s.insert(nat_conn(client(2, 1), 2), 0, &mut rec).unwrap();
+    assert_eq!(rec.get(DestId(1)).active, 3);
+    assert_eq!(
+        s.expire_dest(DestId(1), &mut rec),
+        4,
+        "3 connections and the template"
+    );
+    assert_eq!(
+        rec.get(DestId(1)),
+        Counts::default(),
+        "every counter of the removed server released once"
+    );
+    assert_eq!(rec.get(DestId(2)).inactive, 1);
+    assert_eq!(s.len(), 1);
+    assert!(table.find_template(&key, &AllAvailable).is_none());
+    assert_eq!(s.expire(1000, &mut rec), 1);
+    assert_eq!(rec.total(), Counts::default());
+}
