@@ -1,0 +1,146 @@
+//! Per-worker counters: written by one worker, read by the side thread.
+//!
+//! Each worker has its own cells, so counting takes no lock and no cache line bounces between
+//! workers. A cell has a single writer, so a relaxed load and store (no atomic
+//! read-modify-write) is enough; the side thread's relaxed loads may lag by a packet.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use xvs_forwarders::Reason;
+
+use crate::service::snapshot::MAX_DESTS;
+
+/// Why the pipeline dropped a frame, beyond the forwarders' parse and rewrite reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Drop {
+    /// Not to a virtual service and not the reply of a NAT connection.
+    NotForUs,
+    /// TCP packet without SYN for no known connection (IPVS schedules only on SYN).
+    NoConnection,
+    /// The scheduler found no real server that may take a new connection.
+    NoDestAvailable,
+    /// The connection table is full: new connection refused.
+    TableFull,
+    /// The connection's real server was removed and `expire_nodest_conn` is off.
+    DestRemoved,
+    /// No route to the next hop.
+    NoRoute,
+    /// The next hop's MAC is not resolved yet (resolution was requested).
+    NeighbourUnresolved,
+    /// An ICMP error that quotes no tracked connection.
+    IcmpNoConnection,
+    /// The forwarders refused the frame (see the forwarders reason counters).
+    Refused,
+}
+
+impl Drop {
+    /// Every variant, in discriminant order.
+    pub const ALL: [Drop; 9] = [
+        Drop::NotForUs,
+        Drop::NoConnection,
+        Drop::NoDestAvailable,
+        Drop::TableFull,
+        Drop::DestRemoved,
+        Drop::NoRoute,
+        Drop::NeighbourUnresolved,
+        Drop::IcmpNoConnection,
+        Drop::Refused,
+    ];
+    /// Number of variants.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Name shown in statistics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Drop::NotForUs => "not_for_us",
+            Drop::NoConnection => "no_connection",
+            Drop::NoDestAvailable => "no_dest_available",
+            Drop::TableFull => "table_full",
+            Drop::DestRemoved => "dest_removed",
+            Drop::NoRoute => "no_route",
+            Drop::NeighbourUnresolved => "neighbour_unresolved",
+            Drop::IcmpNoConnection => "icmp_no_connection",
+            Drop::Refused => "refused",
+        }
+    }
+}
+
+/// One real server's traffic as one worker saw it (IPVS's `ip_vs_stats` fields).
+#[derive(Debug, Default)]
+pub struct DestCells {
+    /// Connections scheduled to it.
+    pub conns: AtomicU64,
+    /// Packets client -> real server.
+    pub in_pkts: AtomicU64,
+    /// Packets real server -> client (NAT only: DR and TUN replies bypass the director).
+    pub out_pkts: AtomicU64,
+    /// IP bytes client -> real server.
+    pub in_bytes: AtomicU64,
+    /// IP bytes real server -> client.
+    pub out_bytes: AtomicU64,
+}
+
+/// Adds `n` to a single-writer cell.
+#[inline]
+pub fn add(cell: &AtomicU64, n: u64) {
+    cell.store(
+        cell.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// Everything one worker counts.
+#[derive(Debug)]
+pub struct WorkerCounters {
+    /// Per real-server slot (the low 16 bits of its `DestId`).
+    pub dests: Box<[DestCells]>,
+    /// Pipeline drops by [`Drop`].
+    pub drops: [AtomicU64; Drop::COUNT],
+    /// Forwarders refusals by [`Reason`] (malformed frames and refused rewrites).
+    pub refused: [AtomicU64; Reason::COUNT],
+    /// Frames received.
+    pub rx_frames: AtomicU64,
+    /// Frames sent on.
+    pub tx_frames: AtomicU64,
+    /// ICMP errors the director sent back to a sender (fragmentation needed, time exceeded).
+    pub icmp_sent: AtomicU64,
+}
+
+impl Default for WorkerCounters {
+    fn default() -> Self {
+        WorkerCounters {
+            dests: (0..MAX_DESTS).map(|_| DestCells::default()).collect(),
+            drops: Default::default(),
+            refused: std::array::from_fn(|_| AtomicU64::new(0)),
+            rx_frames: AtomicU64::new(0),
+            tx_frames: AtomicU64::new(0),
+            icmp_sent: AtomicU64::new(0),
+        }
+    }
+}
+
+impl WorkerCounters {
+    /// Counts a drop.
+    #[inline]
+    pub fn drop(&self, why: Drop) {
+        add(&self.drops[why as usize], 1);
+    }
+
+    /// Counts a forwarders refusal (also counted as [`Drop::Refused`]).
+    #[inline]
+    pub fn refuse(&self, reason: Reason) {
+        add(&self.refused[reason as usize], 1);
+        self.drop(Drop::Refused);
+    }
+
+    /// The drop counter of `why`.
+    pub fn drops_of(&self, why: Drop) -> u64 {
+        self.drops[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// The refusal counter of `reason`.
+    pub fn refused_of(&self, reason: Reason) -> u64 {
+        self.refused[reason as usize].load(Ordering::Relaxed)
+    }
+}

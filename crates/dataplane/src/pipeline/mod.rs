@@ -1,0 +1,649 @@
+//! The per-worker packet pipeline: parse, classify, track, schedule, rewrite.
+//!
+//! One [`Pipeline`] per worker. It owns the worker's connection-table shard and its scheduler
+//! instances, and reads the shared service [`Snapshot`], routes and neighbours through `Arc`s
+//! it swaps between batches. [`Pipeline::process`] turns one received frame into a
+//! [`Verdict`], rewriting it in place:
+//!
+//! 1. `parse` the frame once into a `PacketView` (malformed: counted and dropped);
+//! 2. classify: a packet to a virtual service is *inbound*; a packet whose tuple is the reply
+//!    of a NAT connection is *outbound*; an ICMP error is matched by the packet it quotes;
+//! 3. inbound: find the connection, or for a new one (TCP: SYN only) consult the persistence
+//!    template and the scheduler, and create it; feed the packet to the TCP state machine;
+//! 4. rewrite for the real server's method (DR, NAT, TUN) toward the next hop's MAC;
+//! 5. count per real server (connections, packets, bytes) and per drop reason.
+//!
+//! Nothing here allocates, takes a lock or makes a system call per packet.
+
+pub mod counters;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use crossbeam::queue::ArrayQueue;
+use xvs_conntrack::{
+    Conn, Direction, Endpoint, FlowKey, Inbound, InsertError, NewConn, Protocol, ReturnPath, Secs,
+    Shard, TcpFlags, TemplateKey,
+};
+use xvs_forwarders::icmp::{self, IcmpErrorView};
+use xvs_forwarders::tun::Tunnel;
+use xvs_forwarders::{Egress, Frame, L4, PacketView, Reason, Transmit, dr, nat, parse, tun};
+use xvs_sched::{Request, SchedOptions, Scheduler};
+
+use crate::route::{Neighbours, Routes};
+use crate::service::snapshot::{LoadCounters, Service, Snapshot, dest_slot};
+use crate::service::spec::{ForwardMethod, ServiceAddr};
+use counters::{Drop, WorkerCounters, add};
+
+/// What to do with a processed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (rewritten) frame out of port `port`.
+    Transmit {
+        /// Index of the egress port.
+        port: u8,
+    },
+    /// Drop it (the reason is counted).
+    Drop,
+}
+
+/// Neighbours to resolve, from the workers to the side thread.
+pub type ResolveQueue = ArrayQueue<(u8, Ipv4Addr)>;
+
+/// The worker's view of time, set once per batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock {
+    /// Monotonic seconds (connection timers).
+    pub secs: Secs,
+    /// Monotonic milliseconds (scheduler caches).
+    pub millis: u64,
+}
+
+/// What a worker shares with the rest of the director.
+#[derive(Clone)]
+pub struct Shared {
+    /// The service table.
+    pub snapshot: Arc<Snapshot>,
+    /// The director's links.
+    pub routes: Arc<Routes>,
+    /// Resolved MAC addresses.
+    pub neighbours: Arc<Neighbours>,
+    /// This worker's counters (the side thread reads them).
+    pub counters: Arc<WorkerCounters>,
+    /// Where unresolved next hops are queued.
+    pub resolve: Arc<ResolveQueue>,
+    /// Source address of tunnels (`-i`); the egress link's address when `None`.
+    pub tunnel_source: Option<Ipv4Addr>,
+}
+
+/// One worker's packet pipeline.
+pub struct Pipeline {
+    worker: u16,
+    shard: Shard,
+    shared: Shared,
+    /// One scheduler per service of the snapshot, index-aligned, with what it was built for.
+    schedulers: Vec<(ServiceAddr, SchedOptions, Box<dyn Scheduler>)>,
+    clock: Clock,
+    tunnel_ident: u16,
+}
+
+impl Pipeline {
+    /// A pipeline for worker `worker`, owning `shard`.
+    pub fn new(worker: u16, shard: Shard, shared: Shared) -> Self {
+        let mut pipeline = Pipeline {
+            worker,
+            shard,
+            shared: shared.clone(),
+            schedulers: Vec::new(),
+            clock: Clock::default(),
+            tunnel_ident: worker.wrapping_mul(0x3779),
+        };
+        pipeline.set_snapshot(shared.snapshot);
+        pipeline
+    }
+
+    /// Switches to a new service table. Schedulers of services that kept their scheduler
+    /// and options keep their state (rr position, lblc cache) and see the new servers.
+    pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        let mut old: Vec<_> = std::mem::take(&mut self.schedulers);
+        for service in &snapshot.services {
+            let mut options = service.spec.sched_options();
+            options.seed = options.seed.wrapping_add(u64::from(self.worker));
+            let reused = old
+                .iter()
+                .position(|(addr, opts, s)| {
+                    *addr == service.spec.addr
+                        && *opts == options
+                        && s.name() == service.spec.scheduler
+                })
+                .map(|i| old.swap_remove(i).2);
+            let scheduler = match reused {
+                Some(mut s) => {
+                    s.update(&service.servers);
+                    s
+                }
+                None => build_scheduler(service, &options),
+            };
+            self.schedulers
+                .push((service.spec.addr, options, scheduler));
+        }
+        self.shared.snapshot = snapshot;
+    }
+
+    /// Switches to new neighbours (after the side thread resolved some).
+    pub fn set_neighbours(&mut self, neighbours: Arc<Neighbours>) {
+        self.shared.neighbours = neighbours;
+    }
+
+    /// Switches to new routes (links changed).
+    pub fn set_routes(&mut self, routes: Arc<Routes>) {
+        self.shared.routes = routes;
+    }
+
+    /// Sets the time for the next batch.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    /// The snapshot in use.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.shared.snapshot
+    }
+
+    /// The worker's shard.
+    pub fn shard(&self) -> &Shard {
+        &self.shard
+    }
+
+    /// Expires the shard's due connections and ages scheduler caches (call every few ms).
+    pub fn housekeeping(&mut self) {
+        let snapshot = &self.shared.snapshot;
+        self.shard
+            .expire(self.clock.secs, &mut LoadCounters(snapshot));
+        for ((_, _, scheduler), service) in self.schedulers.iter_mut().zip(&snapshot.services) {
+            scheduler.tick(&service.servers, self.clock.millis);
+        }
+    }
+
+    /// Processes one received frame in place.
+    #[inline]
+    pub fn process(&mut self, frame: &mut Frame<'_>, ingress: u8) -> Verdict {
+        let counters = &*self.shared.counters;
+        add(&counters.rx_frames, 1);
+        let view = match parse(frame) {
+            Ok(view) => view,
+            Err(reason) => return refuse(counters, reason),
+        };
+        let verdict = if view.is_icmp_error() {
+            self.icmp_error(frame, &view, ingress)
+        } else {
+            match view.ports() {
+                Some((sport, dport)) => self.tcp_or_udp(frame, &view, sport, dport, ingress),
+                None => drop(counters, Drop::NotForUs),
+            }
+        };
+        if let Verdict::Transmit { .. } = verdict {
+            add(&self.shared.counters.tx_frames, 1);
+        }
+        verdict
+    }
+
+    fn tcp_or_udp(
+        &mut self,
+        frame: &mut Frame<'_>,
+        view: &PacketView,
+        sport: u16,
+        dport: u16,
+        ingress: u8,
+    ) -> Verdict {
+        let protocol = view.protocol();
+        let snapshot = &*self.shared.snapshot;
+        if let Some(service) = snapshot.classify(protocol, view.dst, dport) {
+            return self.inbound(frame, view, service, sport, dport, ingress);
+        }
+        let key = FlowKey::new(
+            conn_protocol(protocol),
+            endpoint(view.src, sport),
+            endpoint(view.dst, dport),
+        );
+        match self.shard.table().lookup_outbound(&key) {
+            Some(conn) => self.outbound(frame, view, &conn, ingress),
+            None => drop(&self.shared.counters, Drop::NotForUs),
+        }
+    }
+
+    /// Client -> virtual service.
+    fn inbound(
+        &mut self,
+        frame: &mut Frame<'_>,
+        view: &PacketView,
+        service_index: usize,
+        sport: u16,
+        dport: u16,
+        ingress: u8,
+    ) -> Verdict {
+        let shared = &self.shared;
+        let snapshot = &*shared.snapshot;
+        let counters = &*shared.counters;
+        let service = &snapshot.services[service_index];
+        let key = FlowKey::new(
+            conn_protocol(view.protocol()),
+            endpoint(view.src, sport),
+            endpoint(view.dst, dport),
+        );
+        let flags = TcpFlags::from_byte(view.tcp_flags().map_or(0, |f| f.0));
+        let mut loads = LoadCounters(snapshot);
+        let conn = match self.shard.lookup_inbound(&key, snapshot, &mut loads) {
+            Inbound::Hit(conn) => conn,
+            Inbound::Drop => return drop(counters, Drop::DestRemoved),
+            Inbound::Miss => {
+                // IPVS opens TCP connections on a SYN only; anything else for an unknown flow
+                // is stray (a flow from before a restart, a scan) and is dropped.
+                if matches!(view.l4, L4::Tcp { .. }) && (!flags.syn || flags.rst) {
+                    return drop(counters, Drop::NoConnection);
+                }
+                let request = Request {
+                    src: view.src.into(),
+                    src_port: sport,
+                    dst: view.dst.into(),
+                    dst_port: dport,
+                    now_ms: self.clock.millis,
+                };
+                let scheduler = &mut *self.schedulers[service_index].2;
+                if service.spec.one_packet && matches!(view.l4, L4::Udp { .. }) {
+                    // -o: every datagram is scheduled on its own and leaves no entry.
+                    let Some(index) = scheduler.pick(&service.servers, &request) else {
+                        return drop(counters, Drop::NoDestAvailable);
+                    };
+                    let dest = &service.dests[index];
+                    let cells = &counters.dests[dest_slot(dest.id)];
+                    add(&cells.conns, 1);
+                    add(&cells.in_pkts, 1);
+                    add(&cells.in_bytes, u64::from(view.ip_total_len));
+                    let target =
+                        SocketAddrV4::new(v4(dest.spec.addr), real_port(dest.spec.port, dport));
+                    return forward(
+                        shared,
+                        &mut self.tunnel_ident,
+                        frame,
+                        view,
+                        dest.spec.method,
+                        target,
+                        ingress,
+                    );
+                }
+                match open(
+                    &mut self.shard,
+                    scheduler,
+                    service,
+                    key,
+                    &request,
+                    self.clock.secs,
+                    &mut loads,
+                ) {
+                    Ok(conn) => {
+                        add(&counters.dests[dest_slot(conn.dest)].conns, 1);
+                        conn
+                    }
+                    Err(why) => return drop(counters, why),
+                }
+            }
+        };
+        let _ = self.shard.on_packet(
+            conn.flow,
+            Direction::Input,
+            flags,
+            self.clock.secs,
+            &mut loads,
+        );
+        let Some((_, dest, _)) = snapshot.dest(conn.dest) else {
+            return drop(counters, Drop::DestRemoved);
+        };
+        let cells = &counters.dests[dest_slot(conn.dest)];
+        add(&cells.in_pkts, 1);
+        add(&cells.in_bytes, u64::from(view.ip_total_len));
+        let target = SocketAddrV4::new(v4(conn.dest_addr.addr.to_ip()), conn.dest_addr.port);
+        forward(
+            shared,
+            &mut self.tunnel_ident,
+            frame,
+            view,
+            dest.spec.method,
+            target,
+            ingress,
+        )
+    }
+
+    /// Real server -> client, the reply of a NAT connection.
+    fn outbound(
+        &mut self,
+        frame: &mut Frame<'_>,
+        view: &PacketView,
+        conn: &Conn,
+        ingress: u8,
+    ) -> Verdict {
+        let shared = &self.shared;
+        let snapshot = &*shared.snapshot;
+        let flags = TcpFlags::from_byte(view.tcp_flags().map_or(0, |f| f.0));
+        let mut loads = LoadCounters(snapshot);
+        if conn.flow.shard == self.shard.id() {
+            let _ = self.shard.on_packet(
+                conn.flow,
+                Direction::Output,
+                flags,
+                self.clock.secs,
+                &mut loads,
+            );
+        } else {
+            let _ = self.shard.table().on_packet(
+                conn.flow,
+                Direction::Output,
+                flags,
+                self.clock.secs,
+                &mut loads,
+            );
+        }
+        let cells = &shared.counters.dests[dest_slot(conn.dest)];
+        add(&cells.out_pkts, 1);
+        add(&cells.out_bytes, u64::from(view.ip_total_len));
+        let vip = SocketAddrV4::new(v4(conn.vip.addr.to_ip()), conn.vip.port);
+        let egress = match egress_to(shared, view.dst) {
+            Ok(e) => e,
+            Err(why) => return drop(&shared.counters, why),
+        };
+        finish(
+            &shared.counters,
+            nat::rewrite_outbound(frame, view, vip, &egress.1),
+            egress.0,
+            ingress,
+        )
+    }
+
+    /// An ICMP error about a connection: relayed to the side that sent the quoted packet.
+    fn icmp_error(&mut self, frame: &mut Frame<'_>, view: &PacketView, ingress: u8) -> Verdict {
+        let shared = &self.shared;
+        let snapshot = &*shared.snapshot;
+        let counters = &*shared.counters;
+        let error: IcmpErrorView = match icmp::parse_error(frame, view) {
+            Ok(e) => e,
+            Err(reason) => return refuse(counters, reason),
+        };
+        let quoted = error.flow;
+        // The connection's own direction is the reverse of the quoted packet's.
+        let key = FlowKey::new(
+            conn_protocol(quoted.protocol),
+            endpoint(*quoted.dst.ip(), quoted.dst.port()),
+            endpoint(*quoted.src.ip(), quoted.src.port()),
+        );
+        let from_client_side = snapshot
+            .classify(quoted.protocol, *quoted.src.ip(), quoted.src.port())
+            .is_some();
+        if from_client_side {
+            // Quotes a reply VIP -> client: the connection is client -> VIP.
+            let mut loads = LoadCounters(snapshot);
+            let Inbound::Hit(conn) = self.shard.lookup_inbound(&key, snapshot, &mut loads) else {
+                return drop(counters, Drop::IcmpNoConnection);
+            };
+            let Some((_, dest, _)) = snapshot.dest(conn.dest) else {
+                return drop(counters, Drop::DestRemoved);
+            };
+            let target = SocketAddrV4::new(v4(conn.dest_addr.addr.to_ip()), conn.dest_addr.port);
+            if dest.spec.method != ForwardMethod::Masq {
+                return forward(
+                    shared,
+                    &mut self.tunnel_ident,
+                    frame,
+                    view,
+                    dest.spec.method,
+                    target,
+                    ingress,
+                );
+            }
+            let (port, egress) = match egress_to(shared, *target.ip()) {
+                Ok(e) => e,
+                Err(why) => return drop(counters, why),
+            };
+            return finish(
+                counters,
+                icmp::rewrite_toward_real_server(frame, view, &error, target, &egress),
+                port,
+                ingress,
+            );
+        }
+        // Quotes client -> RIP from a NAT real server: the connection's reply key is RIP -> client.
+        let Some(conn) = self.shard.table().lookup_outbound(&key) else {
+            return drop(counters, Drop::IcmpNoConnection);
+        };
+        let vip = SocketAddrV4::new(v4(conn.vip.addr.to_ip()), conn.vip.port);
+        let (port, egress) = match egress_to(shared, *quoted.src.ip()) {
+            Ok(e) => e,
+            Err(why) => return drop(counters, why),
+        };
+        finish(
+            counters,
+            icmp::rewrite_toward_client(frame, view, &error, vip, &egress),
+            port,
+            ingress,
+        )
+    }
+}
+
+/// A new connection for `key`: the client's persistence template if it has one, else the
+/// scheduler's pick (recorded in a new template for persistent services).
+fn open(
+    shard: &mut Shard,
+    scheduler: &mut dyn Scheduler,
+    service: &Service,
+    key: FlowKey,
+    request: &Request,
+    now: Secs,
+    loads: &mut LoadCounters<'_>,
+) -> Result<Conn, Drop> {
+    let snapshot = loads.0;
+    let return_path_of = |index: usize| match service.dests[index].spec.method {
+        ForwardMethod::Masq => ReturnPath::ViaDirector,
+        ForwardMethod::Route | ForwardMethod::Tunnel => ReturnPath::Bypass,
+    };
+    let mut template = None;
+    if let Some(persistence) = service.persistence {
+        let template_key = TemplateKey::new(&service.key, key.src.addr, persistence.mask);
+        template = match shard.table().find_template(&template_key, snapshot) {
+            Some(t) => Some(t),
+            None => {
+                let index = scheduler
+                    .pick(&service.servers, request)
+                    .ok_or(Drop::NoDestAvailable)?;
+                let dest = &service.dests[index];
+                let dest_addr = Endpoint::new(
+                    xvs_conntrack::Addr::v4(v4(dest.spec.addr).octets()),
+                    dest.spec.port,
+                );
+                let t = shard
+                    .insert_template(
+                        &template_key,
+                        dest.id,
+                        dest_addr,
+                        persistence.timeout,
+                        now,
+                        loads,
+                    )
+                    .map_err(|_| Drop::TableFull)?;
+                Some(t)
+            }
+        };
+    }
+    let (dest, dest_addr, return_path) = match template {
+        Some(t) => {
+            let index = service
+                .dests
+                .iter()
+                .position(|d| d.id == t.dest)
+                .ok_or(Drop::DestRemoved)?;
+            let port = real_port(t.dest_addr.port, key.dst.port);
+            (
+                t.dest,
+                Endpoint::new(t.dest_addr.addr, port),
+                return_path_of(index),
+            )
+        }
+        None => {
+            let index = scheduler
+                .pick(&service.servers, request)
+                .ok_or(Drop::NoDestAvailable)?;
+            let dest = &service.dests[index];
+            let port = real_port(dest.spec.port, key.dst.port);
+            let addr = xvs_conntrack::Addr::v4(v4(dest.spec.addr).octets());
+            (dest.id, Endpoint::new(addr, port), return_path_of(index))
+        }
+    };
+    let new = NewConn {
+        key,
+        dest,
+        dest_addr,
+        return_path,
+        template,
+    };
+    match shard.insert(new, now, loads) {
+        Ok(conn) => Ok(conn),
+        Err(InsertError::Full) => Err(Drop::TableFull),
+        // The template expired between lookup and attach: schedule without it.
+        Err(InsertError::TemplateGone) => {
+            let retry = NewConn {
+                template: None,
+                ..new
+            };
+            shard.insert(retry, now, loads).map_err(|_| Drop::TableFull)
+        }
+        Err(InsertError::Exists) => Err(Drop::TableFull),
+    }
+}
+
+/// Rewrites for the real server's forwarding method toward `target`.
+fn forward(
+    shared: &Shared,
+    tunnel_ident: &mut u16,
+    frame: &mut Frame<'_>,
+    view: &PacketView,
+    method: ForwardMethod,
+    target: SocketAddrV4,
+    ingress: u8,
+) -> Verdict {
+    let counters = &*shared.counters;
+    let (port, egress) = match egress_to(shared, *target.ip()) {
+        Ok(e) => e,
+        Err(why) => return drop(counters, why),
+    };
+    let result = match method {
+        ForwardMethod::Route => dr::forward(frame, view, &egress),
+        ForwardMethod::Masq => nat::rewrite_inbound(frame, view, target, &egress),
+        ForwardMethod::Tunnel => {
+            let source = shared
+                .tunnel_source
+                .or_else(|| shared.routes.link(port).and_then(|l| l.primary_addr()))
+                .unwrap_or(view.dst);
+            *tunnel_ident = tunnel_ident.wrapping_add(1);
+            let tunnel = Tunnel {
+                source,
+                real_server: *target.ip(),
+                ident: *tunnel_ident,
+            };
+            tun::encapsulate(frame, view, &tunnel, &egress)
+        }
+    };
+    finish(counters, result, port, ingress)
+}
+
+/// The egress port and link parameters toward `dst`'s next hop.
+#[inline]
+fn egress_to(shared: &Shared, dst: Ipv4Addr) -> Result<(u8, Egress), Drop> {
+    let (port, hop) = shared.routes.next_hop(dst).ok_or(Drop::NoRoute)?;
+    let link = shared.routes.link(port).ok_or(Drop::NoRoute)?;
+    match shared.neighbours.get(port, hop) {
+        Some(mac) => Ok((
+            port,
+            Egress {
+                src_mac: link.mac,
+                dst_mac: mac,
+                mtu: link.mtu,
+            },
+        )),
+        None => {
+            // The side thread resolves it; a full queue means it is busy resolving already.
+            let _ = shared.resolve.push((port, hop));
+            Err(Drop::NeighbourUnresolved)
+        }
+    }
+}
+
+/// Turns a rewrite result into a verdict: forward on `port`, or return an ICMP error the
+/// forwarders built to the sender on the ingress port.
+#[inline]
+fn finish(
+    counters: &WorkerCounters,
+    result: Result<Transmit, Reason>,
+    port: u8,
+    ingress: u8,
+) -> Verdict {
+    match result {
+        Ok(Transmit::Forward) => Verdict::Transmit { port },
+        Ok(Transmit::FragmentationNeededToSender | Transmit::TimeExceededToSender) => {
+            add(&counters.icmp_sent, 1);
+            Verdict::Transmit { port: ingress }
+        }
+        Err(reason) => refuse(counters, reason),
+    }
+}
+
+#[inline]
+fn drop(counters: &WorkerCounters, why: Drop) -> Verdict {
+    counters.drop(why);
+    Verdict::Drop
+}
+
+#[inline]
+fn refuse(counters: &WorkerCounters, reason: Reason) -> Verdict {
+    counters.refuse(reason);
+    Verdict::Drop
+}
+
+fn build_scheduler(service: &Service, options: &SchedOptions) -> Box<dyn Scheduler> {
+    // The snapshot only holds validated specs, so this cannot fail; fall back to IPVS's default.
+    xvs_sched::new_scheduler(&service.spec.scheduler, options, &service.servers).unwrap_or_else(
+        |_| {
+            let mut wlc: Box<dyn Scheduler> =
+                Box::new(xvs_sched::schedulers::wlc::WeightedLeastConnection);
+            wlc.update(&service.servers);
+            wlc
+        },
+    )
+}
+
+/// The port packets go to on the real server: its own, or for port-0 real servers (and
+/// port-0 persistent services) the port the client asked for.
+#[inline]
+fn real_port(dest_port: u16, requested: u16) -> u16 {
+    if dest_port == 0 { requested } else { dest_port }
+}
+
+#[inline]
+fn endpoint(addr: Ipv4Addr, port: u16) -> Endpoint {
+    Endpoint::new(xvs_conntrack::Addr::v4(addr.octets()), port)
+}
+
+#[inline]
+fn conn_protocol(ip_protocol: u8) -> Protocol {
+    match ip_protocol {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        _ => Protocol::Icmp,
+    }
+}
+
+/// IPv4 part of an address the snapshot guarantees is IPv4.
+#[inline]
+fn v4(addr: std::net::IpAddr) -> Ipv4Addr {
+    match addr {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(a) => a.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    }
+}

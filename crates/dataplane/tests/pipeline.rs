@@ -1,0 +1,547 @@
+//! The pipeline end to end in memory: frames built with etherparse, processed, parsed back,
+//! every header field compared and every checksum recomputed from scratch.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use etherparse::{
+    Ethernet2Header, Ipv4Header, Ipv4HeaderSlice, PacketBuilder, TcpHeader, UdpHeader,
+};
+use xvs_conntrack::{Config, ConnTable};
+use xvs_dataplane::pipeline::counters::{Drop, WorkerCounters};
+use xvs_dataplane::pipeline::{Clock, Pipeline, ResolveQueue, Shared, Verdict};
+use xvs_dataplane::route::{Link, Neighbours, Routes};
+use xvs_dataplane::service::snapshot::SnapshotBuilder;
+use xvs_dataplane::service::spec::{
+    DestSpec, ForwardMethod, PersistenceSpec, Protocol, ServiceAddr, ServiceSpec, ServiceTableSpec,
+};
+use xvs_forwarders::{Frame, Reason};
+
+const HEADROOM: usize = 256;
+const DIRECTOR_MAC: [u8; 6] = [2, 0xd, 0, 0, 0, 1];
+const INTERNAL_MAC: [u8; 6] = [2, 0xd, 0, 0, 0, 2];
+const CLIENT_MAC: [u8; 6] = [2, 0xc, 0, 0, 0, 1];
+const RS_MACS: [[u8; 6]; 2] = [[2, 0x5, 0, 0, 0, 11], [2, 0x5, 0, 0, 0, 12]];
+
+const VIP: [u8; 4] = [192, 168, 0, 100];
+const CLIENT: [u8; 4] = [192, 168, 0, 50];
+
+/// The seed DR lab: director, real servers and client on one LAN.
+fn one_arm() -> Routes {
+    Routes {
+        links: vec![Link {
+            port: 0,
+            name: "eth0".into(),
+            mac: DIRECTOR_MAC,
+            mtu: 1500,
+            nets: vec![(Ipv4Addr::new(192, 168, 0, 10), 24)],
+            gateway: None,
+        }],
+    }
+}
+
+/// The seed NAT lab: clients outside, real servers on a private network behind the director.
+fn two_arm() -> Routes {
+    Routes {
+        links: vec![
+            Link {
+                port: 0,
+                name: "ext".into(),
+                mac: DIRECTOR_MAC,
+                mtu: 1500,
+                nets: vec![(Ipv4Addr::new(192, 168, 0, 10), 24)],
+                gateway: None,
+            },
+            Link {
+                port: 1,
+                name: "int".into(),
+                mac: INTERNAL_MAC,
+                mtu: 1500,
+                nets: vec![(Ipv4Addr::new(10, 0, 0, 1), 24)],
+                gateway: None,
+            },
+        ],
+    }
+}
+
+fn rs_ip(method: ForwardMethod, i: usize) -> Ipv4Addr {
+    match method {
+        ForwardMethod::Masq => Ipv4Addr::new(10, 0, 0, 11 + i as u8),
+        _ => Ipv4Addr::new(192, 168, 0, 11 + i as u8),
+    }
+}
+
+struct Lab {
+    pipeline: Pipeline,
+    counters: Arc<WorkerCounters>,
+    resolve: Arc<ResolveQueue>,
+    table: ServiceTableSpec,
+    builder: SnapshotBuilder,
+    method: ForwardMethod,
+}
+
+fn service_addr(protocol: Protocol, port: u16) -> ServiceAddr {
+    ServiceAddr::Inet {
+        protocol,
+        addr: IpAddr::V4(VIP.into()),
+        port,
+    }
+}
+
+impl Lab {
+    /// VIP:80 over `protocol` with two real servers using `method`, scheduler `scheduler`.
+    fn new(method: ForwardMethod, scheduler: &str, protocol: Protocol) -> Lab {
+        let routes = if method == ForwardMethod::Masq {
+            two_arm()
+        } else {
+            one_arm()
+        };
+        let mut neighbours = Neighbours::new();
+        let rs_port = if method == ForwardMethod::Masq { 1 } else { 0 };
+        for (i, mac) in RS_MACS.iter().enumerate() {
+            neighbours.insert(rs_port, rs_ip(method, i), *mac);
+        }
+        neighbours.insert(0, CLIENT.into(), CLIENT_MAC);
+        let mut table = ServiceTableSpec::default();
+        let mut service = ServiceSpec::new(service_addr(protocol, 80));
+        service.scheduler = scheduler.to_string();
+        table.add_service(service).unwrap();
+        for i in 0..2 {
+            let port = if method == ForwardMethod::Masq {
+                8080
+            } else {
+                80
+            };
+            let dest = DestSpec {
+                addr: IpAddr::V4(rs_ip(method, i)),
+                port,
+                method,
+                weight: 1,
+                upper_threshold: 0,
+                lower_threshold: 0,
+            };
+            table.add_dest(&service_addr(protocol, 80), dest).unwrap();
+        }
+        let mut builder = SnapshotBuilder::new();
+        let snapshot = Arc::new(builder.build(&table).unwrap());
+        let (_conns, mut shards) = ConnTable::new(Config::new(1, 4096));
+        let counters = Arc::new(WorkerCounters::default());
+        let resolve = Arc::new(ResolveQueue::new(64));
+        let shared = Shared {
+            snapshot,
+            routes: Arc::new(routes),
+            neighbours: Arc::new(neighbours),
+            counters: counters.clone(),
+            resolve: resolve.clone(),
+            tunnel_source: Some(Ipv4Addr::new(192, 168, 0, 10)),
+        };
+        let mut pipeline = Pipeline::new(0, shards.remove(0), shared);
+        pipeline.set_clock(Clock {
+            secs: 100,
+            millis: 100_000,
+        });
+        Lab {
+            pipeline,
+            counters,
+            resolve,
+            table,
+            builder,
+            method,
+        }
+    }
+
+    fn rebuild(&mut self) {
+        let snapshot = self.builder.build(&self.table).unwrap();
+        self.pipeline.set_snapshot(Arc::new(snapshot));
+    }
+
+    /// Processes `packet` (an Ethernet frame) and returns the verdict and the frame after.
+    fn run(&mut self, packet: &[u8], ingress: u8) -> (Verdict, Vec<u8>) {
+        let mut buf = vec![0u8; HEADROOM + packet.len() + 64];
+        buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(packet);
+        let mut frame = Frame::new(&mut buf, HEADROOM, packet.len()).unwrap();
+        let verdict = self.pipeline.process(&mut frame, ingress);
+        (verdict, frame.data().to_vec())
+    }
+
+    fn load(&self, i: usize) -> (u32, u32, u32) {
+        let s = &self.pipeline.snapshot().services[0].servers[i];
+        (s.load.active(), s.load.inactive(), s.load.persistent())
+    }
+}
+
+/// A TCP segment from `src` to `dst` with `flags` ("S", "SA", "A", "FA", "R").
+fn tcp(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    flags: &str,
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, 1000, 64240);
+    if flags.contains('S') {
+        b = b.syn();
+    }
+    if flags.contains('A') {
+        b = b.ack(1);
+    }
+    if flags.contains('F') {
+        b = b.fin();
+    }
+    if flags.contains('R') {
+        b = b.rst();
+    }
+    let payload = b"GET / HTTP/1.0\r\n\r\n";
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    // PacketBuilder leaves DF clear; set it as Linux does for TCP, and fix the checksum.
+    set_df(&mut out);
+    out
+}
+
+fn udp(src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(src.0, dst.0, 64)
+        .udp(src.1, dst.1);
+    let mut out = Vec::new();
+    b.write(&mut out, b"ping").unwrap();
+    out
+}
+
+fn set_df(frame: &mut [u8]) {
+    frame[14 + 6] |= 0x40;
+    let header = Ipv4HeaderSlice::from_slice(&frame[14..])
+        .unwrap()
+        .to_header();
+    frame[14 + 10..14 + 12].copy_from_slice(&header.calc_header_checksum().to_be_bytes());
+}
+
+/// Parses a frame back and verifies the IPv4 and transport checksums by full recomputation.
+struct Parsed {
+    eth: Ethernet2Header,
+    ip: Ipv4Header,
+    tcp: Option<TcpHeader>,
+    udp: Option<UdpHeader>,
+    payload: Vec<u8>,
+}
+
+fn parse_back(frame: &[u8]) -> Parsed {
+    let (eth, rest) = Ethernet2Header::from_slice(frame).unwrap();
+    let (ip, rest) = Ipv4Header::from_slice(rest).unwrap();
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
+    let l4 = &rest[..usize::from(ip.total_len) - ip.header_len()];
+    match ip.protocol {
+        etherparse::IpNumber::TCP => {
+            let (tcp, payload) = TcpHeader::from_slice(l4).unwrap();
+            assert_eq!(
+                tcp.checksum,
+                tcp.calc_checksum_ipv4(&ip, payload).unwrap(),
+                "TCP checksum"
+            );
+            Parsed {
+                eth,
+                ip,
+                tcp: Some(tcp),
+                udp: None,
+                payload: payload.to_vec(),
+            }
+        }
+        etherparse::IpNumber::UDP => {
+            let (udp, payload) = UdpHeader::from_slice(l4).unwrap();
+            if udp.checksum != 0 {
+                assert_eq!(
+                    udp.checksum,
+                    udp.calc_checksum_ipv4(&ip, payload).unwrap(),
+                    "UDP checksum"
+                );
+            }
+            Parsed {
+                eth,
+                ip,
+                tcp: None,
+                udp: Some(udp),
+                payload: payload.to_vec(),
+            }
+        }
+        _ => Parsed {
+            eth,
+            ip,
+            tcp: None,
+            udp: None,
+            payload: l4.to_vec(),
+        },
+    }
+}
+
+#[test]
+fn dr_rewrites_macs_only_and_keeps_each_connection_on_its_server() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", Protocol::Tcp);
+    let syn = tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "S");
+    let (verdict, out) = lab.run(&syn, 0);
+    assert_eq!(verdict, Verdict::Transmit { port: 0 });
+    let p = parse_back(&out);
+    assert_eq!(
+        (p.eth.source, p.eth.destination),
+        (DIRECTOR_MAC, RS_MACS[0])
+    );
+    // The IP packet is untouched: same bytes from the IP header on.
+    assert_eq!(&out[14..], &syn[14..]);
+    assert_eq!(lab.load(0), (1, 0, 0), "SYN_RECV counts as active");
+    // A second client connection goes to the other server (rr).
+    let (_, out2) = lab.run(
+        &tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40001), (VIP, 80), "S"),
+        0,
+    );
+    assert_eq!(parse_back(&out2).eth.destination, RS_MACS[1]);
+    // The first connection's next packets stay on server 0.
+    for flags in ["A", "A", "FA"] {
+        let (_, out) = lab.run(
+            &tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), flags),
+            0,
+        );
+        assert_eq!(parse_back(&out).eth.destination, RS_MACS[0]);
+    }
+    let cells = &lab.counters.dests[0];
+    assert_eq!(cells.conns.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(cells.in_pkts.load(std::sync::atomic::Ordering::Relaxed), 4);
+    // DR sees input only: FIN moves the connection to an inactive state.
+    assert_eq!(lab.load(0), (0, 1, 0));
+}
+
+#[test]
+fn nat_translates_both_directions_with_port_mapping() {
+    let mut lab = Lab::new(ForwardMethod::Masq, "rr", Protocol::Tcp);
+    let (verdict, out) = lab.run(
+        &tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "S"),
+        0,
+    );
+    assert_eq!(verdict, Verdict::Transmit { port: 1 });
+    let p = parse_back(&out);
+    assert_eq!(
+        (p.eth.source, p.eth.destination),
+        (INTERNAL_MAC, RS_MACS[0])
+    );
+    assert_eq!(
+        (p.ip.source, p.ip.destination),
+        (CLIENT, rs_ip(ForwardMethod::Masq, 0).octets())
+    );
+    let t = p.tcp.unwrap();
+    assert_eq!(
+        (t.source_port, t.destination_port, t.syn),
+        (40000, 8080, true)
+    );
+    assert_eq!(p.ip.time_to_live, 63, "forwarding decrements the TTL");
+    assert_eq!(p.payload, b"GET / HTTP/1.0\r\n\r\n");
+    // The real server answers from 10.0.0.11:8080; the client must see VIP:80.
+    let rs = rs_ip(ForwardMethod::Masq, 0).octets();
+    let reply = tcp(RS_MACS[0], INTERNAL_MAC, (rs, 8080), (CLIENT, 40000), "SA");
+    let (verdict, out) = lab.run(&reply, 1);
+    assert_eq!(verdict, Verdict::Transmit { port: 0 });
+    let p = parse_back(&out);
+    assert_eq!(
+        (p.eth.source, p.eth.destination),
+        (DIRECTOR_MAC, CLIENT_MAC)
+    );
+    assert_eq!((p.ip.source, p.ip.destination), (VIP, CLIENT));
+    let t = p.tcp.unwrap();
+    assert_eq!(
+        (t.source_port, t.destination_port, t.syn, t.ack),
+        (80, 40000, true, true)
+    );
+    let cells =
+        &lab.counters.dests[lab.pipeline.snapshot().services[0].dests[0].id.0 as usize & 0xffff];
+    assert_eq!(cells.out_pkts.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // A packet from the real server for no connection is not ours.
+    let stray = tcp(RS_MACS[0], INTERNAL_MAC, (rs, 8080), (CLIENT, 40999), "A");
+    assert_eq!(lab.run(&stray, 1).0, Verdict::Drop);
+    assert_eq!(lab.counters.drops_of(Drop::NotForUs), 1);
+}
+
+#[test]
+fn tun_wraps_the_datagram_in_ipip_to_the_real_server() {
+    let mut lab = Lab::new(ForwardMethod::Tunnel, "rr", Protocol::Tcp);
+    let syn = tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "S");
+    let (verdict, out) = lab.run(&syn, 0);
+    assert_eq!(verdict, Verdict::Transmit { port: 0 });
+    let (eth, rest) = Ethernet2Header::from_slice(&out).unwrap();
+    assert_eq!((eth.source, eth.destination), (DIRECTOR_MAC, RS_MACS[0]));
+    let (outer, inner) = Ipv4Header::from_slice(rest).unwrap();
+    assert_eq!(outer.header_checksum, outer.calc_header_checksum());
+    assert_eq!(outer.protocol, etherparse::IpNumber::IPV4);
+    assert_eq!(
+        (outer.source, outer.destination),
+        ([192, 168, 0, 10], rs_ip(ForwardMethod::Tunnel, 0).octets())
+    );
+    assert!(outer.dont_fragment, "DF copied from the inner header");
+    assert_eq!(usize::from(outer.total_len), 20 + syn.len() - 14);
+    // The inner datagram is the client's, TTL decremented, checksums valid.
+    let mut inner_frame = syn[..14].to_vec();
+    inner_frame.extend_from_slice(inner);
+    let p = parse_back(&inner_frame);
+    assert_eq!(
+        (p.ip.source, p.ip.destination, p.ip.time_to_live),
+        (CLIENT, VIP, 63)
+    );
+    assert_eq!(p.tcp.unwrap().destination_port, 80);
+}
+
+#[test]
+fn tcp_without_syn_for_an_unknown_flow_is_dropped_and_udp_opens_a_flow() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", Protocol::Tcp);
+    let ack = tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "A");
+    assert_eq!(lab.run(&ack, 0).0, Verdict::Drop);
+    assert_eq!(lab.counters.drops_of(Drop::NoConnection), 1);
+    let mut udp_lab = Lab::new(ForwardMethod::Route, "rr", Protocol::Udp);
+    let (verdict, out) = udp_lab.run(&udp((CLIENT, 5353), (VIP, 80)), 0);
+    assert_eq!(verdict, Verdict::Transmit { port: 0 });
+    let p = parse_back(&out);
+    assert_eq!(p.udp.unwrap().destination_port, 80);
+    assert_eq!(udp_lab.load(0), (0, 1, 0), "UDP entries count as inactive");
+    // Other port of the VIP: not a service.
+    assert_eq!(
+        udp_lab.run(&udp((CLIENT, 5353), (VIP, 81)), 0).0,
+        Verdict::Drop
+    );
+}
+
+#[test]
+fn persistence_keeps_a_client_on_one_server_across_connections() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", Protocol::Tcp);
+    let addr = service_addr(Protocol::Tcp, 80);
+    let mut persistent = lab.table.service(&addr).unwrap().clone();
+    persistent.persistence = Some(PersistenceSpec {
+        timeout_secs: 300,
+        prefix_len: 32,
+    });
+    lab.table.edit_service(persistent).unwrap();
+    lab.rebuild();
+    for port in 40000..40006 {
+        let (_, out) = lab.run(
+            &tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, port), (VIP, 80), "S"),
+            0,
+        );
+        assert_eq!(parse_back(&out).eth.destination, RS_MACS[0], "port {port}");
+    }
+    assert_eq!(lab.load(0), (6, 0, 1), "six connections, one template");
+    // Another client goes to the next server in turn.
+    let (_, out) = lab.run(
+        &tcp(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            ([192, 168, 0, 51], 1),
+            (VIP, 80),
+            "S",
+        ),
+        0,
+    );
+    assert_eq!(parse_back(&out).eth.destination, RS_MACS[1]);
+}
+
+#[test]
+fn weight_zero_lets_connections_finish_and_sends_new_ones_elsewhere() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", Protocol::Tcp);
+    lab.run(
+        &tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "S"),
+        0,
+    );
+    let addr = service_addr(Protocol::Tcp, 80);
+    let mut quiet = lab.table.service(&addr).unwrap().dests[0];
+    quiet.weight = 0;
+    lab.table.edit_dest(&addr, quiet).unwrap();
+    lab.rebuild();
+    let (_, out) = lab.run(
+        &tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "A"),
+        0,
+    );
+    assert_eq!(
+        parse_back(&out).eth.destination,
+        RS_MACS[0],
+        "the existing connection continues"
+    );
+    for port in 40001..40004 {
+        let (_, out) = lab.run(
+            &tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, port), (VIP, 80), "S"),
+            0,
+        );
+        assert_eq!(parse_back(&out).eth.destination, RS_MACS[1]);
+    }
+}
+
+#[test]
+fn a_removed_real_server_ends_its_flows_as_configured() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", Protocol::Tcp);
+    lab.run(
+        &tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "S"),
+        0,
+    );
+    let addr = service_addr(Protocol::Tcp, 80);
+    let gone = lab.table.service(&addr).unwrap().dests[0];
+    lab.table.delete_dest(&addr, gone.addr, gone.port).unwrap();
+    lab.rebuild();
+    // expire_nodest_conn off (the IPVS default): packets of the flow are dropped.
+    let ack = tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "A");
+    assert_eq!(lab.run(&ack, 0).0, Verdict::Drop);
+    assert_eq!(lab.counters.drops_of(Drop::DestRemoved), 1);
+    // With expire_nodest_conn, the flow is expired and a new SYN is scheduled anew.
+    let table = lab.pipeline.shard().table().clone();
+    table.set_options(xvs_conntrack::Options {
+        expire_nodest_conn: true,
+        ..table.options()
+    });
+    let syn = tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "S");
+    let (verdict, out) = lab.run(&syn, 0);
+    assert_eq!(verdict, Verdict::Transmit { port: 0 });
+    assert_eq!(parse_back(&out).eth.destination, RS_MACS[1]);
+}
+
+#[test]
+fn unresolved_neighbours_are_dropped_counted_and_queued() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", Protocol::Tcp);
+    lab.pipeline.set_neighbours(Arc::new(Neighbours::new()));
+    let syn = tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "S");
+    assert_eq!(lab.run(&syn, 0).0, Verdict::Drop);
+    assert_eq!(lab.counters.drops_of(Drop::NeighbourUnresolved), 1);
+    assert_eq!(lab.resolve.pop(), Some((0, rs_ip(lab.method, 0))));
+}
+
+#[test]
+fn malformed_frames_are_refused_with_their_reason() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", Protocol::Tcp);
+    let syn = tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "S");
+    assert_eq!(lab.run(&syn[..30], 0).0, Verdict::Drop);
+    let mut bad_sum = syn.clone();
+    bad_sum[14 + 10] ^= 0xff;
+    assert_eq!(lab.run(&bad_sum, 0).0, Verdict::Drop);
+    let mut arp = syn.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(lab.run(&arp, 0).0, Verdict::Drop);
+    assert_eq!(lab.counters.refused_of(Reason::Truncated), 1);
+    assert_eq!(lab.counters.refused_of(Reason::BadIpChecksum), 1);
+    assert_eq!(lab.counters.refused_of(Reason::NotIpv4), 1);
+    assert_eq!(lab.load(0), (0, 0, 0), "nothing was scheduled");
+}
+
+#[test]
+fn too_big_df_packets_get_fragmentation_needed_back_on_the_ingress_port() {
+    let mut lab = Lab::new(ForwardMethod::Tunnel, "rr", Protocol::Udp);
+    let big = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .udp(5000, 80);
+    let mut frame = Vec::new();
+    big.write(&mut frame, &[0u8; 1472]).unwrap(); // 1500-byte datagram: 1520 with the tunnel
+    set_df(&mut frame);
+    let (verdict, out) = lab.run(&frame, 0);
+    assert_eq!(verdict, Verdict::Transmit { port: 0 });
+    let p = parse_back(&out);
+    assert_eq!((p.eth.destination, p.ip.destination), (CLIENT_MAC, CLIENT));
+    assert_eq!(p.ip.protocol, etherparse::IpNumber::ICMP);
+    // type 3 code 4, next-hop MTU 1480 in bytes 6..8.
+    assert_eq!((p.payload[0], p.payload[1]), (3, 4));
+    assert_eq!(u16::from_be_bytes([p.payload[6], p.payload[7]]), 1480);
+}
