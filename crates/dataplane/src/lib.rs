@@ -6,3 +6,4 @@
 pub mod pipeline;
 pub mod route;
 pub mod service;
+pub mod stats;

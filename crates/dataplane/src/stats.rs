@@ -1,0 +1,348 @@
+//! Statistics roll-up: the side thread sums the workers' counters per real server, per
+//! service and in total, and estimates rates the way IPVS's estimator does.
+//!
+//! Workers only ever add to their own cells ([`WorkerCounters`]); [`StatsRollup::collect`]
+//! reads each live real server's cells, adds the change since the last read to that server's
+//! totals and its service's, and remembers what it read. Nothing is reset in the workers, so
+//! a collection can never lose a concurrent increment.
+//!
+//! Rates follow `ip_vs_est.c`: every 2 seconds the change of each counter becomes a
+//! per-second rate, and the estimate moves a quarter of the way toward it (an exponentially
+//! weighted average over roughly the last 8 seconds). Connection and packet rates are kept
+//! scaled by 2^10 and byte rates by 2^5, as in the kernel, so integer arithmetic keeps
+//! precision.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+use xvs_conntrack::DestId;
+
+use crate::pipeline::counters::{DestCells, WorkerCounters};
+use crate::service::snapshot::{Snapshot, dest_slot};
+use crate::service::spec::ServiceAddr;
+
+/// How often [`StatsRollup::estimate`] must be called, in seconds (IPVS: 2 s).
+pub const ESTIMATE_INTERVAL_SECS: u64 = 2;
+
+/// Counters of traffic: ipvsadm's `--stats` columns.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Connections scheduled.
+    pub conns: u64,
+    /// Packets client -> real server.
+    pub in_pkts: u64,
+    /// Packets real server -> client (NAT).
+    pub out_pkts: u64,
+    /// Bytes client -> real server.
+    pub in_bytes: u64,
+    /// Bytes real server -> client.
+    pub out_bytes: u64,
+}
+
+impl Totals {
+    fn add(&mut self, other: &Totals) {
+        self.conns += other.conns;
+        self.in_pkts += other.in_pkts;
+        self.out_pkts += other.out_pkts;
+        self.in_bytes += other.in_bytes;
+        self.out_bytes += other.out_bytes;
+    }
+
+    fn read(cells: &DestCells) -> Totals {
+        Totals {
+            conns: cells.conns.load(Ordering::Relaxed),
+            in_pkts: cells.in_pkts.load(Ordering::Relaxed),
+            out_pkts: cells.out_pkts.load(Ordering::Relaxed),
+            in_bytes: cells.in_bytes.load(Ordering::Relaxed),
+            out_bytes: cells.out_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn minus(&self, earlier: &Totals) -> Totals {
+        Totals {
+            conns: self.conns.wrapping_sub(earlier.conns),
+            in_pkts: self.in_pkts.wrapping_sub(earlier.in_pkts),
+            out_pkts: self.out_pkts.wrapping_sub(earlier.out_pkts),
+            in_bytes: self.in_bytes.wrapping_sub(earlier.in_bytes),
+            out_bytes: self.out_bytes.wrapping_sub(earlier.out_bytes),
+        }
+    }
+}
+
+/// Per-second rates: ipvsadm's `--rate` columns.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rates {
+    /// Connections per second.
+    pub cps: u64,
+    /// Packets per second in.
+    pub in_pps: u64,
+    /// Packets per second out.
+    pub out_pps: u64,
+    /// Bytes per second in.
+    pub in_bps: u64,
+    /// Bytes per second out.
+    pub out_bps: u64,
+}
+
+/// IPVS's rate estimator for one set of counters.
+#[derive(Debug, Default, Clone, Copy)]
+struct Estimator {
+    last: Totals,
+    cps: u64,
+    in_pps: u64,
+    out_pps: u64,
+    in_bps: u64,
+    out_bps: u64,
+}
+
+impl Estimator {
+    /// One 2-second step toward the rates of `now`.
+    fn step(&mut self, now: &Totals) {
+        let d = now.minus(&self.last);
+        self.last = *now;
+        // Per second over 2 s, scaled by 2^10 (counts) or 2^5 (bytes): delta << 9, << 4.
+        ewma(&mut self.cps, d.conns << 9);
+        ewma(&mut self.in_pps, d.in_pkts << 9);
+        ewma(&mut self.out_pps, d.out_pkts << 9);
+        ewma(&mut self.in_bps, d.in_bytes << 4);
+        ewma(&mut self.out_bps, d.out_bytes << 4);
+    }
+
+    fn rates(&self) -> Rates {
+        Rates {
+            cps: (self.cps + 0x1ff) >> 10,
+            in_pps: (self.in_pps + 0x1ff) >> 10,
+            out_pps: (self.out_pps + 0x1ff) >> 10,
+            in_bps: (self.in_bps + 0xf) >> 5,
+            out_bps: (self.out_bps + 0xf) >> 5,
+        }
+    }
+}
+
+/// `avg += (rate - avg) / 4`, in unsigned arithmetic.
+fn ewma(avg: &mut u64, rate: u64) {
+    if rate >= *avg {
+        *avg += (rate - *avg) >> 2;
+    } else {
+        *avg -= (*avg - rate) >> 2;
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Entry {
+    totals: Totals,
+    estimator: Estimator,
+}
+
+impl Entry {
+    fn zero(&mut self) {
+        *self = Entry {
+            totals: Totals::default(),
+            estimator: Estimator::default(),
+        };
+    }
+}
+
+/// Totals and rates per real server, per service and for the whole director.
+#[derive(Debug)]
+pub struct StatsRollup {
+    workers: Vec<Arc<WorkerCounters>>,
+    /// Per worker, per real-server slot: the cells as last read.
+    seen: Vec<HashMap<u16, Totals>>,
+    dests: HashMap<DestId, Entry>,
+    services: HashMap<ServiceAddr, Entry>,
+    total: Entry,
+}
+
+impl StatsRollup {
+    /// A roll-up over these workers' counters.
+    pub fn new(workers: Vec<Arc<WorkerCounters>>) -> Self {
+        let seen = workers.iter().map(|_| HashMap::new()).collect();
+        StatsRollup {
+            workers,
+            seen,
+            dests: HashMap::new(),
+            services: HashMap::new(),
+            total: Entry::default(),
+        }
+    }
+
+    /// Adds what the workers counted since the last call, for the real servers of
+    /// `snapshot`. Call it before switching snapshots too, so a removed server's last packets
+    /// are still counted for its service.
+    pub fn collect(&mut self, snapshot: &Snapshot) {
+        for (worker, seen) in self.workers.iter().zip(self.seen.iter_mut()) {
+            for (service, dest, _) in snapshot.dests() {
+                let slot = dest_slot(dest.id);
+                let now = Totals::read(&worker.dests[slot]);
+                let last = seen.insert(slot as u16, now).unwrap_or_default();
+                let delta = now.minus(&last);
+                if delta == Totals::default() {
+                    continue;
+                }
+                self.dests.entry(dest.id).or_default().totals.add(&delta);
+                self.services
+                    .entry(service.spec.addr)
+                    .or_default()
+                    .totals
+                    .add(&delta);
+                self.total.totals.add(&delta);
+            }
+        }
+        // Forget servers that are gone.
+        let live: std::collections::HashSet<DestId> =
+            snapshot.dests().map(|(_, d, _)| d.id).collect();
+        self.dests.retain(|id, _| live.contains(id));
+        let services: std::collections::HashSet<ServiceAddr> =
+            snapshot.services.iter().map(|s| s.spec.addr).collect();
+        self.services.retain(|addr, _| services.contains(addr));
+    }
+
+    /// Advances every rate estimate by one interval; call every [`ESTIMATE_INTERVAL_SECS`].
+    pub fn estimate(&mut self) {
+        for entry in self.dests.values_mut().chain(self.services.values_mut()) {
+            entry.estimator.step(&entry.totals);
+        }
+        self.total.estimator.step(&self.total.totals);
+    }
+
+    /// `ipvsadm -Z`: zero one service (and its servers) or, with `None`, everything.
+    pub fn zero(&mut self, snapshot: &Snapshot, service: Option<&ServiceAddr>) {
+        match service {
+            None => {
+                self.dests.values_mut().for_each(Entry::zero);
+                self.services.values_mut().for_each(Entry::zero);
+                self.total.zero();
+            }
+            Some(addr) => {
+                if let Some(entry) = self.services.get_mut(addr) {
+                    entry.zero();
+                }
+                for (s, dest, _) in snapshot.dests() {
+                    if s.spec.addr == *addr
+                        && let Some(entry) = self.dests.get_mut(&dest.id)
+                    {
+                        entry.zero();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A real server's totals and rates.
+    pub fn dest(&self, id: DestId) -> (Totals, Rates) {
+        self.dests
+            .get(&id)
+            .map(|e| (e.totals, e.estimator.rates()))
+            .unwrap_or_default()
+    }
+
+    /// A service's totals and rates.
+    pub fn service(&self, addr: &ServiceAddr) -> (Totals, Rates) {
+        self.services
+            .get(addr)
+            .map(|e| (e.totals, e.estimator.rates()))
+            .unwrap_or_default()
+    }
+
+    /// The whole director's totals and rates.
+    pub fn total(&self) -> (Totals, Rates) {
+        (self.total.totals, self.total.estimator.rates())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::counters::add;
+    use crate::service::snapshot::SnapshotBuilder;
+    use crate::service::spec::{DestSpec, ForwardMethod, Protocol, ServiceSpec, ServiceTableSpec};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn snapshot() -> Snapshot {
+        let addr = ServiceAddr::Inet {
+            protocol: Protocol::Tcp,
+            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            port: 80,
+        };
+        let mut t = ServiceTableSpec::default();
+        t.add_service(ServiceSpec::new(addr)).unwrap();
+        for last in [1, 2] {
+            let d = DestSpec {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
+                port: 80,
+                method: ForwardMethod::Route,
+                weight: 1,
+                upper_threshold: 0,
+                lower_threshold: 0,
+            };
+            t.add_dest(&addr, d).unwrap();
+        }
+        SnapshotBuilder::new().build(&t).unwrap()
+    }
+
+    #[test]
+    fn sums_workers_per_server_and_service_and_zeroes() {
+        let s = snapshot();
+        let workers = vec![
+            Arc::new(WorkerCounters::default()),
+            Arc::new(WorkerCounters::default()),
+        ];
+        let a = s.services[0].dests[0].id;
+        let b = s.services[0].dests[1].id;
+        add(&workers[0].dests[dest_slot(a)].in_pkts, 3);
+        add(&workers[1].dests[dest_slot(a)].in_pkts, 4);
+        add(&workers[1].dests[dest_slot(b)].conns, 1);
+        let mut rollup = StatsRollup::new(workers.clone());
+        rollup.collect(&s);
+        assert_eq!(rollup.dest(a).0.in_pkts, 7);
+        assert_eq!(
+            rollup.service(&s.services[0].spec.addr).0,
+            Totals {
+                conns: 1,
+                in_pkts: 7,
+                ..Default::default()
+            }
+        );
+        // Only the change is added on the next collection.
+        add(&workers[0].dests[dest_slot(a)].in_pkts, 1);
+        rollup.collect(&s);
+        rollup.collect(&s);
+        assert_eq!(rollup.dest(a).0.in_pkts, 8);
+        assert_eq!(rollup.total().0.in_pkts, 8);
+        rollup.zero(&s, Some(&s.services[0].spec.addr));
+        assert_eq!(rollup.dest(a).0, Totals::default());
+        add(&workers[0].dests[dest_slot(a)].in_pkts, 2);
+        rollup.collect(&s);
+        assert_eq!(rollup.dest(a).0.in_pkts, 2);
+    }
+
+    #[test]
+    fn rates_converge_like_the_ipvs_estimator() {
+        let s = snapshot();
+        let worker = Arc::new(WorkerCounters::default());
+        let a = s.services[0].dests[0].id;
+        let mut rollup = StatsRollup::new(vec![worker.clone()]);
+        // 1000 packets and 10 connections per second, 100 bytes each packet.
+        for _ in 0..80 {
+            add(&worker.dests[dest_slot(a)].in_pkts, 2000);
+            add(&worker.dests[dest_slot(a)].in_bytes, 200_000);
+            add(&worker.dests[dest_slot(a)].conns, 20);
+            rollup.collect(&s);
+            rollup.estimate();
+        }
+        let rates = rollup.dest(a).1;
+        assert_eq!((rates.cps, rates.in_pps, rates.in_bps), (10, 1000, 100_000));
+        // After one interval the estimate has moved a quarter of the way.
+        let mut fresh = StatsRollup::new(vec![worker.clone()]);
+        fresh.collect(&s);
+        fresh.estimate(); // first step from zero: starts from the totals
+        fresh.zero(&s, None);
+        add(&worker.dests[dest_slot(a)].in_pkts, 2000);
+        fresh.collect(&s);
+        fresh.estimate();
+        assert_eq!(fresh.dest(a).1.in_pps, 250);
+    }
+}
