@@ -9,7 +9,9 @@
 //! - [`timeouts`]: per-state timeouts and `ipvsadm --set`;
 //! - [`template`]: persistence templates keyed by the masked client address;
 //! - [`dest`]: the real server as an opaque [`DestId`], and how counter changes are reported;
-//! - [`table`]: the sharded table itself, with its concurrency design and full-table policy.
+//! - [`table`]: the sharded table as every worker sees it, with its concurrency design and
+//!   full-table policy; [`shard`]: the owner's half (create, remove, expire);
+//! - [`conn`]: the values lookups return and inserts take.
 //!
 //! How the dataplane uses it, per worker:
 //! ```
@@ -42,24 +44,25 @@
 //! shard.expire(now + 1, &mut counters);
 //! ```
 
+pub mod conn;
 pub mod dest;
 mod entry;
 mod hash;
 mod index;
 pub mod key;
 mod memory;
+pub mod shard;
 pub mod state;
 pub mod table;
 pub mod template;
 pub mod timeouts;
 mod wheel;
 
+pub use conn::{Conn, FlowRef, Gone, Inbound, InsertError, NewConn, TemplateRef};
 pub use dest::{AllAvailable, DestCounters, DestId, DestStatus, NoCounters};
 pub use key::{Addr, Endpoint, Family, FlowKey, Protocol, ServiceKey};
+pub use shard::Shard;
 pub use state::{Direction, ReturnPath, TableSet, TcpFlags, TcpState};
-pub use table::{
-    Config, Conn, ConnTable, FlowRef, Gone, Inbound, InsertError, NewConn, Options, Shard,
-    ShardStats, TemplateRef,
-};
+pub use table::{Config, ConnTable, Options, ShardStats};
 pub use template::{Persistence, PersistenceMask, TemplateKey};
 pub use timeouts::{Secs, SetTimeouts, Timeouts};

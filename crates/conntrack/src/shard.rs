@@ -1,0 +1,582 @@
+//! The owner's half of a shard: everything that creates, removes or expires entries.
+//!
+//! Only the worker holding a [`Shard`] writes its indexes, its free list and its expiry
+//! wheel; that single-writer rule is what lets every other worker read the shard without a
+//! lock (see [`crate::table`]). Packets of a connection may be fed to the state machine from
+//! any worker, but only the owner re-files timers directly; others hand shortened deadlines
+//! over through the shard's retime queue.
+
+use std::sync::atomic::{Ordering, fence};
+
+use crate::conn::{Conn, FlowRef, Gone, Inbound, InsertError, NewConn, TemplateRef};
+use crate::dest::{DestCounters, DestId, DestStatus};
+use crate::entry::{Meta, StateWord, control, flag, kind};
+use crate::key::{Addr, Endpoint, FlowKey};
+use crate::state::{Direction, ReturnPath, TcpFlags, TcpState};
+use crate::table::{
+    BATCH_GROUP, ConnTable, ShardShared, ShardStats, bump, drop_one, kind_of, matches_inbound,
+    prefetch_slot, snapshot, template_proto_byte,
+};
+use crate::template::TemplateKey;
+use crate::timeouts::{NEW_CONN_TIMEOUT, Secs, TEMPLATE_BUSY_RETRY};
+use crate::wheel::Wheel;
+
+/// One worker's shard: the only place connections are created, removed and expired.
+#[derive(Debug)]
+pub struct Shard {
+    /// The table this shard belongs to (its shared half lives there).
+    table: ConnTable,
+    id: u16,
+    wheel: Wheel,
+    free: Vec<u32>,
+    next_unused: u32,
+    capacity: u32,
+}
+
+impl Shard {
+    pub(crate) fn new(table: ConnTable, id: u16, capacity: u32, now: Secs) -> Self {
+        Shard {
+            table,
+            id,
+            wheel: Wheel::new(capacity as usize, now),
+            free: Vec::new(),
+            next_unused: 0,
+            capacity,
+        }
+    }
+
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    pub fn table(&self) -> &ConnTable {
+        &self.table
+    }
+
+    /// Slots in this shard (its share of `max_entries`).
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// Live entries (connections and templates).
+    pub fn len(&self) -> usize {
+        self.next_unused as usize - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        self.shared().stats()
+    }
+
+    fn shared(&self) -> &ShardShared {
+        self.table.shard(self.id)
+    }
+
+    #[inline]
+    fn inbound_bucket(&self, key: &FlowKey) -> usize {
+        self.shared().inbound.bucket(self.table.inbound_hash(key))
+    }
+
+    fn find_inbound(&self, key: &FlowKey) -> Option<u32> {
+        self.find_inbound_at(self.inbound_bucket(key), key)
+    }
+
+    #[inline]
+    fn find_inbound_at(&self, bucket: usize, key: &FlowKey) -> Option<u32> {
+        let shared = self.shared();
+        let slots = &shared.slots;
+        let kind_v6 = kind_of(key.family());
+        shared.inbound.find_owned(
+            bucket,
+            |s| &slots[s as usize].next_primary,
+            |s| {
+                let slot = &slots[s as usize];
+                matches_inbound(slot, slot.meta(), key, kind_v6).then_some(s)
+            },
+        )
+    }
+
+    /// A packet from a client to a virtual service: the connection it belongs to, if any.
+    ///
+    /// IPVS's check of the server status happens here: if the connection's real server is no
+    /// longer available, `expire_nodest_conn` expires the connection now and reports a miss
+    /// (the packet is scheduled as new); otherwise the packet is to be dropped and the timer
+    /// is left alone.
+    #[inline]
+    pub fn lookup_inbound(
+        &mut self,
+        key: &FlowKey,
+        status: &impl DestStatus,
+        counters: &mut impl DestCounters,
+    ) -> Inbound {
+        let bucket = self.inbound_bucket(key);
+        self.lookup_inbound_at(bucket, key, status, counters)
+    }
+
+    #[inline]
+    fn lookup_inbound_at(
+        &mut self,
+        bucket: usize,
+        key: &FlowKey,
+        status: &impl DestStatus,
+        counters: &mut impl DestCounters,
+    ) -> Inbound {
+        let Some(index) = self.find_inbound_at(bucket, key) else {
+            return Inbound::Miss;
+        };
+        let shared = self.shared();
+        let slot = &shared.slots[index as usize];
+        let conn = snapshot(self.id, index, slot, slot.word(), slot.meta());
+        if status.is_available(conn.dest) {
+            return Inbound::Hit(conn);
+        }
+        if self.table.inner.expire_nodest_conn.load(Ordering::Relaxed) {
+            if self.kill(index, counters) {
+                bump(&self.shared().stats.nodest_expired);
+            }
+            Inbound::Miss
+        } else {
+            Inbound::Drop
+        }
+    }
+
+    /// Batch form of [`lookup_inbound`](Self::lookup_inbound): `out[i]` answers `keys[i]`.
+    ///
+    /// It overlaps the memory accesses of the batch, as DPDK's bulk lookups do: first the
+    /// bucket heads of a group of keys are prefetched, then the first slot of each chain,
+    /// then the keys are matched against warm cache lines. At millions of entries, where
+    /// every lookup misses the caches, this is several times faster than one at a time.
+    pub fn lookup_inbound_batch(
+        &mut self,
+        keys: &[FlowKey],
+        status: &impl DestStatus,
+        counters: &mut impl DestCounters,
+        out: &mut [Inbound],
+    ) {
+        let mut buckets = [0usize; BATCH_GROUP];
+        for (keys, out) in keys.chunks(BATCH_GROUP).zip(out.chunks_mut(BATCH_GROUP)) {
+            let shared = self.shared();
+            for (key, bucket) in keys.iter().zip(buckets.iter_mut()) {
+                *bucket = shared.inbound.bucket(self.table.inbound_hash(key));
+                shared.inbound.prefetch_bucket(*bucket);
+            }
+            for &bucket in &buckets[..keys.len()] {
+                if let Some(first) = shared.inbound.head(bucket) {
+                    prefetch_slot(&shared.slots[first as usize]);
+                }
+            }
+            for ((key, res), &bucket) in keys.iter().zip(out.iter_mut()).zip(&buckets) {
+                *res = self.lookup_inbound_at(bucket, key, status, counters);
+            }
+        }
+    }
+
+    fn alloc(&mut self) -> Option<u32> {
+        if let Some(s) = self.free.pop() {
+            return Some(s);
+        }
+        if self.next_unused < self.capacity {
+            self.next_unused += 1;
+            return Some(self.next_unused - 1);
+        }
+        None
+    }
+
+    /// Creates a connection (IPVS `ip_vs_conn_new`): bound to its real server in the
+    /// inactive state (InActConn += 1), state NONE with a 3 s timer until the caller feeds the
+    /// first packet to [`on_packet`](Self::on_packet).
+    pub fn insert(
+        &mut self,
+        new: NewConn,
+        now: Secs,
+        counters: &mut impl DestCounters,
+    ) -> Result<Conn, InsertError> {
+        if self.find_inbound(&new.key).is_some() {
+            return Err(InsertError::Exists);
+        }
+        let Some(index) = self.alloc() else {
+            bump(&self.shared().stats.refused);
+            return Err(InsertError::Full);
+        };
+        let control = match &new.template {
+            Some(t) => match self.table.attach_template(t, now) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.free.push(index);
+                    return Err(e);
+                }
+            },
+            None => 0,
+        };
+        let family = new.key.family();
+        let via_director = new.return_path == ReturnPath::ViaDirector;
+        let shared = self.table.shard(self.id);
+        let slot = &shared.slots[index as usize];
+        // The kill that freed this slot is ordered before its new contents (readers of a
+        // stale handle re-check the word after reading fields).
+        fence(Ordering::Release);
+        slot.caddr.store(new.key.src.addr.bits());
+        slot.vaddr.store(new.key.dst.addr.bits());
+        slot.daddr.store(new.dest_addr.addr.bits());
+        let k = kind_of(family) | if via_director { kind::VIA_DIRECTOR } else { 0 };
+        let meta = Meta::new(
+            new.key.src.port,
+            new.key.dst.port,
+            new.dest_addr.port,
+            new.key.proto as u8,
+            k,
+        );
+        slot.meta.store(meta.0, Ordering::Relaxed);
+        slot.dest.store(new.dest.0, Ordering::Relaxed);
+        slot.aux.store(0, Ordering::Relaxed);
+        slot.control.store(control, Ordering::Relaxed);
+        // Every dest's conn_flags carry INACTIVE, and NOOUTPUT unless it is NAT.
+        let mut flags = flag::INACTIVE;
+        if !via_director {
+            flags |= flag::NO_OUTPUT;
+        }
+        let deadline = now.saturating_add(NEW_CONN_TIMEOUT);
+        let generation = slot.word().generation();
+        let word = StateWord::new(deadline, TcpState::None, flags, generation);
+        slot.word.store(word.0, Ordering::Release);
+
+        let table = &self.table;
+        shared.inbound.link(
+            shared.inbound.bucket(table.inbound_hash(&new.key)),
+            index,
+            &slot.next_primary,
+        );
+        if via_director {
+            let reply = FlowKey::new(new.key.proto, new.dest_addr, new.key.src);
+            shared.outbound.link(
+                shared.outbound.bucket(table.outbound_hash(&reply)),
+                index,
+                &slot.next_outbound,
+            );
+        }
+        self.wheel.schedule(index, deadline);
+        bump(&shared.stats.conns);
+        counters.conn_bound(new.dest);
+        Ok(snapshot(self.id, index, slot, word, meta))
+    }
+
+    /// Creates a persistence template for `key` pointing at `dest` (PersistConn += 1), with
+    /// the service's persistence timeout.
+    pub fn insert_template(
+        &mut self,
+        key: &TemplateKey,
+        dest: DestId,
+        dest_addr: Endpoint,
+        timeout: Secs,
+        now: Secs,
+        counters: &mut impl DestCounters,
+    ) -> Result<TemplateRef, InsertError> {
+        let Some(index) = self.alloc() else {
+            bump(&self.shared().stats.refused);
+            return Err(InsertError::Full);
+        };
+        let shared = self.table.shard(self.id);
+        let slot = &shared.slots[index as usize];
+        let family = key.client_net.family();
+        fence(Ordering::Release);
+        slot.caddr.store(key.client_net.bits());
+        slot.vaddr.store(key.service_addr.bits());
+        slot.daddr.store(dest_addr.addr.bits());
+        let mut k = kind::TEMPLATE | kind_of(family);
+        if key.proto.is_none() {
+            k |= kind::FWMARK;
+        }
+        let meta = Meta::new(0, key.vport, dest_addr.port, template_proto_byte(key), k);
+        slot.meta.store(meta.0, Ordering::Relaxed);
+        slot.dest.store(dest.0, Ordering::Relaxed);
+        slot.aux.store(timeout, Ordering::Relaxed);
+        let generation = slot.word().generation();
+        slot.control
+            .store(control::make(generation, 0), Ordering::Relaxed);
+        let deadline = now.saturating_add(timeout);
+        let word = StateWord::new(deadline, TcpState::None, 0, generation);
+        slot.word.store(word.0, Ordering::Release);
+        shared.templates.link(
+            shared.templates.bucket(self.table.template_hash(key)),
+            index,
+            &slot.next_primary,
+        );
+        self.wheel.schedule(index, deadline);
+        bump(&shared.stats.templates);
+        counters.template_bound(dest);
+        Ok(TemplateRef {
+            flow: FlowRef {
+                shard: self.id,
+                slot: index,
+                generation,
+            },
+            dest,
+            dest_addr,
+            expires: deadline,
+        })
+    }
+
+    /// Feeds one packet to the state machine (see [`ConnTable::on_packet`]); on the owner a
+    /// shortened timer is re-filed at once.
+    #[inline]
+    pub fn on_packet(
+        &mut self,
+        flow: FlowRef,
+        direction: Direction,
+        flags: TcpFlags,
+        now: Secs,
+        counters: &mut impl DestCounters,
+    ) -> Result<TcpState, Gone> {
+        if flow.shard != self.id {
+            return self.table.on_packet(flow, direction, flags, now, counters);
+        }
+        let applied = self
+            .table
+            .apply_packet(flow, direction, flags, now, counters)?;
+        if applied.shortened {
+            self.refile(flow.slot);
+        }
+        Ok(applied.state)
+    }
+
+    /// Moves a slot's timer earlier if its deadline now falls before the tick it is filed at.
+    fn refile(&mut self, index: u32) {
+        let deadline = self.shared().slots[index as usize].word().deadline();
+        if let Some(at) = self.wheel.filed_at(index)
+            && deadline < at
+        {
+            self.wheel.schedule(index, deadline);
+        }
+    }
+
+    /// Removes a connection now (e.g. on an RST the caller wants gone at once, or an admin
+    /// flush). Templates that still control connections stay.
+    pub fn remove(&mut self, flow: FlowRef, counters: &mut impl DestCounters) -> bool {
+        if flow.shard != self.id {
+            return false;
+        }
+        let Some(slot) = self.shared().slots.get(flow.slot as usize) else {
+            return false;
+        };
+        let word = slot.word();
+        if word.generation() != flow.generation || word.has(flag::DEAD) {
+            return false;
+        }
+        if slot.meta().is(kind::TEMPLATE) && !self.retire_template(flow.slot) {
+            return false;
+        }
+        self.kill(flow.slot, counters)
+    }
+
+    /// Template teardown gate: `(gen, 0) -> (gen + 1, 0)` on the control word. Fails while
+    /// connections are attached (IPVS: "do I control anybody?").
+    fn retire_template(&self, index: u32) -> bool {
+        let slot = &self.shared().slots[index as usize];
+        let ctl = slot.control.load(Ordering::Acquire);
+        let Some(generation) = control::generation(ctl) else {
+            return false;
+        };
+        control::count(ctl) == 0
+            && slot
+                .control
+                .compare_exchange(
+                    ctl,
+                    control::make(generation.wrapping_add(1), 0),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    /// Marks the slot dead (racing CASes from other workers decide the last state once) and
+    /// releases it. Returns false if it was already dead.
+    fn kill(&mut self, index: u32, counters: &mut impl DestCounters) -> bool {
+        let slot = &self.table.shard(self.id).slots[index as usize];
+        let mut word = slot.word();
+        loop {
+            if word.has(flag::DEAD) {
+                return false;
+            }
+            match slot.cas_word(word, word.killed()) {
+                Ok(()) => break,
+                Err(w) => word = w,
+            }
+        }
+        self.release(index, word, counters);
+        true
+    }
+
+    /// Unlinks a dead slot from its indexes and the wheel, reports the counter changes
+    /// (IPVS `ip_vs_unbind_dest`, `ip_vs_control_del`) and frees it. `last` is the word just
+    /// before death.
+    fn release(&mut self, index: u32, last: StateWord, counters: &mut impl DestCounters) {
+        let table = self.table.clone();
+        let shared = table.shard(self.id);
+        let slots = &shared.slots;
+        let slot = &slots[index as usize];
+        let meta = slot.meta();
+        let family = meta.family();
+        let caddr = Addr::from_parts(slot.caddr.load(), family);
+        let vaddr = Addr::from_parts(slot.vaddr.load(), family);
+        let dest = DestId(slot.dest.load(Ordering::Relaxed));
+        if meta.is(kind::TEMPLATE) {
+            let key = TemplateKey {
+                proto: (!meta.is(kind::FWMARK)).then(|| meta.protocol()),
+                client_net: caddr,
+                service_addr: vaddr,
+                vport: meta.vport(),
+            };
+            let bucket = shared.templates.bucket(table.template_hash(&key));
+            shared
+                .templates
+                .unlink(bucket, index, |s| &slots[s as usize].next_primary);
+            drop_one(&shared.stats.templates);
+            counters.template_released(dest);
+        } else {
+            let proto = meta.protocol();
+            let key = FlowKey::new(
+                proto,
+                Endpoint {
+                    addr: caddr,
+                    port: meta.cport(),
+                },
+                Endpoint {
+                    addr: vaddr,
+                    port: meta.vport(),
+                },
+            );
+            let bucket = shared.inbound.bucket(table.inbound_hash(&key));
+            shared
+                .inbound
+                .unlink(bucket, index, |s| &slots[s as usize].next_primary);
+            if meta.is(kind::VIA_DIRECTOR) {
+                let daddr = Addr::from_parts(slot.daddr.load(), family);
+                let reply = FlowKey::new(
+                    proto,
+                    Endpoint {
+                        addr: daddr,
+                        port: meta.dport(),
+                    },
+                    key.src,
+                );
+                let bucket = shared.outbound.bucket(table.outbound_hash(&reply));
+                shared
+                    .outbound
+                    .unlink(bucket, index, |s| &slots[s as usize].next_outbound);
+            }
+            drop_one(&shared.stats.conns);
+            counters.conn_released(dest, !last.has(flag::INACTIVE));
+            // IPVS ip_vs_control_del: the template may now expire.
+            let ctl = slot.control.swap(0, Ordering::AcqRel);
+            if let Some((t_shard, t_slot)) = control::parse_template_ref(ctl)
+                && let Some(t) = table.inner.shards.get(t_shard as usize)
+            {
+                t.slots[t_slot as usize]
+                    .control
+                    .fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.wheel.cancel(index);
+        self.free.push(index);
+    }
+
+    /// Expires at once every connection of a removed real server in this shard, and its
+    /// templates that control nothing any more: IPVS `ip_vs_expire_nodest_conn_flush`, which
+    /// runs when a server is removed with `expire_nodest_conn` on. It walks the shard's used
+    /// slots, so it belongs to the control path (the owner or its side thread, once per
+    /// removal), never to the packet path. Returns how many entries were removed.
+    pub fn expire_dest(&mut self, dest: DestId, counters: &mut impl DestCounters) -> usize {
+        let mut removed = 0;
+        // Connections first, so that templates they kept alive can go in the second pass.
+        for templates in [false, true] {
+            for index in 0..self.next_unused {
+                let slot = &self.shared().slots[index as usize];
+                if slot.word().has(flag::DEAD)
+                    || slot.dest.load(Ordering::Relaxed) != dest.0
+                    || slot.meta().is(kind::TEMPLATE) != templates
+                {
+                    continue;
+                }
+                if templates && !self.retire_template(index) {
+                    continue;
+                }
+                if self.kill(index, counters) {
+                    removed += 1;
+                }
+            }
+        }
+        self.shared()
+            .stats
+            .nodest_expired
+            .fetch_add(removed as u64, Ordering::Relaxed);
+        removed
+    }
+
+    /// Runs expiry up to `now`: every entry whose deadline has passed is removed and its
+    /// counters released. Work is proportional to the entries whose timers are due, never to
+    /// the table size. Returns how many entries were removed.
+    pub fn expire(&mut self, now: Secs, counters: &mut impl DestCounters) -> usize {
+        self.drain_retime();
+        let mut removed = 0;
+        while let Some(index) = self.wheel.pop_due(now) {
+            if self.expire_one(index, now, counters) {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.shared()
+                .stats
+                .expired
+                .fetch_add(removed as u64, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    fn drain_retime(&mut self) {
+        while let Some(msg) = self.shared().retime.pop() {
+            let index = (msg >> 32) as u32;
+            let generation = msg as u32;
+            let word = self.shared().slots[index as usize].word();
+            if word.generation() == generation && !word.has(flag::DEAD) {
+                self.refile(index);
+            }
+        }
+    }
+
+    /// A due timer: the entry goes if its deadline really passed, else it is re-filed.
+    fn expire_one(&mut self, index: u32, now: Secs, counters: &mut impl DestCounters) -> bool {
+        let table = self.table.clone();
+        let slot = &table.shard(self.id).slots[index as usize];
+        let is_template = slot.meta().is(kind::TEMPLATE);
+        loop {
+            let word = slot.word();
+            if word.has(flag::DEAD) {
+                return false;
+            }
+            if word.deadline() > now {
+                self.wheel.schedule(index, word.deadline());
+                return false;
+            }
+            if is_template && !self.retire_template(index) {
+                // IPVS ip_vs_conn_expire: a template controlling connections expires later.
+                let later = word.with(
+                    now.saturating_add(TEMPLATE_BUSY_RETRY),
+                    word.state(),
+                    word.flags(),
+                );
+                if slot.cas_word(word, later).is_ok() {
+                    self.wheel.schedule(index, later.deadline());
+                    return false;
+                }
+                continue;
+            }
+            if slot.cas_word(word, word.killed()).is_ok() {
+                self.release(index, word, counters);
+                return true;
+            }
+        }
+    }
+}
