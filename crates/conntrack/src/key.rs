@@ -112,8 +112,9 @@ impl From<IpAddr> for Addr {
 pub enum Protocol {
     Tcp = 6,
     Udp = 17,
-    /// ICMP echo flows: the echo identifier plays the part of the client port, the
-    /// service port is 0.
+    /// ICMP echo flows: the echo identifier plays the part of the client port and the
+    /// service (and real server) port is 0, so a request is `client:id -> vip:0` and the
+    /// real server's reply `rip:0 -> client:id`.
     Icmp = 1,
 }
 

@@ -66,3 +66,17 @@ pub use state::{Direction, ReturnPath, TableSet, TcpFlags, TcpState};
 pub use table::{Config, ConnTable, Options, ShardStats};
 pub use template::{Persistence, PersistenceMask, TemplateKey};
 pub use timeouts::{Secs, SetTimeouts, Timeouts};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_move_to_workers_and_the_table_is_shared() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<Shard>();
+        send_sync::<ConnTable>();
+        send_sync::<Conn>();
+    }
+}

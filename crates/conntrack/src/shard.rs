@@ -518,6 +518,10 @@ impl Shard {
     /// Runs expiry up to `now`: every entry whose deadline has passed is removed and its
     /// counters released. Work is proportional to the entries whose timers are due, never to
     /// the table size. Returns how many entries were removed.
+    ///
+    /// Call it from the owning worker's loop whenever the clock has moved (the wheel has one
+    /// second resolution, so once per second is enough), or move the shard to a side thread
+    /// that owns it. Until it runs, an overdue entry can still be found by lookups.
     pub fn expire(&mut self, now: Secs, counters: &mut impl DestCounters) -> usize {
         self.drain_retime();
         let mut removed = 0;

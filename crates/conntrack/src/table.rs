@@ -6,9 +6,9 @@
 //! links and unlinks them, and runs their expiry. Other workers need two things from a shard
 //! they do not own, and get both without a lock:
 //! - **lookups** (NAT replies arriving on another queue, persistence templates): the shard's
-//!   indexes are chained hash tables of atomics guarded by striped sequence counters (see
-//!   the private `index` module); readers retry if the owner changed the chain under them and never
-//!   write, so N readers scale like one;
+//!   indexes are chained hash tables of atomics guarded by striped sequence counters (the
+//!   private `index` module); readers retry if the owner changed the chain under them and
+//!   never write, so N readers scale like one;
 //! - **state updates** (a NAT reply's FIN, a timer refresh, a template's refresh and its
 //!   `n_control`): the mutable part of an entry is one 64-bit word changed by CAS, so two
 //!   workers updating the same flow agree on one sequence of states and the counter events of
