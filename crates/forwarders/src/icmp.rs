@@ -244,7 +244,10 @@ fn relay(
     let quote_ip = usize::from(error.quote_ip_offset);
     let quote_l4 = usize::from(error.quote_l4_offset);
     let end = view.ip_end();
-    if !view.is_icmp_error() || quote_ip < icmp_start + icmp::HEADER_LEN || quote_l4 + 8 > end {
+    let quote_fits = quote_ip >= icmp_start + icmp::HEADER_LEN
+        && quote_ip + ipv4::MIN_HEADER_LEN <= quote_l4
+        && quote_l4 + 8 <= end;
+    if !view.is_icmp_error() || !quote_fits {
         return Err(Reason::ViewMismatch);
     }
     if error.tunnel.is_some() {
