@@ -3,7 +3,12 @@
 //! Everything between the NIC queue and the NIC queue: the virtual-service table, AF_XDP
 //! frame I/O, the XDP filter, the per-queue workers and their statistics.
 
+pub mod afxdp;
+pub mod memory_port;
+pub mod packet_io;
 pub mod pipeline;
 pub mod route;
 pub mod service;
 pub mod stats;
+pub mod umem;
+pub mod xdp;

@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+//
+// xvs XDP filter: sends to the AF_XDP socket of the receiving queue only the frames xvs must
+// handle, and everything else to the kernel (XDP_PASS).
+//
+//   - IPv4 to a virtual service: (dst addr, dst port, protocol) is in xvs_vips;
+//   - NAT return traffic: (src addr, src port, protocol) is in xvs_nat_returns.
+//
+// Each map is tried with the exact port, then port 0 ("any port" of that protocol, for
+// persistent port-0 services), then port 0 and protocol 0 ("any traffic to that address").
+// Non-first fragments carry no ports, so only the port-0 entries can match them.
+// ARP, IPv6, VLAN-tagged frames and everything not matching go to the kernel.
+//
+// Self-contained on purpose (no kernel or libbpf headers): build.rs compiles it with
+// `clang -O2 -g -target bpf`, and the key layout below is mirrored by `xdp::MatchKey`.
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, val) int(*name)[val]
+#define __type(name, val) typeof(val) *name
+#define __always_inline inline __attribute__((always_inline))
+
+struct xdp_md {
+	__u32 data;
+	__u32 data_end;
+	__u32 data_meta;
+	__u32 ingress_ifindex;
+	__u32 rx_queue_index;
+	__u32 egress_ifindex;
+};
+
+enum xdp_action { XDP_ABORTED = 0, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
+
+#define BPF_MAP_TYPE_HASH 1
+#define BPF_MAP_TYPE_XSKMAP 17
+#define BPF_F_NO_PREALLOC 1
+
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define bpf_htons(x) __builtin_bswap16(x)
+#else
+#define bpf_htons(x) (x)
+#endif
+
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define IP_OFFSET_MASK 0x1fff /* fragment offset; non-zero on every fragment but the first */
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_SCTP 132
+
+// Addresses and ports in network byte order, as read from the packet.
+struct match_key {
+	__u32 addr;
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+#define MAX_MATCHES 65536
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_MATCHES);
+	__type(key, struct match_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} xvs_vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_MATCHES);
+	__type(key, struct match_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} xvs_nat_returns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} xvs_xsks SEC(".maps");
+
+static __always_inline int matches(void *map, __u32 addr, __u16 port, __u8 proto)
+{
+	struct match_key key = { .addr = addr, .port = port, .proto = proto, .pad = 0 };
+
+	if (port && bpf_map_lookup_elem(map, &key))
+		return 1;
+	key.port = 0;
+	if (bpf_map_lookup_elem(map, &key))
+		return 1;
+	key.proto = 0;
+	return bpf_map_lookup_elem(map, &key) != 0;
+}
+
+SEC("xdp")
+int xvs_filter(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *eth = data;
+	__u8 *ip = eth + ETH_HLEN;
+
+	if ((void *)(ip + 20) > data_end)
+		return XDP_PASS;
+	if (*(__u16 *)(eth + 12) != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+
+	__u8 version_ihl = ip[0];
+	__u32 ihl = (version_ihl & 0x0f) * 4;
+	if ((version_ihl >> 4) != 4 || ihl < 20)
+		return XDP_PASS;
+
+	__u8 proto = ip[9];
+	__u32 saddr = *(__u32 *)(ip + 12);
+	__u32 daddr = *(__u32 *)(ip + 16);
+	__u16 sport = 0, dport = 0;
+
+	int first_fragment = (*(__u16 *)(ip + 6) & bpf_htons(IP_OFFSET_MASK)) == 0;
+	int has_ports = proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
+	if (has_ports && first_fragment) {
+		__u8 *l4 = ip + ihl;
+		if ((void *)(l4 + 4) > data_end)
+			return XDP_PASS;
+		sport = *(__u16 *)l4;
+		dport = *(__u16 *)(l4 + 2);
+	}
+
+	if (matches(&xvs_vips, daddr, dport, proto) ||
+	    matches(&xvs_nat_returns, saddr, sport, proto))
+		return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

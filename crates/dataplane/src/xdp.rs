@@ -1,0 +1,321 @@
+//! The XDP filter: which frames go to xvs's AF_XDP sockets, and which to the kernel.
+//!
+//! The program (`bpf/xdp_filter.c`, compiled by clang in `build.rs` and embedded here) sends to
+//! the AF_XDP socket of the receiving queue only
+//!
+//! - IPv4 to a virtual service: `(dst addr, dst port, protocol)` is in the VIP map;
+//! - NAT return traffic: `(src addr, src port, protocol)` of a NAT real server is in the
+//!   NAT-return map;
+//!
+//! and passes everything else to the kernel (`XDP_PASS`): ARP, IPv6, the director's own
+//! traffic, ICMP echo to a VIP (the kernel answers it when the VIP is on the interface). A
+//! queue with no socket registered passes too. Each map is looked up with the exact port, then
+//! port 0 ("any port" of that protocol, for persistent port-0 services), then protocol 0 as
+//! well ("anything to that address", fwmark-like services); see [`Match`].
+//!
+//! Why C and aya: the C stays readable and reviewable, clang is a build dependency already, and
+//! aya loads the object, fixes up its map references and creates the BPF link in safe Rust.
+//! The program is attached through a BPF link (`BPF_LINK_CREATE`), so it goes away when the
+//! [`XdpFilter`] is dropped *or the process dies*: a crashed director never leaves a filter
+//! that steals VIP traffic into sockets nobody reads.
+//!
+//! Reloads: [`XdpFilter::set_vips`] and [`XdpFilter::set_nat_returns`] insert the new entries
+//! first and delete the stale ones afterwards, so an entry present before and after a reload
+//! never disappears, even for a moment.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use aya::maps::{HashMap, MapData, XskMap};
+use aya::programs::{Xdp, XdpFlags};
+use aya::{Ebpf, Pod};
+
+/// The compiled filter program (see `build.rs`). aya needs the ELF 8-byte aligned.
+static FILTER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_filter.o"));
+
+const PROGRAM: &str = "xvs_filter";
+const VIP_MAP: &str = "xvs_vips";
+const NAT_RETURN_MAP: &str = "xvs_nat_returns";
+const XSK_MAP: &str = "xvs_xsks";
+
+/// IP protocol numbers the filter understands ports for.
+pub mod proto {
+    /// Matches every protocol (with port 0 only).
+    pub const ANY: u8 = 0;
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// SCTP.
+    pub const SCTP: u8 = 132;
+}
+
+/// One entry of a filter map: an address, a port (0: any port) and a protocol (0: any
+/// protocol; then the port must be 0 too, or the entry can never match).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Match {
+    /// The VIP (VIP map) or the real server's address (NAT-return map).
+    pub addr: Ipv4Addr,
+    /// Destination port (VIP map) or source port (NAT-return map); 0 matches any.
+    pub port: u16,
+    /// IP protocol number, see [`proto`]; 0 matches any.
+    pub proto: u8,
+}
+
+impl Match {
+    /// A TCP service or real server.
+    pub fn tcp(addr: Ipv4Addr, port: u16) -> Self {
+        Match { addr, port, proto: proto::TCP }
+    }
+
+    /// A UDP service or real server.
+    pub fn udp(addr: Ipv4Addr, port: u16) -> Self {
+        Match { addr, port, proto: proto::UDP }
+    }
+
+    /// Everything to (or, for NAT returns, from) `addr`.
+    pub fn any(addr: Ipv4Addr) -> Self {
+        Match { addr, port: 0, proto: proto::ANY }
+    }
+}
+
+/// The map key as the program reads it: `struct match_key` in `bpf/xdp_filter.c`. Address
+/// and port are in network byte order, exactly as they sit in the packet.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MatchKey {
+    addr: [u8; 4],
+    port: [u8; 2],
+    proto: u8,
+    pad: u8,
+}
+
+// SAFETY: `MatchKey` is `repr(C)`, made of byte arrays and bytes only (no padding, every bit
+// pattern valid), which is what `Pod` requires for copying it to and from the kernel.
+unsafe impl Pod for MatchKey {}
+
+impl From<Match> for MatchKey {
+    fn from(m: Match) -> Self {
+        MatchKey { addr: m.addr.octets(), port: m.port.to_be_bytes(), proto: m.proto, pad: 0 }
+    }
+}
+
+impl MatchKey {
+    /// The key's bytes, as the kernel stores them.
+    pub fn to_bytes(self) -> [u8; 8] {
+        let [a, b, c, d] = self.addr;
+        let [p, q] = self.port;
+        [a, b, c, d, p, q, self.proto, self.pad]
+    }
+}
+
+/// How the program is attached: `drv` (native, in the driver) or `skb` (generic, after the
+/// kernel built an skb; works everywhere, slower). Zero-copy AF_XDP needs `drv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native XDP (`XDP_FLAGS_DRV_MODE`).
+    Drv,
+    /// Generic XDP (`XDP_FLAGS_SKB_MODE`).
+    Skb,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Drv => "drv",
+            XdpMode::Skb => "skb",
+        })
+    }
+}
+
+/// Which XDP mode to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttachMode {
+    /// Native if the driver supports it, generic otherwise.
+    #[default]
+    Auto,
+    /// Native only.
+    Drv,
+    /// Generic only.
+    Skb,
+}
+
+/// Why the filter could not be loaded, attached or updated.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// The embedded object did not load (verifier, BTF, map creation).
+    #[error("loading the XDP filter: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// The program was refused or could not be attached.
+    #[error("XDP program: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    /// A map update failed.
+    #[error("XDP filter map: {0}")]
+    Map(#[from] aya::maps::MapError),
+    /// The embedded object lacks a program or map this code expects (a build mismatch).
+    #[error("the XDP filter object has no {0}")]
+    Missing(&'static str),
+}
+
+/// The filter attached to one interface, with its maps. Dropping it detaches the program.
+pub struct XdpFilter {
+    vips: HashMap<MapData, MatchKey, u32>,
+    nat_returns: HashMap<MapData, MatchKey, u32>,
+    sockets: XskMap<MapData>,
+    ifindex: u32,
+    mode: XdpMode,
+    // Owns the program and its link: dropped last, so the maps above close first and the
+    // program detaches when this goes.
+    _ebpf: Ebpf,
+}
+
+impl fmt::Debug for XdpFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XdpFilter")
+            .field("ifindex", &self.ifindex)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XdpFilter {
+    /// Loads the filter and attaches it to interface `ifindex` through a BPF link. The maps
+    /// start empty: nothing is redirected until [`XdpFilter::set_vips`] and
+    /// [`XdpFilter::register_socket`] say so.
+    pub fn attach(ifindex: u32, mode: AttachMode) -> Result<Self, XdpError> {
+        let mut ebpf = Ebpf::load(FILTER_OBJECT)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(XdpError::Missing(PROGRAM))?
+            .try_into()?;
+        program.load()?;
+        let mode = match mode {
+            AttachMode::Drv => attach_in(program, ifindex, XdpMode::Drv)?,
+            AttachMode::Skb => attach_in(program, ifindex, XdpMode::Skb)?,
+            AttachMode::Auto => match attach_in(program, ifindex, XdpMode::Drv) {
+                Ok(mode) => mode,
+                Err(native) => {
+                    tracing::info!(ifindex, error = %native, "native XDP refused, using generic");
+                    attach_in(program, ifindex, XdpMode::Skb)?
+                }
+            },
+        };
+        let vips = HashMap::try_from(take_map(&mut ebpf, VIP_MAP)?)?;
+        let nat_returns = HashMap::try_from(take_map(&mut ebpf, NAT_RETURN_MAP)?)?;
+        let sockets = XskMap::try_from(take_map(&mut ebpf, XSK_MAP)?)?;
+        tracing::info!(ifindex, %mode, "XDP filter attached");
+        Ok(XdpFilter { vips, nat_returns, sockets, ifindex, mode, _ebpf: ebpf })
+    }
+
+    /// The interface the filter is attached to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The XDP mode in use.
+    pub fn mode(&self) -> XdpMode {
+        self.mode
+    }
+
+    /// Makes `matches` the VIP map's whole content (see the module doc for the order).
+    pub fn set_vips(&mut self, matches: &[Match]) -> Result<(), XdpError> {
+        replace_contents(&mut self.vips, matches)
+    }
+
+    /// Makes `matches` the NAT-return map's whole content: one entry per NAT real server
+    /// (address, port, protocol).
+    pub fn set_nat_returns(&mut self, matches: &[Match]) -> Result<(), XdpError> {
+        replace_contents(&mut self.nat_returns, matches)
+    }
+
+    /// The VIP map's current entries (for `xvsadm` and tests).
+    pub fn vips(&self) -> Result<Vec<MatchKey>, XdpError> {
+        Ok(self.vips.keys().collect::<Result<_, _>>()?)
+    }
+
+    /// The NAT-return map's current entries.
+    pub fn nat_returns(&self) -> Result<Vec<MatchKey>, XdpError> {
+        Ok(self.nat_returns.keys().collect::<Result<_, _>>()?)
+    }
+
+    /// Sends the frames the filter selects on rx queue `queue` to the AF_XDP socket `socket`,
+    /// which must already be bound to that queue of this interface. Closing the socket
+    /// removes it from the map (the kernel does that).
+    pub fn register_socket(&mut self, queue: u32, socket: BorrowedFd<'_>) -> Result<(), XdpError> {
+        self.sockets.set(queue, socket.as_raw_fd(), 0)?;
+        Ok(())
+    }
+}
+
+fn attach_in(program: &mut Xdp, ifindex: u32, mode: XdpMode) -> Result<XdpMode, XdpError> {
+    let flags = match mode {
+        XdpMode::Drv => XdpFlags::DRV_MODE,
+        XdpMode::Skb => XdpFlags::SKB_MODE,
+    };
+    program.attach_to_if_index(ifindex, flags)?;
+    Ok(mode)
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, XdpError> {
+    ebpf.take_map(name).ok_or(XdpError::Missing(name))
+}
+
+/// Inserts every wanted entry, then removes the entries no longer wanted.
+fn replace_contents(
+    map: &mut HashMap<MapData, MatchKey, u32>,
+    matches: &[Match],
+) -> Result<(), XdpError> {
+    let wanted: HashSet<MatchKey> = matches.iter().map(|&m| MatchKey::from(m)).collect();
+    for key in &wanted {
+        map.insert(key, 1, 0)?;
+    }
+    let stale: Vec<MatchKey> = map
+        .keys()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|key| !wanted.contains(key))
+        .collect();
+    for key in &stale {
+        map.remove(key)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn match_keys_are_network_order_bytes() {
+        let key = MatchKey::from(Match::udp(Ipv4Addr::new(10, 0, 0, 1), 80));
+        assert_eq!(key.to_bytes(), [10, 0, 0, 1, 0x00, 0x50, 17, 0]);
+        let key = MatchKey::from(Match::tcp(Ipv4Addr::new(192, 0, 2, 7), 0x1f90));
+        assert_eq!(key.to_bytes(), [192, 0, 2, 7, 0x1f, 0x90, 6, 0]);
+        let key = MatchKey::from(Match::any(Ipv4Addr::new(198, 51, 100, 9)));
+        assert_eq!(key.to_bytes(), [198, 51, 100, 9, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn match_key_layout_is_the_programs() {
+        assert_eq!(std::mem::size_of::<MatchKey>(), 8);
+        assert_eq!(std::mem::align_of::<MatchKey>(), 1);
+    }
+
+    #[test]
+    fn the_embedded_object_is_a_bpf_elf() {
+        assert_eq!(&FILTER_OBJECT[..4], b"\x7fELF");
+        // e_machine (offset 18, little-endian ELF) is EM_BPF = 247.
+        assert_eq!(FILTER_OBJECT[18], 247);
+        assert_eq!(FILTER_OBJECT.as_ptr() as usize % 8, 0);
+    }
+
+    #[test]
+    fn modes_print_as_xvsadm_shows_them() {
+        assert_eq!(XdpMode::Drv.to_string(), "drv");
+        assert_eq!(XdpMode::Skb.to_string(), "skb");
+    }
+}
