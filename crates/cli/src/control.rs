@@ -1,0 +1,444 @@
+//! The control socket between `xvsadm` and the daemon.
+//!
+//! A unix stream socket, mode 0600 (its directory is created 0700 when missing), at
+//! [`DEFAULT_SOCKET`] unless `--socket` or the environment variable `XVS_SOCKET` says
+//! otherwise. The protocol is JSON lines: the client writes one [`Request`] per line and
+//! reads one [`Reply`] per line; a connection may carry several. The server is plain std
+//! threads: [`ControlServer::serve`] accepts on the calling thread and answers each
+//! connection on its own thread, calling the [`Director`] under its mutex, so requests
+//! are applied one at a time.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use xvs_dataplane::service::spec::ServiceAddr;
+
+use crate::director::{Director, Edit, EditFailure, ListRequest};
+use crate::listing::{ListData, Timeouts};
+
+/// Where the daemon listens when nothing says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/xvs/xvs.sock";
+/// The environment variable that names the socket for both the daemon and xvsadm.
+pub const SOCKET_ENV: &str = "XVS_SOCKET";
+/// How long either side waits for the other's line.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest request line the server reads (a `-R` of many thousand rules fits).
+const MAX_LINE: u64 = 64 << 20;
+
+/// The socket path: `--socket` if given, else `XVS_SOCKET`, else `fallback` (the config
+/// file's value for the daemon), else [`DEFAULT_SOCKET`].
+pub fn socket_path(flag: Option<&Path>, fallback: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os(SOCKET_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    fallback
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// One request line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "request")]
+pub enum Request {
+    /// Apply edits, all or none (`-A ... -d`, `-C`, a whole `-R`).
+    Apply {
+        /// The edits in order.
+        edits: Vec<Edit>,
+    },
+    /// A listing.
+    List {
+        /// What to list.
+        what: ListRequest,
+    },
+    /// `--set`.
+    SetTimeouts {
+        /// New timeouts; 0 keeps one.
+        timeouts: Timeouts,
+    },
+    /// `-Z`.
+    Zero {
+        /// One service, or all.
+        service: Option<ServiceAddr>,
+    },
+}
+
+/// One reply line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reply")]
+pub enum Reply {
+    /// Done, nothing to show.
+    Done,
+    /// A listing's data.
+    Listed {
+        /// The data.
+        data: ListData,
+    },
+    /// Refused; nothing changed.
+    Failed {
+        /// ipvsadm's message, one line.
+        message: String,
+        /// For a batch, the index of the refused edit.
+        index: Option<usize>,
+    },
+}
+
+impl Reply {
+    fn failed(message: impl Into<String>) -> Self {
+        Reply::Failed {
+            message: message.into(),
+            index: None,
+        }
+    }
+}
+
+/// Answers one request with `director`.
+pub fn handle<D: Director + ?Sized>(director: &mut D, request: Request) -> Reply {
+    match request {
+        Request::Apply { edits } => match director.apply_batch(&edits) {
+            Ok(()) => Reply::Done,
+            Err(EditFailure { index, message }) => Reply::Failed {
+                message,
+                index: Some(index),
+            },
+        },
+        Request::List { what } => match director.list(&what) {
+            Ok(data) => Reply::Listed { data },
+            Err(e) => Reply::failed(e.to_string()),
+        },
+        Request::SetTimeouts { timeouts } => match director.set_timeouts(timeouts) {
+            Ok(()) => Reply::Done,
+            Err(e) => Reply::failed(e.to_string()),
+        },
+        Request::Zero { service } => match director.zero(service.as_ref()) {
+            Ok(()) => Reply::Done,
+            Err(e) => Reply::failed(e.to_string()),
+        },
+    }
+}
+
+/// A bound control socket, ready to [`serve`](ControlServer::serve).
+#[derive(Debug)]
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+/// Stops a running [`ControlServer::serve`] from another thread.
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl StopHandle {
+    /// Makes `serve` return after the connection it is handling, if any.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept; it sees the flag and returns.
+        let _ = UnixStream::connect(&self.path);
+    }
+}
+
+impl ControlServer {
+    /// Binds `path`, mode 0600. A missing directory is created with mode 0700; a stale
+    /// socket file (nobody listening) is replaced; a live one is an error, so two daemons
+    /// never share a socket.
+    pub fn bind(path: &Path) -> io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by another xvs", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(ControlServer {
+            listener,
+            path: path.to_path_buf(),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A handle that stops [`serve`](Self::serve).
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            path: self.path.clone(),
+            stop: Arc::clone(&self.stop),
+        }
+    }
+
+    /// Accepts connections until stopped, answering each on its own thread; removes the
+    /// socket file when it returns.
+    pub fn serve<D: Director + ?Sized + 'static>(self, director: Arc<Mutex<D>>) {
+        for conn in self.listener.incoming() {
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            match conn {
+                Ok(stream) => {
+                    let director = Arc::clone(&director);
+                    let spawned = std::thread::Builder::new()
+                        .name("xvs-control-conn".into())
+                        .spawn(move || {
+                            if let Err(e) = answer(stream, &director) {
+                                tracing::debug!("control connection: {e}");
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        tracing::warn!("control socket: cannot start a thread: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("control socket: accept failed: {e}"),
+            }
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds `socket_path` and serves `director` until the process ends (see
+/// [`ControlServer`] to stop it).
+pub fn serve<D: Director + ?Sized + 'static>(
+    socket_path: &Path,
+    director: Arc<Mutex<D>>,
+) -> io::Result<()> {
+    ControlServer::bind(socket_path)?.serve(director);
+    Ok(())
+}
+
+fn answer<D: Director + ?Sized>(stream: UnixStream, director: &Mutex<D>) -> io::Result<()> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream).take(MAX_LINE);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(request) => {
+                let mut d = director.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                handle(&mut *d, request)
+            }
+            Err(e) => Reply::failed(format!("bad request: {e}")),
+        };
+        let mut text = serde_json::to_string(&reply).map_err(io::Error::other)?;
+        text.push('\n');
+        writer.write_all(text.as_bytes())?;
+        writer.flush()?;
+    }
+}
+
+/// Why xvsadm could not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No daemon at the socket.
+    #[error("Can't connect to xvs at {path}: {source} (is xvs running? see --socket / XVS_SOCKET)")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The exchange broke off.
+    #[error("control socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The daemon's reply was not a reply.
+    #[error("control socket {path}: bad reply: {detail}")]
+    Protocol {
+        /// The socket path.
+        path: PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// xvsadm's side: sends `request` to the daemon at `path` and returns its reply.
+pub fn request(path: &Path, request: &Request) -> Result<Reply, ClientError> {
+    let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let io_err = |source| ClientError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io_err)?;
+    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io_err)?;
+    let mut text = serde_json::to_string(request).map_err(|e| ClientError::Protocol {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    text.push('\n');
+    (&stream).write_all(text.as_bytes()).map_err(io_err)?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(io_err)?;
+    serde_json::from_str(&line).map_err(|e| ClientError::Protocol {
+        path: path.to_path_buf(),
+        detail: if line.is_empty() {
+            "connection closed".to_string()
+        } else {
+            e.to_string()
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::director::TableOnlyDirector;
+    use std::net::{IpAddr, Ipv4Addr};
+    use xvs_dataplane::service::spec::{DestSpec, ForwardMethod, Protocol, ServiceSpec};
+
+    fn vip() -> ServiceAddr {
+        ServiceAddr::Inet {
+            protocol: Protocol::Tcp,
+            addr: IpAddr::V4(Ipv4Addr::new(172, 16, 21, 10)),
+            port: 80,
+        }
+    }
+
+    fn start(dir: &Path) -> (PathBuf, StopHandle, std::thread::JoinHandle<()>) {
+        let path = dir.join("run/xvs.sock");
+        let server = ControlServer::bind(&path).unwrap();
+        let stop = server.stop_handle();
+        let director = Arc::new(Mutex::new(TableOnlyDirector::default()));
+        let t = std::thread::spawn(move || server.serve(director));
+        (path, stop, t)
+    }
+
+    #[test]
+    fn end_to_end_over_a_unix_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, stop, thread) = start(dir.path());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
+
+        let add = Request::Apply {
+            edits: vec![
+                Edit::AddService {
+                    service: ServiceSpec::new(vip()),
+                },
+                Edit::AddDest {
+                    service: vip(),
+                    dest: DestSpec {
+                        addr: IpAddr::V4(Ipv4Addr::new(192, 168, 40, 12)),
+                        port: 80,
+                        method: ForwardMethod::Route,
+                        weight: 2,
+                        upper_threshold: 0,
+                        lower_threshold: 0,
+                    },
+                },
+            ],
+        };
+        assert_eq!(request(&path, &add).unwrap(), Reply::Done);
+        // The same batch again fails on its first edit and changes nothing.
+        assert_eq!(
+            request(&path, &add).unwrap(),
+            Reply::Failed {
+                message: "Service already exists".into(),
+                index: Some(0)
+            }
+        );
+        let Reply::Listed { data } = request(
+            &path,
+            &Request::List {
+                what: ListRequest::Services,
+            },
+        )
+        .unwrap() else {
+            panic!("not a listing")
+        };
+        assert_eq!(data.services.len(), 1);
+        assert_eq!(data.services[0].dests[0].weight, 2);
+        assert_eq!(
+            request(&path, &Request::Zero { service: None }).unwrap(),
+            Reply::Done
+        );
+
+        // A second server on the same live socket is refused.
+        let again = ControlServer::bind(&path).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AddrInUse);
+
+        // Garbage gets a one-line refusal, not a hang-up.
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.write_all(b"{\"request\":\"nonsense\"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        assert!(line.contains("bad request"), "{line}");
+
+        stop.stop();
+        thread.join().unwrap();
+        assert!(!path.exists(), "socket removed on stop");
+        assert!(matches!(
+            request(&path, &Request::Zero { service: None }),
+            Err(ClientError::Connect { .. })
+        ));
+    }
+
+    #[test]
+    fn stale_socket_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xvs.sock");
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let server = ControlServer::bind(&path).unwrap();
+        assert_eq!(server.path(), path.as_path());
+    }
+
+    #[test]
+    fn socket_path_precedence() {
+        let flag = PathBuf::from("/tmp/flag.sock");
+        assert_eq!(socket_path(Some(&flag), None), flag);
+        // Without a flag the environment or the fallback decides; both are paths.
+        let p = socket_path(None, Some(Path::new("/tmp/cfg.sock")));
+        match std::env::var_os(SOCKET_ENV) {
+            Some(v) if !v.is_empty() => assert_eq!(p, PathBuf::from(v)),
+            _ => assert_eq!(p, PathBuf::from("/tmp/cfg.sock")),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The TUN lab's IPIP decapsulator, run on each real server (`xvs lab-decap`).
+//!
+//! This machine's kernel has no `ipip` module, so a real server cannot terminate xvs's
+//! tunnels itself. The helper does what `ipip` would: it reads the IPv4 packets arriving on
+//! the real server's interface (an `AF_PACKET` socket), takes those whose protocol is 4
+//! (IP-in-IP) and whose outer destination is this server, checks the outer header, and
+//! writes the inner datagram into a TUN device, from where the kernel delivers it to the VIP
+//! on `lo` like any received packet. The real server's TCP stack answers the client directly,
+//! as in a real TUN cluster.
+//!
+//! It also checks every outer header as a test would: version/IHL, header checksum,
+//! protocol 4, the expected tunnel source and destination, total length consistent with the
+//! inner datagram, DF copied from the inner header. Counts go to a report file (`key value`
+//! lines) rewritten after each packet, so tests can read them while it runs.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// What the decapsulator saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DecapReport {
+    /// Tunnelled packets whose outer header was right, delivered to the TUN device.
+    pub decapsulated: u64,
+    /// Tunnelled packets with a wrong outer header (not delivered).
+    pub bad_outer: u64,
+}
+
+impl DecapReport {
+    /// Parses a report file's text.
+    pub fn parse(text: &str) -> DecapReport {
+        let mut report = DecapReport::default();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next().and_then(|v| v.parse().ok())) {
+                (Some("decapsulated"), Some(n)) => report.decapsulated = n,
+                (Some("bad_outer"), Some(n)) => report.bad_outer = n,
+                _ => {}
+            }
+        }
+        report
+    }
+}
+
+/// Checks an IPIP packet's outer header; returns the inner datagram when it is right.
+pub fn check_outer(packet: &[u8], tunnel_source: Ipv4Addr, me: Ipv4Addr) -> Option<&[u8]> {
+    if packet.len() < 40 || packet[0] != 0x45 || packet[9] != 4 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+    let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+    let inner = packet.get(20..total)?;
+    if inner.len() < 20 {
+        return None;
+    }
+    let inner_total = usize::from(u16::from_be_bytes([inner[2], inner[3]]));
+    let outer_df = packet[6] & 0x40 != 0;
+    let inner_df = inner[6] & 0x40 != 0;
+    let checksum_ok = ones_complement_sum(&packet[..20]) == 0xffff;
+    (checksum_ok && src == tunnel_source && dst == me && inner_total == inner.len() && outer_df == inner_df)
+        .then_some(inner)
+}
+
+fn ones_complement_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Opens TUN device `name` (no packet information header), up to the caller to configure.
+fn open_tun(name: &str) -> std::io::Result<File> {
+    let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+    let mut request = [0u8; 40]; // struct ifreq: name[16], flags (short) at 16
+    let bytes = name.as_bytes();
+    if bytes.len() >= 16 {
+        return Err(std::io::Error::other("tun device name too long"));
+    }
+    request[..bytes.len()].copy_from_slice(bytes);
+    let flags: i16 = (libc::IFF_TUN | libc::IFF_NO_PI) as i16;
+    request[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes a `struct ifreq` (40 bytes on Linux), which
+    // `request` is, for the lifetime of the call; the fd is a valid open /dev/net/tun.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, request.as_mut_ptr()) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// An AF_PACKET socket receiving the IPv4 packets of interface `ifindex`, link header removed.
+fn open_packet_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
+    let protocol = (libc::ETH_P_IP as u16).to_be();
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(protocol)) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a freshly created socket we own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid starting value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = protocol;
+    addr.sll_ifindex = ifindex as i32;
+    // SAFETY: `addr` is a valid sockaddr_ll and the length passed is its size.
+    let rc = unsafe {
+        libc::bind(
+            owned.as_raw_fd(),
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(owned)
+}
+
+/// Runs the decapsulator until killed: packets on `iface` tunnelled from `tunnel_source` to
+/// `me` go into TUN device `tun_name` (created and brought up here).
+pub fn run(iface: &str, tun_name: &str, tunnel_source: Ipv4Addr, me: Ipv4Addr, report: &Path) -> std::io::Result<()> {
+    let ifindex = std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))?
+        .trim()
+        .parse::<u32>()
+        .map_err(std::io::Error::other)?;
+    let mut tun = open_tun(tun_name)?;
+    let up = std::process::Command::new("ip").args(["link", "set", tun_name, "up"]).status()?;
+    if !up.success() {
+        return Err(std::io::Error::other("cannot bring the tun device up"));
+    }
+    let socket = open_packet_socket(ifindex)?;
+    let mut counts = DecapReport::default();
+    let mut buf = vec![0u8; 65536];
+    write_report(report, &counts)?;
+    loop {
+        // SAFETY: `buf` is valid for writes of its length for the duration of the call.
+        let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        let packet = &buf[..n as usize];
+        if packet.len() < 20 || packet[9] != 4 {
+            continue; // not IP-in-IP: the kernel handles it
+        }
+        match check_outer(packet, tunnel_source, me) {
+            Some(inner) => {
+                tun.write_all(inner)?;
+                counts.decapsulated += 1;
+            }
+            None => counts.bad_outer += 1,
+        }
+        write_report(report, &counts)?;
+    }
+}
+
+fn write_report(path: &Path, counts: &DecapReport) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("decapsulated {}\nbad_outer {}\n", counts.decapsulated, counts.bad_outer))?;
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPIP packet: outer 10.0.0.1 -> 10.0.0.2 around a 28-byte inner UDP datagram.
+    fn ipip(df: bool) -> Vec<u8> {
+        let mut inner = vec![0x45, 0, 0, 28, 0, 1, if df { 0x40 } else { 0 }, 0, 64, 17, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        inner.extend_from_slice(&[0, 1, 0, 2, 0, 8, 0, 0]);
+        let mut outer = vec![0x45, 0, 0, 48, 0, 9, if df { 0x40 } else { 0 }, 0, 63, 4, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let sum = !ones_complement_sum(&outer);
+        outer[10..12].copy_from_slice(&sum.to_be_bytes());
+        outer.extend_from_slice(&inner);
+        outer
+    }
+
+    #[test]
+    fn accepts_a_correct_outer_header_and_refuses_each_fault() {
+        let (src, me) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let good = ipip(true);
+        assert_eq!(check_outer(&good, src, me).map(|i| i.len()), Some(28));
+        assert!(check_outer(&good, src, Ipv4Addr::new(10, 0, 0, 3)).is_none(), "not for me");
+        assert!(check_outer(&good, me, me).is_none(), "wrong tunnel source");
+        let mut bad_sum = good.clone();
+        bad_sum[8] = 1;
+        assert!(check_outer(&bad_sum, src, me).is_none(), "checksum");
+        let mut df_lost = good.clone();
+        df_lost[6] = 0;
+        let sum = {
+            df_lost[10] = 0;
+            df_lost[11] = 0;
+            !ones_complement_sum(&df_lost[..20])
+        };
+        df_lost[10..12].copy_from_slice(&sum.to_be_bytes());
+        assert!(check_outer(&df_lost, src, me).is_none(), "DF not copied");
+        assert!(check_outer(&good[..30], src, me).is_none(), "truncated");
+    }
+
+    #[test]
+    fn report_round_trips() {
+        let text = "decapsulated 7\nbad_outer 1\n";
+        assert_eq!(DecapReport::parse(text), DecapReport { decapsulated: 7, bad_outer: 1 });
+    }
+}

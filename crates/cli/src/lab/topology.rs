@@ -1,0 +1,239 @@
+//! The seed labs as network namespaces: a client, a director and two real servers, wired as
+//! the LVS tutorials wire them.
+//!
+//! DR and TUN (seed "LVS-DR"): the client sits behind a router; the router, the director and
+//! the real servers share one LAN (a bridge); the router routes the VIP to the director, and
+//! the director also carries the VIP on its interface as the seed does. Real servers hold the
+//! VIP on `lo` with `arp_ignore=1`, `arp_announce=2` and route replies through the router,
+//! never through the director.
+//!
+//! NAT (seed "LVS-NAT"): a two-arm director. The client is on the external network with the
+//! VIP; the real servers are on a private network whose gateway is the director's internal
+//! address, so replies come back through the director.
+//!
+//! Addresses follow the seeds: VIP 172.16.21.10, DIP 192.168.40.11, RIPs 192.168.40.12/.13
+//! (DR, TUN); VIP 192.168.0.11, internal 10.168.0.90, RIPs 10.168.0.94/.95 (NAT).
+
+use std::fmt;
+
+use super::netns::{LabResult, Namespace, unique_tag, veth};
+
+/// LVS's three forwarding methods, as the lab builds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Direct routing (`-g`).
+    Dr,
+    /// NAT (`-m`).
+    Nat,
+    /// IP tunnelling (`-i`).
+    Tun,
+}
+
+impl Mode {
+    /// The ipvsadm option of the method.
+    pub fn option(self) -> &'static str {
+        match self {
+            Mode::Dr => "-g",
+            Mode::Nat => "-m",
+            Mode::Tun => "-i",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Dr => "dr",
+            Mode::Nat => "nat",
+            Mode::Tun => "tun",
+        })
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dr" => Ok(Mode::Dr),
+            "nat" => Ok(Mode::Nat),
+            "tun" => Ok(Mode::Tun),
+            other => Err(format!("unknown lab mode '{other}' (dr, nat or tun)")),
+        }
+    }
+}
+
+/// A real server of the lab.
+#[derive(Debug)]
+pub struct RealServerHost {
+    /// Its name, which its HTTP server answers with.
+    pub name: String,
+    /// Its namespace.
+    pub ns: Namespace,
+    /// Its address (RIP).
+    pub rip: String,
+    /// Its LAN interface.
+    pub dev: String,
+}
+
+/// A built lab. Dropping it removes every namespace (and so every link) it created.
+#[derive(Debug)]
+pub struct Topology {
+    /// The forwarding method the lab is wired for.
+    pub mode: Mode,
+    /// The virtual IP.
+    pub vip: String,
+    /// The client's namespace and address.
+    pub client: Namespace,
+    /// The client's address.
+    pub client_ip: String,
+    /// The director's namespace.
+    pub director: Namespace,
+    /// The director's interfaces for xvs: one (DR, TUN) or external then internal (NAT).
+    pub director_ifaces: Vec<String>,
+    /// The director's address on the real servers' network (TUN's tunnel source).
+    pub dip: String,
+    /// The real servers.
+    pub real_servers: Vec<RealServerHost>,
+    /// Router and LAN bridge namespaces, kept alive until the lab is dropped.
+    _infrastructure: Vec<Namespace>,
+}
+
+impl Topology {
+    /// Builds the seed topology for `mode`, tagged uniquely for this run.
+    pub fn build(mode: Mode) -> LabResult<Topology> {
+        let tag = unique_tag();
+        match mode {
+            Mode::Dr | Mode::Tun => one_arm(mode, &tag),
+            Mode::Nat => two_arm(&tag),
+        }
+    }
+}
+
+fn namespace(tag: &str, role: &str) -> LabResult<Namespace> {
+    Namespace::create(&format!("xvs-{tag}-{role}"))
+}
+
+/// A LAN: a bridge in its own namespace that ports are plugged into.
+struct Lan {
+    ns: Namespace,
+    ports: u32,
+}
+
+impl Lan {
+    fn new(tag: &str) -> LabResult<Lan> {
+        let ns = namespace(tag, "lan")?;
+        ns.ip(&["link", "add", "br0", "type", "bridge"])?;
+        ns.ip(&["link", "set", "br0", "up"])?;
+        Ok(Lan { ns, ports: 0 })
+    }
+
+    /// Plugs `dev` of `host` into the bridge.
+    fn plug(&mut self, host: &Namespace, dev: &str) -> LabResult<()> {
+        self.ports += 1;
+        let port = format!("p{}", self.ports);
+        veth(dev, host, &port, &self.ns)?;
+        self.ns.ip(&["link", "set", &port, "master", "br0"])?;
+        self.ns.ip(&["link", "set", &port, "up"])?;
+        // Frames forwarded on veth carry "partial" checksums unless offload is off; the
+        // bridge ports forward as they are, so the hosts' ends matter (set by the callers).
+        Ok(())
+    }
+}
+
+/// A real server: RIP on `dev`, default route via `gateway`; for DR and TUN also the VIP on
+/// `lo`, with the ARP sysctls that keep it from answering for the VIP.
+fn real_server(tag: &str, name: &str, lan: &mut Lan, rip_cidr: &str, gateway: &str, vip: Option<&str>) -> LabResult<RealServerHost> {
+    let ns = namespace(tag, name)?;
+    lan.plug(&ns, "eth0")?;
+    ns.addr("eth0", rip_cidr)?;
+    ns.no_tx_offload("eth0")?;
+    ns.ip(&["route", "add", "default", "via", gateway])?;
+    if let Some(vip) = vip {
+        ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+        ns.sysctl("net.ipv4.conf.eth0.arp_ignore", "1")?;
+        ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+        ns.sysctl("net.ipv4.conf.eth0.arp_announce", "2")?;
+        ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
+    }
+    let rip = rip_cidr.split('/').next().unwrap_or_default().to_string();
+    Ok(RealServerHost { name: name.to_string(), ns, rip, dev: "eth0".to_string() })
+}
+
+fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
+    let vip = "172.16.21.10";
+    let mut lan = Lan::new(tag)?;
+    let client = namespace(tag, "client")?;
+    let router = namespace(tag, "router")?;
+    veth("eth0", &client, "eth0", &router)?;
+    client.addr("eth0", "172.16.0.100/24")?;
+    client.no_tx_offload("eth0")?;
+    client.ip(&["route", "add", "default", "via", "172.16.0.254"])?;
+    router.addr("eth0", "172.16.0.254/24")?;
+    router.no_tx_offload("eth0")?;
+    lan.plug(&router, "eth1")?;
+    router.addr("eth1", "192.168.40.254/24")?;
+    router.no_tx_offload("eth1")?;
+    router.sysctl("net.ipv4.ip_forward", "1")?;
+    // The upstream router sends VIP traffic to the director.
+    router.ip(&["route", "add", &format!("{vip}/32"), "via", "192.168.40.11"])?;
+
+    let director = namespace(tag, "director")?;
+    lan.plug(&director, "eth0")?;
+    director.addr("eth0", "192.168.40.11/24")?;
+    director.ip(&["addr", "add", &format!("{vip}/32"), "dev", "eth0"])?;
+    director.no_tx_offload("eth0")?;
+    director.ip(&["route", "add", "default", "via", "192.168.40.254"])?;
+
+    let mut real_servers = Vec::new();
+    for (i, rip) in ["192.168.40.12/24", "192.168.40.13/24"].iter().enumerate() {
+        let rs = real_server(tag, &format!("rs{}", i + 1), &mut lan, rip, "192.168.40.254", Some(vip))?;
+        if mode == Mode::Tun {
+            // The decapsulated packet enters on the tunnel device while the route to the
+            // client is via eth0: strict reverse-path filtering would drop it.
+            rs.ns.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+            rs.ns.sysctl("net.ipv4.conf.default.rp_filter", "0")?;
+        }
+        real_servers.push(rs);
+    }
+    Ok(Topology {
+        mode,
+        vip: vip.to_string(),
+        client,
+        client_ip: "172.16.0.100".to_string(),
+        director,
+        director_ifaces: vec!["eth0".to_string()],
+        dip: "192.168.40.11".to_string(),
+        real_servers,
+        _infrastructure: vec![router, lan.ns],
+    })
+}
+
+fn two_arm(tag: &str) -> LabResult<Topology> {
+    let vip = "192.168.0.11";
+    let mut lan = Lan::new(tag)?;
+    let client = namespace(tag, "client")?;
+    let director = namespace(tag, "director")?;
+    veth("eth0", &client, "ext0", &director)?;
+    client.addr("eth0", "192.168.0.100/24")?;
+    client.no_tx_offload("eth0")?;
+    director.addr("ext0", &format!("{vip}/24"))?;
+    director.no_tx_offload("ext0")?;
+    lan.plug(&director, "int0")?;
+    director.addr("int0", "10.168.0.90/24")?;
+    director.no_tx_offload("int0")?;
+    let mut real_servers = Vec::new();
+    for (i, rip) in ["10.168.0.94/24", "10.168.0.95/24"].iter().enumerate() {
+        real_servers.push(real_server(tag, &format!("rs{}", i + 1), &mut lan, rip, "10.168.0.90", None)?);
+    }
+    Ok(Topology {
+        mode: Mode::Nat,
+        vip: vip.to_string(),
+        client,
+        client_ip: "192.168.0.100".to_string(),
+        director,
+        director_ifaces: vec!["ext0".to_string(), "int0".to_string()],
+        dip: "10.168.0.90".to_string(),
+        real_servers,
+        _infrastructure: vec![lan.ns],
+    })
+}

@@ -1,0 +1,20 @@
+//! # xvs-cli
+//!
+//! The control plane of xvs: the `xvsadm` admin tool, which speaks ipvsadm 1.31's language
+//! and prints its formats, and the `xvs` daemon's control side.
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`names`] | host and service names (`/etc/hosts`, `/etc/services`) for `host:port` |
+//! | [`ipvsadm`] | ipvsadm's command line, parsed into a typed [`ipvsadm::Command`] |
+//! | [`listing`] | the data a listing shows ([`listing::ListData`]) and ipvsadm's text formats |
+//! | [`director`] | what the daemon does for xvsadm ([`director::Director`]) and the table-only reference implementation |
+//! | [`control`] | the unix control socket: JSON lines, the server loop and the client |
+//! | [`config`] | the TOML configuration file, validated into [`config::DaemonConfig`] |
+//! | [`daemon`] | `xvs run`: signals, reload, the control thread and the dataplane seam |
+
+pub mod control;
+pub mod director;
+pub mod ipvsadm;
+pub mod listing;
+pub mod names;
