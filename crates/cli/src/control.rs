@@ -247,7 +247,9 @@ fn answer<D: Director + ?Sized>(stream: UnixStream, director: &Mutex<D>) -> io::
         }
         let reply = match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
-                let mut d = director.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut d = director
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 handle(&mut *d, request)
             }
             Err(e) => Reply::failed(format!("bad request: {e}")),

@@ -10,7 +10,9 @@
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use xvs_dataplane::service::spec::{DestSpec, EditError, ServiceAddr, ServiceSpec, ServiceTableSpec};
+use xvs_dataplane::service::spec::{
+    DestSpec, EditError, ServiceAddr, ServiceSpec, ServiceTableSpec,
+};
 
 use crate::listing::{DEFAULT_CONN_TABLE_SIZE, ListData, ServiceEntry, Timeouts};
 
@@ -226,7 +228,12 @@ impl Director for TableOnlyDirector {
         };
         match what {
             ListRequest::Services => {
-                data.services = self.table.services.iter().map(ServiceEntry::from_spec).collect();
+                data.services = self
+                    .table
+                    .services
+                    .iter()
+                    .map(ServiceEntry::from_spec)
+                    .collect();
             }
             ListRequest::Service { addr } => {
                 let s = self.table.service(addr).ok_or(EditError::NoSuchService)?;
@@ -366,6 +373,11 @@ mod tests {
         let one = d.list(&ListRequest::Service { addr: vip() }).unwrap();
         assert_eq!(one.services.len(), 1);
         assert_eq!(one.services[0].stats.conns, 0);
-        assert!(d.list(&ListRequest::Connections).unwrap().connections.is_empty());
+        assert!(
+            d.list(&ListRequest::Connections)
+                .unwrap()
+                .connections
+                .is_empty()
+        );
     }
 }

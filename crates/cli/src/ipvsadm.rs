@@ -273,8 +273,18 @@ const OPTIONS: &[(&str, char, Arg, Tag)] = &[
     ("version", 'v', Arg::None, Tag::Version),
     ("restore", 'R', Arg::None, Tag::Cmd(Cmd::Restore)),
     ("save", 'S', Arg::None, Tag::Cmd(Cmd::Save)),
-    ("start-daemon", '\0', Arg::Required, Tag::Cmd(Cmd::StartDaemon)),
-    ("stop-daemon", '\0', Arg::Required, Tag::Cmd(Cmd::StopDaemon)),
+    (
+        "start-daemon",
+        '\0',
+        Arg::Required,
+        Tag::Cmd(Cmd::StartDaemon),
+    ),
+    (
+        "stop-daemon",
+        '\0',
+        Arg::Required,
+        Tag::Cmd(Cmd::StopDaemon),
+    ),
     ("tcp-service", 't', Arg::Required, Tag::Tcp),
     ("udp-service", 'u', Arg::Required, Tag::Udp),
     ("sctp-service", '\0', Arg::Required, Tag::Sctp),
@@ -283,9 +293,19 @@ const OPTIONS: &[(&str, char, Arg, Tag)] = &[
     ("persistent", 'p', Arg::Optional, Tag::Opt(opt::PERSISTENT)),
     ("netmask", 'M', Arg::Required, Tag::Opt(opt::NETMASK)),
     ("real-server", 'r', Arg::Required, Tag::Opt(opt::SERVER)),
-    ("masquerading", 'm', Arg::None, Tag::Method(ForwardMethod::Masq)),
+    (
+        "masquerading",
+        'm',
+        Arg::None,
+        Tag::Method(ForwardMethod::Masq),
+    ),
     ("ipip", 'i', Arg::None, Tag::Method(ForwardMethod::Tunnel)),
-    ("gatewaying", 'g', Arg::None, Tag::Method(ForwardMethod::Route)),
+    (
+        "gatewaying",
+        'g',
+        Arg::None,
+        Tag::Method(ForwardMethod::Route),
+    ),
     ("weight", 'w', Arg::Required, Tag::Opt(opt::WEIGHT)),
     ("u-threshold", 'x', Arg::Required, Tag::Opt(opt::UTHRESHOLD)),
     ("l-threshold", 'y', Arg::Required, Tag::Opt(opt::LTHRESHOLD)),
@@ -298,18 +318,38 @@ const OPTIONS: &[(&str, char, Arg, Tag)] = &[
     ("stats", '\0', Arg::None, Tag::Opt(opt::STATS)),
     ("rate", '\0', Arg::None, Tag::Opt(opt::RATE)),
     ("thresholds", '\0', Arg::None, Tag::Opt(opt::THRESHOLDS)),
-    ("persistent-conn", '\0', Arg::None, Tag::Opt(opt::PERSISTENTCONN)),
+    (
+        "persistent-conn",
+        '\0',
+        Arg::None,
+        Tag::Opt(opt::PERSISTENTCONN),
+    ),
     ("nosort", '\0', Arg::None, Tag::Opt(opt::NOSORT)),
     ("sort", '\0', Arg::None, Tag::Sort),
     ("exact", 'X', Arg::None, Tag::Opt(opt::EXACT)),
     ("ipv6", '6', Arg::None, Tag::Ipv6),
     ("ops", 'o', Arg::None, Tag::Opt(opt::ONEPACKET)),
     ("pe", '\0', Arg::Required, Tag::Opt(opt::PE)),
-    ("sched-flags", 'b', Arg::Required, Tag::Opt(opt::SCHED_FLAGS)),
-    ("mcast-group", '\0', Arg::Required, Tag::Opt(opt::MCAST_GROUP)),
+    (
+        "sched-flags",
+        'b',
+        Arg::Required,
+        Tag::Opt(opt::SCHED_FLAGS),
+    ),
+    (
+        "mcast-group",
+        '\0',
+        Arg::Required,
+        Tag::Opt(opt::MCAST_GROUP),
+    ),
     ("mcast-port", '\0', Arg::Required, Tag::Opt(opt::MCAST_PORT)),
     ("mcast-ttl", '\0', Arg::Required, Tag::Opt(opt::MCAST_TTL)),
-    ("sync-maxlen", '\0', Arg::Required, Tag::Opt(opt::SYNC_MAXLEN)),
+    (
+        "sync-maxlen",
+        '\0',
+        Arg::Required,
+        Tag::Opt(opt::SYNC_MAXLEN),
+    ),
     ("tun-info", '\0', Arg::None, Tag::Opt(opt::TUN_INFO)),
     ("tun-type", '\0', Arg::Required, Tag::Opt(opt::TUN_TYPE)),
     ("tun-port", '\0', Arg::Required, Tag::Opt(opt::TUN_PORT)),
@@ -969,6 +1009,8 @@ pub fn restore_words(line: &str) -> Vec<String> {
 pub struct Restore {
     /// Table edits, applied all or none.
     pub edits: Vec<Edit>,
+    /// The input line (1-based) of each edit, to name the line a refused edit came from.
+    pub lines: Vec<usize>,
     /// `--set` lines (the last wins, as they would one after the other).
     pub timeouts: Option<Timeouts>,
 }
@@ -987,7 +1029,10 @@ pub fn parse_restore(input: &str, program: &str, names: &Names) -> Result<Restor
             exit_code: e.exit_code,
         };
         match parse(&words, program, names).map_err(at)? {
-            Command::Edit(edit) => restore.edits.push(edit),
+            Command::Edit(edit) => {
+                restore.edits.push(edit);
+                restore.lines.push(n + 1);
+            }
             Command::SetTimeouts(t) => restore.timeouts = Some(t),
             _ => {
                 return Err(at(fail(
@@ -1172,7 +1217,10 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((dest.port, dest.method, dest.weight), (80, ForwardMethod::Tunnel, 3));
+        assert_eq!(
+            (dest.port, dest.method, dest.weight),
+            (80, ForwardMethod::Tunnel, 3)
+        );
         // NAT maps ports.
         let Command::Edit(Edit::AddDest { dest, .. }) =
             p("-a -t 10.0.0.1:80 -r 10.0.0.2:8080 -m -x 100 -y 50").unwrap()
@@ -1332,10 +1380,16 @@ mod tests {
         let e = p("-n").unwrap_err();
         assert_eq!(
             (e.message.as_str(), e.exit_code),
-            ("Try `xvsadm -h' or 'xvsadm --help' for more information.", 255)
+            (
+                "Try `xvsadm -h' or 'xvsadm --help' for more information.",
+                255
+            )
         );
         let e = p("-L --bogus").unwrap_err();
-        assert_eq!((e.message.as_str(), e.exit_code), ("--bogus: unknown option", 255));
+        assert_eq!(
+            (e.message.as_str(), e.exit_code),
+            ("--bogus: unknown option", 255)
+        );
         assert_eq!(p("-A -t").unwrap_err().message, "-t: missing argument");
     }
 
@@ -1377,6 +1431,7 @@ mod tests {
         let input = "# saved\n\nipvsadm -A -t 1.2.3.4:80 -s rr\n-a -t 1.2.3.4:80 -r 10.0.0.1:80 -g -w 1 # rs1\n--set 0 0 60\n";
         let r = parse_restore(input, "xvsadm", &Names::none()).unwrap();
         assert_eq!(r.edits.len(), 2);
+        assert_eq!(r.lines, vec![3, 4]);
         assert_eq!(r.timeouts.unwrap().udp, 60);
         let e = parse_restore("-A -t 1.2.3.4:80\n-L\n", "xvsadm", &Names::none()).unwrap_err();
         assert!(e.message.starts_with("line 2: "), "{}", e.message);

@@ -244,9 +244,10 @@ pub struct ListFormat {
 /// `ipvs_cmp_dests` do: address services before fwmark ones, then family (IPv4 first),
 /// protocol (TCP before UDP), address, port; real servers by address, then port.
 pub fn sort(services: &mut [ServiceEntry]) {
-    services.sort_by(|a, b| service_key(a).cmp(&service_key(b)));
+    services.sort_by_key(service_key);
     for s in services.iter_mut() {
-        s.dests.sort_by(|a, b| cmp_addr(a.addr, b.addr).then(a.port.cmp(&b.port)));
+        s.dests
+            .sort_by(|a, b| cmp_addr(a.addr, b.addr).then(a.port.cmp(&b.port)));
     }
 }
 
@@ -434,7 +435,9 @@ fn mask_text(s: &ServiceEntry, p: &PersistenceSpec) -> Option<String> {
     } else if p.prefix_len >= 32 {
         None
     } else {
-        let bits = u32::MAX.checked_shl(32 - u32::from(p.prefix_len)).unwrap_or(0);
+        let bits = u32::MAX
+            .checked_shl(32 - u32::from(p.prefix_len))
+            .unwrap_or(0);
         Some(std::net::Ipv4Addr::from(bits).to_string())
     }
 }
@@ -665,14 +668,14 @@ pub fn render_connections(conns: &[ConnEntry], f: &ListFormat, names: &Names) ->
     if f.persistent_conn {
         let _ = writeln!(
             out,
-            "pro expire {:<11} {:<18} {:<18} {:<18} {:<16} {}",
-            "state", "source", "virtual", "destination", "pe name", "pe_data"
+            "pro expire {:<11} {:<18} {:<18} {:<18} {:<16} pe_data",
+            "state", "source", "virtual", "destination", "pe name"
         );
     } else {
         let _ = writeln!(
             out,
-            "pro expire {:<11} {:<18} {:<18} {}",
-            "state", "source", "virtual", "destination"
+            "pro expire {:<11} {:<18} {:<18} destination",
+            "state", "source", "virtual"
         );
     }
     for c in conns {
@@ -807,7 +810,9 @@ TCP  172.16.21.10:80 rr\n\
         let got = render_all(&seed_dr(), &ListFormat::default(), &names);
         assert!(got.contains("TCP  172.16.21.10:http rr\n"), "{got}");
         assert!(
-            got.contains("  -> rs1:http                     Route   2      0          0         \n"),
+            got.contains(
+                "  -> rs1:http                     Route   2      0          0         \n"
+            ),
             "{got}"
         );
     }
@@ -877,16 +882,11 @@ TCP  172.16.21.10:80                    12      345        0  123456K        0\n
 \x20 -> 192.168.40.12:80                    7        0        0        0        0\n\
 \x20 -> 192.168.40.13:80                    0        0        0        0        0\n";
         assert_eq!(got, want);
-        let exact = render_all(
-            &data,
-            &ListFormat {
-                exact: true,
-                ..f
-            },
-            &Names::none(),
-        );
+        let exact = render_all(&data, &ListFormat { exact: true, ..f }, &Names::none());
         assert!(
-            exact.contains("TCP  172.16.21.10:80                    12      345        0 123456789        0\n"),
+            exact.contains(
+                "TCP  172.16.21.10:80                    12      345        0 123456789        0\n"
+            ),
             "{exact}"
         );
         let rate = render_all(
