@@ -5,6 +5,8 @@
 
 pub mod afxdp;
 pub mod memory_port;
+pub mod netdev;
+pub mod netlink;
 pub mod packet_io;
 pub mod pipeline;
 pub mod route;

@@ -1,0 +1,296 @@
+//! The XDP filter and AF_XDP ports on veth pairs between namespaces (run as root).
+//!
+//! The director side runs on a thread that entered the director's namespace (`setns`), so the
+//! filter, the sockets and the netlink queries all see that namespace.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use xvs_dataplane::afxdp::{AfXdpPorts, CopyMode, XskConfig};
+use xvs_dataplane::netdev::NetDev;
+use xvs_dataplane::packet_io::{PacketIo, PortStats, Verdict};
+use xvs_dataplane::xdp::{AttachMode, Match, XdpFilter, XdpMode};
+
+const DIRECTOR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
+const FRAMES: usize = 20;
+
+/// A director namespace and a client namespace on one veth, the VIP on the director's end.
+fn one_arm(lab: &mut Lab) -> Link {
+    let dir = lab.netns("dir");
+    let cli = lab.netns("cli");
+    let link = lab.veth("e", &dir, "10.77.0.1/24", &cli, "10.77.0.2/24");
+    run("ip", &["-n", &dir, "addr", "add", "10.77.0.100/32", "dev", &link.left]);
+    link
+}
+
+fn udp_socket(addr: &str) -> UdpSocket {
+    let socket = UdpSocket::bind(addr).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    socket
+}
+
+/// Waits for the director thread's setup, resuming its panic if it failed.
+fn ready<T, R>(rx: &mpsc::Receiver<T>, worker: std::thread::JoinHandle<R>) -> (T, std::thread::JoinHandle<R>) {
+    match rx.recv_timeout(Duration::from_secs(15)) {
+        Ok(value) => (value, worker),
+        Err(_) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(_) => panic!("director thread ended before it was ready"),
+        },
+    }
+}
+
+#[test]
+fn the_filter_sends_vip_traffic_to_the_socket_and_everything_else_to_the_kernel() {
+    let mut lab = Lab::new();
+    let link = one_arm(&mut lab);
+    let (dir, cli, dev) = (link.left_ns.clone(), link.right_ns.clone(), link.left.clone());
+    let (vip_port_socket, other_port_socket) =
+        in_netns(&dir, || (udp_socket("0.0.0.0:5000"), udp_socket("0.0.0.0:5001")));
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let worker = spawn_in(&dir, move || {
+        let netdev = NetDev::by_name(&dev).unwrap();
+        let mut filter = XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
+        let mut ports = AfXdpPorts::open(&[&dev], 0, &XskConfig::default()).unwrap();
+        filter.register_socket(0, ports.socket_fd(0).unwrap()).unwrap();
+        filter.set_vips(&[Match::udp(VIP, 5000), Match::tcp(VIP, 5000)]).unwrap();
+        assert_eq!(filter.vips().unwrap().len(), 2);
+        ready_tx.send((filter.mode(), ports.mode(0).unwrap())).unwrap();
+
+        let mut received: Vec<Vec<u8>> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while received.len() < FRAMES && Instant::now() < deadline {
+            ports
+                .poll(64, &mut |_, frames, _| {
+                    received.extend(frames.iter().map(|f| f.data().to_vec()));
+                })
+                .unwrap();
+            ports.wait(Duration::from_millis(5)).unwrap();
+        }
+        let _ = stop_rx.recv_timeout(Duration::from_secs(15));
+        let stats = ports.stats(0);
+        drop(ports);
+        drop(filter);
+        (received, stats)
+    });
+    let ((xdp_mode, copy_mode), worker) = ready(&ready_rx, worker);
+    assert!(has_xdp(&dir, &link.left), "the filter is attached");
+
+    in_netns(&cli, move || {
+        let socket = udp_socket("10.77.0.2:0");
+        for i in 0..FRAMES {
+            socket.send_to(format!("to-vip-{i}").as_bytes(), (VIP, 5000)).unwrap();
+        }
+        socket.send_to(b"vip-other-port", (VIP, 5001)).unwrap();
+        socket.send_to(b"director-address", (DIRECTOR, 5001)).unwrap();
+    });
+    // ARP and ICMP go to the kernel: the director's address and the VIP answer pings.
+    for target in ["10.77.0.1", "10.77.0.100"] {
+        assert!(
+            succeeds("ip", &["netns", "exec", &cli, "ping", "-c", "2", "-i", "0.2", "-W", "2", target]),
+            "ping {target} while the filter is attached"
+        );
+    }
+    let mut kernel_got = Vec::new();
+    let mut buf = [0u8; 128];
+    for _ in 0..2 {
+        let (n, from) = other_port_socket.recv_from(&mut buf).expect("other port reaches the kernel");
+        assert_eq!(from.ip(), std::net::IpAddr::V4(CLIENT));
+        kernel_got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    kernel_got.sort();
+    assert_eq!(kernel_got, ["director-address", "vip-other-port"]);
+
+    stop_tx.send(()).unwrap();
+    let (received, stats): (Vec<Vec<u8>>, PortStats) = worker.join().unwrap();
+    assert_eq!(received.len(), FRAMES, "every VIP datagram reached the AF_XDP socket");
+    for (i, frame) in received.iter().enumerate() {
+        let (src, dst, _, dport, payload) = udp_fields(frame).expect("a UDP frame");
+        assert_eq!((src, dst, dport), (CLIENT, VIP, 5000));
+        assert_eq!(payload, format!("to-vip-{i}").as_bytes(), "intact bytes, in order");
+        assert!(checksums_ok(frame), "complete checksums from the client (tx offload off)");
+    }
+    assert_eq!(stats.rx_packets, FRAMES as u64);
+    assert_eq!(stats.invalid_descs, 0);
+    vip_port_socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    assert!(vip_port_socket.recv_from(&mut buf).is_err(), "the kernel never saw VIP datagrams");
+    assert!(!has_xdp(&dir, &link.left), "dropping the filter detached it");
+    // veth refuses zero-copy here; the native mode is offered.
+    assert_eq!(copy_mode, CopyMode::Copy);
+    assert_eq!(xdp_mode, XdpMode::Drv);
+}
+
+#[test]
+fn a_received_frame_rewritten_and_sent_back_reaches_the_client_socket() {
+    let mut lab = Lab::new();
+    let link = one_arm(&mut lab);
+    let (dir, cli, dev) = (link.left_ns.clone(), link.right_ns.clone(), link.left.clone());
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let worker = spawn_in(&dir, move || {
+        let netdev = NetDev::by_name(&dev).unwrap();
+        let mut filter = XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
+        let mut ports = AfXdpPorts::open(&[&dev], 0, &XskConfig::default()).unwrap();
+        filter.register_socket(0, ports.socket_fd(0).unwrap()).unwrap();
+        filter.set_vips(&[Match::udp(VIP, 6000)]).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut bad_checksums = 0;
+        let mut echoed = 0;
+        loop {
+            ports
+                .poll(64, &mut |_, frames, verdicts| {
+                    for (frame, verdict) in frames.iter_mut().zip(verdicts.iter_mut()) {
+                        let data = frame.data_mut();
+                        if !checksums_ok(data) {
+                            bad_checksums += 1;
+                        }
+                        swap(data, 0, 6, 6); // MACs
+                        swap(data, IP + 12, IP + 16, 4); // addresses
+                        swap(data, UDP, UDP + 2, 2); // ports
+                        *verdict = Verdict::Transmit { port: 0 };
+                        echoed += 1;
+                    }
+                })
+                .unwrap();
+            if stop_rx.try_recv().is_ok() {
+                break;
+            }
+            ports.wait(Duration::from_millis(5)).unwrap();
+        }
+        (bad_checksums, echoed, ports.stats(0))
+    });
+    let ((), worker) = ready(&ready_rx, worker);
+
+    let replies = in_netns(&cli, move || {
+        let socket = udp_socket("10.77.0.2:0");
+        let mut replies = Vec::new();
+        let mut buf = [0u8; 128];
+        for i in 0..FRAMES {
+            let message = format!("echo-{i}");
+            socket.send_to(message.as_bytes(), (VIP, 6000)).unwrap();
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => replies.push((from, buf[..n].to_vec(), message)),
+                Err(e) => panic!("no echo for {message}: {e}"),
+            }
+        }
+        let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+        (replies, udp_in_csum_errors(&snmp))
+    });
+    stop_tx.send(()).unwrap();
+    let (bad_checksums, echoed, stats) = worker.join().unwrap();
+    let (replies, csum_errors) = replies;
+    assert_eq!(replies.len(), FRAMES);
+    for (from, bytes, sent) in replies {
+        assert_eq!(from, SocketAddrV4::new(VIP, 6000).into());
+        assert_eq!(bytes, sent.as_bytes());
+    }
+    assert_eq!(csum_errors, 0, "the client's kernel accepted every checksum");
+    assert_eq!((bad_checksums, echoed), (0, FRAMES));
+    assert_eq!(stats.tx_packets, FRAMES as u64);
+    assert_eq!(stats.tx_ring_full + stats.bad_verdict, 0);
+}
+
+#[test]
+fn a_two_arm_director_forwards_from_one_interface_to_the_other_through_the_shared_umem() {
+    let mut lab = Lab::new();
+    let ext = one_arm(&mut lab);
+    let srv = lab.netns("srv");
+    let int = lab.veth("i", &ext.left_ns, "10.78.0.1/24", &srv, "10.78.0.2/24");
+    run("ip", &["-n", &srv, "route", "add", "default", "via", "10.78.0.1"]);
+    let server_socket = in_netns(&srv, || udp_socket("10.78.0.2:7000"));
+    let server_mac = in_netns(&srv, {
+        let dev = int.right.clone();
+        move || NetDev::by_name(&dev).unwrap().mac
+    });
+
+    let (dir, cli) = (ext.left_ns.clone(), ext.right_ns.clone());
+    let (ext_dev, int_dev) = (ext.left.clone(), int.left.clone());
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let worker = spawn_in(&dir, move || {
+        let outside = NetDev::by_name(&ext_dev).unwrap();
+        let inside = NetDev::by_name(&int_dev).unwrap();
+        let mut filter = XdpFilter::attach(outside.ifindex, AttachMode::Auto).unwrap();
+        let mut ports = AfXdpPorts::open(&[&ext_dev, &int_dev], 0, &XskConfig::default()).unwrap();
+        assert_eq!(ports.port_count(), 2);
+        filter.register_socket(0, ports.socket_fd(0).unwrap()).unwrap();
+        filter.set_vips(&[Match::any(VIP)]).unwrap();
+        ready_tx.send(()).unwrap();
+        loop {
+            ports
+                .poll(64, &mut |ingress, frames, verdicts| {
+                    for (frame, verdict) in frames.iter_mut().zip(verdicts.iter_mut()) {
+                        let data = frame.data_mut();
+                        if ingress != 0 || udp_fields(data).is_none() {
+                            continue; // stays Drop
+                        }
+                        data[0..6].copy_from_slice(&server_mac);
+                        data[6..12].copy_from_slice(&inside.mac);
+                        data[IP + 16..IP + 20].copy_from_slice(&SERVER.octets());
+                        fix_checksums(data);
+                        *verdict = Verdict::Transmit { port: 1 };
+                    }
+                })
+                .unwrap();
+            if stop_rx.try_recv().is_ok() {
+                break;
+            }
+            ports.wait(Duration::from_millis(5)).unwrap();
+        }
+        (ports.stats(0), ports.stats(1))
+    });
+    let ((), worker) = ready(&ready_rx, worker);
+
+    in_netns(&cli, move || {
+        let socket = udp_socket("10.77.0.2:0");
+        for i in 0..FRAMES {
+            socket.send_to(format!("fwd-{i}").as_bytes(), (VIP, 7000)).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let mut buf = [0u8; 128];
+    let mut got = Vec::new();
+    while got.len() < FRAMES {
+        match server_socket.recv_from(&mut buf) {
+            Ok((n, from)) => got.push((from, String::from_utf8_lossy(&buf[..n]).into_owned())),
+            Err(_) => break,
+        }
+    }
+    stop_tx.send(()).unwrap();
+    let (outside, inside) = worker.join().unwrap();
+    assert_eq!(got.len(), FRAMES, "every datagram crossed to the inside interface: {got:?}");
+    for (i, (from, payload)) in got.iter().enumerate() {
+        assert_eq!(from.ip(), std::net::IpAddr::V4(CLIENT));
+        assert_eq!(payload, &format!("fwd-{i}"));
+    }
+    assert_eq!(outside.rx_packets, FRAMES as u64);
+    assert_eq!(inside.tx_packets, FRAMES as u64);
+    assert_eq!(outside.tx_packets, 0);
+}
+
+fn swap(data: &mut [u8], a: usize, b: usize, len: usize) {
+    for i in 0..len {
+        data.swap(a + i, b + i);
+    }
+}
+
+/// `UdpInCsumErrors` from /proc/net/snmp (the second `Udp:` line holds the values).
+fn udp_in_csum_errors(snmp: &str) -> u64 {
+    let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let (names, values) = (udp[0].split_whitespace(), udp[1].split_whitespace());
+    names
+        .zip(values)
+        .find(|(name, _)| *name == "InCsumErrors")
+        .and_then(|(_, value)| value.parse().ok())
+        .expect("InCsumErrors in /proc/net/snmp")
+}

@@ -1,0 +1,193 @@
+//! Network namespaces joined by veth pairs for the frame-I/O tests, removed on drop.
+//!
+//! Every lab names its namespaces and interfaces after the process id and a counter, so tests
+//! running side by side (and other engineers' labs) never meet; deleting a namespace deletes
+//! its veth ends. Nothing here touches an address outside the namespaces it made.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::{self, JoinHandle};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `ip`/`ethtool`/... and panics with its output when it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Like `run`, but returns whether it succeeded.
+pub fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program).args(args).output().is_ok_and(|o| o.status.success())
+}
+
+/// The tests need root (namespaces, XDP, AF_XDP): say so plainly instead of failing obscurely.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "these tests create namespaces, XDP programs and AF_XDP sockets: run as root");
+}
+
+/// A set of namespaces deleted on drop (even when the test panics).
+pub struct Lab {
+    pub namespaces: Vec<String>,
+    id: String,
+}
+
+/// One veth pair between two namespaces.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub left_ns: String,
+    pub left: String,
+    pub right_ns: String,
+    pub right: String,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        require_root();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        Lab { namespaces: Vec::new(), id: format!("{}{}", std::process::id() % 100_000, n) }
+    }
+
+    /// Creates namespace `role` (its loopback up) and returns its name.
+    pub fn netns(&mut self, role: &str) -> String {
+        let name = format!("xvsio-{}-{role}", self.id);
+        run("ip", &["netns", "add", &name]);
+        self.namespaces.push(name.clone());
+        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        name
+    }
+
+    /// Joins two namespaces with a veth pair whose ends are named `xv<id><tag>l`/`r`, up, with
+    /// the given addresses (CIDR), and transmit checksum offload off on both ends (so frames
+    /// forwarded unchanged by AF_XDP carry complete checksums, as from a real NIC).
+    pub fn veth(&mut self, tag: &str, left_ns: &str, left_cidr: &str, right_ns: &str, right_cidr: &str) -> Link {
+        let left = format!("xv{}{tag}l", self.id);
+        let right = format!("xv{}{tag}r", self.id);
+        assert!(left.len() <= 15, "interface name too long: {left}");
+        run("ip", &["link", "add", &left, "netns", left_ns, "type", "veth", "peer", "name", &right, "netns", right_ns]);
+        for (ns, dev, cidr) in [(left_ns, &left, left_cidr), (right_ns, &right, right_cidr)] {
+            run("ip", &["-n", ns, "addr", "add", cidr, "dev", dev]);
+            run("ip", &["-n", ns, "link", "set", dev, "up"]);
+            run("ip", &["netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"]);
+        }
+        Link { left_ns: left_ns.into(), left, right_ns: right_ns.into(), right }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Enters namespace `ns` on the calling thread (network namespace only).
+pub fn enter_netns(ns: &str) {
+    let file = File::open(format!("/var/run/netns/{ns}")).expect("namespace file");
+    // SAFETY: setns on a namespace fd we opened; CLONE_NEWNET changes only this thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+}
+
+/// Runs `f` on a new thread inside namespace `ns`.
+pub fn spawn_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let ns = ns.to_string();
+    thread::spawn(move || {
+        enter_netns(&ns);
+        f()
+    })
+}
+
+/// Runs `f` inside namespace `ns` and returns its result.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    match spawn_in(ns, f).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Whether `ip link show` reports an XDP program on `dev` in `ns`.
+pub fn has_xdp(ns: &str, dev: &str) -> bool {
+    run("ip", &["-n", ns, "link", "show", "dev", dev]).contains("xdp")
+}
+
+/// The Internet checksum of `bytes` folded with `initial`.
+pub fn checksum(bytes: &[u8], initial: u32) -> u16 {
+    let mut sum = initial;
+    for pair in bytes.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Offsets in an untagged Ethernet + IPv4 (no options) + UDP frame.
+pub const IP: usize = 14;
+pub const UDP: usize = 34;
+pub const PAYLOAD: usize = 42;
+
+/// True when the IPv4 header and UDP checksums of `frame` are complete and correct.
+pub fn checksums_ok(frame: &[u8]) -> bool {
+    if frame.len() < PAYLOAD || frame[12..14] != [0x08, 0x00] || frame[IP] != 0x45 || frame[IP + 9] != 17 {
+        return false;
+    }
+    let ip_ok = checksum(&frame[IP..UDP], 0) == 0;
+    let udp_len = usize::from(u16::from_be_bytes([frame[UDP + 4], frame[UDP + 5]]));
+    let Some(udp) = frame.get(UDP..UDP + udp_len) else {
+        return false;
+    };
+    ip_ok && checksum(udp, pseudo_header_sum(frame, udp_len)) == 0
+}
+
+fn pseudo_header_sum(frame: &[u8], udp_len: usize) -> u32 {
+    let words = frame[IP + 12..IP + 20].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])));
+    words.sum::<u32>() + 17 + udp_len as u32
+}
+
+/// Recomputes the IPv4 header and UDP checksums of `frame` (after a test rewrote it).
+pub fn fix_checksums(frame: &mut [u8]) {
+    frame[IP + 10..IP + 12].fill(0);
+    let ip = checksum(&frame[IP..UDP], 0);
+    frame[IP + 10..IP + 12].copy_from_slice(&ip.to_be_bytes());
+    let udp_len = usize::from(u16::from_be_bytes([frame[UDP + 4], frame[UDP + 5]]));
+    frame[UDP + 6..UDP + 8].fill(0);
+    let sum = pseudo_header_sum(frame, udp_len);
+    let mut udp = checksum(&frame[UDP..UDP + udp_len], sum);
+    if udp == 0 {
+        udp = 0xffff;
+    }
+    frame[UDP + 6..UDP + 8].copy_from_slice(&udp.to_be_bytes());
+}
+
+/// (source, destination, source port, destination port, payload) of a UDP frame.
+pub fn udp_fields(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u16, u16, &[u8])> {
+    if frame.len() < PAYLOAD || frame[12..14] != [0x08, 0x00] || frame[IP + 9] != 17 {
+        return None;
+    }
+    let src = Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]);
+    let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
+    let sport = u16::from_be_bytes([frame[UDP], frame[UDP + 1]]);
+    let dport = u16::from_be_bytes([frame[UDP + 2], frame[UDP + 3]]);
+    let udp_len = usize::from(u16::from_be_bytes([frame[UDP + 4], frame[UDP + 5]]));
+    Some((src, dst, sport, dport, frame.get(PAYLOAD..UDP + udp_len)?))
+}
