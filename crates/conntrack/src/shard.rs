@@ -11,7 +11,7 @@ use std::sync::atomic::{Ordering, fence};
 use crate::conn::{Conn, FlowRef, Gone, Inbound, InsertError, NewConn, TemplateRef};
 use crate::dest::{DestCounters, DestId, DestStatus};
 use crate::entry::{Meta, StateWord, control, flag, kind};
-use crate::key::{Addr, Endpoint, FlowKey};
+use crate::key::{Addr, Endpoint, FlowKey, Protocol};
 use crate::state::{Direction, ReturnPath, TcpFlags, TcpState};
 use crate::table::{
     BATCH_GROUP, ConnTable, ShardShared, ShardStats, bump, drop_one, kind_of, matches_inbound,
@@ -141,6 +141,49 @@ impl Shard {
         } else {
             Inbound::Drop
         }
+    }
+
+    /// [`lookup_inbound`](Self::lookup_inbound) for a packet that opens a connection (a SYN
+    /// without ACK), with IPVS's rules for a new connection meeting an old entry of the same
+    /// tuple (`ip_vs_in`): the old entry is expired at once and [`Inbound::Miss`] returned, so
+    /// the SYN is scheduled afresh, when
+    /// - `expire_nodest_conn` is on and the old entry's real server is quiesced (weight 0)
+    ///   and no template controls the entry; or
+    /// - `conn_reuse_mode` is on and the old entry is a TCP connection no template controls,
+    ///   in TIME_WAIT or CLOSE, or (mode bit 2) in FIN_WAIT with no output seen.
+    ///
+    /// xvs keeps no kernel conntrack, so IPVS's "drop the SYN while the old conntrack entry
+    /// lives" case does not arise: the SYN is always rescheduled.
+    pub fn lookup_inbound_new(
+        &mut self,
+        key: &FlowKey,
+        status: &impl DestStatus,
+        counters: &mut impl DestCounters,
+    ) -> Inbound {
+        let found = self.lookup_inbound(key, status, counters);
+        let Inbound::Hit(old) = found else {
+            return found;
+        };
+        let options = self.table.options();
+        let nodest = options.expire_nodest_conn && !old.persistent && status.is_quiescent(old.dest);
+        let no_output = self.shared().slots[old.flow.slot as usize]
+            .word()
+            .has(flag::NO_OUTPUT);
+        let reuse = options.conn_reuse_mode != 0
+            && !old.persistent
+            && old.proto == Protocol::Tcp
+            && match old.state {
+                TcpState::TimeWait | TcpState::Close => true,
+                TcpState::FinWait => options.conn_reuse_mode & 2 != 0 && no_output,
+                _ => false,
+            };
+        if !(nodest || reuse) {
+            return found;
+        }
+        if self.kill(old.flow.slot, counters) && nodest {
+            bump(&self.shared().stats.nodest_expired);
+        }
+        Inbound::Miss
     }
 
     /// Batch form of [`lookup_inbound`](Self::lookup_inbound): `out[i]` answers `keys[i]`.

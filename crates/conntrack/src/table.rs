@@ -26,7 +26,7 @@
 //! entries still leave on their own timers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
 
 use crossbeam::queue::ArrayQueue;
 use crossbeam::utils::CachePadded;
@@ -42,8 +42,8 @@ use crate::state::{Direction, ReturnPath, TableSet, TcpFlags, TcpState, select_t
 use crate::template::TemplateKey;
 use crate::timeouts::{Secs, Timeouts};
 
-/// IPVS behaviour switches (sysctls), changeable at run time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// IPVS behaviour switches (sysctls), changeable at run time. The default is IPVS's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
     /// `expire_nodest_conn`: a packet for a connection whose real server was removed expires
     /// the connection at once and is scheduled anew; when off, such packets are dropped and
@@ -54,6 +54,22 @@ pub struct Options {
     pub expire_quiescent_template: bool,
     /// `secure_tcp`: use IPVS's hardened state tables.
     pub secure_tcp: bool,
+    /// `conn_reuse_mode` (IPVS default 1): a SYN that meets an old connection with the same
+    /// tuple in TIME_WAIT or CLOSE expires it and is scheduled as a new connection; bit 2
+    /// also does so for FIN_WAIT when no output was seen (DR/TUN). 0 keeps the old entry.
+    /// See [`Shard::lookup_inbound_new`](crate::Shard::lookup_inbound_new).
+    pub conn_reuse_mode: u8,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            expire_nodest_conn: false,
+            expire_quiescent_template: false,
+            secure_tcp: false,
+            conn_reuse_mode: 1,
+        }
+    }
 }
 
 /// How to build a table.
@@ -138,6 +154,7 @@ pub(crate) struct Inner {
     pub(crate) expire_nodest_conn: AtomicBool,
     pub(crate) expire_quiescent_template: AtomicBool,
     pub(crate) secure_tcp: AtomicBool,
+    pub(crate) conn_reuse_mode: AtomicU8,
 }
 
 /// The table as every worker sees it (cheap to clone).
@@ -308,6 +325,7 @@ impl ConnTable {
             expire_nodest_conn: AtomicBool::new(config.options.expire_nodest_conn),
             expire_quiescent_template: AtomicBool::new(config.options.expire_quiescent_template),
             secure_tcp: AtomicBool::new(config.options.secure_tcp),
+            conn_reuse_mode: AtomicU8::new(config.options.conn_reuse_mode),
         };
         let table = ConnTable {
             inner: Arc::new(inner),
@@ -332,6 +350,7 @@ impl ConnTable {
             expire_nodest_conn: self.inner.expire_nodest_conn.load(Ordering::Relaxed),
             expire_quiescent_template: self.inner.expire_quiescent_template.load(Ordering::Relaxed),
             secure_tcp: self.inner.secure_tcp.load(Ordering::Relaxed),
+            conn_reuse_mode: self.inner.conn_reuse_mode.load(Ordering::Relaxed),
         }
     }
 
@@ -342,6 +361,8 @@ impl ConnTable {
         i.expire_quiescent_template
             .store(o.expire_quiescent_template, Ordering::Relaxed);
         i.secure_tcp.store(o.secure_tcp, Ordering::Relaxed);
+        i.conn_reuse_mode
+            .store(o.conn_reuse_mode, Ordering::Relaxed);
     }
 
     pub(crate) fn table_set(&self) -> TableSet {

@@ -311,3 +311,99 @@ fn expire_dest_flushes_a_removed_server_and_its_idle_templates() {
     assert_eq!(s.expire(1000, &mut rec), 1);
     assert_eq!(rec.total(), Counts::default());
 }
+
+/// An established-then-closed connection and a new SYN on the same tuple.
+fn closed_then_syn(
+    options: Options,
+    return_path: ReturnPath,
+    close: &[(Direction, TcpFlags)],
+) -> (Inbound, Recorder) {
+    let (_t, mut shards) = ConnTable::new(Config {
+        options,
+        ..config(1, 16)
+    });
+    let mut rec = Recorder::default();
+    let c = client(1, 1);
+    let s = &mut shards[0];
+    let new = NewConn {
+        return_path,
+        ..nat_conn(c, 1)
+    };
+    let conn = s.insert(new, 0, &mut rec).unwrap();
+    for (dir, flags) in [
+        (Direction::Input, TcpFlags::SYN),
+        (Direction::Input, TcpFlags::ACK),
+    ]
+    .iter()
+    .chain(close)
+    {
+        s.on_packet(conn.flow, *dir, *flags, 0, &mut rec).unwrap();
+    }
+    let res = s.lookup_inbound_new(&FlowKey::tcp(c, vip(80)), &AllAvailable, &mut rec);
+    (res, rec)
+}
+
+#[test]
+fn conn_reuse_mode_reschedules_a_syn_on_a_closing_tuple() {
+    use Direction::*;
+    let ipvs = Options::default();
+    assert_eq!(ipvs.conn_reuse_mode, 1);
+    // NAT, both sides closed: TIME_WAIT -> expired, rescheduled, counters released.
+    let fins = [(Input, TcpFlags::FIN_ACK), (Output, TcpFlags::FIN_ACK)];
+    let (res, rec) = closed_then_syn(ipvs, ReturnPath::ViaDirector, &fins);
+    assert_eq!(res, Inbound::Miss);
+    assert_eq!(rec.total(), Counts::default());
+    // Reset: CLOSE -> rescheduled.
+    let (res, _) = closed_then_syn(ipvs, ReturnPath::ViaDirector, &[(Input, TcpFlags::RST)]);
+    assert_eq!(res, Inbound::Miss);
+    // Still established: the SYN belongs to the old connection.
+    let (res, _) = closed_then_syn(ipvs, ReturnPath::ViaDirector, &[]);
+    assert!(matches!(res, Inbound::Hit(c) if c.state == TcpState::Established));
+    // DR, client FIN: FIN_WAIT with no output seen; only mode bit 2 reschedules.
+    let fin = [(Input, TcpFlags::FIN_ACK)];
+    let (res, _) = closed_then_syn(ipvs, ReturnPath::Bypass, &fin);
+    assert!(matches!(res, Inbound::Hit(c) if c.state == TcpState::FinWait));
+    let mode3 = Options {
+        conn_reuse_mode: 3,
+        ..ipvs
+    };
+    let (res, _) = closed_then_syn(mode3, ReturnPath::Bypass, &fin);
+    assert_eq!(res, Inbound::Miss);
+    // Mode 0 keeps the old entry.
+    let off = Options {
+        conn_reuse_mode: 0,
+        ..ipvs
+    };
+    let (res, _) = closed_then_syn(off, ReturnPath::ViaDirector, &fins);
+    assert!(matches!(res, Inbound::Hit(c) if c.state == TcpState::TimeWait));
+}
+
+#[test]
+fn syn_to_a_quiesced_server_is_rescheduled_with_expire_nodest_conn() {
+    let (_t, mut shards) = ConnTable::new(Config {
+        options: Options {
+            expire_nodest_conn: true,
+            ..Options::default()
+        },
+        ..config(1, 16)
+    });
+    let mut rec = Recorder::default();
+    let mut servers = Servers::default();
+    let c = client(1, 1);
+    let s = &mut shards[0];
+    let conn = s.insert(nat_conn(c, 1), 0, &mut rec).unwrap();
+    s.on_packet(conn.flow, Direction::Input, TcpFlags::SYN, 0, &mut rec)
+        .unwrap();
+    servers.quiesced.insert(DestId(1));
+    let key = FlowKey::tcp(c, vip(80));
+    // Other packets keep flowing to the quiesced server; a new SYN goes elsewhere.
+    assert!(matches!(
+        s.lookup_inbound(&key, &servers, &mut rec),
+        Inbound::Hit(_)
+    ));
+    assert_eq!(
+        s.lookup_inbound_new(&key, &servers, &mut rec),
+        Inbound::Miss
+    );
+    assert_eq!(rec.total(), Counts::default());
+}
