@@ -5,6 +5,7 @@
 
 pub mod afxdp;
 pub mod memory_port;
+pub mod neigh;
 pub mod netdev;
 pub mod netlink;
 pub mod packet_io;

@@ -206,6 +206,7 @@ mod tests {
     ];
 
     #[test]
+    #[cfg(target_endian = "little")] // literal bytes of an x86-64 kernel
     fn parses_a_link_message() {
         let dev = parse_link(VETH_LINK).unwrap();
         assert_eq!(dev.name, "xv0ab");
@@ -216,6 +217,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_endian = "little")] // literal bytes of an x86-64 kernel
     fn parses_an_ipv4_address_message() {
         let payload = [
             0x02, 0x18, 0x80, 0x00, 0x07, 0x00, 0x00, 0x00, // AF_INET, /24, flags, scope, ifindex 7
@@ -229,6 +231,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_endian = "little")] // literal bytes of an x86-64 kernel
     fn truncated_messages_are_refused() {
         for len in 0..IFINFOMSG_LEN {
             assert_eq!(parse_link(&VETH_LINK[..len]), None);
@@ -241,6 +244,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_endian = "little")] // literal bytes of an x86-64 kernel
     fn the_link_request_asks_by_name() {
         let request = link_request("lo", 9);
         assert_eq!(request.len(), 16 + 16 + 8);
