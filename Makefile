@@ -5,6 +5,9 @@ CARGO ?= cargo
 
 # Debian packages the build needs (checked with dpkg, installed only when missing).
 DEB_PACKAGES := build-essential pkg-config
+# Frame I/O (crates/dataplane): clang builds the XDP filter and libxdp's BPF objects, m4/libelf/zlib
+# build libxdp; iproute2, ethtool and ping drive the veth/namespace tests.
+DEB_PACKAGES += clang llvm m4 libelf-dev zlib1g-dev iproute2 ethtool iputils-ping
 
 .PHONY: test deps toolchain fmt clippy unit bench
 
