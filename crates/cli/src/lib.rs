@@ -13,6 +13,7 @@
 //! | [`config`] | the TOML configuration file, validated into [`config::DaemonConfig`] |
 //! | [`daemon`] | `xvs run`: signals, reload, the control thread and the dataplane seam |
 
+pub mod config;
 pub mod control;
 pub mod director;
 pub mod ipvsadm;

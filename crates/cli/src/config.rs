@@ -1,0 +1,552 @@
+//! The daemon's TOML configuration file, read with the `config` crate and validated into a
+//! [`DaemonConfig`] and the [`ServiceTableSpec`] it starts with.
+//!
+//! Services are written as ipvsadm would be told them (`tcp = "vip:port"`, `scheduler`,
+//! `persistent`, `netmask`, `flags`, real servers with `method` and `weight`), and they are
+//! built through the very same path as `xvsadm`: each service and real server becomes an
+//! ipvsadm command line, parsed by [`crate::ipvsadm`] and applied as an [`Edit`], so the
+//! file obeys ipvsadm's rules and refuses with ipvsadm's messages. Every error names its
+//! key (`service[1].real_server[0]: Destination already exists`); all of them are
+//! reported, one per line. The keys, with examples, are documented in crates/cli/README.md.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use xvs_dataplane::service::spec::ServiceTableSpec;
+
+use crate::director::Edit;
+use crate::ipvsadm::{self, Command, MAX_TIMEOUT};
+use crate::listing::{DEFAULT_CONN_TABLE_SIZE, Timeouts};
+use crate::names::Names;
+
+/// Which interfaces xvs drives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interfaces {
+    /// One arm: clients and real servers on the same interface (DR, TUN, NAT on a stick).
+    OneArm {
+        /// The interface.
+        iface: String,
+    },
+    /// Two arms: clients on `external`, real servers on `internal` (classic NAT).
+    TwoArm {
+        /// Towards the clients.
+        external: String,
+        /// Towards the real servers.
+        internal: String,
+    },
+}
+
+/// IPVS's sysctl-like behaviour switches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectorOptions {
+    /// `expire_nodest_conn`: drop a connection's entry at its next packet once its real
+    /// server was removed (instead of letting it time out).
+    pub expire_nodest_conn: bool,
+    /// `expire_quiescent_template`: expire persistence templates that point at a real
+    /// server with weight 0.
+    pub expire_quiescent_template: bool,
+}
+
+/// Everything about the daemon that is not the service table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// The interfaces, unless left to `--iface`.
+    pub interfaces: Option<Interfaces>,
+    /// RX/TX queue pairs per interface (one worker each), unless left to `--queues`.
+    pub queues: Option<u32>,
+    /// CPU cores for the workers, unless left to `--cores`.
+    pub cores: Option<Vec<usize>>,
+    /// The control socket, unless left to `--socket`/`XVS_SOCKET`/the default.
+    pub socket: Option<PathBuf>,
+    /// The director's own address: the outer source of TUN (IPIP) packets.
+    pub director_address: Option<IpAddr>,
+    /// IPVS's connection table size (`size=` in listings); the dataplane sizes its table
+    /// from it. A power of two, 256 ..= 2^26.
+    pub conn_table_size: u32,
+    /// `--set tcp tcpfin udp` values to start with.
+    pub timeouts: Timeouts,
+    /// Behaviour switches.
+    pub options: DirectorOptions,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            interfaces: None,
+            queues: None,
+            cores: None,
+            socket: None,
+            director_address: None,
+            conn_table_size: DEFAULT_CONN_TABLE_SIZE,
+            timeouts: Timeouts::default(),
+            options: DirectorOptions::default(),
+        }
+    }
+}
+
+/// A validated configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadedConfig {
+    /// The daemon's settings.
+    pub daemon: DaemonConfig,
+    /// The services to start with.
+    pub table: ServiceTableSpec,
+}
+
+/// What is wrong with a file: one line per problem, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    daemon: RawDaemon,
+    timeouts: RawTimeouts,
+    options: DirectorOptions,
+    service: Vec<RawService>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDaemon {
+    interface: Option<String>,
+    external: Option<String>,
+    internal: Option<String>,
+    queues: Option<u32>,
+    cores: Option<Vec<usize>>,
+    socket: Option<PathBuf>,
+    director_address: Option<String>,
+    conn_table_size: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTimeouts {
+    tcp: Option<u32>,
+    tcpfin: Option<u32>,
+    udp: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Persistent {
+    On(bool),
+    Seconds(u32),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawService {
+    tcp: Option<String>,
+    udp: Option<String>,
+    fwmark: Option<u32>,
+    ipv6: bool,
+    scheduler: Option<String>,
+    flags: Option<String>,
+    persistent: Option<Persistent>,
+    netmask: Option<String>,
+    ops: bool,
+    mh_table_size: Option<u32>,
+    real_server: Vec<RawRealServer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRealServer {
+    address: String,
+    method: Option<String>,
+    weight: Option<u32>,
+    upper_threshold: Option<u32>,
+    lower_threshold: Option<u32>,
+}
+
+/// Reads and validates `path` (host and port names from /etc/hosts and /etc/services).
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
+    let source = config::File::from(path).format(config::FileFormat::Toml);
+    let raw = config::Config::builder()
+        .add_source(source)
+        .build()
+        .and_then(|c| c.try_deserialize::<RawConfig>())
+        .map_err(|e| ConfigErrors(vec![one_line(&e.to_string())]))?;
+    validate(raw, &Names::system())
+}
+
+/// Validates the text of a TOML file.
+pub fn parse_str(text: &str, names: &Names) -> Result<LoadedConfig, ConfigErrors> {
+    let raw = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize::<RawConfig>())
+        .map_err(|e| ConfigErrors(vec![one_line(&e.to_string())]))?;
+    validate(raw, names)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut daemon = DaemonConfig::default();
+
+    let d = raw.daemon;
+    daemon.interfaces = match (d.interface, d.external, d.internal) {
+        (None, None, None) => None,
+        (Some(iface), None, None) => Some(Interfaces::OneArm { iface }),
+        (None, Some(external), Some(internal)) => {
+            if external == internal {
+                errors.push(
+                    "daemon.internal: must differ from daemon.external (or use daemon.interface)"
+                        .to_string(),
+                );
+            }
+            Some(Interfaces::TwoArm { external, internal })
+        }
+        (Some(_), _, _) => {
+            errors.push(
+                "daemon.interface: give either daemon.interface (one arm) or daemon.external and daemon.internal (two arms), not both"
+                    .to_string(),
+            );
+            None
+        }
+        (None, _, _) => {
+            errors.push(
+                "daemon.external, daemon.internal: a two-arm director needs both".to_string(),
+            );
+            None
+        }
+    };
+    if d.queues == Some(0) {
+        errors.push("daemon.queues: must be at least 1".to_string());
+    }
+    daemon.queues = d.queues;
+    if d.cores.as_ref().is_some_and(Vec::is_empty) {
+        errors.push("daemon.cores: list at least one core, or leave it out".to_string());
+    }
+    daemon.cores = d.cores;
+    daemon.socket = d.socket;
+    if let Some(text) = d.director_address {
+        match text.parse::<IpAddr>() {
+            Ok(a) => daemon.director_address = Some(a),
+            Err(_) => errors.push(format!(
+                "daemon.director_address: '{text}' is not an IP address"
+            )),
+        }
+    }
+    if let Some(size) = d.conn_table_size {
+        if !size.is_power_of_two() || !(256..=1 << 26).contains(&size) {
+            errors.push(format!(
+                "daemon.conn_table_size: {size} must be a power of two from 256 to 67108864"
+            ));
+        } else {
+            daemon.conn_table_size = size;
+        }
+    }
+
+    let defaults = Timeouts::default();
+    let mut timeout = |key: &str, value: Option<u32>, default: u32| -> u32 {
+        match value {
+            None => default,
+            Some(v) if (1..=MAX_TIMEOUT).contains(&v) => v,
+            Some(v) => {
+                errors.push(format!(
+                    "timeouts.{key}: {v} is outside 1..={MAX_TIMEOUT} seconds"
+                ));
+                default
+            }
+        }
+    };
+    daemon.timeouts = Timeouts {
+        tcp: timeout("tcp", raw.timeouts.tcp, defaults.tcp),
+        tcpfin: timeout("tcpfin", raw.timeouts.tcpfin, defaults.tcpfin),
+        udp: timeout("udp", raw.timeouts.udp, defaults.udp),
+    };
+    daemon.options = raw.options;
+
+    let mut table = ServiceTableSpec::default();
+    for (i, service) in raw.service.into_iter().enumerate() {
+        add_service(&mut table, i, service, names, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(LoadedConfig { daemon, table })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// One `[[service]]`: its `-A` line, then one `-a` line per real server, each parsed by
+/// the ipvsadm parser and applied to `table`.
+fn add_service(
+    table: &mut ServiceTableSpec,
+    i: usize,
+    s: RawService,
+    names: &Names,
+    errors: &mut Vec<String>,
+) {
+    let key = format!("service[{i}]");
+    let selector: Vec<String> = match (&s.tcp, &s.udp, s.fwmark) {
+        (Some(a), None, None) => vec!["-t".into(), a.clone()],
+        (None, Some(a), None) => vec!["-u".into(), a.clone()],
+        (None, None, Some(m)) => {
+            let mut v = vec!["-f".to_string(), m.to_string()];
+            if s.ipv6 {
+                v.push("-6".into());
+            }
+            v
+        }
+        _ => {
+            errors.push(format!("{key}: give exactly one of tcp, udp or fwmark"));
+            return;
+        }
+    };
+    if s.ipv6 && s.fwmark.is_none() {
+        errors.push(format!(
+            "{key}.ipv6: only for fwmark services (an address service's family is its address's)"
+        ));
+        return;
+    }
+    let mut words = vec!["-A".to_string()];
+    words.extend(selector.iter().cloned());
+    if let Some(sched) = &s.scheduler {
+        words.extend(["-s".to_string(), sched.clone()]);
+    }
+    match s.persistent {
+        None | Some(Persistent::On(false)) => {}
+        Some(Persistent::On(true)) => words.push("-p".into()),
+        Some(Persistent::Seconds(secs)) => words.push(format!("-p{secs}")),
+    }
+    if let Some(mask) = &s.netmask {
+        words.extend(["-M".to_string(), mask.clone()]);
+    }
+    if let Some(flags) = &s.flags {
+        words.extend(["-b".to_string(), flags.clone()]);
+    }
+    if s.ops {
+        words.push("-o".into());
+    }
+    let mut edit = match ipvsadm::parse(&words, "xvs", names) {
+        Ok(Command::Edit(edit @ Edit::AddService { .. })) => edit,
+        Ok(other) => {
+            errors.push(format!("{key}: not a service ({other:?})"));
+            return;
+        }
+        Err(e) => {
+            errors.push(format!("{key}: {}", e.message));
+            return;
+        }
+    };
+    if let (Edit::AddService { service }, Some(size)) = (&mut edit, s.mh_table_size) {
+        service.mh_table_size = size;
+    }
+    if let Err(e) = edit.apply_to(table) {
+        errors.push(format!("{key}: {}", edit.error_message(&e)));
+        return;
+    }
+    for (j, rs) in s.real_server.into_iter().enumerate() {
+        let key = format!("{key}.real_server[{j}]");
+        let method = match rs.method.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("dr" | "route" | "gatewaying" | "g") => "-g",
+            Some("nat" | "masq" | "masquerading" | "m") => "-m",
+            Some("tun" | "tunnel" | "ipip" | "i") => "-i",
+            Some(other) => {
+                errors.push(format!(
+                    "{key}.method: unknown method '{other}' (dr, nat or tun)"
+                ));
+                continue;
+            }
+        };
+        if rs.address.is_empty() {
+            errors.push(format!("{key}.address: missing"));
+            continue;
+        }
+        let mut words = vec!["-a".to_string()];
+        words.extend(selector.iter().cloned());
+        words.extend(["-r".to_string(), rs.address.clone(), method.to_string()]);
+        for (opt, value) in [
+            ("-w", rs.weight),
+            ("-x", rs.upper_threshold),
+            ("-y", rs.lower_threshold),
+        ] {
+            if let Some(v) = value {
+                words.extend([opt.to_string(), v.to_string()]);
+            }
+        }
+        match ipvsadm::parse(&words, "xvs", names) {
+            Ok(Command::Edit(edit)) => {
+                if let Err(e) = edit.apply_to(table) {
+                    errors.push(format!("{key}: {}", edit.error_message(&e)));
+                }
+            }
+            Ok(other) => errors.push(format!("{key}: not a real server ({other:?})")),
+            Err(e) => errors.push(format!("{key}: {}", e.message)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::director::{Director, TableOnlyDirector};
+
+    fn table_of(lines: &[&str]) -> ServiceTableSpec {
+        let mut d = TableOnlyDirector::default();
+        for line in lines {
+            let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            let Command::Edit(edit) = ipvsadm::parse(&words, "t", &Names::none()).unwrap() else {
+                panic!("{line}")
+            };
+            d.apply(edit).unwrap();
+        }
+        d.table().clone()
+    }
+
+    #[test]
+    fn dr_example_reproduces_the_dr_seed() {
+        let c = parse_str(include_str!("../examples/dr.toml"), &Names::none()).unwrap();
+        assert_eq!(
+            c.table,
+            table_of(&[
+                "-A -t 172.16.21.10:80 -s rr",
+                "-a -t 172.16.21.10:80 -r 192.168.40.12 -g -w 2",
+                "-a -t 172.16.21.10:80 -r 192.168.40.13 -g -w 1",
+            ])
+        );
+        assert_eq!(
+            c.daemon.interfaces,
+            Some(Interfaces::OneArm {
+                iface: "eth1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn nat_example_reproduces_the_nat_seed() {
+        let c = parse_str(include_str!("../examples/nat.toml"), &Names::none()).unwrap();
+        assert_eq!(
+            c.table,
+            table_of(&[
+                "-A -t 192.168.0.11:80 -s lc -p 300",
+                "-a -t 192.168.0.11:80 -r 10.168.0.94:80 -m -w 1",
+                "-a -t 192.168.0.11:80 -r 10.168.0.95:80 -m -w 1",
+            ])
+        );
+        assert!(matches!(
+            c.daemon.interfaces,
+            Some(Interfaces::TwoArm { .. })
+        ));
+    }
+
+    #[test]
+    fn tun_example_parses() {
+        let c = parse_str(include_str!("../examples/tun.toml"), &Names::none()).unwrap();
+        assert_eq!(
+            c.table,
+            table_of(&[
+                "-A -t 10.168.0.91:80 -s wrr",
+                "-a -t 10.168.0.91:80 -r 10.168.1.94 -i -w 1",
+                "-a -t 10.168.0.91:80 -r 10.168.2.95 -i -w 1",
+            ])
+        );
+        assert!(c.daemon.director_address.is_some());
+    }
+
+    #[test]
+    fn full_example_sets_every_key() {
+        let c = parse_str(include_str!("../examples/full.toml"), &Names::none()).unwrap();
+        assert_eq!(c.daemon.queues, Some(2));
+        assert_eq!(c.daemon.cores, Some(vec![2, 3]));
+        assert_eq!(c.daemon.conn_table_size, 1 << 20);
+        assert_eq!(
+            c.daemon.timeouts,
+            Timeouts {
+                tcp: 600,
+                tcpfin: 60,
+                udp: 120
+            }
+        );
+        assert!(c.daemon.options.expire_nodest_conn);
+        assert_eq!(c.table.services.len(), 3);
+        let mh = &c.table.services[2];
+        assert_eq!(mh.scheduler, "mh");
+        assert_eq!(mh.mh_table_size, 65_521);
+        assert!(mh.flags.port);
+        assert_eq!(c.table.services[0].dests[0].upper_threshold, 1000);
+    }
+
+    #[test]
+    fn errors_name_their_keys_and_all_are_reported() {
+        let text = r#"
+[daemon]
+interface = "eth0"
+external = "eth1"
+director_address = "not-an-ip"
+
+[timeouts]
+tcp = 0
+
+[[service]]
+tcp = "10.0.0.1:80"
+scheduler = "fastest"
+
+[[service]]
+tcp = "10.0.0.2:80"
+[[service.real_server]]
+address = "10.0.1.1"
+weight = 70000
+[[service.real_server]]
+address = "10.0.1.2"
+method = "carrier-pigeon"
+[[service.real_server]]
+address = "10.0.1.3"
+[[service.real_server]]
+address = "10.0.1.3"
+"#;
+        let errs = parse_str(text, &Names::none()).unwrap_err().0;
+        let want = [
+            "daemon.interface: give either",
+            "daemon.director_address: 'not-an-ip' is not an IP address",
+            "timeouts.tcp: 0 is outside",
+            "service[0]: Scheduler or persistence engine not found",
+            "service[1].real_server[0]: illegal weight specified",
+            "service[1].real_server[1].method: unknown method 'carrier-pigeon'",
+            "service[1].real_server[3]: Destination already exists",
+        ];
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+        for (e, w) in errs.iter().zip(want) {
+            assert!(e.starts_with(w), "{e} / {w}");
+            assert!(!e.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_refused() {
+        let e = parse_str("[daemon]\nqueus = 2\n", &Names::none()).unwrap_err();
+        assert!(e.to_string().contains("queus"), "{e}");
+        let e = parse_str("[daemon]\nqueues = \"two\"\n", &Names::none()).unwrap_err();
+        assert!(e.to_string().contains("queues"), "{e}");
+        assert_eq!(
+            parse_str("", &Names::none()).unwrap(),
+            LoadedConfig::default()
+        );
+    }
+
+    #[test]
+    fn load_reads_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xvs.toml");
+        std::fs::write(&path, include_str!("../examples/dr.toml")).unwrap();
+        assert_eq!(load(&path).unwrap().table.services.len(), 1);
+        let missing = load(&dir.path().join("nope.toml")).unwrap_err();
+        assert_eq!(missing.0.len(), 1);
+    }
+}
