@@ -95,3 +95,19 @@ pub struct NewConn {
     /// The persistence template that chose `dest`, if any.
     pub template: Option<TemplateRef>,
 }
+
+/// One entry as `ipvsadm -lc` shows it: a connection, or a persistence template (state
+/// NONE, client port 0, protocol `None` for firewall-mark templates, whose `vip` address is
+/// the mark).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub flow: FlowRef,
+    pub template: bool,
+    pub proto: Option<Protocol>,
+    pub client: Endpoint,
+    pub vip: Endpoint,
+    pub dest_addr: Endpoint,
+    pub dest: DestId,
+    pub state: TcpState,
+    pub expires: Secs,
+}

@@ -58,7 +58,7 @@ pub mod template;
 pub mod timeouts;
 mod wheel;
 
-pub use conn::{Conn, FlowRef, Gone, Inbound, InsertError, NewConn, TemplateRef};
+pub use conn::{Conn, FlowRef, Gone, Inbound, InsertError, Listed, NewConn, TemplateRef};
 pub use dest::{AllAvailable, DestCounters, DestId, DestStatus, NoCounters};
 pub use key::{Addr, Endpoint, Family, FlowKey, Protocol, ServiceKey};
 pub use shard::Shard;

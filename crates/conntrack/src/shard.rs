@@ -223,6 +223,9 @@ impl Shard {
         }
         if self.next_unused < self.capacity {
             self.next_unused += 1;
+            self.shared()
+                .high_water
+                .store(self.next_unused, Ordering::Release);
             return Some(self.next_unused - 1);
         }
         None

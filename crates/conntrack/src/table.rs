@@ -26,12 +26,12 @@
 //! entries still leave on their own timers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
 use crossbeam::queue::ArrayQueue;
 use crossbeam::utils::CachePadded;
 
-use crate::conn::{Conn, FlowRef, Gone, InsertError, TemplateRef};
+use crate::conn::{Conn, FlowRef, Gone, InsertError, Listed, TemplateRef};
 use crate::dest::{DestCounters, DestId, DestStatus};
 use crate::entry::{Meta, Slot, StateWord, control, flag, kind};
 use crate::hash::{hash_words, random_seed};
@@ -144,6 +144,8 @@ pub(crate) struct ShardShared {
     /// `(slot, generation)` of entries whose deadline another worker shortened.
     pub(crate) retime: ArrayQueue<u64>,
     pub(crate) stats: CachePadded<AtomicStats>,
+    /// Slots ever handed out (the owner's high-water mark), so listing skips the rest.
+    pub(crate) high_water: AtomicU32,
 }
 
 #[derive(Debug)]
@@ -215,6 +217,7 @@ impl ShardShared {
             templates: ChainIndex::new(capacity / 8),
             retime: ArrayQueue::new(capacity.clamp(64, 16 * 1024)),
             stats: CachePadded::new(AtomicStats::default()),
+            high_water: AtomicU32::new(0),
         }
     }
 
@@ -508,6 +511,53 @@ impl ConnTable {
             }
             for ((key, res), &hash) in keys.iter().zip(out.iter_mut()).zip(&hashes) {
                 *res = self.lookup_outbound_hashed(key, hash);
+            }
+        }
+    }
+
+    /// Calls `f` for every live entry of `shard` (connections and templates), for
+    /// `ipvsadm -lc` and connection sync. This walks the shard's slots: a control-path
+    /// operation, safe from any thread while the owner keeps working (each entry is read
+    /// consistently, entries created or removed meanwhile may or may not be seen).
+    pub fn for_each_entry(&self, shard: u16, mut f: impl FnMut(Listed)) {
+        let Some(shared) = self.inner.shards.get(shard as usize) else {
+            return;
+        };
+        let used = shared.high_water.load(Ordering::Acquire) as usize;
+        for (index, slot) in shared.slots[..used].iter().enumerate() {
+            // A busy entry's word moves (deadline refreshes); retry a few times, then skip it
+            // rather than show a torn copy.
+            for _ in 0..4 {
+                let word = slot.word();
+                let meta = slot.meta();
+                // Never-used slots (and one being filled for the first time) have a zero
+                // word; freed ones (and reused ones being refilled) are DEAD.
+                if word.0 == 0 || word.has(flag::DEAD) || meta.0 == 0 {
+                    break;
+                }
+                let family = meta.family();
+                let listed = Listed {
+                    flow: FlowRef {
+                        shard,
+                        slot: index as u32,
+                        generation: word.generation(),
+                    },
+                    template: meta.is(kind::TEMPLATE),
+                    proto: (!meta.is(kind::FWMARK)).then(|| meta.protocol()),
+                    client: slot.endpoint(&slot.caddr, meta.cport(), family),
+                    vip: slot.endpoint(&slot.vaddr, meta.vport(), family),
+                    dest_addr: slot.endpoint(&slot.daddr, meta.dport(), family),
+                    dest: DestId(slot.dest.load(Ordering::Relaxed)),
+                    state: word.state(),
+                    expires: word.deadline(),
+                };
+                // Accept the copy only if the word did not change while it was read (any
+                // creation or removal changes it).
+                fence(Ordering::Acquire);
+                if slot.word.load(Ordering::Relaxed) == word.0 {
+                    f(listed);
+                    break;
+                }
             }
         }
     }

@@ -407,3 +407,51 @@ fn syn_to_a_quiesced_server_is_rescheduled_with_expire_nodest_conn() {
     );
     assert_eq!(rec.total(), Counts::default());
 }
+
+#[test]
+fn listing_shows_connections_and_templates() {
+    let (table, mut shards) = ConnTable::new(config(2, 64));
+    let mut rec = Recorder::default();
+    let fwmark = TemplateKey::new(
+        &ServiceKey::Fwmark {
+            mark: 42,
+            family: Family::V4,
+        },
+        client(9, 0).addr,
+        PersistenceMask::v4_prefix(24),
+    );
+    shards[1]
+        .insert_template(&fwmark, DestId(3), real_server(3), 600, 0, &mut rec)
+        .unwrap();
+    let a = shards[1]
+        .insert(nat_conn(client(1, 10), 1), 0, &mut rec)
+        .unwrap();
+    let b = shards[1]
+        .insert(dr_conn(client(2, 20), 2), 0, &mut rec)
+        .unwrap();
+    shards[1].remove(b.flow, &mut rec);
+    shards[0]
+        .insert(nat_conn(client(3, 30), 1), 0, &mut rec)
+        .unwrap();
+    let mut listed = Vec::new();
+    table.for_each_entry(1, |e| listed.push(e));
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let t = listed.iter().find(|e| e.template).unwrap();
+    assert_eq!(t.proto, None);
+    assert_eq!(t.client.addr, Addr::v4([10, 0, 0, 0]));
+    assert_eq!(t.vip.addr.bits(), 42);
+    assert_eq!(
+        (t.dest, t.expires, t.state),
+        (DestId(3), 600, TcpState::None)
+    );
+    let c = listed.iter().find(|e| !e.template).unwrap();
+    assert_eq!(c.flow, a.flow);
+    assert_eq!(c.proto, Some(Protocol::Tcp));
+    assert_eq!(
+        (c.client, c.vip, c.dest_addr),
+        (a.client, a.vip, a.dest_addr)
+    );
+    let mut other = 0;
+    table.for_each_entry(0, |_| other += 1);
+    assert_eq!(other, 1);
+}
