@@ -15,6 +15,14 @@
 //!   each crossing are reported once, by the thread whose CAS made it. A shortened deadline
 //!   found by a non-owner is passed to the owner through a bounded lock-free queue.
 //!
+//! Consequences for the dataplane: a NAT reply needs no hand-off to the owning worker (the
+//! worker that receives it resolves it and updates its state itself). The price is that an
+//! outbound lookup probes every shard's index; the probes' memory loads are issued together,
+//! so a miss costs about one memory latency, not one per shard. Persistence templates live in
+//! the shard of the worker that created them and are found from any worker; as in IPVS (which
+//! also creates templates without a lock), two workers scheduling the first connections of
+//! one client at the same instant may each create one, and both are valid.
+//!
 //! ## A full table
 //! Each shard has a fixed number of slots (`max_entries / shards`, allocated up front, so
 //! memory is bounded and the hot path never allocates). When no slot is free a new flow is
