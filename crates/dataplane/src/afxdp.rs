@@ -223,7 +223,11 @@ impl XskSocket {
         let mut tx = Box::new(zeroed_prod());
         let mut fill = Box::new(zeroed_prod());
         let mut comp = Box::new(zeroed_cons());
-        let copy_flag = if zero_copy { libxdp_sys::XDP_ZEROCOPY } else { libxdp_sys::XDP_COPY };
+        let copy_flag = if zero_copy {
+            libxdp_sys::XDP_ZEROCOPY
+        } else {
+            libxdp_sys::XDP_COPY
+        };
         let socket_config = libxdp_sys::xsk_socket_config {
             rx_size: config.rx_ring,
             tx_size: config.tx_ring,
@@ -391,7 +395,10 @@ impl XskSocket {
         for i in 0..n {
             // SAFETY: entries `idx..idx + n` were just peeked, so they are readable.
             let raw = unsafe { *libxdp_sys::xsk_ring_cons__rx_desc(&*self.rx, idx + i) };
-            let desc = Desc { addr: raw.addr, len: raw.len };
+            let desc = Desc {
+                addr: raw.addr,
+                len: raw.len,
+            };
             if umem.receive(desc) {
                 descs[valid] = desc;
                 valid += 1;
@@ -427,9 +434,11 @@ impl XskSocket {
         let reserved = unsafe { libxdp_sys::xsk_ring_prod__reserve(&mut *self.tx, n, &mut idx) };
         let mut queued = 0;
         for desc in list.drain(..) {
-            if queued < reserved && umem.to_tx(desc.addr) {
+            if queued < reserved && umem.queue_for_tx(desc.addr) {
                 // SAFETY: entry `idx + queued` is among the reserved entries, ours until submit.
-                let slot = unsafe { &mut *libxdp_sys::xsk_ring_prod__tx_desc(&mut *self.tx, idx + queued) };
+                let slot = unsafe {
+                    &mut *libxdp_sys::xsk_ring_prod__tx_desc(&mut *self.tx, idx + queued)
+                };
                 slot.addr = desc.addr;
                 slot.len = desc.len;
                 slot.options = 0;
@@ -471,7 +480,16 @@ impl XskSocket {
     fn kick_tx(&mut self) {
         self.stats.wakeups += 1;
         // SAFETY: a zero-length send on our own socket, no buffers involved.
-        unsafe { libc::sendto(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
+        unsafe {
+            libc::sendto(
+                self.fd,
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        };
         // EAGAIN/EBUSY/ENOBUFS mean "try again next batch"; the frames stay queued.
     }
 
@@ -520,8 +538,11 @@ unsafe impl Send for AfXdpPorts {}
 
 impl fmt::Debug for AfXdpPorts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ports: Vec<(&str, CopyMode)> =
-            self.sockets.iter().map(|s| (s.ifname.as_str(), s.mode)).collect();
+        let ports: Vec<(&str, CopyMode)> = self
+            .sockets
+            .iter()
+            .map(|s| (s.ifname.as_str(), s.mode))
+            .collect();
         f.debug_struct("AfXdpPorts")
             .field("queue", &self.queue)
             .field("ports", &ports)
@@ -543,8 +564,12 @@ impl AfXdpPorts {
         let mut umem = Umem::new(config.umem).map_err(XskError::Umem)?;
         let mut handle = UmemHandle::register(&mut umem, config).map_err(XskError::Umem)?;
         let first = match config.bind {
-            BindMode::Copy => XskSocket::create(&mut handle, true, ifnames[0], queue, config, false),
-            BindMode::ZeroCopy => XskSocket::create(&mut handle, true, ifnames[0], queue, config, true),
+            BindMode::Copy => {
+                XskSocket::create(&mut handle, true, ifnames[0], queue, config, false)
+            }
+            BindMode::ZeroCopy => {
+                XskSocket::create(&mut handle, true, ifnames[0], queue, config, true)
+            }
             BindMode::Auto => {
                 match XskSocket::create(&mut handle, true, ifnames[0], queue, config, true) {
                     Ok(socket) => Ok(socket),
@@ -595,7 +620,9 @@ impl AfXdpPorts {
     /// The socket of port `port`, for [`crate::xdp::XdpFilter::register_socket`].
     pub fn socket_fd(&self, port: usize) -> Option<BorrowedFd<'_>> {
         // SAFETY: the fd belongs to a socket owned by `self`, open as long as the borrow.
-        self.sockets.get(port).map(|s| unsafe { BorrowedFd::borrow_raw(s.fd) })
+        self.sockets
+            .get(port)
+            .map(|s| unsafe { BorrowedFd::borrow_raw(s.fd) })
     }
 
     /// Zero-copy or copy, for port `port`.
@@ -627,12 +654,19 @@ impl AfXdpPorts {
 }
 
 fn validate(ifnames: &[&str], config: &XskConfig) -> Result<(), XskError> {
-    let rings = [config.rx_ring, config.tx_ring, config.fill_ring, config.comp_ring];
+    let rings = [
+        config.rx_ring,
+        config.tx_ring,
+        config.fill_ring,
+        config.comp_ring,
+    ];
     if ifnames.is_empty() || ifnames.len() > usize::from(u8::MAX) {
         return Err(XskError::Config("1 to 255 interfaces".into()));
     }
     if rings.iter().any(|r| !r.is_power_of_two()) {
-        return Err(XskError::Config(format!("ring sizes must be powers of two: {rings:?}")));
+        return Err(XskError::Config(format!(
+            "ring sizes must be powers of two: {rings:?}"
+        )));
     }
     Ok(())
 }
@@ -661,9 +695,10 @@ impl PacketIo for AfXdpPorts {
 
                 let mut verdicts = [Verdict::Drop; BATCH_SIZE];
                 let port = ingress as u8;
-                self.umem.process_batch(&mut descs[..n], &mut verdicts[..n], &mut |f, v| {
-                    process(port, f, v)
-                });
+                self.umem
+                    .process_batch(&mut descs[..n], &mut verdicts[..n], &mut |f, v| {
+                        process(port, f, v)
+                    });
                 sort_verdicts(
                     &mut self.umem,
                     &descs[..n],
@@ -683,7 +718,11 @@ impl PacketIo for AfXdpPorts {
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 8];
+        let mut fds = [libc::pollfd {
+            fd: -1,
+            events: libc::POLLIN,
+            revents: 0,
+        }; 8];
         let n = self.sockets.len().min(fds.len());
         for (pfd, socket) in fds.iter_mut().zip(&self.sockets) {
             pfd.fd = socket.fd;
@@ -701,7 +740,9 @@ impl PacketIo for AfXdpPorts {
     }
 
     fn stats(&self, port: usize) -> PortStats {
-        self.sockets.get(port).map_or_else(PortStats::default, |s| s.stats)
+        self.sockets
+            .get(port)
+            .map_or_else(PortStats::default, |s| s.stats)
     }
 }
 
@@ -717,8 +758,14 @@ mod tests {
 
     #[test]
     fn refuses_bad_configurations_before_touching_the_kernel() {
-        let config = XskConfig { rx_ring: 1000, ..XskConfig::default() };
-        assert!(matches!(AfXdpPorts::open(&["lo"], 0, &config), Err(XskError::Config(_))));
+        let config = XskConfig {
+            rx_ring: 1000,
+            ..XskConfig::default()
+        };
+        assert!(matches!(
+            AfXdpPorts::open(&["lo"], 0, &config),
+            Err(XskError::Config(_))
+        ));
         assert!(matches!(
             AfXdpPorts::open(&[], 0, &XskConfig::default()),
             Err(XskError::Config(_))

@@ -54,7 +54,10 @@ impl MemoryPorts {
     /// and counts, as a full TX ring does).
     pub fn with_tx_ring(port_count: usize, config: UmemConfig, tx_ring: usize) -> io::Result<Self> {
         if port_count == 0 || port_count > usize::from(u8::MAX) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "1 to 255 ports"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "1 to 255 ports",
+            ));
         }
         let frames = config.frame_count as usize;
         let ports = (0..port_count)
@@ -160,9 +163,10 @@ impl PacketIo for MemoryPorts {
 
                 let mut verdicts = [Verdict::Drop; BATCH_SIZE];
                 let port = ingress as u8;
-                self.umem.process_batch(&mut descs[..n], &mut verdicts[..n], &mut |f, v| {
-                    process(port, f, v)
-                });
+                self.umem
+                    .process_batch(&mut descs[..n], &mut verdicts[..n], &mut |f, v| {
+                        process(port, f, v)
+                    });
                 sort_verdicts(
                     &mut self.umem,
                     &descs[..n],
@@ -182,7 +186,9 @@ impl PacketIo for MemoryPorts {
     }
 
     fn stats(&self, port: usize) -> PortStats {
-        self.ports.get(port).map_or_else(PortStats::default, |p| p.stats)
+        self.ports
+            .get(port)
+            .map_or_else(PortStats::default, |p| p.stats)
     }
 }
 
@@ -192,7 +198,7 @@ impl MemoryPorts {
         let mut sent = 0;
         for (list, port) in self.tx_lists.iter_mut().zip(self.ports.iter_mut()) {
             for desc in list.drain(..) {
-                if port.tx.len() < self.tx_ring && self.umem.to_tx(desc.addr) {
+                if port.tx.len() < self.tx_ring && self.umem.queue_for_tx(desc.addr) {
                     port.tx.push_back(desc);
                     port.stats.tx_packets += 1;
                     port.stats.tx_bytes += u64::from(desc.len);
@@ -212,7 +218,10 @@ mod tests {
     use super::*;
 
     fn config(frames: u32) -> UmemConfig {
-        UmemConfig { frame_count: frames, ..UmemConfig::default() }
+        UmemConfig {
+            frame_count: frames,
+            ..UmemConfig::default()
+        }
     }
 
     /// Swaps the Ethernet addresses, as a reflector would.
@@ -238,11 +247,21 @@ mod tests {
                     swap_macs(frame);
                     *verdict = Verdict::Transmit { port: 1 - ingress };
                 }
-                verdicts[0] = if ingress == 0 { Verdict::Drop } else { verdicts[0] };
+                verdicts[0] = if ingress == 0 {
+                    Verdict::Drop
+                } else {
+                    verdicts[0]
+                };
             })
             .unwrap();
         assert_eq!(seen, vec![(0, 2), (1, 1)]);
-        assert_eq!(summary, PollSummary { received: 3, transmitted: 2 });
+        assert_eq!(
+            summary,
+            PollSummary {
+                received: 3,
+                transmitted: 2
+            }
+        );
         let out = ports.pop_tx(1).unwrap();
         assert_eq!(&out[..6], &frame[6..12]);
         assert_eq!(&out[6..12], &frame[..6]);
@@ -262,7 +281,9 @@ mod tests {
             assert!(ports.push_rx(0, &[0; 60]));
         }
         let mut batches = Vec::new();
-        let summary = ports.poll(150, &mut |_, frames, _| batches.push(frames.len())).unwrap();
+        let summary = ports
+            .poll(150, &mut |_, frames, _| batches.push(frames.len()))
+            .unwrap();
         assert_eq!(batches, vec![64, 64, 22]);
         assert_eq!(summary.received, 150);
         assert_eq!(ports.rx_pending(0), 50);
@@ -276,7 +297,10 @@ mod tests {
         ip[2..4].copy_from_slice(&total.to_be_bytes());
         ip.extend_from_slice(&src);
         ip.extend_from_slice(&dst);
-        let sum = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum::<u32>();
+        let sum = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u32>();
         let folded = (sum & 0xffff) + (sum >> 16);
         ip[10..12].copy_from_slice(&(!(folded as u16)).to_be_bytes());
         f.extend_from_slice(&ip);
@@ -301,7 +325,11 @@ mod tests {
                     real_server: [10, 9, 0, 2].into(),
                     ident: 1,
                 };
-                let egress = Egress { src_mac: [2; 6], dst_mac: [4; 6], mtu: 1500 };
+                let egress = Egress {
+                    src_mac: [2; 6],
+                    dst_mac: [4; 6],
+                    mtu: 1500,
+                };
                 let sent = tun::encapsulate(&mut frames[0], &view, &tunnel, &egress);
                 assert_eq!(sent, Ok(Transmit::Forward));
                 verdicts[0] = Verdict::Transmit { port: 0 };
@@ -330,7 +358,10 @@ mod tests {
             })
             .unwrap();
         let stats = ports.stats(0);
-        assert_eq!((stats.tx_packets, stats.tx_ring_full, stats.bad_verdict), (2, 1, 1));
+        assert_eq!(
+            (stats.tx_packets, stats.tx_ring_full, stats.bad_verdict),
+            (2, 1, 1)
+        );
         assert_eq!(ports.drain_tx(0, |bytes| assert_eq!(bytes, &[1; 60])), 2);
         assert_eq!(ports.free_frames(), 8);
     }

@@ -62,7 +62,11 @@ pub struct Neighbour {
 impl Neighbour {
     /// The MAC to send to, if the entry is in a usable state.
     pub fn usable_mac(&self) -> Option<Mac> {
-        if self.state & state::USABLE != 0 { self.mac } else { None }
+        if self.state & state::USABLE != 0 {
+            self.mac
+        } else {
+            None
+        }
     }
 }
 
@@ -77,16 +81,27 @@ fn ndmsg(ifindex: u32, state: u16, flags: u8) -> [u8; NDMSG_LEN] {
 
 /// The `RTM_GETNEIGH` dump of IPv4 neighbours.
 pub fn dump_request(seq: u32) -> Vec<u8> {
-    Request::new(kind::GET_NEIGH, flags::REQUEST | flags::DUMP, seq, &ndmsg(0, 0, 0)).finish()
+    Request::new(
+        kind::GET_NEIGH,
+        flags::REQUEST | flags::DUMP,
+        seq,
+        &ndmsg(0, 0, 0),
+    )
+    .finish()
 }
 
 /// The `RTM_NEWNEIGH` + `NTF_USE` request that makes the kernel resolve `addr` on `ifindex`
 /// (creating an entry when there is none).
 pub fn resolve_request(ifindex: u32, addr: Ipv4Addr, seq: u32) -> Vec<u8> {
     let header = ndmsg(ifindex, 0, NTF_USE);
-    Request::new(kind::NEW_NEIGH, flags::REQUEST | flags::ACK | flags::CREATE, seq, &header)
-        .attr(NDA_DST, &addr.octets())
-        .finish()
+    Request::new(
+        kind::NEW_NEIGH,
+        flags::REQUEST | flags::ACK | flags::CREATE,
+        seq,
+        &header,
+    )
+    .attr(NDA_DST, &addr.octets())
+    .finish()
 }
 
 /// Parses an `RTM_NEWNEIGH` payload; None for other families or truncated messages.
@@ -106,7 +121,12 @@ pub fn parse_neighbour(payload: &[u8]) -> Option<Neighbour> {
             _ => {}
         }
     }
-    Some(Neighbour { ifindex, addr: addr?, mac, state })
+    Some(Neighbour {
+        ifindex,
+        addr: addr?,
+        mac,
+        state,
+    })
 }
 
 /// Reads every IPv4 neighbour the kernel knows (calling thread's namespace).
@@ -185,7 +205,11 @@ impl NeighbourCache {
             return Ok(false);
         }
         let now = Instant::now();
-        if self.asked.get(&(port, addr)).is_some_and(|&at| now - at < REQUEST_INTERVAL) {
+        if self
+            .asked
+            .get(&(port, addr))
+            .is_some_and(|&at| now - at < REQUEST_INTERVAL)
+        {
             return Ok(false);
         }
         self.asked.insert((port, addr), now);
@@ -215,7 +239,8 @@ mod tests {
         0x02, 0x00, 0x00, 0x01, // state REACHABLE, flags, type RTN_UNICAST
         0x08, 0x00, 0x01, 0x00, 10, 0, 0, 2, // NDA_DST
         0x0a, 0x00, 0x02, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, // NDA_LLADDR
-        0x14, 0x00, 0x03, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // NDA_CACHEINFO
+        0x14, 0x00, 0x03, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, // NDA_CACHEINFO
     ];
 
     #[test]
@@ -243,7 +268,11 @@ mod tests {
         for len in 0..REACHABLE_ENTRY.len() {
             let _ = parse_neighbour(&REACHABLE_ENTRY[..len]);
         }
-        assert_eq!(parse_neighbour(&REACHABLE_ENTRY[..19]), None, "no complete NDA_DST");
+        assert_eq!(
+            parse_neighbour(&REACHABLE_ENTRY[..19]),
+            None,
+            "no complete NDA_DST"
+        );
     }
 
     #[test]

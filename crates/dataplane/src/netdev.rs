@@ -71,8 +71,14 @@ pub fn link_request(name: &str, seq: u32) -> Vec<u8> {
 pub fn parse_link(payload: &[u8]) -> Option<NetDev> {
     let header = payload.get(..IFINFOMSG_LEN)?;
     let ifindex = u32::try_from(i32::from_ne_bytes(header[4..8].try_into().ok()?)).ok()?;
-    let mut dev =
-        NetDev { name: String::new(), ifindex, mac: [0; 6], mtu: 0, ipv4: Vec::new(), rx_queues: 1 };
+    let mut dev = NetDev {
+        name: String::new(),
+        ifindex,
+        mac: [0; 6],
+        mtu: 0,
+        ipv4: Vec::new(),
+        rx_queues: 1,
+    };
     for (kind, value) in attributes(payload, IFINFOMSG_LEN) {
         match kind {
             IFLA_IFNAME => {
@@ -129,17 +135,17 @@ fn ipv4_addresses(socket: &mut RouteSocket, ifindex: u32) -> io::Result<Vec<(Ipv
     let seq = socket.next_seq();
     let mut header = [0u8; IFADDRMSG_LEN];
     header[0] = libc::AF_INET as u8;
-    let request = netlink::Request::new(kind::GET_ADDR, flags::REQUEST | flags::DUMP, seq, &header)
-        .finish();
+    let request =
+        netlink::Request::new(kind::GET_ADDR, flags::REQUEST | flags::DUMP, seq, &header).finish();
     let mut found = Vec::new();
     socket.transact(&request, seq, |m| {
         if m.kind != kind::NEW_ADDR {
             return;
         }
-        if let Some((index, addr, prefix)) = parse_ipv4_address(m.payload) {
-            if index == ifindex {
-                found.push((addr, prefix));
-            }
+        if let Some((index, addr, prefix)) = parse_ipv4_address(m.payload)
+            && index == ifindex
+        {
+            found.push((addr, prefix));
         }
     })?;
     Ok(found)
@@ -171,8 +177,15 @@ fn ethtool_rx_channels(name: &str) -> Option<u32> {
     if name.len() >= libc::IFNAMSIZ {
         return None;
     }
-    let mut channels = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
-    let mut request = IfReq { name: [0; libc::IFNAMSIZ], data: &mut channels, _pad: [0; 16] };
+    let mut channels = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    let mut request = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut channels,
+        _pad: [0; 16],
+    };
     request.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: plain socket(2), checked below and closed at the end.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -202,7 +215,8 @@ mod tests {
         0x08, 0x00, 0x04, 0x00, 0xdc, 0x05, 0x00, 0x00, // IFLA_MTU 1500
         0x08, 0x00, 0x1e, 0x00, 0x00, 0x00, 0x00, 0x00, // IFLA_PROMISCUITY (ignored)
         0x08, 0x00, 0x20, 0x00, 0x02, 0x00, 0x00, 0x00, // IFLA_NUM_RX_QUEUES 2
-        0x0a, 0x00, 0x01, 0x00, 0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 0x00, 0x00, // IFLA_ADDRESS
+        0x0a, 0x00, 0x01, 0x00, 0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 0x00,
+        0x00, // IFLA_ADDRESS
     ];
 
     #[test]
@@ -220,11 +234,15 @@ mod tests {
     #[cfg(target_endian = "little")] // literal bytes of an x86-64 kernel
     fn parses_an_ipv4_address_message() {
         let payload = [
-            0x02, 0x18, 0x80, 0x00, 0x07, 0x00, 0x00, 0x00, // AF_INET, /24, flags, scope, ifindex 7
+            0x02, 0x18, 0x80, 0x00, 0x07, 0x00, 0x00,
+            0x00, // AF_INET, /24, flags, scope, ifindex 7
             0x08, 0x00, 0x01, 0x00, 10, 1, 2, 3, // IFA_ADDRESS
             0x08, 0x00, 0x02, 0x00, 10, 1, 2, 3, // IFA_LOCAL
         ];
-        assert_eq!(parse_ipv4_address(&payload), Some((7, Ipv4Addr::new(10, 1, 2, 3), 24)));
+        assert_eq!(
+            parse_ipv4_address(&payload),
+            Some((7, Ipv4Addr::new(10, 1, 2, 3), 24))
+        );
         let mut ipv6 = payload;
         ipv6[0] = 10;
         assert_eq!(parse_ipv4_address(&ipv6), None);

@@ -87,7 +87,7 @@ impl Request {
 }
 
 fn pad4(buf: &mut Vec<u8>) {
-    while buf.len() % 4 != 0 {
+    while !buf.len().is_multiple_of(4) {
         buf.push(0);
     }
 }
@@ -164,7 +164,11 @@ impl RouteSocket {
         use std::os::fd::FromRawFd;
         // SAFETY: plain socket(2); the result is checked before being wrapped.
         let fd = unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());
@@ -185,7 +189,11 @@ impl RouteSocket {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(RouteSocket { fd, seq: 1, buf: vec![0; 64 * 1024] })
+        Ok(RouteSocket {
+            fd,
+            seq: 1,
+            buf: vec![0; 64 * 1024],
+        })
     }
 
     /// A fresh sequence number for the next request.
@@ -206,18 +214,30 @@ impl RouteSocket {
         use std::os::fd::AsRawFd;
         // SAFETY: `request` is a readable buffer of the length passed.
         let sent = unsafe {
-            libc::send(self.fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0)
+            libc::send(
+                self.fd.as_raw_fd(),
+                request.as_ptr().cast(),
+                request.len(),
+                0,
+            )
         };
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
-        let flags = request.get(6..8).map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]));
+        let flags = request
+            .get(6..8)
+            .map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]));
         let multipart = flags & flags::DUMP == flags::DUMP;
         let wants_ack = flags & flags::ACK != 0;
         loop {
             // SAFETY: `buf` is writable for its whole length.
             let n = unsafe {
-                libc::recv(self.fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), 0)
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    0,
+                )
             };
             if n < 0 {
                 let err = io::Error::last_os_error();
@@ -290,7 +310,10 @@ mod tests {
         assert_eq!((all[0].kind, all[0].seq), (kind::NEW_NEIGH, 5));
         assert_eq!(all[1].kind, kind::DONE);
         let attrs: Vec<(u16, &[u8])> = attributes(all[0].payload, 12).collect();
-        assert_eq!(attrs, vec![(1, &[10, 0, 0, 2][..]), (2, &[2, 0, 0, 0, 0, 9][..])]);
+        assert_eq!(
+            attrs,
+            vec![(1, &[10, 0, 0, 2][..]), (2, &[2, 0, 0, 0, 0, 9][..])]
+        );
     }
 
     #[test]

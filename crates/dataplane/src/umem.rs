@@ -48,7 +48,11 @@ impl Default for UmemConfig {
     /// 4096 x 2048 bytes = 8 MiB: within the default 8 MiB RLIMIT_MEMLOCK when the process has
     /// no CAP_IPC_LOCK, with one UMEM per worker.
     fn default() -> Self {
-        UmemConfig { frame_count: 4096, frame_size: 2048, frame_headroom: 0 }
+        UmemConfig {
+            frame_count: 4096,
+            frame_size: 2048,
+            frame_headroom: 0,
+        }
     }
 }
 
@@ -169,8 +173,16 @@ impl Umem {
         config.validate()?;
         let region = Region::map(config.len())?;
         let count = config.frame_count as usize;
-        let free = (0..count as u64).rev().map(|i| i * u64::from(config.frame_size)).collect();
-        Ok(Umem { region, config, owners: vec![Owner::Free; count], free })
+        let free = (0..count as u64)
+            .rev()
+            .map(|i| i * u64::from(config.frame_size))
+            .collect();
+        Ok(Umem {
+            region,
+            config,
+            owners: vec![Owner::Free; count],
+            free,
+        })
     }
 
     /// The shape this memory was made with.
@@ -198,14 +210,17 @@ impl Umem {
 
     /// A received descriptor: the chunk must be the kernel's. False (nothing changed) otherwise.
     pub(crate) fn receive(&mut self, desc: Desc) -> bool {
-        let fits = desc.addr.checked_add(u64::from(desc.len)).is_some_and(|end| {
-            self.in_region(desc.addr) && end <= self.chunk_base(desc.addr) + self.chunk_len()
-        });
+        let fits = desc
+            .addr
+            .checked_add(u64::from(desc.len))
+            .is_some_and(|end| {
+                self.in_region(desc.addr) && end <= self.chunk_base(desc.addr) + self.chunk_len()
+            });
         fits && self.transition(desc.addr, Owner::Kernel, Owner::Batch)
     }
 
     /// A processed frame goes to a transmit ring.
-    pub(crate) fn to_tx(&mut self, addr: u64) -> bool {
+    pub(crate) fn queue_for_tx(&mut self, addr: u64) -> bool {
         self.transition(addr, Owner::Batch, Owner::Tx)
     }
 
@@ -237,12 +252,18 @@ impl Umem {
         let base = self.alloc_for_kernel()?;
         let chunk = self.chunk_mut(base);
         chunk[offset..offset + bytes.len()].copy_from_slice(bytes);
-        Some(Desc { addr: base + offset as u64, len: bytes.len() as u32 })
+        Some(Desc {
+            addr: base + offset as u64,
+            len: bytes.len() as u32,
+        })
     }
 
     /// The bytes of a frame on a transmit ring (the in-memory port's "wire").
     pub(crate) fn tx_bytes(&mut self, desc: Desc) -> &[u8] {
-        let (base, start) = (self.chunk_base(desc.addr), (desc.addr % self.chunk_len()) as usize);
+        let (base, start) = (
+            self.chunk_base(desc.addr),
+            (desc.addr % self.chunk_len()) as usize,
+        );
         if !self.in_region(desc.addr) || self.owners[self.index(base)] != Owner::Tx {
             return &[];
         }
@@ -333,15 +354,29 @@ mod tests {
     use super::*;
 
     fn small() -> Umem {
-        Umem::new(UmemConfig { frame_count: 4, frame_size: 2048, frame_headroom: 0 }).unwrap()
+        Umem::new(UmemConfig {
+            frame_count: 4,
+            frame_size: 2048,
+            frame_headroom: 0,
+        })
+        .unwrap()
     }
 
     #[test]
     fn refuses_bad_shapes() {
         for config in [
-            UmemConfig { frame_count: 0, ..UmemConfig::default() },
-            UmemConfig { frame_size: 3000, ..UmemConfig::default() },
-            UmemConfig { frame_headroom: 2000, ..UmemConfig::default() },
+            UmemConfig {
+                frame_count: 0,
+                ..UmemConfig::default()
+            },
+            UmemConfig {
+                frame_size: 3000,
+                ..UmemConfig::default()
+            },
+            UmemConfig {
+                frame_headroom: 2000,
+                ..UmemConfig::default()
+            },
         ] {
             assert!(Umem::new(config).is_err(), "{config:?}");
         }
@@ -356,7 +391,7 @@ mod tests {
         assert!(umem.receive(desc));
         assert!(!umem.receive(desc), "a chunk is received once");
         assert!(!umem.complete(desc.addr), "not on a transmit ring");
-        assert!(umem.to_tx(desc.addr));
+        assert!(umem.queue_for_tx(desc.addr));
         assert_eq!(umem.tx_bytes(desc), &[1, 2, 3]);
         assert!(umem.complete(desc.addr));
         assert!(!umem.complete(desc.addr), "completed once");
@@ -367,16 +402,28 @@ mod tests {
     fn refuses_descriptors_outside_the_region_or_chunk() {
         let mut umem = small();
         let desc = umem.fill_from(&[0; 10]).unwrap();
-        assert!(!umem.receive(Desc { addr: 4 * 2048 + 256, len: 10 }));
-        assert!(!umem.receive(Desc { addr: desc.addr, len: 2048 }));
-        assert!(!umem.receive(Desc { addr: u64::MAX, len: 10 }));
+        assert!(!umem.receive(Desc {
+            addr: 4 * 2048 + 256,
+            len: 10
+        }));
+        assert!(!umem.receive(Desc {
+            addr: desc.addr,
+            len: 2048
+        }));
+        assert!(!umem.receive(Desc {
+            addr: u64::MAX,
+            len: 10
+        }));
         assert!(umem.receive(desc));
     }
 
     #[test]
     fn a_batch_sees_each_frame_and_keeps_moved_starts() {
         let mut umem = small();
-        let mut descs = [umem.fill_from(&[7; 60]).unwrap(), umem.fill_from(&[8; 70]).unwrap()];
+        let mut descs = [
+            umem.fill_from(&[7; 60]).unwrap(),
+            umem.fill_from(&[8; 70]).unwrap(),
+        ];
         for d in descs {
             assert!(umem.receive(d));
         }
@@ -391,7 +438,7 @@ mod tests {
         });
         assert_eq!(verdicts, [Verdict::Drop, Verdict::Transmit { port: 0 }]);
         assert_eq!(descs[1].len, 70);
-        assert!(umem.to_tx(descs[1].addr));
+        assert!(umem.queue_for_tx(descs[1].addr));
         assert_eq!(umem.tx_bytes(descs[1])[0], 9);
     }
 }

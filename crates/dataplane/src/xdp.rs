@@ -33,7 +33,8 @@ use aya::programs::{Xdp, XdpFlags};
 use aya::{Ebpf, Pod};
 
 /// The compiled filter program (see `build.rs`). aya needs the ELF 8-byte aligned.
-static FILTER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_filter.o"));
+static FILTER_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_filter.o"));
 
 const PROGRAM: &str = "xvs_filter";
 const VIP_MAP: &str = "xvs_vips";
@@ -69,17 +70,29 @@ pub struct Match {
 impl Match {
     /// A TCP service or real server.
     pub fn tcp(addr: Ipv4Addr, port: u16) -> Self {
-        Match { addr, port, proto: proto::TCP }
+        Match {
+            addr,
+            port,
+            proto: proto::TCP,
+        }
     }
 
     /// A UDP service or real server.
     pub fn udp(addr: Ipv4Addr, port: u16) -> Self {
-        Match { addr, port, proto: proto::UDP }
+        Match {
+            addr,
+            port,
+            proto: proto::UDP,
+        }
     }
 
     /// Everything to (or, for NAT returns, from) `addr`.
     pub fn any(addr: Ipv4Addr) -> Self {
-        Match { addr, port: 0, proto: proto::ANY }
+        Match {
+            addr,
+            port: 0,
+            proto: proto::ANY,
+        }
     }
 }
 
@@ -100,7 +113,12 @@ unsafe impl Pod for MatchKey {}
 
 impl From<Match> for MatchKey {
     fn from(m: Match) -> Self {
-        MatchKey { addr: m.addr.octets(), port: m.port.to_be_bytes(), proto: m.proto, pad: 0 }
+        MatchKey {
+            addr: m.addr.octets(),
+            port: m.port.to_be_bytes(),
+            proto: m.proto,
+            pad: 0,
+        }
     }
 }
 
@@ -208,7 +226,14 @@ impl XdpFilter {
         let nat_returns = HashMap::try_from(take_map(&mut ebpf, NAT_RETURN_MAP)?)?;
         let sockets = XskMap::try_from(take_map(&mut ebpf, XSK_MAP)?)?;
         tracing::info!(ifindex, %mode, "XDP filter attached");
-        Ok(XdpFilter { vips, nat_returns, sockets, ifindex, mode, _ebpf: ebpf })
+        Ok(XdpFilter {
+            vips,
+            nat_returns,
+            sockets,
+            ifindex,
+            mode,
+            _ebpf: ebpf,
+        })
     }
 
     /// The interface the filter is attached to.

@@ -26,18 +26,34 @@ fn one_arm(lab: &mut Lab) -> Link {
     let dir = lab.netns("dir");
     let cli = lab.netns("cli");
     let link = lab.veth("e", &dir, "10.77.0.1/24", &cli, "10.77.0.2/24");
-    run("ip", &["-n", &dir, "addr", "add", "10.77.0.100/32", "dev", &link.left]);
+    run(
+        "ip",
+        &[
+            "-n",
+            &dir,
+            "addr",
+            "add",
+            "10.77.0.100/32",
+            "dev",
+            &link.left,
+        ],
+    );
     link
 }
 
 fn udp_socket(addr: &str) -> UdpSocket {
     let socket = UdpSocket::bind(addr).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     socket
 }
 
 /// Waits for the director thread's setup, resuming its panic if it failed.
-fn ready<T, R>(rx: &mpsc::Receiver<T>, worker: std::thread::JoinHandle<R>) -> (T, std::thread::JoinHandle<R>) {
+fn ready<T, R>(
+    rx: &mpsc::Receiver<T>,
+    worker: std::thread::JoinHandle<R>,
+) -> (T, std::thread::JoinHandle<R>) {
     match rx.recv_timeout(Duration::from_secs(15)) {
         Ok(value) => (value, worker),
         Err(_) => match worker.join() {
@@ -51,9 +67,14 @@ fn ready<T, R>(rx: &mpsc::Receiver<T>, worker: std::thread::JoinHandle<R>) -> (T
 fn the_filter_sends_vip_traffic_to_the_socket_and_everything_else_to_the_kernel() {
     let mut lab = Lab::new();
     let link = one_arm(&mut lab);
-    let (dir, cli, dev) = (link.left_ns.clone(), link.right_ns.clone(), link.left.clone());
-    let (vip_port_socket, other_port_socket) =
-        in_netns(&dir, || (udp_socket("0.0.0.0:5000"), udp_socket("0.0.0.0:5001")));
+    let (dir, cli, dev) = (
+        link.left_ns.clone(),
+        link.right_ns.clone(),
+        link.left.clone(),
+    );
+    let (vip_port_socket, other_port_socket) = in_netns(&dir, || {
+        (udp_socket("0.0.0.0:5000"), udp_socket("0.0.0.0:5001"))
+    });
 
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -61,10 +82,16 @@ fn the_filter_sends_vip_traffic_to_the_socket_and_everything_else_to_the_kernel(
         let netdev = NetDev::by_name(&dev).unwrap();
         let mut filter = XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
         let mut ports = AfXdpPorts::open(&[&dev], 0, &XskConfig::default()).unwrap();
-        filter.register_socket(0, ports.socket_fd(0).unwrap()).unwrap();
-        filter.set_vips(&[Match::udp(VIP, 5000), Match::tcp(VIP, 5000)]).unwrap();
+        filter
+            .register_socket(0, ports.socket_fd(0).unwrap())
+            .unwrap();
+        filter
+            .set_vips(&[Match::udp(VIP, 5000), Match::tcp(VIP, 5000)])
+            .unwrap();
         assert_eq!(filter.vips().unwrap().len(), 2);
-        ready_tx.send((filter.mode(), ports.mode(0).unwrap())).unwrap();
+        ready_tx
+            .send((filter.mode(), ports.mode(0).unwrap()))
+            .unwrap();
 
         let mut received: Vec<Vec<u8>> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -88,22 +115,33 @@ fn the_filter_sends_vip_traffic_to_the_socket_and_everything_else_to_the_kernel(
     in_netns(&cli, move || {
         let socket = udp_socket("10.77.0.2:0");
         for i in 0..FRAMES {
-            socket.send_to(format!("to-vip-{i}").as_bytes(), (VIP, 5000)).unwrap();
+            socket
+                .send_to(format!("to-vip-{i}").as_bytes(), (VIP, 5000))
+                .unwrap();
         }
         socket.send_to(b"vip-other-port", (VIP, 5001)).unwrap();
-        socket.send_to(b"director-address", (DIRECTOR, 5001)).unwrap();
+        socket
+            .send_to(b"director-address", (DIRECTOR, 5001))
+            .unwrap();
     });
     // ARP and ICMP go to the kernel: the director's address and the VIP answer pings.
     for target in ["10.77.0.1", "10.77.0.100"] {
         assert!(
-            succeeds("ip", &["netns", "exec", &cli, "ping", "-c", "2", "-i", "0.2", "-W", "2", target]),
+            succeeds(
+                "ip",
+                &[
+                    "netns", "exec", &cli, "ping", "-c", "2", "-i", "0.2", "-W", "2", target
+                ]
+            ),
             "ping {target} while the filter is attached"
         );
     }
     let mut kernel_got = Vec::new();
     let mut buf = [0u8; 128];
     for _ in 0..2 {
-        let (n, from) = other_port_socket.recv_from(&mut buf).expect("other port reaches the kernel");
+        let (n, from) = other_port_socket
+            .recv_from(&mut buf)
+            .expect("other port reaches the kernel");
         assert_eq!(from.ip(), std::net::IpAddr::V4(CLIENT));
         kernel_got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
@@ -112,18 +150,37 @@ fn the_filter_sends_vip_traffic_to_the_socket_and_everything_else_to_the_kernel(
 
     stop_tx.send(()).unwrap();
     let (received, stats): (Vec<Vec<u8>>, PortStats) = worker.join().unwrap();
-    assert_eq!(received.len(), FRAMES, "every VIP datagram reached the AF_XDP socket");
+    assert_eq!(
+        received.len(),
+        FRAMES,
+        "every VIP datagram reached the AF_XDP socket"
+    );
     for (i, frame) in received.iter().enumerate() {
         let (src, dst, _, dport, payload) = udp_fields(frame).expect("a UDP frame");
         assert_eq!((src, dst, dport), (CLIENT, VIP, 5000));
-        assert_eq!(payload, format!("to-vip-{i}").as_bytes(), "intact bytes, in order");
-        assert!(checksums_ok(frame), "complete checksums from the client (tx offload off)");
+        assert_eq!(
+            payload,
+            format!("to-vip-{i}").as_bytes(),
+            "intact bytes, in order"
+        );
+        assert!(
+            checksums_ok(frame),
+            "complete checksums from the client (tx offload off)"
+        );
     }
     assert_eq!(stats.rx_packets, FRAMES as u64);
     assert_eq!(stats.invalid_descs, 0);
-    vip_port_socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    assert!(vip_port_socket.recv_from(&mut buf).is_err(), "the kernel never saw VIP datagrams");
-    assert!(!has_xdp(&dir, &link.left), "dropping the filter detached it");
+    vip_port_socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        vip_port_socket.recv_from(&mut buf).is_err(),
+        "the kernel never saw VIP datagrams"
+    );
+    assert!(
+        !has_xdp(&dir, &link.left),
+        "dropping the filter detached it"
+    );
     // veth refuses zero-copy here; the native mode is offered.
     assert_eq!(copy_mode, CopyMode::Copy);
     assert_eq!(xdp_mode, XdpMode::Drv);
@@ -133,7 +190,11 @@ fn the_filter_sends_vip_traffic_to_the_socket_and_everything_else_to_the_kernel(
 fn a_received_frame_rewritten_and_sent_back_reaches_the_client_socket() {
     let mut lab = Lab::new();
     let link = one_arm(&mut lab);
-    let (dir, cli, dev) = (link.left_ns.clone(), link.right_ns.clone(), link.left.clone());
+    let (dir, cli, dev) = (
+        link.left_ns.clone(),
+        link.right_ns.clone(),
+        link.left.clone(),
+    );
 
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -141,7 +202,9 @@ fn a_received_frame_rewritten_and_sent_back_reaches_the_client_socket() {
         let netdev = NetDev::by_name(&dev).unwrap();
         let mut filter = XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
         let mut ports = AfXdpPorts::open(&[&dev], 0, &XskConfig::default()).unwrap();
-        filter.register_socket(0, ports.socket_fd(0).unwrap()).unwrap();
+        filter
+            .register_socket(0, ports.socket_fd(0).unwrap())
+            .unwrap();
         filter.set_vips(&[Match::udp(VIP, 6000)]).unwrap();
         ready_tx.send(()).unwrap();
         let mut bad_checksums = 0;
@@ -194,7 +257,10 @@ fn a_received_frame_rewritten_and_sent_back_reaches_the_client_socket() {
         assert_eq!(from, SocketAddrV4::new(VIP, 6000).into());
         assert_eq!(bytes, sent.as_bytes());
     }
-    assert_eq!(csum_errors, 0, "the client's kernel accepted every checksum");
+    assert_eq!(
+        csum_errors, 0,
+        "the client's kernel accepted every checksum"
+    );
     assert_eq!((bad_checksums, echoed), (0, FRAMES));
     assert_eq!(stats.tx_packets, FRAMES as u64);
     assert_eq!(stats.tx_ring_full + stats.bad_verdict, 0);
@@ -206,7 +272,10 @@ fn a_two_arm_director_forwards_from_one_interface_to_the_other_through_the_share
     let ext = one_arm(&mut lab);
     let srv = lab.netns("srv");
     let int = lab.veth("i", &ext.left_ns, "10.78.0.1/24", &srv, "10.78.0.2/24");
-    run("ip", &["-n", &srv, "route", "add", "default", "via", "10.78.0.1"]);
+    run(
+        "ip",
+        &["-n", &srv, "route", "add", "default", "via", "10.78.0.1"],
+    );
     let server_socket = in_netns(&srv, || udp_socket("10.78.0.2:7000"));
     let server_mac = in_netns(&srv, {
         let dev = int.right.clone();
@@ -223,7 +292,9 @@ fn a_two_arm_director_forwards_from_one_interface_to_the_other_through_the_share
         let mut filter = XdpFilter::attach(outside.ifindex, AttachMode::Auto).unwrap();
         let mut ports = AfXdpPorts::open(&[&ext_dev, &int_dev], 0, &XskConfig::default()).unwrap();
         assert_eq!(ports.port_count(), 2);
-        filter.register_socket(0, ports.socket_fd(0).unwrap()).unwrap();
+        filter
+            .register_socket(0, ports.socket_fd(0).unwrap())
+            .unwrap();
         filter.set_vips(&[Match::any(VIP)]).unwrap();
         ready_tx.send(()).unwrap();
         loop {
@@ -254,7 +325,9 @@ fn a_two_arm_director_forwards_from_one_interface_to_the_other_through_the_share
     in_netns(&cli, move || {
         let socket = udp_socket("10.77.0.2:0");
         for i in 0..FRAMES {
-            socket.send_to(format!("fwd-{i}").as_bytes(), (VIP, 7000)).unwrap();
+            socket
+                .send_to(format!("fwd-{i}").as_bytes(), (VIP, 7000))
+                .unwrap();
             std::thread::sleep(Duration::from_millis(2));
         }
     });
@@ -268,7 +341,11 @@ fn a_two_arm_director_forwards_from_one_interface_to_the_other_through_the_share
     }
     stop_tx.send(()).unwrap();
     let (outside, inside) = worker.join().unwrap();
-    assert_eq!(got.len(), FRAMES, "every datagram crossed to the inside interface: {got:?}");
+    assert_eq!(
+        got.len(),
+        FRAMES,
+        "every datagram crossed to the inside interface: {got:?}"
+    );
     for (i, (from, payload)) in got.iter().enumerate() {
         assert_eq!(from.ip(), std::net::IpAddr::V4(CLIENT));
         assert_eq!(payload, &format!("fwd-{i}"));

@@ -26,7 +26,11 @@ fn a_requested_neighbour_is_resolved_by_the_kernel_and_found_in_its_table() {
     let (found, after, unresolved) = in_netns(&dir, move || {
         let ifindex = NetDev::by_name(&dev).unwrap().ifindex;
         let mut cache = NeighbourCache::open(&[ifindex]).unwrap();
-        assert_eq!(cache.lookup(0, PEER), None, "nothing known before resolution");
+        assert_eq!(
+            cache.lookup(0, PEER),
+            None,
+            "nothing known before resolution"
+        );
         assert!(cache.request(0, PEER).unwrap(), "the first request is sent");
         assert!(!cache.request(0, PEER).unwrap(), "repeats are rate-limited");
         assert!(cache.request(0, NOBODY).unwrap());
@@ -41,9 +45,20 @@ fn a_requested_neighbour_is_resolved_by_the_kernel_and_found_in_its_table() {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        (found, cache.neighbours().get(0, PEER), cache.lookup(0, NOBODY))
+        (
+            found,
+            cache.neighbours().get(0, PEER),
+            cache.lookup(0, NOBODY),
+        )
     });
-    assert_eq!(found, Some(peer_mac), "the kernel resolved the peer after NTF_USE");
+    assert_eq!(
+        found,
+        Some(peer_mac),
+        "the kernel resolved the peer after NTF_USE"
+    );
     assert_eq!(after, Some(peer_mac), "the published table has it too");
-    assert_eq!(unresolved, None, "an address nobody answers stays unresolved");
+    assert_eq!(
+        unresolved, None,
+        "an address nobody answers stays unresolved"
+    );
 }

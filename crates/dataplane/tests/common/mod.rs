@@ -32,14 +32,20 @@ pub fn run(program: &str, args: &[&str]) -> String {
 
 /// Like `run`, but returns whether it succeeded.
 pub fn succeeds(program: &str, args: &[&str]) -> bool {
-    Command::new(program).args(args).output().is_ok_and(|o| o.status.success())
+    Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// The tests need root (namespaces, XDP, AF_XDP): say so plainly instead of failing obscurely.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "these tests create namespaces, XDP programs and AF_XDP sockets: run as root");
+    assert_eq!(
+        euid, 0,
+        "these tests create namespaces, XDP programs and AF_XDP sockets: run as root"
+    );
 }
 
 /// A set of namespaces deleted on drop (even when the test panics).
@@ -61,7 +67,10 @@ impl Lab {
     pub fn new() -> Lab {
         require_root();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        Lab { namespaces: Vec::new(), id: format!("{}{}", std::process::id() % 100_000, n) }
+        Lab {
+            namespaces: Vec::new(),
+            id: format!("{}{}", std::process::id() % 100_000, n),
+        }
     }
 
     /// Creates namespace `role` (its loopback up) and returns its name.
@@ -76,17 +85,38 @@ impl Lab {
     /// Joins two namespaces with a veth pair whose ends are named `xv<id><tag>l`/`r`, up, with
     /// the given addresses (CIDR), and transmit checksum offload off on both ends (so frames
     /// forwarded unchanged by AF_XDP carry complete checksums, as from a real NIC).
-    pub fn veth(&mut self, tag: &str, left_ns: &str, left_cidr: &str, right_ns: &str, right_cidr: &str) -> Link {
+    pub fn veth(
+        &mut self,
+        tag: &str,
+        left_ns: &str,
+        left_cidr: &str,
+        right_ns: &str,
+        right_cidr: &str,
+    ) -> Link {
         let left = format!("xv{}{tag}l", self.id);
         let right = format!("xv{}{tag}r", self.id);
         assert!(left.len() <= 15, "interface name too long: {left}");
-        run("ip", &["link", "add", &left, "netns", left_ns, "type", "veth", "peer", "name", &right, "netns", right_ns]);
+        run(
+            "ip",
+            &[
+                "link", "add", &left, "netns", left_ns, "type", "veth", "peer", "name", &right,
+                "netns", right_ns,
+            ],
+        );
         for (ns, dev, cidr) in [(left_ns, &left, left_cidr), (right_ns, &right, right_cidr)] {
             run("ip", &["-n", ns, "addr", "add", cidr, "dev", dev]);
             run("ip", &["-n", ns, "link", "set", dev, "up"]);
-            run("ip", &["netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"]);
+            run(
+                "ip",
+                &["netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"],
+            );
         }
-        Link { left_ns: left_ns.into(), left, right_ns: right_ns.into(), right }
+        Link {
+            left_ns: left_ns.into(),
+            left,
+            right_ns: right_ns.into(),
+            right,
+        }
     }
 }
 
@@ -107,7 +137,10 @@ pub fn enter_netns(ns: &str) {
 }
 
 /// Runs `f` on a new thread inside namespace `ns`.
-pub fn spawn_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+pub fn spawn_in<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
     let ns = ns.to_string();
     thread::spawn(move || {
         enter_netns(&ns);
@@ -148,7 +181,11 @@ pub const PAYLOAD: usize = 42;
 
 /// True when the IPv4 header and UDP checksums of `frame` are complete and correct.
 pub fn checksums_ok(frame: &[u8]) -> bool {
-    if frame.len() < PAYLOAD || frame[12..14] != [0x08, 0x00] || frame[IP] != 0x45 || frame[IP + 9] != 17 {
+    if frame.len() < PAYLOAD
+        || frame[12..14] != [0x08, 0x00]
+        || frame[IP] != 0x45
+        || frame[IP + 9] != 17
+    {
         return false;
     }
     let ip_ok = checksum(&frame[IP..UDP], 0) == 0;
@@ -160,7 +197,9 @@ pub fn checksums_ok(frame: &[u8]) -> bool {
 }
 
 fn pseudo_header_sum(frame: &[u8], udp_len: usize) -> u32 {
-    let words = frame[IP + 12..IP + 20].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])));
+    let words = frame[IP + 12..IP + 20]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])));
     words.sum::<u32>() + 17 + udp_len as u32
 }
 
