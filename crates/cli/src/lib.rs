@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod director;
 pub mod ipvsadm;
 pub mod listing;

@@ -1,0 +1,456 @@
+//! `xvs run`: the daemon's control side, and the seam where the dataplane plugs in.
+//!
+//! What is wired here:
+//! - the configuration: `--config FILE` ([`crate::config`]) with `--iface/--queues/--cores`
+//!   and `--socket` on top; without a file the daemon starts with an empty table for
+//!   xvsadm to fill, as operators do with ipvsadm;
+//! - the control socket ([`crate::control`]) on its own thread, serving a
+//!   [`DataplaneDirector`]: every xvsadm edit goes through [`TableOnlyDirector`] (IPVS's
+//!   rules and ipvsadm's messages) and, when accepted, to the [`Dataplane`];
+//! - signals: SIGHUP reloads the file (an invalid file is refused with one log line per
+//!   problem and the running configuration stays), SIGTERM and SIGINT stop the control
+//!   socket and the dataplane and return;
+//! - logging through `tracing` (set up by the binary, `RUST_LOG` filters).
+//!
+//! What is not wired yet: packets. [`Dataplane`] is the seam: the AF_XDP workers,
+//! statistics and connection listing implement it (compile the table with the dataplane's
+//! snapshot builder in [`Dataplane::update`], fill counters in [`Dataplane::fill`]). Until
+//! then [`ControlOnly`] stands in: it forwards nothing, says so in the log, and lists no
+//! counters but zeros, because it counted nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use xvs_dataplane::service::spec::{EditError, ServiceAddr, ServiceTableSpec};
+
+use crate::config::{self, DaemonConfig, Interfaces, LoadedConfig};
+use crate::control::{self, ControlServer};
+use crate::director::{Director, Edit, EditFailure, ListRequest, TableOnlyDirector};
+use crate::listing::{ListData, Timeouts};
+
+/// `xvs run`'s arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunArgs {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// `--iface` (once: one arm; twice: external then internal).
+    pub ifaces: Vec<String>,
+    /// `--queues`.
+    pub queues: Option<u32>,
+    /// `--cores`.
+    pub cores: Option<Vec<usize>>,
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration file is invalid.
+    #[error("{path}: {errors}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        errors: config::ConfigErrors,
+    },
+    /// The command-line arguments do not fit.
+    #[error("{0}")]
+    Args(String),
+    /// The control socket could not be bound.
+    #[error("control socket {path}: {source}")]
+    Socket {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("signals: {0}")]
+    Signals(std::io::Error),
+    /// The dataplane refused to start.
+    #[error("dataplane: {0}")]
+    Dataplane(String),
+}
+
+/// The packet-forwarding half of the daemon, as the control side sees it.
+pub trait Dataplane: Send + 'static {
+    /// Starts forwarding with the first configuration (before the control socket opens).
+    fn start(
+        &mut self,
+        config: &DaemonConfig,
+        table: &ServiceTableSpec,
+        timeouts: &Timeouts,
+    ) -> Result<(), String>;
+
+    /// The table or the timeouts changed (an xvsadm edit, `--set`, a SIGHUP reload):
+    /// publish them to the workers. The table is already valid by IPVS's rules.
+    fn update(&mut self, table: &ServiceTableSpec, timeouts: &Timeouts);
+
+    /// Adds what only the dataplane knows to a listing: counters, rates, ActiveConn /
+    /// InActConn / PersistConn, and for [`ListRequest::Connections`] the connections.
+    fn fill(&self, what: &ListRequest, data: &mut ListData);
+
+    /// `-Z`: zeroes the counters of one service (known to exist) or all.
+    fn zero(&mut self, service: Option<&ServiceAddr>);
+
+    /// Stops forwarding (SIGTERM/SIGINT).
+    fn stop(&mut self);
+}
+
+/// The stand-in [`Dataplane`] while none is plugged in: forwards nothing, counts nothing.
+#[derive(Debug, Default)]
+pub struct ControlOnly;
+
+impl Dataplane for ControlOnly {
+    fn start(
+        &mut self,
+        config: &DaemonConfig,
+        table: &ServiceTableSpec,
+        _timeouts: &Timeouts,
+    ) -> Result<(), String> {
+        tracing::warn!(
+            interfaces = ?config.interfaces,
+            services = table.services.len(),
+            "no dataplane in this build: xvs serves xvsadm but forwards no packets"
+        );
+        Ok(())
+    }
+
+    fn update(&mut self, table: &ServiceTableSpec, timeouts: &Timeouts) {
+        tracing::info!(
+            services = table.services.len(),
+            tcp = timeouts.tcp,
+            tcpfin = timeouts.tcpfin,
+            udp = timeouts.udp,
+            "configuration changed"
+        );
+    }
+
+    fn fill(&self, _what: &ListRequest, _data: &mut ListData) {}
+
+    fn zero(&mut self, _service: Option<&ServiceAddr>) {}
+
+    fn stop(&mut self) {}
+}
+
+/// The daemon's [`Director`]: [`TableOnlyDirector`] decides every edit, the [`Dataplane`]
+/// receives the result and adds its counters to listings.
+#[derive(Debug)]
+pub struct DataplaneDirector<P: Dataplane> {
+    core: TableOnlyDirector,
+    dataplane: P,
+}
+
+impl<P: Dataplane> DataplaneDirector<P> {
+    /// Joins the edit core and the dataplane.
+    pub fn new(core: TableOnlyDirector, dataplane: P) -> Self {
+        DataplaneDirector { core, dataplane }
+    }
+
+    /// The configured table.
+    pub fn table(&self) -> &ServiceTableSpec {
+        self.core.table()
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> Timeouts {
+        self.core.timeouts()
+    }
+
+    /// The dataplane.
+    pub fn dataplane(&self) -> &P {
+        &self.dataplane
+    }
+
+    /// Replaces table and timeouts (SIGHUP) and publishes them.
+    pub fn reload(&mut self, table: ServiceTableSpec, timeouts: Timeouts) {
+        self.core.replace(table, timeouts);
+        self.publish();
+    }
+
+    /// Stops the dataplane.
+    pub fn stop(&mut self) {
+        self.dataplane.stop();
+    }
+
+    fn publish(&mut self) {
+        let timeouts = self.core.timeouts();
+        self.dataplane.update(self.core.table(), &timeouts);
+    }
+}
+
+impl<P: Dataplane> Director for DataplaneDirector<P> {
+    fn apply_batch(&mut self, edits: &[Edit]) -> Result<(), EditFailure> {
+        self.core.apply_batch(edits)?;
+        self.publish();
+        Ok(())
+    }
+
+    fn list(&self, what: &ListRequest) -> Result<ListData, EditError> {
+        let mut data = self.core.list(what)?;
+        self.dataplane.fill(what, &mut data);
+        Ok(data)
+    }
+
+    fn set_timeouts(&mut self, timeouts: Timeouts) -> Result<(), EditError> {
+        self.core.set_timeouts(timeouts)?;
+        self.publish();
+        Ok(())
+    }
+
+    fn zero(&mut self, service: Option<&ServiceAddr>) -> Result<(), EditError> {
+        self.core.zero(service)?;
+        self.dataplane.zero(service);
+        Ok(())
+    }
+}
+
+/// The configuration `xvs run` starts with: the file if any, command-line flags on top.
+pub fn initial_config(args: &RunArgs) -> Result<LoadedConfig, DaemonError> {
+    let mut loaded = match &args.config {
+        Some(path) => config::load(path).map_err(|errors| DaemonError::Config {
+            path: path.clone(),
+            errors,
+        })?,
+        None => LoadedConfig::default(),
+    };
+    let d = &mut loaded.daemon;
+    match args.ifaces.as_slice() {
+        [] => {}
+        [iface] => {
+            d.interfaces = Some(Interfaces::OneArm {
+                iface: iface.clone(),
+            })
+        }
+        [external, internal] => {
+            d.interfaces = Some(Interfaces::TwoArm {
+                external: external.clone(),
+                internal: internal.clone(),
+            })
+        }
+        _ => {
+            return Err(DaemonError::Args(
+                "--iface: give one interface (one arm) or two (external, internal)".into(),
+            ));
+        }
+    }
+    if let Some(q) = args.queues {
+        if q == 0 {
+            return Err(DaemonError::Args("--queues: must be at least 1".into()));
+        }
+        d.queues = Some(q);
+    }
+    if let Some(cores) = &args.cores {
+        d.cores = Some(cores.clone());
+    }
+    Ok(loaded)
+}
+
+/// SIGHUP: reads `path` again; a valid file replaces services and timeouts, an invalid one
+/// is refused and logged, and the running configuration stays. Returns whether it applied.
+pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>) -> bool {
+    match config::load(path) {
+        Ok(loaded) => {
+            let mut d = director.lock().unwrap_or_else(|p| p.into_inner());
+            d.reload(loaded.table, loaded.daemon.timeouts);
+            tracing::info!(
+                file = %path.display(),
+                services = d.table().services.len(),
+                "reloaded (interfaces, queues, cores and socket change on restart only)"
+            );
+            true
+        }
+        Err(errors) => {
+            for line in &errors.0 {
+                tracing::error!(file = %path.display(), "reload refused, configuration unchanged: {line}");
+            }
+            false
+        }
+    }
+}
+
+/// Runs the daemon in the foreground until SIGTERM or SIGINT.
+pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonError> {
+    let loaded = initial_config(&args)?;
+    let socket = control::socket_path(args.socket.as_deref(), loaded.daemon.socket.as_deref());
+    // Install the handlers first, so a signal during start-up is not the default action.
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(DaemonError::Signals)?;
+
+    let timeouts = loaded.daemon.timeouts;
+    dataplane
+        .start(&loaded.daemon, &loaded.table, &timeouts)
+        .map_err(DaemonError::Dataplane)?;
+    let core = TableOnlyDirector::new(loaded.table, timeouts)
+        .with_conn_table_size(loaded.daemon.conn_table_size);
+    let director = Arc::new(Mutex::new(DataplaneDirector::new(core, dataplane)));
+
+    let server = ControlServer::bind(&socket).map_err(|source| DaemonError::Socket {
+        path: socket.clone(),
+        source,
+    })?;
+    let stop = server.stop_handle();
+    let serving = Arc::clone(&director);
+    let control_thread = std::thread::Builder::new()
+        .name("xvs-control".into())
+        .spawn(move || server.serve(serving))
+        .map_err(|source| DaemonError::Socket {
+            path: socket.clone(),
+            source,
+        })?;
+    tracing::info!(socket = %socket.display(), config = ?args.config, "xvs running");
+
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => match &args.config {
+                Some(path) => {
+                    reload(path, &director);
+                }
+                None => tracing::warn!("SIGHUP: no --config file to reload"),
+            },
+            _ => {
+                tracing::info!(signal, "stopping");
+                break;
+            }
+        }
+    }
+    stop.stop();
+    if control_thread.join().is_err() {
+        tracing::error!("control thread panicked");
+    }
+    director.lock().unwrap_or_else(|p| p.into_inner()).stop();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::Names;
+    use xvs_dataplane::service::spec::{Protocol, ServiceSpec};
+
+    /// Records what the control side told it.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        updates: Vec<usize>,
+        zeroed: usize,
+    }
+
+    impl Dataplane for Recorder {
+        fn start(
+            &mut self,
+            _: &DaemonConfig,
+            _: &ServiceTableSpec,
+            _: &Timeouts,
+        ) -> Result<(), String> {
+            Ok(())
+        }
+        fn update(&mut self, table: &ServiceTableSpec, _: &Timeouts) {
+            self.updates.push(table.services.len());
+        }
+        fn fill(&self, _: &ListRequest, data: &mut ListData) {
+            for s in &mut data.services {
+                s.stats.conns = 42;
+            }
+        }
+        fn zero(&mut self, _: Option<&ServiceAddr>) {
+            self.zeroed += 1;
+        }
+        fn stop(&mut self) {}
+    }
+
+    fn vip() -> ServiceAddr {
+        ServiceAddr::Inet {
+            protocol: Protocol::Tcp,
+            addr: "10.0.0.1".parse().unwrap(),
+            port: 80,
+        }
+    }
+
+    #[test]
+    fn dataplane_sees_only_accepted_changes() {
+        let mut d = DataplaneDirector::new(TableOnlyDirector::default(), Recorder::default());
+        d.apply(Edit::AddService {
+            service: ServiceSpec::new(vip()),
+        })
+        .unwrap();
+        assert!(
+            d.apply(Edit::AddService {
+                service: ServiceSpec::new(vip())
+            })
+            .is_err()
+        );
+        assert_eq!(
+            d.dataplane().updates,
+            vec![1],
+            "the refused edit published nothing"
+        );
+        assert_eq!(
+            d.list(&ListRequest::Services).unwrap().services[0]
+                .stats
+                .conns,
+            42
+        );
+        assert!(
+            d.zero(Some(&ServiceAddr::Fwmark {
+                mark: 1,
+                ipv6: false
+            }))
+            .is_err()
+        );
+        d.zero(None).unwrap();
+        assert_eq!(d.dataplane().zeroed, 1);
+    }
+
+    #[test]
+    fn reload_keeps_the_running_table_on_a_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xvs.toml");
+        std::fs::write(&path, include_str!("../examples/dr.toml")).unwrap();
+        let loaded = initial_config(&RunArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        let director = Mutex::new(DataplaneDirector::new(
+            TableOnlyDirector::new(loaded.table, loaded.daemon.timeouts),
+            Recorder::default(),
+        ));
+        std::fs::write(&path, include_str!("../examples/nat.toml")).unwrap();
+        assert!(reload(&path, &director));
+        let nat = config::parse_str(include_str!("../examples/nat.toml"), &Names::none()).unwrap();
+        assert_eq!(director.lock().unwrap().table(), &nat.table);
+        std::fs::write(&path, "[[service]]\ntcp = \"bad\"\n").unwrap();
+        assert!(!reload(&path, &director));
+        assert_eq!(director.lock().unwrap().table(), &nat.table);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let loaded = initial_config(&RunArgs {
+            ifaces: vec!["veth0".into(), "veth1".into()],
+            queues: Some(4),
+            cores: Some(vec![1]),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            loaded.daemon.interfaces,
+            Some(Interfaces::TwoArm {
+                external: "veth0".into(),
+                internal: "veth1".into()
+            })
+        );
+        assert_eq!(loaded.daemon.queues, Some(4));
+        assert!(loaded.table.services.is_empty());
+        assert!(
+            initial_config(&RunArgs {
+                ifaces: vec!["a".into(), "b".into(), "c".into()],
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+}
