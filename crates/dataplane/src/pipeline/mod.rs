@@ -35,17 +35,7 @@ use crate::service::snapshot::{LoadCounters, Service, Snapshot, dest_slot};
 use crate::service::spec::{ForwardMethod, ServiceAddr};
 use counters::{Drop, WorkerCounters, add};
 
-/// What to do with a processed frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Send the (rewritten) frame out of port `port`.
-    Transmit {
-        /// Index of the egress port.
-        port: u8,
-    },
-    /// Drop it (the reason is counted).
-    Drop,
-}
+pub use crate::packet_io::Verdict;
 
 /// Neighbours to resolve, from the workers to the side thread.
 pub type ResolveQueue = ArrayQueue<(u8, Ipv4Addr)>;

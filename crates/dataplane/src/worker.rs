@@ -1,0 +1,83 @@
+//! The worker loop: one thread per queue, pinned to a core, turning batches round.
+//!
+//! Each turn reads, in the order the data path runs:
+//! pick up a new service table or neighbour table if one was published -> set the clock ->
+//! `poll` the ports (RX batch -> pipeline -> TX batch) -> every few milliseconds expire
+//! connections -> if idle for a while, sleep in the kernel until frames arrive.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::packet_io::{BATCH_SIZE, PacketIo};
+use crate::pipeline::{Clock, Pipeline};
+use crate::publish::Subscriber;
+use crate::route::Neighbours;
+use crate::service::snapshot::Snapshot;
+
+/// Empty polls in a row before the worker sleeps in `wait`.
+const SPIN_BEFORE_SLEEP: u32 = 256;
+/// How long an idle worker sleeps at most, so it still notices a stop or a reload.
+const IDLE_WAIT: Duration = Duration::from_millis(10);
+/// How often connections are expired and scheduler caches aged.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(20);
+
+/// What a worker follows besides its ports.
+pub struct WorkerInputs {
+    /// New service tables.
+    pub snapshot: Subscriber<Snapshot>,
+    /// New neighbour tables.
+    pub neighbours: Subscriber<Neighbours>,
+    /// Set to stop the worker.
+    pub stop: Arc<AtomicBool>,
+    /// The director's clock origin (connection timers count seconds from it).
+    pub epoch: Instant,
+}
+
+/// Runs the worker until `inputs.stop` is set or the ports fail.
+pub fn run<P: PacketIo>(
+    io: &mut P,
+    pipeline: &mut Pipeline,
+    mut inputs: WorkerInputs,
+) -> io::Result<()> {
+    let mut idle_turns = 0u32;
+    let mut last_housekeeping = Instant::now();
+    while !inputs.stop.load(Ordering::Relaxed) {
+        if let Some(snapshot) = inputs.snapshot.changed() {
+            pipeline.set_snapshot(snapshot);
+        }
+        if let Some(neighbours) = inputs.neighbours.changed() {
+            pipeline.set_neighbours(neighbours);
+        }
+        let now = Instant::now();
+        pipeline.set_clock(clock(inputs.epoch, now));
+        let summary = io.poll(BATCH_SIZE, &mut |ingress, frames, verdicts| {
+            for (frame, verdict) in frames.iter_mut().zip(verdicts.iter_mut()) {
+                *verdict = pipeline.process(frame, ingress);
+            }
+        })?;
+        if now.duration_since(last_housekeeping) >= HOUSEKEEPING_EVERY {
+            pipeline.housekeeping();
+            last_housekeeping = now;
+        }
+        if summary.received == 0 {
+            idle_turns += 1;
+            if idle_turns >= SPIN_BEFORE_SLEEP {
+                io.wait(IDLE_WAIT)?;
+            }
+        } else {
+            idle_turns = 0;
+        }
+    }
+    Ok(())
+}
+
+/// Seconds and milliseconds since `epoch` (seconds start at 1 so 0 never means "now").
+fn clock(epoch: Instant, now: Instant) -> Clock {
+    let elapsed = now.duration_since(epoch);
+    Clock {
+        secs: elapsed.as_secs() as u32 + 1,
+        millis: elapsed.as_millis() as u64,
+    }
+}
