@@ -262,7 +262,9 @@ fn relay(
         Side::RealServer => (ipv4::DESTINATION, ipv4::SOURCE, tcp::SRC_PORT),
         Side::Client => (ipv4::SOURCE, ipv4::DESTINATION, tcp::DST_PORT),
     };
-    // The quoted TCP checksum is present only if the quote reaches byte 18 of its header.
+    // The quoted TCP checksum is patched only if the quote holds both of its bytes (a quote
+    // may stop after 8 bytes, or anywhere up to 576). One byte alone cannot be patched: the
+    // carry between the two is unknown. (IPVS patches no quoted transport checksum at all.)
     let quote_checksum = L4Checksum::locate(error.flow.protocol, quote_l4, end);
     let packet = frame.data_mut();
     edit::decrement_ttl(packet, ip)?;
