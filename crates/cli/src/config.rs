@@ -334,24 +334,30 @@ fn add_service(
     if s.ops {
         words.push("-o".into());
     }
-    let mut edit = match ipvsadm::parse(&words, "xvs", names) {
-        Ok(Command::Edit(edit @ Edit::AddService { .. })) => edit,
+    // When the service is refused its real servers are still read, so every mistake in
+    // them is reported too, but none is applied.
+    let service_ok = match ipvsadm::parse(&words, "xvs", names) {
+        Ok(Command::Edit(mut edit @ Edit::AddService { .. })) => {
+            if let (Edit::AddService { service }, Some(size)) = (&mut edit, s.mh_table_size) {
+                service.mh_table_size = size;
+            }
+            match edit.apply_to(table) {
+                Ok(()) => true,
+                Err(e) => {
+                    errors.push(format!("{key}: {}", edit.error_message(&e)));
+                    false
+                }
+            }
+        }
         Ok(other) => {
             errors.push(format!("{key}: not a service ({other:?})"));
-            return;
+            false
         }
         Err(e) => {
             errors.push(format!("{key}: {}", e.message));
-            return;
+            false
         }
     };
-    if let (Edit::AddService { service }, Some(size)) = (&mut edit, s.mh_table_size) {
-        service.mh_table_size = size;
-    }
-    if let Err(e) = edit.apply_to(table) {
-        errors.push(format!("{key}: {}", edit.error_message(&e)));
-        return;
-    }
     for (j, rs) in s.real_server.into_iter().enumerate() {
         let key = format!("{key}.real_server[{j}]");
         let method = match rs.method.as_deref().map(str::to_ascii_lowercase).as_deref() {
@@ -382,11 +388,12 @@ fn add_service(
             }
         }
         match ipvsadm::parse(&words, "xvs", names) {
-            Ok(Command::Edit(edit)) => {
+            Ok(Command::Edit(edit)) if service_ok => {
                 if let Err(e) = edit.apply_to(table) {
                     errors.push(format!("{key}: {}", edit.error_message(&e)));
                 }
             }
+            Ok(Command::Edit(_)) => {}
             Ok(other) => errors.push(format!("{key}: not a real server ({other:?})")),
             Err(e) => errors.push(format!("{key}: {}", e.message)),
         }

@@ -1,0 +1,139 @@
+//! The `xvs` binary: `check`, and `run` with xvsadm talking to it, SIGHUP reload (a bad
+//! file keeps the running table) and SIGTERM stop.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DR: &str = include_str!("../examples/dr.toml");
+const NAT: &str = include_str!("../examples/nat.toml");
+
+fn xvsadm(socket: &Path, args: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xvsadm"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args.split_whitespace())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(if out.status.success() {
+            &out.stdout
+        } else {
+            &out.stderr
+        })
+        .into_owned(),
+    )
+}
+
+fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name}");
+}
+
+/// Polls `f` for up to 10 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn check_prints_ok_or_the_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, DR).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xvs"))
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "OK\n");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[service]]\ntcp = \"10.0.0.1:80\"\nscheduler = \"nope\"\n[[service.real_server]]\naddress = \"10.0.0.2\"\nweight = 70000\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xvs"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].ends_with("service[0]: Scheduler or persistence engine not found"));
+    assert!(lines[1].ends_with("service[0].real_server[0]: illegal weight specified"));
+}
+
+#[test]
+fn run_reload_and_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("xvs.toml");
+    let socket = dir.path().join("xvs.sock");
+    std::fs::write(&config, DR).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xvs"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("socket", || xvsadm(&socket, "-L -n").0);
+
+    let (_, saved) = xvsadm(&socket, "-S -n");
+    assert_eq!(
+        saved,
+        "-A -t 172.16.21.10:80 -s rr\n\
+-a -t 172.16.21.10:80 -r 192.168.40.12:80 -g -w 2\n\
+-a -t 172.16.21.10:80 -r 192.168.40.13:80 -g -w 1\n"
+    );
+    // xvsadm edits the running table.
+    assert!(xvsadm(&socket, "-e -t 172.16.21.10:80 -r 192.168.40.13 -g -w 0").0);
+    assert!(
+        xvsadm(&socket, "-S -n")
+            .1
+            .contains("192.168.40.13:80 -g -w 0")
+    );
+
+    // SIGHUP with a valid file: its table replaces the running one.
+    std::fs::write(&config, NAT).unwrap();
+    signal(&child, "HUP");
+    eventually("reload", || {
+        xvsadm(&socket, "-S -n")
+            .1
+            .starts_with("-A -t 192.168.0.11:80 -s lc -p 300\n")
+    });
+
+    // SIGHUP with a broken file: refused, the NAT table stays.
+    std::fs::write(&config, "[[service]]\ntcp = \"bad\"\n").unwrap();
+    signal(&child, "HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        xvsadm(&socket, "-S -n")
+            .1
+            .starts_with("-A -t 192.168.0.11:80 -s lc -p 300\n")
+    );
+
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists());
+}
