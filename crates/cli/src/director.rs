@@ -265,8 +265,8 @@ impl Director for TableOnlyDirector {
     }
 }
 
-/// The service a [`ServiceSpec`] list would hold after the edits, for callers that build a
-/// table outside a director (the config file does this).
+/// The table `edits` build from an empty one, all or none (for callers without a
+/// director, such as tests and tools).
 pub fn build_table(edits: &[Edit]) -> Result<ServiceTableSpec, EditFailure> {
     let mut d = TableOnlyDirector::default();
     d.apply_batch(edits)?;
