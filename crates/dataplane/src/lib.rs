@@ -12,6 +12,7 @@ pub mod packet_io;
 pub mod pipeline;
 pub mod publish;
 pub mod route;
+pub mod runtime;
 pub mod service;
 pub mod stats;
 pub mod umem;

@@ -117,7 +117,20 @@ impl Pipeline {
             self.schedulers
                 .push((service.spec.addr, options, scheduler));
         }
-        self.shared.snapshot = snapshot;
+        // IPVS expire_nodest_conn: a removed real server's connections end now rather than
+        // at their next packet (which would find them gone anyway).
+        if self.shard.table().options().expire_nodest_conn {
+            let previous = std::mem::replace(&mut self.shared.snapshot, snapshot);
+            for (_, dest, _) in previous.dests() {
+                if previous.dest(dest.id).is_some() && self.shared.snapshot.dest(dest.id).is_none()
+                {
+                    self.shard
+                        .expire_dest(dest.id, &mut LoadCounters(&previous));
+                }
+            }
+        } else {
+            self.shared.snapshot = snapshot;
+        }
     }
 
     /// Switches to new neighbours (after the side thread resolved some).

@@ -1,0 +1,473 @@
+//! The running director: workers on AF_XDP ports, the XDP filters, and the side thread.
+//!
+//! [`Runtime::start`] opens everything for the configured interfaces: an XDP filter on each
+//! (through a BPF link, so a crash detaches it), one AF_XDP socket per (interface, queue),
+//! one connection-table shard and one pinned worker thread per queue, and the side thread.
+//! The control plane then calls [`Runtime::update`] with each accepted configuration: the
+//! table is compiled into a new [`Snapshot`], the filters' maps are updated (new entries
+//! first, stale ones after), and the snapshot is published to the workers, which pick it up
+//! between batches. No packet is held up by a reload and no connection is lost by one.
+//!
+//! The side thread, every 50 ms: asks the kernel to resolve the next hops the workers could
+//! not find, re-reads the kernel's neighbour table and publishes it when it changed; every
+//! second it rolls up the workers' counters, and every 2 seconds it advances the rate
+//! estimates.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use xvs_conntrack::{Config, ConnTable, Listed, Options, SetTimeouts};
+
+use crate::afxdp::{AfXdpPorts, CopyMode, XskConfig};
+use crate::neigh::NeighbourCache;
+use crate::netdev::NetDev;
+use crate::pipeline::counters::WorkerCounters;
+use crate::pipeline::{Pipeline, ResolveQueue, Shared};
+use crate::publish::Published;
+use crate::route::{Link, Neighbours, Routes};
+use crate::service::snapshot::{BuildError, Snapshot, SnapshotBuilder};
+use crate::service::spec::ServiceTableSpec;
+use crate::stats::{ESTIMATE_INTERVAL_SECS, StatsRollup};
+use crate::worker::{self, WorkerInputs};
+use crate::xdp::{AttachMode, Match, XdpFilter, XdpMode};
+
+/// How the director runs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Interfaces in port order: one (one arm), or external then internal (two arms).
+    pub ifaces: Vec<String>,
+    /// Queues per interface, one worker each; `None`: the first interface's RX queues.
+    pub queues: Option<u32>,
+    /// Cores to pin the workers to, in queue order; `None`: no pinning.
+    pub cores: Option<Vec<usize>>,
+    /// Most connections and templates the table holds.
+    pub max_connections: usize,
+    /// Outer source of tunnelled packets; `None`: the egress interface's first address.
+    pub tunnel_source: Option<Ipv4Addr>,
+    /// AF_XDP sizes and bind mode.
+    pub xsk: XskConfig,
+    /// XDP attach mode.
+    pub attach: AttachMode,
+    /// IPVS behaviour switches.
+    pub options: Options,
+    /// `--set tcp tcpfin udp`.
+    pub timeouts: SetTimeouts,
+}
+
+/// Why the director could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// An interface could not be used.
+    #[error("interface {iface}: {source}")]
+    Interface {
+        /// Its name.
+        iface: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The XDP filter could not be loaded or attached.
+    #[error("XDP filter on {iface}: {source}")]
+    Filter {
+        /// Interface name.
+        iface: String,
+        /// Why (boxed: aya's errors are large).
+        source: Box<crate::xdp::XdpError>,
+    },
+    /// AF_XDP sockets could not be opened.
+    #[error("{0}")]
+    Sockets(#[from] crate::afxdp::XskError),
+    /// The configuration cannot be compiled.
+    #[error("{0}")]
+    Build(#[from] BuildError),
+    /// Anything else from the system.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// How one port runs, for logs and `xvsadm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMode {
+    /// Interface name.
+    pub iface: String,
+    /// Queue.
+    pub queue: u32,
+    /// AF_XDP copy or zero-copy.
+    pub copy: CopyMode,
+    /// XDP native or generic.
+    pub xdp: XdpMode,
+}
+
+/// The running director.
+pub struct Runtime {
+    builder: SnapshotBuilder,
+    snapshot: Arc<Published<Snapshot>>,
+    conns: ConnTable,
+    filters: Vec<XdpFilter>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<io::Result<()>>>,
+    side: Option<JoinHandle<()>>,
+    stats: Arc<Mutex<StatsRollup>>,
+    modes: Vec<PortMode>,
+    epoch: Instant,
+}
+
+impl Runtime {
+    /// Opens the interfaces and starts the workers with `table`.
+    pub fn start(
+        config: &RuntimeConfig,
+        table: &ServiceTableSpec,
+    ) -> Result<Runtime, RuntimeError> {
+        let devs = config
+            .ifaces
+            .iter()
+            .map(|name| {
+                NetDev::by_name(name).map_err(|source| RuntimeError::Interface {
+                    iface: name.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let routes = Arc::new(routes_of(&devs)?);
+        let queues = config.queues.unwrap_or_else(|| devs[0].rx_queues.max(1));
+
+        let mut builder = SnapshotBuilder::new();
+        let first = Arc::new(builder.build(table)?);
+        let snapshot = Arc::new(Published::new(first.clone()));
+
+        let mut filters = Vec::new();
+        for dev in &devs {
+            let filter = XdpFilter::attach(dev.ifindex, config.attach).map_err(|source| {
+                RuntimeError::Filter {
+                    iface: dev.name.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+            filters.push(filter);
+        }
+        set_filter_maps(&mut filters, &first).map_err(|source| RuntimeError::Filter {
+            iface: devs[0].name.clone(),
+            source: Box::new(source),
+        })?;
+
+        let neighbour_cache =
+            NeighbourCache::open(&devs.iter().map(|d| d.ifindex).collect::<Vec<_>>())?;
+        let neighbours = Arc::new(Published::new(Arc::new(neighbour_cache.neighbours())));
+        let resolve = Arc::new(ResolveQueue::new(1024));
+        let tunnel_source = config.tunnel_source;
+
+        let mut table_config = Config::new(queues as usize, config.max_connections);
+        table_config.options = config.options;
+        let (conns, shards) = ConnTable::new(table_config);
+        conns.timeouts().set(config.timeouts);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = Instant::now();
+        let names: Vec<&str> = config.ifaces.iter().map(String::as_str).collect();
+        let mut workers = Vec::new();
+        let mut counters = Vec::new();
+        let mut modes = Vec::new();
+        for (queue, shard) in (0..queues).zip(shards) {
+            let mut ports = AfXdpPorts::open(&names, queue, &config.xsk)?;
+            for (port, filter) in filters.iter_mut().enumerate() {
+                let fd = ports
+                    .socket_fd(port)
+                    .ok_or_else(|| io::Error::other("missing socket"))?;
+                filter
+                    .register_socket(queue, fd)
+                    .map_err(|source| RuntimeError::Filter {
+                        iface: config.ifaces[port].clone(),
+                        source: Box::new(source),
+                    })?;
+                let copy = ports.mode(port).unwrap_or(CopyMode::Copy);
+                modes.push(PortMode {
+                    iface: config.ifaces[port].clone(),
+                    queue,
+                    copy,
+                    xdp: filter.mode(),
+                });
+                tracing::info!(iface = %config.ifaces[port], queue, af_xdp = %copy, xdp = %filter.mode(), "port open");
+            }
+            let worker_counters = Arc::new(WorkerCounters::default());
+            counters.push(worker_counters.clone());
+            let shared = Shared {
+                snapshot: first.clone(),
+                routes: routes.clone(),
+                neighbours: neighbours.load(),
+                counters: worker_counters,
+                resolve: resolve.clone(),
+                tunnel_source,
+            };
+            let inputs = WorkerInputs {
+                snapshot: snapshot.subscribe(),
+                neighbours: neighbours.subscribe(),
+                stop: stop.clone(),
+                epoch,
+            };
+            let core = config
+                .cores
+                .as_ref()
+                .and_then(|c| c.get(queue as usize).copied());
+            let handle = std::thread::Builder::new()
+                .name(format!("xvs-worker-{queue}"))
+                .spawn(move || {
+                    if let Some(core) = core
+                        && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
+                    {
+                        tracing::warn!(queue, core, "could not pin the worker");
+                    }
+                    let mut pipeline = Pipeline::new(queue as u16, shard, shared);
+                    let result = worker::run(&mut ports, &mut pipeline, inputs);
+                    if let Err(e) = &result {
+                        tracing::error!(queue, error = %e, "worker stopped");
+                    }
+                    result
+                })?;
+            workers.push(handle);
+        }
+
+        let stats = Arc::new(Mutex::new(StatsRollup::new(counters)));
+        let side = spawn_side_thread(SideThread {
+            neighbour_cache,
+            neighbours,
+            resolve,
+            snapshot: snapshot.clone(),
+            stats: stats.clone(),
+            stop: stop.clone(),
+        })?;
+        Ok(Runtime {
+            builder,
+            snapshot,
+            conns,
+            filters,
+            stop,
+            workers,
+            side: Some(side),
+            stats,
+            modes,
+            epoch,
+        })
+    }
+
+    /// Compiles and publishes a new configuration; the filters follow. On error nothing
+    /// changes.
+    pub fn update(&mut self, table: &ServiceTableSpec) -> Result<(), RuntimeError> {
+        let next = Arc::new(self.builder.build(table)?);
+        let previous = self.snapshot.load();
+        // Count the last packets of the old table before it goes.
+        self.stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .collect(&previous);
+        set_filter_maps(&mut self.filters, &next).map_err(|source| RuntimeError::Filter {
+            iface: String::new(),
+            source: Box::new(source),
+        })?;
+        self.snapshot.publish(next);
+        Ok(())
+    }
+
+    /// `--set tcp tcpfin udp`.
+    pub fn set_timeouts(&self, timeouts: SetTimeouts) {
+        self.conns.timeouts().set(timeouts);
+    }
+
+    /// IPVS behaviour switches.
+    pub fn set_options(&self, options: Options) {
+        self.conns.set_options(options);
+    }
+
+    /// The service table in use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load()
+    }
+
+    /// Reads the statistics under their lock (collected first, so they are current).
+    pub fn with_stats<R>(&self, f: impl FnOnce(&StatsRollup) -> R) -> R {
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        stats.collect(&self.snapshot.load());
+        f(&stats)
+    }
+
+    /// `-Z`.
+    pub fn zero(&self, service: Option<&crate::service::spec::ServiceAddr>) {
+        let snapshot = self.snapshot.load();
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        stats.collect(&snapshot);
+        stats.zero(&snapshot, service);
+    }
+
+    /// Every connection and template, with seconds left before it expires.
+    pub fn connections(&self) -> Vec<(Listed, u32)> {
+        let now = self.epoch.elapsed().as_secs() as u32 + 1;
+        let mut all = Vec::new();
+        for shard in 0..self.conns.shard_count() {
+            self.conns.for_each_entry(shard as u16, |entry| {
+                all.push((entry, entry.expires.saturating_sub(now)));
+            });
+        }
+        all
+    }
+
+    /// How each port runs.
+    pub fn modes(&self) -> &[PortMode] {
+        &self.modes
+    }
+
+    /// Stops the workers and the side thread and detaches the filters.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        if let Some(side) = self.side.take() {
+            let _ = side.join();
+        }
+        // Dropping the filters closes their BPF links, which detaches the programs.
+        self.filters.clear();
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The links the workers route over, from the interfaces' facts and the main routing table.
+fn routes_of(devs: &[NetDev]) -> io::Result<Routes> {
+    let gateways = default_gateways()?;
+    let links = devs
+        .iter()
+        .enumerate()
+        .map(|(port, dev)| Link {
+            port: port as u8,
+            name: dev.name.clone(),
+            mac: dev.mac,
+            mtu: dev.mtu.min(u32::from(u16::MAX)) as u16,
+            nets: dev.ipv4.clone(),
+            gateway: gateways
+                .iter()
+                .find(|(name, _)| *name == dev.name)
+                .map(|&(_, gw)| gw),
+        })
+        .collect();
+    Ok(Routes { links })
+}
+
+/// Default routes from `/proc/net/route`: (interface, gateway).
+fn default_gateways() -> io::Result<Vec<(String, Ipv4Addr)>> {
+    let text = std::fs::read_to_string("/proc/net/route")?;
+    Ok(parse_default_gateways(&text))
+}
+
+fn parse_default_gateways(text: &str) -> Vec<(String, Ipv4Addr)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Iface Destination Gateway Flags ... Mask: default route = destination 0, mask 0.
+            if f.len() < 8 || f[1] != "00000000" || f[7] != "00000000" {
+                return None;
+            }
+            let gw = u32::from_str_radix(f[2], 16).ok()?;
+            // The file prints the address in host (little-endian) order.
+            Some((f[0].to_string(), Ipv4Addr::from(gw.swap_bytes())))
+        })
+        .filter(|(_, gw)| !gw.is_unspecified())
+        .collect()
+}
+
+/// Points every filter's maps at `snapshot`'s VIPs and NAT real servers.
+fn set_filter_maps(
+    filters: &mut [XdpFilter],
+    snapshot: &Snapshot,
+) -> Result<(), crate::xdp::XdpError> {
+    let (vips, nat) = snapshot.filter_matches();
+    let to_match = |(proto, addr, port): (u8, u32, u16)| Match {
+        addr: Ipv4Addr::from(addr),
+        port,
+        proto,
+    };
+    let vips: Vec<Match> = vips.into_iter().map(to_match).collect();
+    let nat: Vec<Match> = nat.into_iter().map(to_match).collect();
+    for filter in filters {
+        filter.set_vips(&vips)?;
+        filter.set_nat_returns(&nat)?;
+    }
+    Ok(())
+}
+
+struct SideThread {
+    neighbour_cache: NeighbourCache,
+    neighbours: Arc<Published<Neighbours>>,
+    resolve: Arc<ResolveQueue>,
+    snapshot: Arc<Published<Snapshot>>,
+    stats: Arc<Mutex<StatsRollup>>,
+    stop: Arc<AtomicBool>,
+}
+
+fn spawn_side_thread(mut side: SideThread) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("xvs-side".into()).spawn(move || {
+        let tick = Duration::from_millis(50);
+        let mut last_collect = Instant::now();
+        let mut last_estimate = Instant::now();
+        let mut published = side.neighbours.load();
+        while !side.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(tick);
+            while let Some((port, addr)) = side.resolve.pop() {
+                if let Err(e) = side.neighbour_cache.request(port, addr) {
+                    tracing::warn!(%addr, port, error = %e, "neighbour resolution request failed");
+                }
+            }
+            match side.neighbour_cache.refresh() {
+                Ok(_) => {
+                    let fresh = side.neighbour_cache.neighbours();
+                    if fresh != *published {
+                        published = Arc::new(fresh);
+                        side.neighbours.publish(published.clone());
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the neighbour table"),
+            }
+            let now = Instant::now();
+            if now.duration_since(last_collect) >= Duration::from_secs(1) {
+                let snapshot = side.snapshot.load();
+                let mut stats = side.stats.lock().unwrap_or_else(PoisonError::into_inner);
+                stats.collect(&snapshot);
+                if now.duration_since(last_estimate) >= Duration::from_secs(ESTIMATE_INTERVAL_SECS) {
+                    stats.estimate();
+                    last_estimate = now;
+                }
+                last_collect = now;
+            }
+        }
+    })
+}
+
+/// An address as IPv4 for the tunnel source, when it is one.
+pub fn ipv4_of(addr: IpAddr) -> Option<Ipv4Addr> {
+    match addr {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_default_gateways_from_proc_net_route() {
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t00000000\tFE28A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                    eth0\t0028A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(
+            parse_default_gateways(text),
+            vec![("eth0".to_string(), Ipv4Addr::new(192, 168, 40, 254))]
+        );
+    }
+}
