@@ -9,6 +9,12 @@
 // Each map is tried with the exact port, then port 0 ("any port" of that protocol, for
 // persistent port-0 services), then port 0 and protocol 0 ("any traffic to that address").
 // Non-first fragments carry no ports, so only the port-0 entries can match them.
+//
+// ICMP errors (unreachable, source quench, time exceeded, parameter problem) are matched by
+// the packet they quote, as IPVS does: a quoted packet from a VIP:port (a reply xvs sent
+// toward a client) or to a NAT real server's addr:port (a packet xvs sent to it) makes the
+// error xvs's. ICMP echo to a VIP stays with the kernel, which answers it.
+//
 // ARP, IPv6, VLAN-tagged frames and everything not matching go to the kernel.
 //
 // Self-contained on purpose (no kernel or libbpf headers): build.rs compiles it with
@@ -51,6 +57,7 @@ static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
 #define IP_OFFSET_MASK 0x1fff /* fragment offset; non-zero on every fragment but the first */
+#define IPPROTO_ICMP 1
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define IPPROTO_SCTP 132
@@ -101,6 +108,45 @@ static __always_inline int matches(void *map, __u32 addr, __u16 port, __u8 proto
 	return bpf_map_lookup_elem(map, &key) != 0;
 }
 
+static __always_inline int carries_ports(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
+}
+
+static __always_inline int is_first_fragment(__u8 *ip)
+{
+	return (*(__u16 *)(ip + 6) & bpf_htons(IP_OFFSET_MASK)) == 0;
+}
+
+// True when the ICMP message at `icmp` is an error quoting a packet of a VIP or NAT service.
+static __always_inline int icmp_error_is_ours(__u8 *icmp, void *data_end)
+{
+	__u8 *inner = icmp + 8;
+
+	if ((void *)(inner + 20) > data_end)
+		return 0;
+	__u8 type = icmp[0];
+	if (type != 3 && type != 4 && type != 11 && type != 12)
+		return 0;
+	__u32 inner_ihl = (inner[0] & 0x0f) * 4;
+	if ((inner[0] >> 4) != 4 || inner_ihl < 20)
+		return 0;
+
+	__u8 proto = inner[9];
+	__u32 saddr = *(__u32 *)(inner + 12);
+	__u32 daddr = *(__u32 *)(inner + 16);
+	__u16 sport = 0, dport = 0;
+	if (carries_ports(proto) && is_first_fragment(inner)) {
+		__u8 *l4 = inner + inner_ihl;
+		if ((void *)(l4 + 4) > data_end)
+			return 0;
+		sport = *(__u16 *)l4;
+		dport = *(__u16 *)(l4 + 2);
+	}
+	return matches(&xvs_vips, saddr, sport, proto) ||
+	       matches(&xvs_nat_returns, daddr, dport, proto);
+}
+
 SEC("xdp")
 int xvs_filter(struct xdp_md *ctx)
 {
@@ -124,9 +170,8 @@ int xvs_filter(struct xdp_md *ctx)
 	__u32 daddr = *(__u32 *)(ip + 16);
 	__u16 sport = 0, dport = 0;
 
-	int first_fragment = (*(__u16 *)(ip + 6) & bpf_htons(IP_OFFSET_MASK)) == 0;
-	int has_ports = proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
-	if (has_ports && first_fragment) {
+	int first_fragment = is_first_fragment(ip);
+	if (carries_ports(proto) && first_fragment) {
 		__u8 *l4 = ip + ihl;
 		if ((void *)(l4 + 4) > data_end)
 			return XDP_PASS;
@@ -136,6 +181,8 @@ int xvs_filter(struct xdp_md *ctx)
 
 	if (matches(&xvs_vips, daddr, dport, proto) ||
 	    matches(&xvs_nat_returns, saddr, sport, proto))
+		return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
+	if (proto == IPPROTO_ICMP && first_fragment && icmp_error_is_ours(ip + ihl, data_end))
 		return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
 	return XDP_PASS;
 }

@@ -11,7 +11,9 @@
 //! traffic, ICMP echo to a VIP (the kernel answers it when the VIP is on the interface). A
 //! queue with no socket registered passes too. Each map is looked up with the exact port, then
 //! port 0 ("any port" of that protocol, for persistent port-0 services), then protocol 0 as
-//! well ("anything to that address", fwmark-like services); see [`Match`].
+//! well ("anything to that address", fwmark-like services); see [`Match`]. ICMP errors are
+//! matched by the packet they quote, as IPVS does: quoting a packet from a VIP:port, or to a
+//! NAT real server's addr:port, makes the error xvs's (ICMP echo to a VIP is not).
 //!
 //! Why C and aya: the C stays readable and reviewable, clang is a build dependency already, and
 //! aya loads the object, fixes up its map references and creates the BPF link in safe Rust.

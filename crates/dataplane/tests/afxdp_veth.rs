@@ -13,7 +13,7 @@ use common::*;
 use xvs_dataplane::afxdp::{AfXdpPorts, CopyMode, XskConfig};
 use xvs_dataplane::netdev::NetDev;
 use xvs_dataplane::packet_io::{PacketIo, PortStats, Verdict};
-use xvs_dataplane::xdp::{AttachMode, Match, XdpFilter, XdpMode};
+use xvs_dataplane::xdp::{AttachMode, Match, MatchKey, XdpFilter, XdpMode};
 
 const DIRECTOR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -85,17 +85,31 @@ fn the_filter_sends_vip_traffic_to_the_socket_and_everything_else_to_the_kernel(
         filter
             .register_socket(0, ports.socket_fd(0).unwrap())
             .unwrap();
+        // A reload that keeps two entries and drops one leaves exactly the two.
+        let first = [
+            Match::udp(VIP, 5000),
+            Match::udp(VIP, 5002),
+            Match::tcp(VIP, 5000),
+        ];
+        filter.set_vips(&first).unwrap();
         filter
             .set_vips(&[Match::udp(VIP, 5000), Match::tcp(VIP, 5000)])
             .unwrap();
-        assert_eq!(filter.vips().unwrap().len(), 2);
+        let mut vips = filter.vips().unwrap();
+        vips.sort_by_key(|k| k.to_bytes());
+        let mut wanted = [Match::udp(VIP, 5000), Match::tcp(VIP, 5000)].map(MatchKey::from);
+        wanted.sort_by_key(|k| k.to_bytes());
+        assert_eq!(vips, wanted);
+        // The client plays a NAT real server answering from port 9000.
+        filter.set_nat_returns(&[Match::udp(CLIENT, 9000)]).unwrap();
+        assert_eq!(filter.nat_returns().unwrap().len(), 1);
         ready_tx
             .send((filter.mode(), ports.mode(0).unwrap()))
             .unwrap();
 
         let mut received: Vec<Vec<u8>> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while received.len() < FRAMES && Instant::now() < deadline {
+        while received.len() < FRAMES + 2 && Instant::now() < deadline {
             ports
                 .poll(64, &mut |_, frames, _| {
                     received.extend(frames.iter().map(|f| f.data().to_vec()));
@@ -123,6 +137,11 @@ fn the_filter_sends_vip_traffic_to_the_socket_and_everything_else_to_the_kernel(
         socket
             .send_to(b"director-address", (DIRECTOR, 5001))
             .unwrap();
+        let real_server = udp_socket("10.77.0.2:9000");
+        real_server
+            .send_to(b"nat-return", (DIRECTOR, 5555))
+            .unwrap();
+        send_icmp(VIP, &port_unreachable_quoting(VIP, 5000, CLIENT, 40000));
     });
     // ARP and ICMP go to the kernel: the director's address and the VIP answer pings.
     for target in ["10.77.0.1", "10.77.0.100"] {
@@ -152,10 +171,10 @@ fn the_filter_sends_vip_traffic_to_the_socket_and_everything_else_to_the_kernel(
     let (received, stats): (Vec<Vec<u8>>, PortStats) = worker.join().unwrap();
     assert_eq!(
         received.len(),
-        FRAMES,
-        "every VIP datagram reached the AF_XDP socket"
+        FRAMES + 2,
+        "VIP datagrams, the NAT return and the ICMP error reached the AF_XDP socket"
     );
-    for (i, frame) in received.iter().enumerate() {
+    for (i, frame) in received[..FRAMES].iter().enumerate() {
         let (src, dst, _, dport, payload) = udp_fields(frame).expect("a UDP frame");
         assert_eq!((src, dst, dport), (CLIENT, VIP, 5000));
         assert_eq!(
@@ -168,7 +187,18 @@ fn the_filter_sends_vip_traffic_to_the_socket_and_everything_else_to_the_kernel(
             "complete checksums from the client (tx offload off)"
         );
     }
-    assert_eq!(stats.rx_packets, FRAMES as u64);
+    let (src, dst, sport, _, payload) = udp_fields(&received[FRAMES]).expect("NAT return");
+    assert_eq!(
+        (src, dst, sport, payload),
+        (CLIENT, DIRECTOR, 9000, &b"nat-return"[..])
+    );
+    let icmp = &received[FRAMES + 1];
+    assert_eq!(
+        (icmp[IP + 9], icmp[IP + 20]),
+        (1, 3),
+        "the unreachable quoting VIP:5000"
+    );
+    assert_eq!(stats.rx_packets, FRAMES as u64 + 2);
     assert_eq!(stats.invalid_descs, 0);
     vip_port_socket
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -370,4 +400,60 @@ fn udp_in_csum_errors(snmp: &str) -> u64 {
         .find(|(name, _)| *name == "InCsumErrors")
         .and_then(|(_, value)| value.parse().ok())
         .expect("InCsumErrors in /proc/net/snmp")
+}
+
+/// An ICMP port unreachable (without the IP header) quoting a UDP datagram `src:sport ->
+/// dst:dport`, as a client host answers a reply it has no socket for.
+fn port_unreachable_quoting(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut quoted = vec![0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    quoted.extend_from_slice(&src.octets());
+    quoted.extend_from_slice(&dst.octets());
+    let header_sum = checksum(&quoted, 0);
+    quoted[10..12].copy_from_slice(&header_sum.to_be_bytes());
+    quoted.extend_from_slice(&sport.to_be_bytes());
+    quoted.extend_from_slice(&dport.to_be_bytes());
+    quoted.extend_from_slice(&[0, 16, 0, 0]);
+    let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&quoted);
+    let sum = checksum(&icmp, 0);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    icmp
+}
+
+/// Sends an ICMP message (the kernel adds the IP header) from the calling thread's namespace.
+fn send_icmp(to: Ipv4Addr, message: &[u8]) {
+    // SAFETY: plain socket(2), checked and closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+    assert!(
+        fd >= 0,
+        "raw ICMP socket: {}",
+        std::io::Error::last_os_error()
+    );
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(to.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `message` and `addr` are valid for the lengths passed.
+    let sent = unsafe {
+        libc::sendto(
+            fd,
+            message.as_ptr().cast(),
+            message.len(),
+            0,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    assert_eq!(
+        sent,
+        message.len() as isize,
+        "sendto: {}",
+        std::io::Error::last_os_error()
+    );
 }
