@@ -25,7 +25,8 @@ pub enum Edit {
         /// The new service (its `dests` are empty from xvsadm).
         service: ServiceSpec,
     },
-    /// `-E`: scheduler, flags, persistence and `-o` become these.
+    /// `-E`: scheduler, flags, persistence and `-o` become these (the Maglev table size,
+    /// which only the config file sets, stays).
     EditService {
         /// The service's new settings.
         service: ServiceSpec,
@@ -67,7 +68,14 @@ impl Edit {
     pub fn apply_to(&self, table: &mut ServiceTableSpec) -> Result<(), EditError> {
         match self {
             Edit::AddService { service } => table.add_service(service.clone()),
-            Edit::EditService { service } => table.edit_service(service.clone()),
+            Edit::EditService { service } => {
+                // ipvsadm -E cannot name a Maglev table size: the configured one stays.
+                let mut service = service.clone();
+                if let Some(current) = table.service(&service.addr) {
+                    service.mh_table_size = current.mh_table_size;
+                }
+                table.edit_service(service)
+            }
             Edit::DeleteService { addr } => table.delete_service(addr),
             Edit::Clear => {
                 table.clear();
@@ -346,6 +354,19 @@ mod tests {
         assert_eq!(e.message, "Scheduler or persistence engine not found");
         assert_eq!(d.zero(Some(&vip())), Err(EditError::NoSuchService));
         assert!(d.zero(None).is_ok());
+    }
+
+    #[test]
+    fn edit_service_keeps_the_configured_maglev_size() {
+        let mut spec = ServiceSpec::new(vip());
+        spec.scheduler = "mh".into();
+        spec.mh_table_size = 65_521;
+        let mut d = TableOnlyDirector::default();
+        d.apply(Edit::AddService { service: spec }).unwrap();
+        let mut edited = ServiceSpec::new(vip());
+        edited.scheduler = "mh".into();
+        d.apply(Edit::EditService { service: edited }).unwrap();
+        assert_eq!(d.table().services[0].mh_table_size, 65_521);
     }
 
     #[test]

@@ -12,11 +12,13 @@
 //! | [`control`] | the unix control socket: JSON lines, the server loop and the client |
 //! | [`config`] | the TOML configuration file, validated into [`config::DaemonConfig`] |
 //! | [`daemon`] | `xvs run`: signals, reload, the control thread and the dataplane seam |
+//! | [`forwarding`] | the AF_XDP dataplane behind that seam |
 
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod director;
+pub mod forwarding;
 pub mod ipvsadm;
 pub mod listing;
 pub mod names;

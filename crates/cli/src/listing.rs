@@ -1,9 +1,9 @@
 //! What `xvsadm -L` shows: the data ([`ListData`], serde, so `--json` prints the same facts)
 //! and ipvsadm's text formats, byte for byte.
 //!
-//! Each printer quotes the printf format of ipvsadm.c (1.26 `print_title`,
-//! `print_service_entry`, `print_largenum`, `list_conn`, `list_timeout`; 1.28+ for `-b`
-//! flags, 1.30+ for `--tun-info` and `--tun-type` in `-S`). The daemon fills [`ListData`]
+//! Each printer quotes the printf format of ipvsadm.c (1.26 and 1.29: `print_title`,
+//! `print_service_entry`, `print_largenum`, `print_sched_flags`, `list_conn`,
+//! `list_timeout`; the 1.30 GUE patch for `--tun-info` and `--tun-type` in `-S`). The daemon fills [`ListData`]
 //! with numbers; xvsadm renders it, resolving names on its own side as ipvsadm does.
 
 use std::cmp::Ordering;
@@ -472,8 +472,8 @@ fn service_row(out: &mut String, s: &ServiceEntry, f: &ListFormat, names: &Names
 
 fn dest_name(s: &ServiceEntry, d: &DestEntry, numeric: bool, names: &Names) -> String {
     let mut name = addrport(d.addr, d.port, s.protocol(), numeric, names);
-    // ipvsadm: `if (!(format & FMT_RULE) && (se->af != AF_INET6)) dname[28] = '\0';`
-    if !s.is_ipv6() {
+    // ipvsadm: `if (!(format & FMT_RULE) && (e->af != AF_INET6)) dname[28] = '\0';`
+    if d.addr.is_ipv4() {
         truncate(&mut name, 28);
     }
     name
@@ -614,7 +614,8 @@ pub fn render_service(service: &ServiceEntry, f: &ListFormat, names: &Names) -> 
 
 /// `ipvsadm -S [-n]`: the rules that rebuild the table, which `-R` reads back.
 ///
-/// `"-A %s -s %s"` then ` -b flags`, ` -p %u`, ` -M mask`, ` -o`; real servers
+/// `"-A %s -s %s"` then ` -p %u`, ` -M mask`, ` -o`, ` -b flags` (ipvsadm 1.29's order);
+/// real servers
 /// `"-a %s -r %s %s -w %d"` (tunnels add ` --tun-type ipip`, as ipvsadm 1.30+'s
 /// `print_tunnel_rule`). xvs adds ` -x U -y L` when a threshold is set, which ipvsadm
 /// drops, so a save and restore keeps them.
@@ -623,9 +624,6 @@ pub fn render_save(data: &ListData, numeric: bool, names: &Names) -> String {
     for s in ordered(&data.services, false) {
         let svc = service_rule(&s, numeric, names);
         let _ = write!(out, "-A {svc} -s {}", s.scheduler);
-        if has_flags(&s.flags) {
-            let _ = write!(out, " -b {}", s.flags.to_ipvsadm(&s.scheduler));
-        }
         if let Some(p) = &s.persistence {
             let _ = write!(out, " -p {}", p.timeout_secs);
             if let Some(mask) = mask_text(&s, p) {
@@ -634,6 +632,9 @@ pub fn render_save(data: &ListData, numeric: bool, names: &Names) -> String {
         }
         if s.one_packet {
             out.push_str(" -o");
+        }
+        if has_flags(&s.flags) {
+            let _ = write!(out, " -b {}", s.flags.to_ipvsadm(&s.scheduler));
         }
         out.push('\n');
         for d in &s.dests {
@@ -1022,7 +1023,7 @@ FWM  7 IPv6 sh (sh-fallback,sh-port) persistent 60 mask 64\n\
         assert_eq!(
             render_save(&data, true, &Names::none()),
             "-A -u [2001:db8::1]:53 -s wlc -o\n\
--A -f 7 -6 -s sh -b sh-fallback,sh-port -p 60 -M 64\n\
+-A -f 7 -6 -s sh -p 60 -M 64 -b sh-fallback,sh-port\n\
 -a -f 7 -6 -r [2001:db8::2]:0 -i -w 3 --tun-type ipip -x 10\n"
         );
         let ti = render_all(

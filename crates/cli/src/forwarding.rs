@@ -1,0 +1,204 @@
+//! The real [`Dataplane`]: xvs's AF_XDP runtime behind the daemon's control side.
+//!
+//! [`AfXdpDataplane::start`] opens the configured interfaces with
+//! [`xvs_dataplane::runtime::Runtime`] (XDP filters, AF_XDP sockets, pinned workers, the side
+//! thread); configuration changes are compiled and published to the workers; listings get
+//! the live counters: ActiveConn/InActConn/PersistConn from the real servers' shared loads,
+//! `--stats` and `--rate` from the statistics roll-up, `-c` from the connection table.
+
+use std::net::IpAddr;
+
+use xvs_conntrack::{Protocol as ConnProtocol, SetTimeouts};
+use xvs_dataplane::afxdp::XskConfig;
+use xvs_dataplane::runtime::{PortMode, Runtime, RuntimeConfig, ipv4_of};
+use xvs_dataplane::service::spec::{ServiceAddr, ServiceTableSpec};
+use xvs_dataplane::stats::{Rates as RuntimeRates, Totals};
+use xvs_dataplane::xdp::AttachMode;
+
+use crate::config::{DaemonConfig, Interfaces};
+use crate::daemon::Dataplane;
+use crate::director::ListRequest;
+use crate::listing::{ConnEntry, ListData, Rates, Stats, Timeouts};
+
+/// Connections and templates per entry of IPVS's `size=` (its hash table): the table holds
+/// `conn_table_size * ENTRIES_PER_BUCKET` entries (4096 -> 262144 by default).
+pub const ENTRIES_PER_BUCKET: usize = 64;
+
+/// The AF_XDP dataplane; `None` until started.
+#[derive(Default)]
+pub struct AfXdpDataplane {
+    runtime: Option<Runtime>,
+}
+
+impl AfXdpDataplane {
+    /// How the ports run (empty before start).
+    pub fn modes(&self) -> Vec<PortMode> {
+        self.runtime
+            .as_ref()
+            .map(|r| r.modes().to_vec())
+            .unwrap_or_default()
+    }
+}
+
+fn set_timeouts(t: &Timeouts) -> SetTimeouts {
+    SetTimeouts {
+        tcp: t.tcp,
+        tcpfin: t.tcpfin,
+        udp: t.udp,
+    }
+}
+
+fn stats_of(t: Totals) -> Stats {
+    Stats {
+        conns: t.conns,
+        inpkts: t.in_pkts,
+        outpkts: t.out_pkts,
+        inbytes: t.in_bytes,
+        outbytes: t.out_bytes,
+    }
+}
+
+fn rates_of(r: RuntimeRates) -> Rates {
+    Rates {
+        cps: r.cps,
+        inpps: r.in_pps,
+        outpps: r.out_pps,
+        inbps: r.in_bps,
+        outbps: r.out_bps,
+    }
+}
+
+impl Dataplane for AfXdpDataplane {
+    fn start(
+        &mut self,
+        config: &DaemonConfig,
+        table: &ServiceTableSpec,
+        timeouts: &Timeouts,
+    ) -> Result<(), String> {
+        let ifaces = match &config.interfaces {
+            Some(Interfaces::OneArm { iface }) => vec![iface.clone()],
+            Some(Interfaces::TwoArm { external, internal }) => {
+                vec![external.clone(), internal.clone()]
+            }
+            None => {
+                return Err(
+                    "no interface: give --iface or daemon.interfaces in the file".to_string(),
+                );
+            }
+        };
+        let runtime_config = RuntimeConfig {
+            ifaces,
+            queues: config.queues,
+            cores: config.cores.clone(),
+            max_connections: config.conn_table_size as usize * ENTRIES_PER_BUCKET,
+            tunnel_source: config.director_address.and_then(ipv4_of),
+            xsk: XskConfig::default(),
+            attach: AttachMode::Auto,
+            options: xvs_conntrack::Options {
+                expire_nodest_conn: config.options.expire_nodest_conn,
+                expire_quiescent_template: config.options.expire_quiescent_template,
+                ..Default::default()
+            },
+            timeouts: set_timeouts(timeouts),
+        };
+        let runtime = Runtime::start(&runtime_config, table).map_err(|e| e.to_string())?;
+        for mode in runtime.modes() {
+            tracing::info!(iface = %mode.iface, queue = mode.queue, af_xdp = %mode.copy, xdp = %mode.xdp, "forwarding");
+        }
+        self.runtime = Some(runtime);
+        Ok(())
+    }
+
+    fn update(&mut self, table: &ServiceTableSpec, timeouts: &Timeouts) {
+        let Some(runtime) = self.runtime.as_mut() else {
+            return;
+        };
+        runtime.set_timeouts(set_timeouts(timeouts));
+        if let Err(e) = runtime.update(table) {
+            tracing::error!(error = %e, "configuration not applied to the dataplane");
+        }
+    }
+
+    fn fill(&self, what: &ListRequest, data: &mut ListData) {
+        let Some(runtime) = self.runtime.as_ref() else {
+            return;
+        };
+        if let ListRequest::Connections = what {
+            data.connections = connections(runtime);
+            return;
+        }
+        let snapshot = runtime.snapshot();
+        runtime.with_stats(|stats| {
+            for entry in &mut data.services {
+                let Some(service) = snapshot.services.iter().find(|s| s.spec.addr == entry.addr)
+                else {
+                    continue;
+                };
+                let (totals, rates) = stats.service(&entry.addr);
+                entry.stats = stats_of(totals);
+                entry.rates = rates_of(rates);
+                for dest_entry in &mut entry.dests {
+                    let found = service.dests.iter().zip(&service.servers).find(|(d, _)| {
+                        d.spec.addr == dest_entry.addr && d.spec.port == dest_entry.port
+                    });
+                    if let Some((dest, server)) = found {
+                        dest_entry.active_conns = server.load.active();
+                        dest_entry.inact_conns = server.load.inactive();
+                        dest_entry.persist_conns = server.load.persistent();
+                        let (totals, rates) = stats.dest(dest.id);
+                        dest_entry.stats = stats_of(totals);
+                        dest_entry.rates = rates_of(rates);
+                    }
+                }
+            }
+        });
+    }
+
+    fn zero(&mut self, service: Option<&ServiceAddr>) {
+        if let Some(runtime) = self.runtime.as_ref() {
+            runtime.zero(service);
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut runtime) = self.runtime.take() {
+            runtime.stop();
+        }
+    }
+}
+
+/// `-c`: every connection and template, as `/proc/net/ip_vs_conn` would list them.
+fn connections(runtime: &Runtime) -> Vec<ConnEntry> {
+    let mut entries: Vec<ConnEntry> = runtime
+        .connections()
+        .into_iter()
+        .map(|(c, expire_secs)| {
+            let protocol = match c.proto {
+                Some(ConnProtocol::Tcp) => "TCP",
+                Some(ConnProtocol::Udp) => "UDP",
+                Some(ConnProtocol::Icmp) => "ICMP",
+                None => "IP",
+            };
+            // IPVS names TCP states; UDP and ICMP entries show their protocol as the state.
+            let state = match c.proto {
+                Some(ConnProtocol::Tcp) | None => c.state.name().to_string(),
+                Some(_) => protocol.to_string(),
+            };
+            ConnEntry {
+                protocol: protocol.to_string(),
+                expire_secs,
+                state,
+                client: (ip(c.client.addr), c.client.port),
+                virtual_addr: (ip(c.vip.addr), c.vip.port),
+                dest: (ip(c.dest_addr.addr), c.dest_addr.port),
+                pe: None,
+            }
+        })
+        .collect();
+    entries.sort_by(|a, b| (a.virtual_addr, a.client).cmp(&(b.virtual_addr, b.client)));
+    entries
+}
+
+fn ip(addr: xvs_conntrack::Addr) -> IpAddr {
+    addr.to_ip()
+}
