@@ -197,6 +197,8 @@ struct XskSocket {
     tx: Box<xsk_ring_prod>,
     fill: Box<xsk_ring_prod>,
     comp: Box<xsk_ring_cons>,
+    /// How many chunks the fill ring should hold.
+    fill_target: u32,
     stats: PortStats,
 }
 
@@ -285,6 +287,7 @@ impl XskSocket {
             tx,
             fill,
             comp,
+            fill_target: config.fill_ring,
             stats: PortStats::default(),
         };
         socket.mode = socket.bound_mode()?;
@@ -361,14 +364,24 @@ impl XskSocket {
     }
 
     /// Gives free chunks to the fill ring until it is full or no chunk is free.
+    /// Tops the fill ring up to `fill_target` chunks (not more, so that sockets sharing the
+    /// UMEM each keep a share), as far as free chunks allow.
     fn refill(&mut self, umem: &mut Umem) {
-        let want = umem.free_count().min(u32::MAX as usize) as u32;
-        if want == 0 {
-            return;
-        }
-        // SAFETY: `fill` is this socket's initialised fill ring.
-        let n = unsafe { libxdp_sys::xsk_prod_nb_free(&mut *self.fill, want) }.min(want);
+        let size = self.fill.size;
+        // SAFETY: `fill` is this socket's initialised fill ring; asking for `size` entries
+        // makes libxdp re-read the consumer index, so the count is current.
+        let free_slots = unsafe { libxdp_sys::xsk_prod_nb_free(&mut *self.fill, size) };
+        let in_ring = size.saturating_sub(free_slots);
+        let free_chunks = umem.free_count().min(u32::MAX as usize) as u32;
+        let n = self
+            .fill_target
+            .saturating_sub(in_ring)
+            .min(free_chunks)
+            .min(free_slots);
         if n == 0 {
+            if self.fill_needs_wakeup() {
+                self.wake_rx();
+            }
             return;
         }
         let mut idx = 0;
@@ -597,6 +610,11 @@ impl AfXdpPorts {
                     return Err(socket_error(ifname, e));
                 }
             }
+        }
+        // Sockets share the frames: none may hoard them all in its fill ring.
+        let share = config.umem.frame_count / sockets.len() as u32;
+        for socket in &mut sockets {
+            socket.fill_target = config.fill_ring.min(share);
         }
         for socket in &sockets {
             tracing::info!(ifname = %socket.ifname, queue, mode = %socket.mode, "AF_XDP socket bound");

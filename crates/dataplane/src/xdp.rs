@@ -341,6 +341,12 @@ mod tests {
     }
 
     #[test]
+    fn the_filter_can_move_to_the_thread_that_owns_it() {
+        fn assert_send<T: Send>() {}
+        assert_send::<XdpFilter>();
+    }
+
+    #[test]
     fn modes_print_as_xvsadm_shows_them() {
         assert_eq!(XdpMode::Drv.to_string(), "drv");
         assert_eq!(XdpMode::Skb.to_string(), "skb");

@@ -93,14 +93,46 @@ impl Lab {
         right_ns: &str,
         right_cidr: &str,
     ) -> Link {
+        self.veth_with_queues(tag, left_ns, left_cidr, right_ns, right_cidr, 1)
+    }
+
+    /// Like `veth`, with `queues` RX and TX queues on each end.
+    pub fn veth_with_queues(
+        &mut self,
+        tag: &str,
+        left_ns: &str,
+        left_cidr: &str,
+        right_ns: &str,
+        right_cidr: &str,
+        queues: u32,
+    ) -> Link {
         let left = format!("xv{}{tag}l", self.id);
         let right = format!("xv{}{tag}r", self.id);
         assert!(left.len() <= 15, "interface name too long: {left}");
+        let q = queues.to_string();
         run(
             "ip",
             &[
-                "link", "add", &left, "netns", left_ns, "type", "veth", "peer", "name", &right,
-                "netns", right_ns,
+                "link",
+                "add",
+                &left,
+                "netns",
+                left_ns,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &right,
+                "netns",
+                right_ns,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
             ],
         );
         for (ns, dev, cidr) in [(left_ns, &left, left_cidr), (right_ns, &right, right_cidr)] {
