@@ -344,7 +344,7 @@ fn add_service(
             match edit.apply_to(table) {
                 Ok(()) => true,
                 Err(e) => {
-                    errors.push(format!("{key}: {}", edit.error_message(&e)));
+                    errors.push(format!("{key}: {}", file_message(&edit, &e)));
                     false
                 }
             }
@@ -390,13 +390,23 @@ fn add_service(
         match ipvsadm::parse(&words, "xvs", names) {
             Ok(Command::Edit(edit)) if service_ok => {
                 if let Err(e) = edit.apply_to(table) {
-                    errors.push(format!("{key}: {}", edit.error_message(&e)));
+                    errors.push(format!("{key}: {}", file_message(&edit, &e)));
                 }
             }
             Ok(Command::Edit(_)) => {}
             Ok(other) => errors.push(format!("{key}: not a real server ({other:?})")),
             Err(e) => errors.push(format!("{key}: {}", e.message)),
         }
+    }
+}
+
+/// ipvsadm's message, except for an unknown scheduler, where a file's reader is better
+/// served by the list of known ones than by ipvsadm's "Scheduler or persistence engine
+/// not found".
+fn file_message(edit: &Edit, e: &xvs_dataplane::service::spec::EditError) -> String {
+    match e {
+        xvs_dataplane::service::spec::EditError::Scheduler(s) => format!("scheduler: {s}"),
+        other => edit.error_message(other),
     }
 }
 
@@ -523,7 +533,7 @@ address = "10.0.1.3"
             "daemon.interface: give either",
             "daemon.director_address: 'not-an-ip' is not an IP address",
             "timeouts.tcp: 0 is outside",
-            "service[0]: Scheduler or persistence engine not found",
+            "service[0]: scheduler: unknown scheduler 'fastest' (known: rr wrr",
             "service[1].real_server[0]: illegal weight specified",
             "service[1].real_server[1].method: unknown method 'carrier-pigeon'",
             "service[1].real_server[3]: Destination already exists",

@@ -76,7 +76,7 @@ fn check_prints_ok_or_the_problems() {
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].ends_with("service[0]: Scheduler or persistence engine not found"));
+    assert!(lines[0].contains("service[0]: scheduler: unknown scheduler 'nope'"));
     assert!(lines[1].ends_with("service[0].real_server[0]: illegal weight specified"));
 }
 
