@@ -189,6 +189,24 @@ impl RouteSocket {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
+        // A kernel that never answers must not hang the side thread: give up after 2 s.
+        let timeout = libc::timeval {
+            tv_sec: 2,
+            tv_usec: 0,
+        };
+        // SAFETY: `timeout` is a timeval of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(RouteSocket {
             fd,
             seq: 1,
