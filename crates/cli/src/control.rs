@@ -7,6 +7,17 @@
 //! threads: [`ControlServer::serve`] accepts on the calling thread and answers each
 //! connection on its own thread, calling the [`Director`] under its mutex, so requests
 //! are applied one at a time.
+//!
+//! On the wire (one object per line; addresses as serde writes [`ServiceAddr`]):
+//!
+//! ```text
+//! > {"request":"apply","edits":[{"op":"delete_service","addr":{"fwmark":{"mark":7,"ipv6":false}}}]}
+//! < {"reply":"failed","message":"No such service","index":0}
+//! > {"request":"list","what":{"kind":"timeouts"}}
+//! < {"reply":"listed","data":{"ipvs_version":"1.2.1","conn_table_size":4096,"services":[],"connections":[],"timeouts":{"tcp":900,"tcpfin":120,"udp":300}}}
+//! > {"request":"set_timeouts","timeouts":{"tcp":0,"tcpfin":60,"udp":0}}
+//! < {"reply":"done"}
+//! ```
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -420,6 +431,30 @@ mod tests {
             request(&path, &Request::Zero { service: None }),
             Err(ClientError::Connect { .. })
         ));
+    }
+
+    #[test]
+    fn wire_format_is_as_documented() {
+        let mut d = TableOnlyDirector::default();
+        let line = r#"{"request":"apply","edits":[{"op":"delete_service","addr":{"fwmark":{"mark":7,"ipv6":false}}}]}"#;
+        let reply = handle(&mut d, serde_json::from_str(line).unwrap());
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"reply":"failed","message":"No such service","index":0}"#
+        );
+        let line = r#"{"request":"list","what":{"kind":"timeouts"}}"#;
+        let reply = handle(&mut d, serde_json::from_str(line).unwrap());
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"reply":"listed","data":{"ipvs_version":"1.2.1","conn_table_size":4096,"services":[],"connections":[],"timeouts":{"tcp":900,"tcpfin":120,"udp":300}}}"#
+        );
+        let line = r#"{"request":"set_timeouts","timeouts":{"tcp":0,"tcpfin":60,"udp":0}}"#;
+        let reply = handle(&mut d, serde_json::from_str(line).unwrap());
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"reply":"done"}"#
+        );
+        assert_eq!(d.timeouts().tcpfin, 60);
     }
 
     #[test]

@@ -120,7 +120,7 @@ pub struct EditFailure {
 
 /// What a listing asks the daemon for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "what")]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum ListRequest {
     /// Every service (`-L`, `-S`).
     Services,

@@ -1086,6 +1086,32 @@ TCP 14:59  ESTABLISHED 10.0.0.5:40000     172.16.21.10:80    192.168.40.12:80\n"
     }
 
     #[test]
+    fn connections_with_persistence_engine_columns() {
+        let conns = vec![ConnEntry {
+            protocol: "UDP".into(),
+            expire_secs: 5,
+            state: "NONE".into(),
+            client: (v4(10, 0, 0, 5), 5060),
+            virtual_addr: (v4(172, 16, 21, 10), 5060),
+            dest: (v4(192, 168, 40, 12), 5060),
+            pe: Some(("sip".into(), "call-1".into())),
+        }];
+        let f = ListFormat {
+            numeric: true,
+            persistent_conn: true,
+            ..Default::default()
+        };
+        // "pro expire %-11s %-18s %-18s %-18s %-16s %s\n" and
+        // "%-3s %-6s %-11s %-18s %-18s %-16s %-18s %s\n"
+        assert_eq!(
+            render_connections(&conns, &f, &Names::none()),
+            "IPVS connection entries\n\
+pro expire state       source             virtual            destination        pe name          pe_data\n\
+UDP 00:05  NONE        10.0.0.5:5060      172.16.21.10:5060  192.168.40.12:5060 sip                call-1\n"
+        );
+    }
+
+    #[test]
     fn list_data_round_trips_through_json() {
         let data = seed_dr();
         let json = serde_json::to_string(&data).unwrap();
