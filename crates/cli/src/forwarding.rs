@@ -195,7 +195,7 @@ fn connections(runtime: &Runtime) -> Vec<ConnEntry> {
             }
         })
         .collect();
-    entries.sort_by(|a, b| (a.virtual_addr, a.client).cmp(&(b.virtual_addr, b.client)));
+    entries.sort_by_key(|a| (a.virtual_addr, a.client));
     entries
 }
 

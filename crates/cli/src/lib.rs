@@ -13,6 +13,7 @@
 //! | [`config`] | the TOML configuration file, validated into [`config::DaemonConfig`] |
 //! | [`daemon`] | `xvs run`: signals, reload, the control thread and the dataplane seam |
 //! | [`forwarding`] | the AF_XDP dataplane behind that seam |
+//! | [`lab`] | `xvs lab`: the seed labs in network namespaces, for people and for tests |
 
 pub mod config;
 pub mod control;
@@ -20,5 +21,6 @@ pub mod daemon;
 pub mod director;
 pub mod forwarding;
 pub mod ipvsadm;
+pub mod lab;
 pub mod listing;
 pub mod names;

@@ -3,13 +3,17 @@
 //! - `xvs run [--config FILE] [--iface IF]... [--queues N] [--cores LIST] [--socket PATH]`
 //!   runs in the foreground (see [`xvs_cli::daemon`] for what is wired);
 //! - `xvs check --config FILE` validates a file: prints `OK`, or each problem on a line
-//!   and exits 1.
+//!   and exits 1;
+//! - `xvs lab [--mode dr|nat|tun] [--scheduler NAME] [--requests N]` runs a seed lab in
+//!   network namespaces and prints how many requests each real server answered.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use xvs_cli::daemon::{self, ControlOnly, RunArgs};
+use xvs_cli::daemon::{self, RunArgs};
+use xvs_cli::forwarding::AfXdpDataplane;
+use xvs_cli::lab;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +35,38 @@ enum Cmd {
         /// The TOML file.
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Run a seed lab (client, director, two real servers in network namespaces) and send
+    /// HTTP requests through the VIP. Needs root; removes everything it created.
+    Lab {
+        /// Forwarding method: dr, nat or tun.
+        #[arg(long, default_value = "dr")]
+        mode: lab::Mode,
+        /// Scheduler (ipvsadm name).
+        #[arg(long, default_value = "rr")]
+        scheduler: String,
+        /// HTTP requests to send.
+        #[arg(long, default_value_t = 20)]
+        requests: u32,
+    },
+    /// The TUN lab's IPIP decapsulator on a real server (started by `xvs lab`).
+    #[command(hide = true)]
+    LabDecap {
+        /// Interface the tunnelled packets arrive on.
+        #[arg(long)]
+        iface: String,
+        /// TUN device to create for the inner packets.
+        #[arg(long)]
+        tun: String,
+        /// Expected outer source (the director).
+        #[arg(long)]
+        source: std::net::Ipv4Addr,
+        /// This real server's address (the outer destination).
+        #[arg(long)]
+        me: std::net::Ipv4Addr,
+        /// Where to keep the counts.
+        #[arg(long)]
+        report: PathBuf,
     },
 }
 
@@ -68,6 +104,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Lab {
+            mode,
+            scheduler,
+            requests,
+        } => run_lab(mode, &scheduler, requests),
+        Cmd::LabDecap {
+            iface,
+            tun,
+            source,
+            me,
+            report,
+        } => match lab::decap::run(&iface, &tun, source, me, &report) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xvs lab-decap: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Run(run) => {
             init_tracing();
             let args = RunArgs {
@@ -77,7 +131,7 @@ fn main() -> ExitCode {
                 cores: run.cores,
                 socket: run.socket,
             };
-            match daemon::run(args, ControlOnly) {
+            match daemon::run(args, AfXdpDataplane::default()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     for line in e.to_string().lines() {
@@ -86,6 +140,48 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `xvs lab`: runs the lab, prints the answers per real server and the director's stats.
+fn run_lab(mode: lab::Mode, scheduler: &str, requests: u32) -> ExitCode {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("xvs lab: cannot install the signal handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let programs = match lab::Programs::beside_current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("xvs lab: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("xvs lab: {mode} mode, scheduler {scheduler}, {requests} requests");
+    match lab::run(mode, scheduler, requests, programs, &stop) {
+        Ok(report) => {
+            for (server, count) in &report.answers {
+                println!("{server}: {count}");
+            }
+            print!("{}", report.stats);
+            let answered: u32 = report
+                .answers
+                .iter()
+                .filter(|(k, _)| !k.starts_with('('))
+                .map(|(_, v)| v)
+                .sum();
+            if answered == requests {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("xvs lab: {e}");
+            ExitCode::FAILURE
         }
     }
 }

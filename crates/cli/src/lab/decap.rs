@@ -60,12 +60,19 @@ pub fn check_outer(packet: &[u8], tunnel_source: Ipv4Addr, me: Ipv4Addr) -> Opti
     let outer_df = packet[6] & 0x40 != 0;
     let inner_df = inner[6] & 0x40 != 0;
     let checksum_ok = ones_complement_sum(&packet[..20]) == 0xffff;
-    (checksum_ok && src == tunnel_source && dst == me && inner_total == inner.len() && outer_df == inner_df)
+    (checksum_ok
+        && src == tunnel_source
+        && dst == me
+        && inner_total == inner.len()
+        && outer_df == inner_df)
         .then_some(inner)
 }
 
 fn ones_complement_sum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -74,7 +81,10 @@ fn ones_complement_sum(bytes: &[u8]) -> u16 {
 
 /// Opens TUN device `name` (no packet information header), up to the caller to configure.
 fn open_tun(name: &str) -> std::io::Result<File> {
-    let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
     let mut request = [0u8; 40]; // struct ifreq: name[16], flags (short) at 16
     let bytes = name.as_bytes();
     if bytes.len() >= 16 {
@@ -123,13 +133,21 @@ fn open_packet_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
 
 /// Runs the decapsulator until killed: packets on `iface` tunnelled from `tunnel_source` to
 /// `me` go into TUN device `tun_name` (created and brought up here).
-pub fn run(iface: &str, tun_name: &str, tunnel_source: Ipv4Addr, me: Ipv4Addr, report: &Path) -> std::io::Result<()> {
+pub fn run(
+    iface: &str,
+    tun_name: &str,
+    tunnel_source: Ipv4Addr,
+    me: Ipv4Addr,
+    report: &Path,
+) -> std::io::Result<()> {
     let ifindex = std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))?
         .trim()
         .parse::<u32>()
         .map_err(std::io::Error::other)?;
     let mut tun = open_tun(tun_name)?;
-    let up = std::process::Command::new("ip").args(["link", "set", tun_name, "up"]).status()?;
+    let up = std::process::Command::new("ip")
+        .args(["link", "set", tun_name, "up"])
+        .status()?;
     if !up.success() {
         return Err(std::io::Error::other("cannot bring the tun device up"));
     }
@@ -164,7 +182,13 @@ pub fn run(iface: &str, tun_name: &str, tunnel_source: Ipv4Addr, me: Ipv4Addr, r
 
 fn write_report(path: &Path, counts: &DecapReport) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("decapsulated {}\nbad_outer {}\n", counts.decapsulated, counts.bad_outer))?;
+    std::fs::write(
+        &tmp,
+        format!(
+            "decapsulated {}\nbad_outer {}\n",
+            counts.decapsulated, counts.bad_outer
+        ),
+    )?;
     std::fs::rename(tmp, path)
 }
 
@@ -174,9 +198,51 @@ mod tests {
 
     /// An IPIP packet: outer 10.0.0.1 -> 10.0.0.2 around a 28-byte inner UDP datagram.
     fn ipip(df: bool) -> Vec<u8> {
-        let mut inner = vec![0x45, 0, 0, 28, 0, 1, if df { 0x40 } else { 0 }, 0, 64, 17, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let mut inner = vec![
+            0x45,
+            0,
+            0,
+            28,
+            0,
+            1,
+            if df { 0x40 } else { 0 },
+            0,
+            64,
+            17,
+            0,
+            0,
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+            7,
+            8,
+        ];
         inner.extend_from_slice(&[0, 1, 0, 2, 0, 8, 0, 0]);
-        let mut outer = vec![0x45, 0, 0, 48, 0, 9, if df { 0x40 } else { 0 }, 0, 63, 4, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let mut outer = vec![
+            0x45,
+            0,
+            0,
+            48,
+            0,
+            9,
+            if df { 0x40 } else { 0 },
+            0,
+            63,
+            4,
+            0,
+            0,
+            10,
+            0,
+            0,
+            1,
+            10,
+            0,
+            0,
+            2,
+        ];
         let sum = !ones_complement_sum(&outer);
         outer[10..12].copy_from_slice(&sum.to_be_bytes());
         outer.extend_from_slice(&inner);
@@ -188,7 +254,10 @@ mod tests {
         let (src, me) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
         let good = ipip(true);
         assert_eq!(check_outer(&good, src, me).map(|i| i.len()), Some(28));
-        assert!(check_outer(&good, src, Ipv4Addr::new(10, 0, 0, 3)).is_none(), "not for me");
+        assert!(
+            check_outer(&good, src, Ipv4Addr::new(10, 0, 0, 3)).is_none(),
+            "not for me"
+        );
         assert!(check_outer(&good, me, me).is_none(), "wrong tunnel source");
         let mut bad_sum = good.clone();
         bad_sum[8] = 1;
@@ -208,6 +277,12 @@ mod tests {
     #[test]
     fn report_round_trips() {
         let text = "decapsulated 7\nbad_outer 1\n";
-        assert_eq!(DecapReport::parse(text), DecapReport { decapsulated: 7, bad_outer: 1 });
+        assert_eq!(
+            DecapReport::parse(text),
+            DecapReport {
+                decapsulated: 7,
+                bad_outer: 1
+            }
+        );
     }
 }

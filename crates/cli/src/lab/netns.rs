@@ -52,7 +52,9 @@ impl Namespace {
     /// Creates namespace `name` with its loopback up.
     pub fn create(name: &str) -> LabResult<Namespace> {
         run("ip", &["netns", "add", name])?;
-        let ns = Namespace { name: name.to_string() };
+        let ns = Namespace {
+            name: name.to_string(),
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -85,7 +87,8 @@ impl Namespace {
 
     /// Sets a sysctl inside the namespace (`net.ipv4.ip_forward=1`, ...).
     pub fn sysctl(&self, key: &str, value: &str) -> LabResult<()> {
-        self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")]).map(|_| ())
+        self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")])
+            .map(|_| ())
     }
 
     /// Gives `dev` the address `cidr` and brings it up.
@@ -127,6 +130,22 @@ impl Drop for Namespace {
 
 /// Creates a veth pair with end `a` in namespace `ns_a` and end `b` in `ns_b`.
 pub fn veth(a: &str, ns_a: &Namespace, b: &str, ns_b: &Namespace) -> LabResult<()> {
-    run("ip", &["link", "add", a, "netns", ns_a.name(), "type", "veth", "peer", "name", b, "netns", ns_b.name()])
-        .map(|_| ())
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            a,
+            "netns",
+            ns_a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b,
+            "netns",
+            ns_b.name(),
+        ],
+    )
+    .map(|_| ())
 }

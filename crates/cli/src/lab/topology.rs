@@ -142,7 +142,14 @@ impl Lan {
 
 /// A real server: RIP on `dev`, default route via `gateway`; for DR and TUN also the VIP on
 /// `lo`, with the ARP sysctls that keep it from answering for the VIP.
-fn real_server(tag: &str, name: &str, lan: &mut Lan, rip_cidr: &str, gateway: &str, vip: Option<&str>) -> LabResult<RealServerHost> {
+fn real_server(
+    tag: &str,
+    name: &str,
+    lan: &mut Lan,
+    rip_cidr: &str,
+    gateway: &str,
+    vip: Option<&str>,
+) -> LabResult<RealServerHost> {
     let ns = namespace(tag, name)?;
     lan.plug(&ns, "eth0")?;
     ns.addr("eth0", rip_cidr)?;
@@ -156,7 +163,12 @@ fn real_server(tag: &str, name: &str, lan: &mut Lan, rip_cidr: &str, gateway: &s
         ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
     }
     let rip = rip_cidr.split('/').next().unwrap_or_default().to_string();
-    Ok(RealServerHost { name: name.to_string(), ns, rip, dev: "eth0".to_string() })
+    Ok(RealServerHost {
+        name: name.to_string(),
+        ns,
+        rip,
+        dev: "eth0".to_string(),
+    })
 }
 
 fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
@@ -186,7 +198,14 @@ fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
 
     let mut real_servers = Vec::new();
     for (i, rip) in ["192.168.40.12/24", "192.168.40.13/24"].iter().enumerate() {
-        let rs = real_server(tag, &format!("rs{}", i + 1), &mut lan, rip, "192.168.40.254", Some(vip))?;
+        let rs = real_server(
+            tag,
+            &format!("rs{}", i + 1),
+            &mut lan,
+            rip,
+            "192.168.40.254",
+            Some(vip),
+        )?;
         if mode == Mode::Tun {
             // The decapsulated packet enters on the tunnel device while the route to the
             // client is via eth0: strict reverse-path filtering would drop it.
@@ -223,7 +242,14 @@ fn two_arm(tag: &str) -> LabResult<Topology> {
     director.no_tx_offload("int0")?;
     let mut real_servers = Vec::new();
     for (i, rip) in ["10.168.0.94/24", "10.168.0.95/24"].iter().enumerate() {
-        real_servers.push(real_server(tag, &format!("rs{}", i + 1), &mut lan, rip, "10.168.0.90", None)?);
+        real_servers.push(real_server(
+            tag,
+            &format!("rs{}", i + 1),
+            &mut lan,
+            rip,
+            "10.168.0.90",
+            None,
+        )?);
     }
     Ok(Topology {
         mode: Mode::Nat,
