@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use xvs_cli::lab::netns::{Namespace, unique_tag};
+
 const DR: &str = include_str!("../examples/dr.toml");
 const NAT: &str = include_str!("../examples/nat.toml");
 
@@ -86,8 +88,19 @@ fn run_reload_and_stop() {
     let config = dir.path().join("xvs.toml");
     let socket = dir.path().join("xvs.sock");
     std::fs::write(&config, DR).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xvs"))
+    // The daemon forwards for real: give it the interfaces the example files name (eth0 and
+    // eth1, a veth pair) in a namespace of its own, removed when the test ends.
+    let ns = Namespace::create(&format!("xvs-{}-run", unique_tag())).unwrap();
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ])
+    .unwrap();
+    ns.addr("eth0", "192.168.0.11/24").unwrap();
+    ns.addr("eth1", "192.168.40.11/24").unwrap();
+    let mut child = ns
+        .command(env!("CARGO_BIN_EXE_xvs"))
         .arg("run")
+        .arg("--control-only")
         .arg("--config")
         .arg(&config)
         .arg("--socket")
