@@ -35,6 +35,7 @@ fn main() {
     let shards = 2;
     let before = resident_bytes();
     let (table, mut owners) = ConnTable::new(Config::new(shards, n));
+    let created = resident_bytes();
     let vip = Endpoint::new([192, 0, 2, 1], 80);
     let mut counters = NoCounters;
     let mut inserted = 0usize;
@@ -64,7 +65,7 @@ fn main() {
     assert_eq!(inserted, n, "table sized for N holds N flows");
     assert_eq!(table.stats().conns as usize, n);
     println!("flows {n} shards {shards}");
-    println!("resident_before {before} resident_after {after}");
+    println!("resident_before {before} resident_empty_table {created} resident_after {after}");
     if let Some(kb) = huge_page_kb() {
         println!("on_huge_pages_kb {kb}");
     }

@@ -24,8 +24,10 @@ pub(crate) const NIL: u32 = 0;
 /// was being rewritten) and retried; honest chains at load factor <= 1 are far shorter.
 const MAX_CHAIN: usize = 4096;
 
-/// Stripes per index: enough that two buckets rarely share one.
+/// Stripes per index at most: enough that concurrent writes and reads rarely meet on one.
 const STRIPES: usize = 4096;
+/// Buckets per stripe at least, so small tables do not pay for a large stripe array.
+const MIN_BUCKETS_PER_STRIPE: usize = 16;
 
 #[derive(Debug)]
 pub(crate) struct ChainIndex {
@@ -40,7 +42,9 @@ impl ChainIndex {
         let n = buckets.max(16).next_power_of_two();
         ChainIndex {
             heads: crate::memory::zeroed_slice(n),
-            stripes: (0..STRIPES.min(n)).map(|_| AtomicU32::new(0)).collect(),
+            stripes: (0..STRIPES.min(n / MIN_BUCKETS_PER_STRIPE))
+                .map(|_| AtomicU32::new(0))
+                .collect(),
             mask: n - 1,
         }
     }
