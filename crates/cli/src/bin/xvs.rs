@@ -1,7 +1,7 @@
 //! `xvs`: the XDP Virtual Server daemon.
 //!
-//! - `xvs run [--config FILE] [--iface IF]... [--queues N] [--cores LIST] [--socket PATH]`
-//!   runs in the foreground (see [`xvs_cli::daemon`] for what is wired);
+//! - `xvs run [--config FILE] [--iface IF]... [--queues N] [--cores LIST] [--socket PATH]
+//!   [--control-only]` runs in the foreground (see [`xvs_cli::daemon`] for what is wired);
 //! - `xvs check --config FILE` validates a file: prints `OK`, or each problem on a line
 //!   and exits 1;
 //! - `xvs lab [--mode dr|nat|tun] [--scheduler NAME] [--requests N]` runs a seed lab in
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use xvs_cli::daemon::{self, RunArgs};
+use xvs_cli::daemon::{self, ControlOnly, RunArgs};
 use xvs_cli::forwarding::AfXdpDataplane;
 use xvs_cli::lab;
 
@@ -87,6 +87,10 @@ struct RunCli {
     /// Control socket (else XVS_SOCKET, the file's daemon.socket, /run/xvs/xvs.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// Serve xvsadm and reload the file but forward nothing (no AF_XDP, no root needed):
+    /// for trying a configuration and for tests.
+    #[arg(long)]
+    control_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -131,7 +135,12 @@ fn main() -> ExitCode {
                 cores: run.cores,
                 socket: run.socket,
             };
-            match daemon::run(args, AfXdpDataplane::default()) {
+            let result = if run.control_only {
+                daemon::run(args, ControlOnly)
+            } else {
+                daemon::run(args, AfXdpDataplane::default())
+            };
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     for line in e.to_string().lines() {
@@ -186,12 +195,15 @@ fn run_lab(mode: lab::Mode, scheduler: &str, requests: u32) -> ExitCode {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
+/// Logs to stderr; `RUST_LOG` filters (default `info`). Colours only on a terminal, so a
+/// log file or journal gets plain lines.
 fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
