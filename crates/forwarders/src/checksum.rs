@@ -46,11 +46,13 @@ pub fn verifies(data: &[u8]) -> bool {
     fold(sum) == 0xffff
 }
 
+/// Sum of a 20-byte header as five 32-bit words: since 2^16 = 1 (mod 0xffff), folding a sum
+/// of 32-bit words gives the one's complement sum of the 16-bit words (RFC 1071, 2.(B)).
 #[inline(always)]
 fn sum_words_20(header: &[u8; 20]) -> u64 {
     let mut sum = 0u64;
-    for pair in header.chunks_exact(2) {
-        sum += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
+    for quad in header.chunks_exact(4) {
+        sum += u64::from(u32::from_be_bytes([quad[0], quad[1], quad[2], quad[3]]));
     }
     sum
 }
@@ -153,6 +155,17 @@ mod tests {
         header[10] = 0xb8;
         header[11] = 0x61;
         assert!(verifies(&header));
+    }
+
+    #[test]
+    fn fold_handles_every_carry() {
+        assert_eq!(fold(0), 0);
+        assert_eq!(fold(0xffff), 0xffff);
+        assert_eq!(fold(0x1_0000), 1);
+        assert_eq!(fold(0x1_fffe), 0xffff);
+        assert_eq!(fold(0x1_ffff), 1);
+        assert_eq!(fold(u64::MAX), 0xffff);
+        assert_eq!(fold(0x0001_0002_0003_0004), 10);
     }
 
     #[test]

@@ -177,6 +177,10 @@ pub fn parse(frame: &Frame<'_>) -> Result<PacketView, Reason> {
 }
 
 /// [`parse`] on a plain byte slice holding the frame.
+///
+/// Inlined so that the view is built in the caller's registers rather than written to memory
+/// and read back (a store-forwarding stall measured at several ns per packet).
+#[inline(always)]
 pub fn parse_bytes(data: &[u8]) -> Result<PacketView, Reason> {
     let ethernet = Ethernet2HeaderSlice::from_slice(data).map_err(|_| Reason::Truncated)?;
     if ethernet.ether_type().0 != eth::ETHERTYPE_IPV4 {
