@@ -211,3 +211,104 @@ fn templates_attach_from_two_workers_and_expire_once() {
     all.merge(&rec1);
     assert_eq!(all.total(), Counts::default());
 }
+
+#[test]
+fn replies_racing_removal_and_expiry_still_count_once() {
+    // The owner creates, feeds, removes and expires NAT flows while another worker finds
+    // their replies and pushes state changes. Every crossing and every release must be
+    // counted exactly once: after a final expiry the merged counters are zero.
+    const CLIENTS: u32 = 512;
+    let (table, mut shards) = ConnTable::new(config(1, 1024));
+    let mut owner = shards.pop().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicBool::new(false));
+    let replier = {
+        let table = table.clone();
+        let stop = stop.clone();
+        let ready = ready.clone();
+        thread::spawn(move || {
+            ready.store(true, Ordering::Relaxed);
+            let mut rec = Recorder::partial();
+            let mut rng = XorShift(4242);
+            let flags = [
+                TcpFlags::SYN_ACK,
+                TcpFlags::ACK,
+                TcpFlags::FIN_ACK,
+                TcpFlags::RST,
+            ];
+            let mut updates = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let i = (rng.next() % CLIENTS as u64) as u32;
+                let reply = FlowKey::tcp(real_server((i % 4) as u8), client(i, 5));
+                if let Some(conn) = table.lookup_outbound(&reply) {
+                    let f = flags[(rng.next() % 4) as usize];
+                    // The owner may have removed it meanwhile: Gone is fine, a miscount is not.
+                    if table
+                        .on_packet(conn.flow, Direction::Output, f, 50, &mut rec)
+                        .is_ok()
+                    {
+                        updates += 1;
+                    }
+                }
+            }
+            (rec, updates)
+        })
+    };
+    while !ready.load(Ordering::Relaxed) {
+        thread::yield_now();
+    }
+    let mut rec = Recorder::partial();
+    let mut rng = XorShift(777);
+    let mut flows: Vec<Option<FlowRef>> = vec![None; CLIENTS as usize];
+    for now in 0..400u32 {
+        for _ in 0..64 {
+            let i = (rng.next() % CLIENTS as u64) as usize;
+            match flows[i] {
+                None => {
+                    if let Ok(c) =
+                        owner.insert(nat_conn(client(i as u32, 5), (i % 4) as u8), now, &mut rec)
+                    {
+                        flows[i] = Some(c.flow);
+                    }
+                }
+                Some(flow) => {
+                    let r = rng.next() % 8;
+                    let outcome = if r == 0 {
+                        owner
+                            .remove(flow, &mut rec)
+                            .then_some(TcpState::None)
+                            .ok_or(Gone)
+                    } else {
+                        let f = [
+                            TcpFlags::SYN,
+                            TcpFlags::ACK,
+                            TcpFlags::FIN_ACK,
+                            TcpFlags::RST,
+                        ][(r % 4) as usize];
+                        owner.on_packet(flow, Direction::Input, f, now, &mut rec)
+                    };
+                    if r == 0 || outcome.is_err() {
+                        flows[i] = None;
+                    }
+                }
+            }
+        }
+        owner.expire(now, &mut rec);
+        // Forget handles of flows the wheel took.
+        for f in flows.iter_mut() {
+            if let Some(flow) = *f
+                && table.get(flow).is_none()
+            {
+                *f = None;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (rec_replier, _updates) = replier.join().unwrap();
+    let mut all = Recorder::default();
+    all.merge(&rec);
+    all.merge(&rec_replier);
+    owner.expire(1_000_000, &mut all);
+    assert_eq!(owner.len(), 0);
+    assert_eq!(all.total(), Counts::default(), "{:?}", all.by_dest);
+}
