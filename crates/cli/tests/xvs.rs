@@ -100,7 +100,6 @@ fn run_reload_and_stop() {
     let mut child = ns
         .command(env!("CARGO_BIN_EXE_xvs"))
         .arg("run")
-        .arg("--control-only")
         .arg("--config")
         .arg(&config)
         .arg("--socket")
@@ -148,5 +147,34 @@ fn run_reload_and_stop() {
     signal(&child, "TERM");
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    assert!(!socket.exists());
+}
+
+#[test]
+fn control_only_starts_empty_for_xvsadm() {
+    // No file, no interfaces, no AF_XDP: an empty table that xvsadm fills.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/xvs.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xvs"))
+        .args(["run", "--control-only", "--socket"])
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("socket", || xvsadm(&socket, "-L -n").0);
+    assert_eq!(xvsadm(&socket, "-S -n"), (true, String::new()));
+    assert!(xvsadm(&socket, "-A -t 10.0.0.1:80 -s rr").0);
+    assert!(xvsadm(&socket, "-a -t 10.0.0.1:80 -r 10.0.0.2 -m -w 3").0);
+    assert_eq!(
+        xvsadm(&socket, "-S -n").1,
+        "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.0.0.2:80 -m -w 3\n"
+    );
+    // SIGHUP without a file changes nothing and keeps running.
+    signal(&child, "HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(xvsadm(&socket, "-S -n").1.starts_with("-A -t 10.0.0.1:80"));
+    signal(&child, "INT");
+    assert!(child.wait().unwrap().success());
     assert!(!socket.exists());
 }
