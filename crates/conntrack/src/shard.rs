@@ -39,7 +39,8 @@ impl Shard {
             table,
             id,
             wheel: Wheel::new(capacity as usize, now),
-            free: Vec::new(),
+            // Reserved up front (untouched until used) so expiry never reallocates.
+            free: Vec::with_capacity(capacity as usize),
             next_unused: 0,
             capacity,
         }
