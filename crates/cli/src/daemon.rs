@@ -12,11 +12,12 @@
 //!   socket and the dataplane and return;
 //! - logging through `tracing` (set up by the binary, `RUST_LOG` filters).
 //!
-//! What is not wired yet: packets. [`Dataplane`] is the seam: the AF_XDP workers,
-//! statistics and connection listing implement it (compile the table with the dataplane's
-//! snapshot builder in [`Dataplane::update`], fill counters in [`Dataplane::fill`]). Until
-//! then [`ControlOnly`] stands in: it forwards nothing, says so in the log, and lists no
-//! counters but zeros, because it counted nothing.
+//! Packets are the [`Dataplane`]'s: the seam through which the AF_XDP runtime
+//! (`crate::forwarding::AfXdpDataplane`) receives each accepted table (compiled with the
+//! dataplane's snapshot builder in [`Dataplane::update`]) and fills counters and connections
+//! into listings ([`Dataplane::fill`]). [`ControlOnly`] stands in for `xvs run
+//! --control-only` and tests: it forwards nothing, says so in the log, and lists every
+//! counter as zero, because it counted nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
