@@ -164,15 +164,44 @@ impl Lab {
         Ok(())
     }
 
+    /// The director's configuration file: its interfaces, then `services` (TOML
+    /// `[[service]]` tables, possibly empty).
+    pub fn config_text(&self, services: &str) -> String {
+        let ifaces = &self.topology.director_ifaces;
+        let daemon = match ifaces.as_slice() {
+            [one] => format!("interface = \"{one}\"\n"),
+            [external, internal, ..] => {
+                format!("external = \"{external}\"\ninternal = \"{internal}\"\n")
+            }
+            [] => String::new(),
+        };
+        format!("[daemon]\n{daemon}queues = 1\n\n{services}")
+    }
+
+    /// Path of the director's configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("xvs.toml")
+    }
+
+    /// Rewrites the configuration file with `services` and sends SIGHUP, as an operator
+    /// reloads a director; returns once `xvsadm -S -n` shows `expect`.
+    pub fn reload(&self, services: &str, expect: &str) -> LabResult<()> {
+        std::fs::write(self.config_path(), self.config_text(services))
+            .map_err(|e| LabError(e.to_string()))?;
+        self.signal_director("HUP")?;
+        wait_for("the reload", Duration::from_secs(10), || {
+            self.xvsadm("-S -n").is_ok_and(|s| s.contains(expect))
+        })
+    }
+
     fn start_director(&mut self) -> LabResult<()> {
+        std::fs::write(self.config_path(), self.config_text(""))
+            .map_err(|e| LabError(e.to_string()))?;
         let mut command = self
             .topology
             .director
             .command(&self.programs.xvs.to_string_lossy());
-        command.arg("run");
-        for iface in &self.topology.director_ifaces {
-            command.args(["--iface", iface]);
-        }
+        command.arg("run").arg("--config").arg(self.config_path());
         command.arg("--socket").arg(&self.socket);
         command.env("RUST_LOG", "info");
         let log = std::fs::File::create(self.dir.join("director.log"))
@@ -315,7 +344,7 @@ impl Lab {
         decap::DecapReport::parse(&text)
     }
 
-    /// Sends SIGHUP to the director (reload its `--config` file).
+    /// Sends `signal` (`HUP`, `TERM`, ...) to the director.
     pub fn signal_director(&self, signal: &str) -> LabResult<()> {
         let pid = self
             .director

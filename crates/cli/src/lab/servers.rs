@@ -45,7 +45,7 @@ except socket.timeout:
 /// from stdin it sends the line and prints the answer, until stdin closes.
 pub const TCP_SESSION: &str = r#"
 import socket, sys
-c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
 f = c.makefile("rwb", buffering=0)
 for line in sys.stdin:
     f.write(line.encode())
