@@ -1,5 +1,6 @@
 # xvs: the two commands README.md promises, plus helpers they use.
-#   make test   installs what is missing, then fmt check, clippy (-D warnings), all tests.
+#   make lab    installs what is missing, builds xvs and runs the seed DR lab (root).
+#   make test   installs what is missing, then fmt check, clippy (-D warnings), all tests (root).
 SHELL := /bin/bash
 CARGO ?= cargo
 
@@ -8,8 +9,17 @@ DEB_PACKAGES := build-essential pkg-config
 # Frame I/O (crates/dataplane): clang builds the XDP filter and libxdp's BPF objects, m4/libelf/zlib
 # build libxdp; iproute2, ethtool and ping drive the veth/namespace tests.
 DEB_PACKAGES += clang llvm m4 libelf-dev zlib1g-dev iproute2 ethtool iputils-ping
+# The labs and their tests: curl as the client, python3 for the real servers' HTTP/TCP/UDP.
+DEB_PACKAGES += curl python3
 
-.PHONY: test deps toolchain fmt clippy unit bench
+.PHONY: lab test deps toolchain fmt clippy unit bench
+
+# The seed lab: client, router, director (xvs on AF_XDP) and two real servers in network
+# namespaces; HTTP through the VIP. Other labs: make lab LAB_ARGS="--mode nat --scheduler wrr".
+LAB_ARGS ?= --mode dr --scheduler rr --requests 20
+lab: deps toolchain
+	$(CARGO) build -p xvs-cli --bins
+	$(CARGO) run -q -p xvs-cli --bin xvs -- lab $(LAB_ARGS)
 
 test: deps toolchain
 	$(CARGO) fmt --all -- --check
