@@ -17,12 +17,18 @@
 //! the operator whether a reassembly stage (a per-worker table in the dataplane, feeding whole
 //! datagrams back through `parse`) is worth adding.
 //!
+//! For such a stage, [`FragmentKey::of`] reads the reassembly key and position of a frame
+//! `parse` refused as a fragment, without a second parser in the dataplane.
+//!
 //! ICMP errors quoting a non-first fragment are refused for the same reason
 //! (`Reason::IcmpQuotesFragment`, as `ip_vs_in_icmp` ignores them); a quoted first fragment has
 //! its ports and is accepted.
 
+use core::net::Ipv4Addr;
+
 use crate::Reason;
 use crate::field::ipv4::{FLAG_MF, OFFSET_MASK};
+use crate::field::{self, eth, ipv4};
 
 /// Where a datagram stands with respect to fragmentation, from its flags/offset word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +71,37 @@ impl Fragmentation {
     }
 }
 
+/// What identifies the fragments of one datagram (RFC 791): they share source, destination,
+/// protocol and identification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// IP protocol number.
+    pub protocol: u8,
+    /// IPv4 identification.
+    pub ident: u16,
+}
+
+impl FragmentKey {
+    /// The key and position of the IPv4 datagram in an Ethernet frame, for frames `parse`
+    /// refused with `FirstFragment` or `LaterFragment`. `None` for frames too short to hold
+    /// an Ethernet and IPv4 header; the header is not otherwise validated here.
+    pub fn of(frame: &[u8]) -> Option<(FragmentKey, Fragmentation)> {
+        let ip = frame.get(eth::HEADER_LEN..eth::HEADER_LEN + ipv4::MIN_HEADER_LEN)?;
+        let key = FragmentKey {
+            src: Ipv4Addr::from_bits(field::read_u32(ip, ipv4::SOURCE)?),
+            dst: Ipv4Addr::from_bits(field::read_u32(ip, ipv4::DESTINATION)?),
+            protocol: *ip.get(ipv4::PROTOCOL)?,
+            ident: field::read_u16(ip, ipv4::IDENTIFICATION)?,
+        };
+        let word = field::read_u16(ip, ipv4::FLAGS_FRAGMENT)?;
+        Some((key, Fragmentation::from_flags_word(word)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +131,29 @@ mod tests {
             Fragmentation::Later { offset_bytes: 8 }.admit(),
             Err(Reason::LaterFragment)
         );
+    }
+
+    #[test]
+    fn fragment_key_reads_the_reassembly_fields() {
+        let mut frame = [0u8; 34];
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame[14] = 0x45;
+        frame[18..20].copy_from_slice(&0xbeefu16.to_be_bytes());
+        frame[20..22].copy_from_slice(&(0x2000u16 | 185).to_be_bytes());
+        frame[23] = 17;
+        frame[26..30].copy_from_slice(&[203, 0, 113, 7]);
+        frame[30..34].copy_from_slice(&[192, 0, 2, 10]);
+        let (key, position) = FragmentKey::of(&frame).unwrap();
+        assert_eq!(
+            key,
+            FragmentKey {
+                src: Ipv4Addr::new(203, 0, 113, 7),
+                dst: Ipv4Addr::new(192, 0, 2, 10),
+                protocol: 17,
+                ident: 0xbeef,
+            }
+        );
+        assert_eq!(position, Fragmentation::Later { offset_bytes: 1480 });
+        assert_eq!(FragmentKey::of(&frame[..33]), None);
     }
 }
