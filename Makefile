@@ -24,7 +24,9 @@ lab: deps toolchain
 test: deps toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) test --workspace
+	@log=$$(mktemp); set -o pipefail; $(CARGO) test --workspace 2>&1 | tee $$log; status=$$?; \
+	awk '/^test result:/ {p += $$4; f += $$6} END {printf "summary: %d passed, %d failed\n", p, f}' $$log; \
+	rm -f $$log; exit $$status
 
 # Installs only the Debian packages that are missing, so a ready machine pays nothing.
 deps:
