@@ -18,6 +18,9 @@
 //! > {"request":"set_timeouts","timeouts":{"tcp":0,"tcpfin":60,"udp":0}}
 //! < {"reply":"done"}
 //! ```
+//!
+//! `{"kind":"dataplane"}` asks for the ports and frame counters; its listing carries a
+//! `"dataplane"` object (absent from other listings, and from a daemon without a dataplane).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};

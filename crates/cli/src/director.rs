@@ -133,6 +133,8 @@ pub enum ListRequest {
     Connections,
     /// Timeouts (`-L --timeout`).
     Timeouts,
+    /// Ports and frame counters of the dataplane (`xvsadm --dataplane`).
+    Dataplane,
 }
 
 /// The daemon's side of xvsadm. The control server calls it from its own thread, one
@@ -248,7 +250,7 @@ impl Director for TableOnlyDirector {
                 data.services = vec![ServiceEntry::from_spec(s)];
             }
             // No dataplane, no connections.
-            ListRequest::Connections | ListRequest::Timeouts => {}
+            ListRequest::Connections | ListRequest::Timeouts | ListRequest::Dataplane => {}
         }
         Ok(data)
     }

@@ -18,7 +18,9 @@ use xvs_dataplane::xdp::AttachMode;
 use crate::config::{DaemonConfig, Interfaces};
 use crate::daemon::Dataplane;
 use crate::director::ListRequest;
-use crate::listing::{ConnEntry, ListData, Rates, Stats, Timeouts};
+use crate::listing::{ConnEntry, DataplaneInfo, ListData, PortInfo, Rates, Stats, Timeouts};
+use xvs_dataplane::pipeline::counters::Drop;
+use xvs_forwarders::Reason;
 
 /// Connections and templates per entry of IPVS's `size=` (its hash table): the table holds
 /// `conn_table_size * ENTRIES_PER_BUCKET` entries (4096 -> 262144 by default).
@@ -123,9 +125,16 @@ impl Dataplane for AfXdpDataplane {
         let Some(runtime) = self.runtime.as_ref() else {
             return;
         };
-        if let ListRequest::Connections = what {
-            data.connections = connections(runtime);
-            return;
+        match what {
+            ListRequest::Connections => {
+                data.connections = connections(runtime);
+                return;
+            }
+            ListRequest::Dataplane => {
+                data.dataplane = Some(dataplane_info(runtime));
+                return;
+            }
+            _ => {}
         }
         let snapshot = runtime.snapshot();
         runtime.with_stats(|stats| {
@@ -164,6 +173,39 @@ impl Dataplane for AfXdpDataplane {
         if let Some(mut runtime) = self.runtime.take() {
             runtime.stop();
         }
+    }
+}
+
+/// `--dataplane`: the ports' modes and the workers' frame and drop counters.
+fn dataplane_info(runtime: &Runtime) -> DataplaneInfo {
+    let frames = runtime.with_stats(|stats| stats.frames());
+    let ports = runtime
+        .modes()
+        .iter()
+        .map(|m| PortInfo {
+            iface: m.iface.clone(),
+            queue: m.queue,
+            af_xdp: m.copy.to_string(),
+            xdp: m.xdp.to_string(),
+        })
+        .collect();
+    let mut drops: Vec<(String, u64)> = Drop::ALL
+        .iter()
+        .filter(|&&why| why != Drop::Refused)
+        .map(|&why| (why.name().to_string(), frames.drops[why as usize]))
+        .collect();
+    drops.extend(
+        Reason::ALL
+            .iter()
+            .map(|&r| (r.name().to_string(), frames.refused[r as usize])),
+    );
+    drops.retain(|(_, n)| *n > 0);
+    DataplaneInfo {
+        ports,
+        rx_frames: frames.rx,
+        tx_frames: frames.tx,
+        icmp_sent: frames.icmp_sent,
+        drops,
     }
 }
 

@@ -205,6 +205,62 @@ pub struct ListData {
     pub connections: Vec<ConnEntry>,
     /// Timeouts (`--timeout`).
     pub timeouts: Timeouts,
+    /// How the dataplane runs and what it dropped (`xvsadm --dataplane`); `None` when the
+    /// daemon forwards nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<DataplaneInfo>,
+}
+
+/// One AF_XDP port of the director.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortInfo {
+    /// Interface.
+    pub iface: String,
+    /// Queue.
+    pub queue: u32,
+    /// `copy` or `zero-copy`.
+    pub af_xdp: String,
+    /// `drv` (native) or `skb` (generic) XDP.
+    pub xdp: String,
+}
+
+/// The dataplane's own view: ports and frame counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneInfo {
+    /// Ports in use.
+    pub ports: Vec<PortInfo>,
+    /// Frames received by the workers.
+    pub rx_frames: u64,
+    /// Frames sent on.
+    pub tx_frames: u64,
+    /// ICMP errors sent back to senders (fragmentation needed, time exceeded).
+    pub icmp_sent: u64,
+    /// Non-zero drop counters by reason, in a fixed order.
+    pub drops: Vec<(String, u64)>,
+}
+
+/// `xvsadm --dataplane`: one line per port, then the frame counters and each drop reason.
+pub fn render_dataplane(info: &DataplaneInfo) -> String {
+    let mut out = String::from("Port                 Queue AF_XDP     XDP\n");
+    for p in &info.ports {
+        out.push_str(&format!(
+            "{:<20} {:>5} {:<10} {}\n",
+            p.iface, p.queue, p.af_xdp, p.xdp
+        ));
+    }
+    out.push_str(&format!(
+        "Frames: rx {} tx {} icmp_sent {}\n",
+        info.rx_frames, info.tx_frames, info.icmp_sent
+    ));
+    out.push_str("Drops:");
+    if info.drops.is_empty() {
+        out.push_str(" none");
+    }
+    out.push('\n');
+    for (reason, count) in &info.drops {
+        out.push_str(&format!("  {reason:<28} {count}\n"));
+    }
+    out
 }
 
 impl Default for ListData {
@@ -215,6 +271,7 @@ impl Default for ListData {
             services: Vec::new(),
             connections: Vec::new(),
             timeouts: Timeouts::default(),
+            dataplane: None,
         }
     }
 }

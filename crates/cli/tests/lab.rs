@@ -54,6 +54,13 @@ fn dr_round_robin_alternates_over_tcp_and_udp() {
     assert_eq!(tcp_line.split_whitespace().nth(2), Some("6"), "{stats}");
     let conns = lab.xvsadm("-L -n -c").unwrap();
     assert!(conns.lines().any(|l| l.starts_with("UDP")), "{conns}");
+    // The port runs in copy mode on veth (veth refuses zero-copy), native XDP.
+    let dataplane = lab.xvsadm("--dataplane").unwrap();
+    let port = dataplane.lines().nth(1).unwrap_or_default();
+    assert!(
+        port.starts_with("eth0") && port.contains(" copy "),
+        "{dataplane}"
+    );
 }
 
 #[test]
@@ -193,6 +200,13 @@ fn removing_a_real_server_ends_its_flows() {
     // expire_nodest_conn is off (IPVS's default): the flow's packets are dropped, so the
     // client's next request goes unanswered.
     assert!(session.ask("anyone?").is_err());
+    let dataplane = lab.xvsadm("--dataplane").unwrap();
+    assert!(
+        dataplane
+            .lines()
+            .any(|l| l.trim_start().starts_with("dest_removed")),
+        "{dataplane}"
+    );
     // New connections go to the remaining server.
     let mut fresh = lab.open_session().unwrap();
     let answer = fresh.ask("new").unwrap();

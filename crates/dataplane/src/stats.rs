@@ -19,7 +19,9 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 use xvs_conntrack::DestId;
 
-use crate::pipeline::counters::{DestCells, WorkerCounters};
+use xvs_forwarders::Reason;
+
+use crate::pipeline::counters::{DestCells, Drop, WorkerCounters};
 use crate::service::snapshot::{Snapshot, dest_slot};
 use crate::service::spec::ServiceAddr;
 
@@ -84,6 +86,33 @@ pub struct Rates {
     pub in_bps: u64,
     /// Bytes per second out.
     pub out_bps: u64,
+}
+
+/// Frame counters of all workers together (see [`StatsRollup::frames`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameCounters {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames sent on.
+    pub tx: u64,
+    /// ICMP errors sent back to senders.
+    pub icmp_sent: u64,
+    /// Pipeline drops, indexed by `Drop as usize`.
+    pub drops: [u64; Drop::COUNT],
+    /// Forwarders refusals, indexed by `Reason as usize`.
+    pub refused: [u64; Reason::COUNT],
+}
+
+impl Default for FrameCounters {
+    fn default() -> Self {
+        FrameCounters {
+            rx: 0,
+            tx: 0,
+            icmp_sent: 0,
+            drops: [0; Drop::COUNT],
+            refused: [0; Reason::COUNT],
+        }
+    }
 }
 
 /// IPVS's rate estimator for one set of counters.
@@ -245,6 +274,25 @@ impl StatsRollup {
             .get(addr)
             .map(|e| (e.totals, e.estimator.rates()))
             .unwrap_or_default()
+    }
+
+    /// Frame counters summed over the workers: received, sent on, ICMP errors sent back,
+    /// pipeline drops by [`crate::pipeline::counters::Drop`], forwarders refusals by
+    /// [`xvs_forwarders::Reason`].
+    pub fn frames(&self) -> FrameCounters {
+        let mut sum = FrameCounters::default();
+        for w in &self.workers {
+            sum.rx += w.rx_frames.load(Ordering::Relaxed);
+            sum.tx += w.tx_frames.load(Ordering::Relaxed);
+            sum.icmp_sent += w.icmp_sent.load(Ordering::Relaxed);
+            for why in Drop::ALL {
+                sum.drops[why as usize] += w.drops_of(why);
+            }
+            for reason in Reason::ALL {
+                sum.refused[reason as usize] += w.refused_of(reason);
+            }
+        }
+        sum
     }
 
     /// The whole director's totals and rates.

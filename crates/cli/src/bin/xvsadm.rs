@@ -3,9 +3,11 @@
 //! Every ipvsadm 1.31 command line works with only the program name changed. The command
 //! is parsed here ([`xvs_cli::ipvsadm`]), sent to the daemon over its control socket
 //! ([`xvs_cli::control`]) and the answer printed in ipvsadm's formats
-//! ([`xvs_cli::listing`]). Two options are xvsadm's own: `--socket PATH` (else the
+//! ([`xvs_cli::listing`]). Three options are xvsadm's own: `--socket PATH` (else the
 //! environment variable `XVS_SOCKET`, else /run/xvs/xvs.sock) and `--json`, which prints a
-//! listing's data as JSON instead of text. Errors are one line on stderr and change
+//! listing's data as JSON instead of text. `--dataplane` lists xvs's own view: each AF_XDP
+//! port with its mode (copy or zero-copy, native or generic XDP), the frames the workers
+//! received and sent, and every non-zero drop counter by reason. Errors are one line on stderr and change
 //! nothing; the exit status is ipvsadm's (2 for a refused command line, 255 for a refused
 //! operation, 1 for a listing of a missing service).
 
@@ -47,6 +49,7 @@ fn failure(message: impl Into<String>, code: u8) -> Failure {
 struct Own {
     socket: Option<PathBuf>,
     json: bool,
+    dataplane: bool,
     rest: Vec<String>,
 }
 
@@ -54,12 +57,15 @@ fn own_options(args: Vec<String>) -> Result<Own, Failure> {
     let mut own = Own {
         socket: None,
         json: false,
+        dataplane: false,
         rest: Vec::new(),
     };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         if a == "--json" {
             own.json = true;
+        } else if a == "--dataplane" {
+            own.dataplane = true;
         } else if a == "--socket" {
             let path = it
                 .next()
@@ -90,6 +96,9 @@ fn main() -> ExitCode {
 fn run(args: Vec<String>, out: &mut impl Write) -> Result<(), Failure> {
     let own = own_options(args)?;
     let names = Names::system();
+    if own.dataplane {
+        return dataplane(&own, out);
+    }
     // ipvsadm with no arguments lists the table.
     let command = if own.rest.is_empty() {
         Command::List(ListCommand {
@@ -176,6 +185,35 @@ fn run(args: Vec<String>, out: &mut impl Write) -> Result<(), Failure> {
     }
 }
 
+/// `xvsadm --dataplane [--json]`.
+fn dataplane(own: &Own, out: &mut impl Write) -> Result<(), Failure> {
+    if !own.rest.is_empty() {
+        return Err(failure(
+            "--dataplane takes no other option but --json and --socket",
+            2,
+        ));
+    }
+    let socket = control::socket_path(own.socket.as_deref(), None);
+    let reply = control::request(
+        &socket,
+        &Request::List {
+            what: ListRequest::Dataplane,
+        },
+    )
+    .map_err(|e| failure(e.to_string(), 2))?;
+    let data = listed(reply)?;
+    let Some(info) = data.dataplane else {
+        return Err(failure("xvs runs without a dataplane (--control-only)", 1));
+    };
+    let text = if own.json {
+        json(&info)?
+    } else {
+        listing::render_dataplane(&info)
+    };
+    out.write_all(text.as_bytes())
+        .map_err(|e| failure(format!("{PROGRAM}: {e}"), 1))
+}
+
 fn render(data: &ListData, list: &ListCommand, names: &Names) -> String {
     match list.what {
         ListWhat::Service(_) => data
@@ -207,7 +245,7 @@ fn listed(reply: Reply) -> Result<ListData, Failure> {
     }
 }
 
-fn json(data: &ListData) -> Result<String, Failure> {
+fn json(data: &impl serde::Serialize) -> Result<String, Failure> {
     serde_json::to_string_pretty(data)
         .map(|mut s| {
             s.push('\n');
