@@ -545,3 +545,33 @@ fn too_big_df_packets_get_fragmentation_needed_back_on_the_ingress_port() {
     assert_eq!((p.payload[0], p.payload[1]), (3, 4));
     assert_eq!(u16::from_be_bytes([p.payload[6], p.payload[7]]), 1480);
 }
+
+#[test]
+fn a_syn_reusing_a_closed_connections_tuple_is_scheduled_afresh() {
+    // NAT, where the director sees both directions and a connection reaches TIME_WAIT
+    // (DR connections end in FIN_WAIT, which IPVS's default conn_reuse_mode leaves alone).
+    let mut lab = Lab::new(ForwardMethod::Masq, "rr", Protocol::Tcp);
+    let rs = rs_ip(ForwardMethod::Masq, 0).octets();
+    let client = |flags| tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), flags);
+    let server = |flags| tcp(RS_MACS[0], INTERNAL_MAC, (rs, 8080), (CLIENT, 40000), flags);
+    for (packet, ingress) in [
+        (client("S"), 0),
+        (server("SA"), 1),
+        (client("A"), 0),
+        (client("FA"), 0),
+        (server("FA"), 1),
+        (client("A"), 0),
+    ] {
+        assert!(matches!(
+            lab.run(&packet, ingress).0,
+            Verdict::Transmit { .. }
+        ));
+    }
+    let conns = lab.pipeline.shard().table().clone();
+    let mut states = Vec::new();
+    conns.for_each_entry(0, |e| states.push(e.state.name()));
+    assert_eq!(states, ["TIME_WAIT"]);
+    // IPVS conn_reuse_mode: the new SYN does not inherit the old entry's server.
+    let (_, out) = lab.run(&client("S"), 0);
+    assert_eq!(parse_back(&out).eth.destination, RS_MACS[1]);
+}

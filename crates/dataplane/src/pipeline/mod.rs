@@ -236,7 +236,14 @@ impl Pipeline {
         );
         let flags = TcpFlags::from_byte(view.tcp_flags().map_or(0, |f| f.0));
         let mut loads = LoadCounters(snapshot);
-        let conn = match self.shard.lookup_inbound(&key, snapshot, &mut loads) {
+        // A SYN may reopen a finished connection's tuple: IPVS's conn_reuse_mode then
+        // schedules it afresh instead of reusing the old entry's real server.
+        let found = if flags.syn && !flags.ack {
+            self.shard.lookup_inbound_new(&key, snapshot, &mut loads)
+        } else {
+            self.shard.lookup_inbound(&key, snapshot, &mut loads)
+        };
+        let conn = match found {
             Inbound::Hit(conn) => conn,
             Inbound::Drop => return drop(counters, Drop::DestRemoved),
             Inbound::Miss => {
