@@ -4,8 +4,10 @@
 //! `first_port + i % ports`, so N flows spread over as few addresses as the port range allows
 //! (64512 ports per address by default: 10M flows use 156 addresses).
 //!
-//! - **established**: the packets of N open connections (TCP ACKs), flow after flow, round
-//!   and round. Before them the flows must be opened once: [`Pattern::opening`].
+//! - **established**: the packets of N open connections (TCP ACKs), round and round, every
+//!   flow once per round in a scrambled order (a stride coprime with N), so a large table is
+//!   visited the way real traffic visits it, not in memory order. Before them the flows must
+//!   be opened once: [`Pattern::opening`].
 //! - **new**: a SYN from a fresh client port every packet: flow numbers keep counting up (they
 //!   wrap after the address range is used up, 2^32 flows by default).
 //! - **udp**: datagrams over N flows, round and round (the first datagram of a flow opens it).
@@ -157,8 +159,13 @@ pub struct Pattern {
     cycle: Vec<Template>,
     /// SYN templates that open established flows.
     opening: Template,
-    /// Packets made so far (the position in flows and in the size cycle).
+    /// Packets made so far.
     next: u64,
+    /// The flow of the next packet (established, udp) and the stride between flows.
+    position: u64,
+    stride: u64,
+    /// Position in the size cycle.
+    size_at: usize,
 }
 
 impl Pattern {
@@ -183,13 +190,17 @@ impl Pattern {
                 .map(|&n| Template::new(kind, addressing, frame_len(n)))
                 .collect(),
         };
+        let flows = flows.clamp(1, space.capacity());
         Pattern {
             mode,
-            flows: flows.clamp(1, space.capacity()),
+            flows,
             space,
             cycle,
             opening: Template::new(Kind::Syn, addressing, frame_len(64)),
             next: 0,
+            position: 0,
+            stride: scrambling_stride(flows),
+            size_at: 0,
         }
     }
 
@@ -234,14 +245,24 @@ impl Pattern {
     /// send time `stamp_ns`; returns its length.
     #[inline]
     pub fn write_next(&mut self, out: &mut [u8], stamp_ns: u64) -> usize {
-        let n = self.next;
-        self.next += 1;
         let flow = match self.mode {
-            Mode::New => n,
-            _ => n % self.flows,
+            Mode::New => self.next,
+            _ => {
+                let flow = self.position;
+                self.position += self.stride;
+                if self.position >= self.flows {
+                    self.position -= self.flows;
+                }
+                flow
+            }
         };
+        self.next += 1;
         let (src, sport) = self.space.flow(flow);
-        let template = &self.cycle[(n % self.cycle.len() as u64) as usize];
+        let template = &self.cycle[self.size_at];
+        self.size_at += 1;
+        if self.size_at == self.cycle.len() {
+            self.size_at = 0;
+        }
         template.write(out, src, sport, stamp_ns)
     }
 
@@ -255,8 +276,30 @@ impl Pattern {
     pub fn rewind(&mut self) {
         if self.mode != Mode::New {
             self.next = 0;
+            self.position = 0;
+            self.size_at = 0;
         }
     }
+}
+
+/// A stride near N/φ that is coprime with N, so `i * stride mod N` visits every flow once
+/// per round, neighbours far apart.
+fn scrambling_stride(flows: u64) -> u64 {
+    if flows <= 2 {
+        return 1;
+    }
+    let mut stride = ((flows as f64 * 0.618_033_988_75) as u64).max(1);
+    while gcd(stride, flows) != 1 {
+        stride += 1;
+    }
+    stride
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 #[cfg(test)]
@@ -299,6 +342,36 @@ mod tests {
                 })
                 .collect();
             assert_eq!(ports, [1024, 1025, 1026, 1024, 1025, 1026, 1024], "{mode}");
+        }
+    }
+
+    #[test]
+    fn every_flow_comes_once_per_round_in_scrambled_order() {
+        for flows in [1u64, 2, 10, 64, 1000, 4096, 10_007] {
+            let mut p = Pattern::new(
+                Mode::Udp,
+                flows,
+                space(),
+                FrameSize::Fixed(64),
+                &addressing(),
+            );
+            let mut out = [0u8; 1514];
+            let mut seen = std::collections::HashSet::new();
+            let mut in_order = 0;
+            let mut last = None;
+            for _ in 0..flows {
+                let n = p.write_next(&mut out, 0);
+                let src = parse(&out[..n]).unwrap().src;
+                assert!(seen.insert(src), "{flows}: {src:?} twice in a round");
+                if let Some((a, port)) = last {
+                    in_order += usize::from(src == (a, port + 1));
+                }
+                last = Some(src);
+            }
+            assert!(
+                flows < 10 || in_order < flows as usize / 10,
+                "{flows}: not scrambled"
+            );
         }
     }
 
