@@ -86,8 +86,12 @@ pub trait Dataplane: Send + 'static {
         timeouts: &Timeouts,
     ) -> Result<(), String>;
 
+    /// Whether the dataplane can serve `table` (valid by IPVS's rules already). An edit or a
+    /// reload it refuses is refused as a whole, with this one-line reason, and changes nothing.
+    fn check(&self, table: &ServiceTableSpec) -> Result<(), String>;
+
     /// The table or the timeouts changed (an xvsadm edit, `--set`, a SIGHUP reload):
-    /// publish them to the workers. The table is already valid by IPVS's rules.
+    /// publish them to the workers. The table passed [`Dataplane::check`].
     fn update(&mut self, table: &ServiceTableSpec, timeouts: &Timeouts);
 
     /// Adds what only the dataplane knows to a listing: counters, rates, ActiveConn /
@@ -106,6 +110,10 @@ pub trait Dataplane: Send + 'static {
 pub struct ControlOnly;
 
 impl Dataplane for ControlOnly {
+    fn check(&self, _table: &ServiceTableSpec) -> Result<(), String> {
+        Ok(())
+    }
+
     fn start(
         &mut self,
         config: &DaemonConfig,
@@ -166,15 +174,29 @@ impl<P: Dataplane> DataplaneDirector<P> {
         &self.dataplane
     }
 
-    /// Replaces table and timeouts (SIGHUP) and publishes them.
-    pub fn reload(&mut self, table: ServiceTableSpec, timeouts: Timeouts) {
+    /// Replaces table and timeouts (SIGHUP) and publishes them, unless the dataplane cannot
+    /// serve the table: then nothing changes and the reason is returned.
+    pub fn reload(&mut self, table: ServiceTableSpec, timeouts: Timeouts) -> Result<(), String> {
+        self.dataplane.check(&table)?;
         self.core.replace(table, timeouts);
         self.publish();
+        Ok(())
     }
 
     /// Stops the dataplane.
     pub fn stop(&mut self) {
         self.dataplane.stop();
+    }
+
+    /// The first edit after which the dataplane refuses the table (for `-R`'s line number).
+    fn first_refused(&self, edits: &[Edit]) -> usize {
+        (0..edits.len())
+            .find(|&k| {
+                let mut trial = self.core.clone();
+                trial.apply_batch(&edits[..=k]).is_ok()
+                    && self.dataplane.check(trial.table()).is_err()
+            })
+            .unwrap_or(0)
     }
 
     fn publish(&mut self) {
@@ -185,7 +207,15 @@ impl<P: Dataplane> DataplaneDirector<P> {
 
 impl<P: Dataplane> Director for DataplaneDirector<P> {
     fn apply_batch(&mut self, edits: &[Edit]) -> Result<(), EditFailure> {
-        self.core.apply_batch(edits)?;
+        let mut trial = self.core.clone();
+        trial.apply_batch(edits)?;
+        if let Err(message) = self.dataplane.check(trial.table()) {
+            return Err(EditFailure {
+                index: self.first_refused(edits),
+                message,
+            });
+        }
+        self.core = trial;
         self.publish();
         Ok(())
     }
@@ -256,7 +286,10 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
     match config::load(path) {
         Ok(loaded) => {
             let mut d = director.lock().unwrap_or_else(|p| p.into_inner());
-            d.reload(loaded.table, loaded.daemon.timeouts);
+            if let Err(reason) = d.reload(loaded.table, loaded.daemon.timeouts) {
+                tracing::error!(file = %path.display(), "reload refused, the running configuration stays: {reason}");
+                return false;
+            }
             tracing::info!(
                 file = %path.display(),
                 services = d.table().services.len(),
@@ -348,6 +381,9 @@ mod tests {
         ) -> Result<(), String> {
             Ok(())
         }
+        fn check(&self, _: &ServiceTableSpec) -> Result<(), String> {
+            Ok(())
+        }
         fn update(&mut self, table: &ServiceTableSpec, _: &Timeouts) {
             self.updates.push(table.services.len());
         }
@@ -403,6 +439,69 @@ mod tests {
         );
         d.zero(None).unwrap();
         assert_eq!(d.dataplane().zeroed, 1);
+    }
+
+    /// A dataplane that cannot serve fwmark services, as the AF_XDP one.
+    #[derive(Debug, Default)]
+    struct NoFwmark {
+        updates: usize,
+    }
+
+    impl Dataplane for NoFwmark {
+        fn start(
+            &mut self,
+            _: &DaemonConfig,
+            _: &ServiceTableSpec,
+            _: &Timeouts,
+        ) -> Result<(), String> {
+            Ok(())
+        }
+        fn check(&self, table: &ServiceTableSpec) -> Result<(), String> {
+            match table
+                .services
+                .iter()
+                .any(|s| matches!(s.addr, ServiceAddr::Fwmark { .. }))
+            {
+                true => Err("fwmark services are not served".to_string()),
+                false => Ok(()),
+            }
+        }
+        fn update(&mut self, _: &ServiceTableSpec, _: &Timeouts) {
+            self.updates += 1;
+        }
+        fn fill(&self, _: &ListRequest, _: &mut ListData) {}
+        fn zero(&mut self, _: Option<&ServiceAddr>) {}
+        fn stop(&mut self) {}
+    }
+
+    #[test]
+    fn what_the_dataplane_cannot_serve_is_refused_whole_and_changes_nothing() {
+        let mut d = DataplaneDirector::new(TableOnlyDirector::default(), NoFwmark::default());
+        let fwmark = ServiceAddr::Fwmark {
+            mark: 7,
+            ipv6: false,
+        };
+        let edits = [
+            Edit::AddService {
+                service: ServiceSpec::new(vip()),
+            },
+            Edit::AddService {
+                service: ServiceSpec::new(fwmark),
+            },
+        ];
+        let failure = d.apply_batch(&edits).unwrap_err();
+        assert_eq!(
+            (failure.index, failure.message.as_str()),
+            (1, "fwmark services are not served")
+        );
+        assert!(d.table().services.is_empty(), "all or nothing");
+        assert_eq!(d.dataplane().updates, 0);
+        let mut refused = ServiceTableSpec::default();
+        refused.add_service(ServiceSpec::new(fwmark)).unwrap();
+        assert!(d.reload(refused, Timeouts::default()).is_err());
+        assert!(d.table().services.is_empty());
+        d.apply_batch(&edits[..1]).unwrap();
+        assert_eq!((d.table().services.len(), d.dataplane().updates), (1, 1));
     }
 
     #[test]

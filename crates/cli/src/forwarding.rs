@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use xvs_conntrack::{Protocol as ConnProtocol, SetTimeouts};
 use xvs_dataplane::afxdp::XskConfig;
 use xvs_dataplane::runtime::{PortMode, Runtime, RuntimeConfig, ipv4_of};
+use xvs_dataplane::service::snapshot::check_supported;
 use xvs_dataplane::service::spec::{ServiceAddr, ServiceTableSpec};
 use xvs_dataplane::stats::{Rates as RuntimeRates, Totals};
 use xvs_dataplane::xdp::AttachMode;
@@ -109,6 +110,10 @@ impl Dataplane for AfXdpDataplane {
         }
         self.runtime = Some(runtime);
         Ok(())
+    }
+
+    fn check(&self, table: &ServiceTableSpec) -> Result<(), String> {
+        check_supported(table).map_err(|e| e.to_string())
     }
 
     fn update(&mut self, table: &ServiceTableSpec, timeouts: &Timeouts) {

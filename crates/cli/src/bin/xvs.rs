@@ -97,10 +97,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Check { config } => match xvs_cli::config::load(&config) {
-            Ok(_) => {
-                println!("OK");
-                ExitCode::SUCCESS
-            }
+            // Valid by IPVS's rules; the AF_XDP dataplane must also be able to serve it.
+            Ok(loaded) => match xvs_dataplane::service::snapshot::check_supported(&loaded.table) {
+                Ok(()) => {
+                    println!("OK");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("{}: {e}", config.display());
+                    ExitCode::FAILURE
+                }
+            },
             Err(errors) => {
                 for line in &errors.0 {
                     println!("{}: {line}", config.display());

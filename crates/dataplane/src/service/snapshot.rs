@@ -365,9 +365,14 @@ pub fn conntrack_addr(addr: IpAddr) -> xvs_conntrack::Addr {
     }
 }
 
-/// What the AF_XDP data path cannot serve, refused with the reason instead of accepted and
-/// silently never matched.
-fn check_supported(table: &ServiceTableSpec) -> Result<(), BuildError> {
+/// Whether `table` can be compiled: what the AF_XDP data path cannot serve is refused with
+/// the reason instead of accepted and silently never matched, and the real servers must fit
+/// [`MAX_DESTS`]. The control plane asks before it accepts an edit, so a refused edit changes
+/// nothing.
+pub fn check_supported(table: &ServiceTableSpec) -> Result<(), BuildError> {
+    if table.services.iter().map(|s| s.dests.len()).sum::<usize>() > MAX_DESTS {
+        return Err(BuildError::TooManyDests);
+    }
     for service in &table.services {
         match service.addr {
             ServiceAddr::Fwmark { mark, .. } => {
