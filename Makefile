@@ -47,3 +47,17 @@ toolchain:
 
 bench:
 	$(CARGO) bench -p xvs-benches
+
+# Benchmarks of xvs-pktgen (BENCHMARKS.md); their extra Debian packages are installed only here.
+BENCH_DEB_PACKAGES := valgrind nftables
+PKTGEN = $${CARGO_TARGET_DIR:-target}/release/xvs-pktgen
+
+.PHONY: bench-deps bench-instructions bench-compare
+
+bench-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_DEB_PACKAGES)"
+
+# Instructions per packet of the in-memory pipeline under callgrind (stable on a shared machine).
+bench-instructions: deps toolchain bench-deps
+	$(CARGO) build --release -p xvs-pktgen
+	pktgen/scripts/bench-instructions.sh $(PKTGEN)

@@ -29,9 +29,14 @@ struct MemoryArgs {
     /// dr, nat or tun.
     #[arg(long, default_value = "dr")]
     method: Method,
-    /// Flows (established, udp); the table is sized for them plus the packets of `new`.
+    /// Flows (established, udp).
     #[arg(long, default_value_t = 10_000)]
     flows: u64,
+    /// Connection table entries beyond the flows: room for the connections `new` creates.
+    /// Fixed rather than derived from --packets, so runs of different lengths do the same
+    /// setup work (callgrind differences then cancel it exactly).
+    #[arg(long, default_value_t = 1 << 20)]
+    room: u64,
     /// Packets to measure after the flows are open.
     #[arg(long, default_value_t = 1_000_000)]
     packets: u64,
@@ -58,11 +63,13 @@ fn main() -> ExitCode {
 }
 
 fn memory(args: &MemoryArgs) -> Result<(), String> {
-    let capacity = match args.mode {
-        Mode::New => args.packets as usize + 1024,
-        _ => args.flows as usize + 1024,
-    };
-    let mut director = Director::new(args.method, 1, capacity);
+    if args.mode == Mode::New && args.packets > args.room {
+        return Err(format!(
+            "{} new connections do not fit in --room {}",
+            args.packets, args.room
+        ));
+    }
+    let mut director = Director::new(args.method, 1, (args.flows + args.room) as usize);
     let space = FlowSpace::from(Director::client_base(0), 4096);
     let mut pattern = Pattern::new(
         args.mode,
