@@ -661,6 +661,28 @@ impl AfXdpPorts {
         }
     }
 
+    /// Sends frames this process made rather than received (a traffic generator's): each of
+    /// `frames` (at most [`BATCH_SIZE`]) is copied into a free chunk and queued, in order, on
+    /// port `port`'s TX ring, which is kicked when the kernel asks. Returns how many were
+    /// queued: the first ones; fewer when no chunk is free or the ring is full (call again).
+    pub fn transmit_frames(&mut self, port: usize, frames: &[&[u8]]) -> usize {
+        let Some(socket) = self.sockets.get_mut(port) else {
+            return 0;
+        };
+        socket.reclaim_completions(&mut self.umem);
+        let mut list = TxList::new();
+        for bytes in frames.iter().take(BATCH_SIZE) {
+            // A chunk filled here starts as the kernel's, as if received; take it into a batch.
+            let Some(desc) = self.umem.fill_from(bytes) else {
+                break;
+            };
+            if self.umem.receive(desc) {
+                list.push(desc);
+            }
+        }
+        socket.transmit(&mut self.umem, &mut list)
+    }
+
     fn refill_all(&mut self) {
         for socket in &mut self.sockets {
             socket.reclaim_completions(&mut self.umem);

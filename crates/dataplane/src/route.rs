@@ -33,16 +33,34 @@ impl Link {
         self.nets.first().map(|&(addr, _)| addr)
     }
 
-    fn on_link(&self, dst: Ipv4Addr) -> bool {
-        self.nets.iter().any(|&(net, len)| {
-            let mask = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len.min(32)))
-            };
-            u32::from(net) & mask == u32::from(dst) & mask
-        })
+    /// The address this link sends from toward `dst`: the one whose network holds `dst`
+    /// (or its gateway), else the first one.
+    pub fn source_toward(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        let hop = if self.on_link(dst) {
+            dst
+        } else {
+            self.gateway.unwrap_or(dst)
+        };
+        self.nets
+            .iter()
+            .find(|&&(net, len)| len < 32 && same_net(net, hop, len))
+            .map(|&(addr, _)| addr)
+            .or_else(|| self.primary_addr())
     }
+
+    fn on_link(&self, dst: Ipv4Addr) -> bool {
+        self.nets.iter().any(|&(net, len)| same_net(net, dst, len))
+    }
+}
+
+/// Whether `a` and `b` share their first `len` bits.
+fn same_net(a: Ipv4Addr, b: Ipv4Addr, len: u8) -> bool {
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    };
+    u32::from(a) & mask == u32::from(b) & mask
 }
 
 /// The director's links.

@@ -6,7 +6,8 @@
 //! The control plane then calls [`Runtime::update`] with each accepted configuration: the
 //! table is compiled into a new [`Snapshot`], the filters' maps are updated (new entries
 //! first, stale ones after), and the snapshot is published to the workers, which pick it up
-//! between batches. No packet is held up by a reload and no connection is lost by one.
+//! between batches. No packet is held up by a reload, and connections keep their real server
+//! unless it was removed (then IPVS's `expire_nodest_conn` decides).
 //!
 //! The side thread, every 50 ms: asks the kernel to resolve the next hops the workers could
 //! not find, re-reads the kernel's neighbour table and publishes it when it changed; every
@@ -113,6 +114,38 @@ pub struct Runtime {
     stats: Arc<Mutex<StatsRollup>>,
     modes: Vec<PortMode>,
     epoch: Instant,
+    routes: Arc<Routes>,
+    resolve: Arc<ResolveQueue>,
+}
+
+/// Stops and joins the workers of a start that failed halfway.
+struct StartedWorkers {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<io::Result<()>>>,
+}
+
+impl Drop for StartedWorkers {
+    fn drop(&mut self) {
+        if self.handles.is_empty() {
+            return;
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Asks for the MAC of every real server's next hop, so the first packet to a new server
+/// does not wait for resolution (a dropped SYN costs the client a one-second retransmit).
+fn resolve_next_hops(routes: &Routes, snapshot: &Snapshot, resolve: &ResolveQueue) {
+    for (_, dest, _) in snapshot.dests() {
+        if let IpAddr::V4(ip) = dest.spec.addr
+            && let Some(hop) = routes.next_hop(ip)
+        {
+            let _ = resolve.push(hop);
+        }
+    }
 }
 
 impl Runtime {
@@ -165,9 +198,13 @@ impl Runtime {
         conns.timeouts().set(config.timeouts);
 
         let stop = Arc::new(AtomicBool::new(false));
+        // Workers started before a later queue fails are stopped and joined on the way out.
+        let mut started = StartedWorkers {
+            stop: stop.clone(),
+            handles: Vec::new(),
+        };
         let epoch = Instant::now();
         let names: Vec<&str> = config.ifaces.iter().map(String::as_str).collect();
-        let mut workers = Vec::new();
         let mut counters = Vec::new();
         let mut modes = Vec::new();
         for (queue, shard) in (0..queues).zip(shards) {
@@ -226,18 +263,20 @@ impl Runtime {
                     }
                     result
                 })?;
-            workers.push(handle);
+            started.handles.push(handle);
         }
 
         let stats = Arc::new(Mutex::new(StatsRollup::new(counters)));
+        resolve_next_hops(&routes, &first, &resolve);
         let side = spawn_side_thread(SideThread {
             neighbour_cache,
             neighbours,
-            resolve,
+            resolve: resolve.clone(),
             snapshot: snapshot.clone(),
             stats: stats.clone(),
             stop: stop.clone(),
         })?;
+        let workers = std::mem::take(&mut started.handles);
         Ok(Runtime {
             builder,
             snapshot,
@@ -249,13 +288,17 @@ impl Runtime {
             stats,
             modes,
             epoch,
+            routes,
+            resolve,
         })
     }
 
     /// Compiles and publishes a new configuration; the filters follow. On error nothing
     /// changes.
     pub fn update(&mut self, table: &ServiceTableSpec) -> Result<(), RuntimeError> {
-        let next = Arc::new(self.builder.build(table)?);
+        // Build on a copy: the builder's memory of real servers changes only if all succeeds.
+        let mut builder = self.builder.clone();
+        let next = Arc::new(builder.build(table)?);
         let previous = self.snapshot.load();
         // Count the last packets of the old table before it goes.
         self.stats
@@ -266,7 +309,9 @@ impl Runtime {
             iface: String::new(),
             source: Box::new(source),
         })?;
+        resolve_next_hops(&self.routes, &next, &self.resolve);
         self.snapshot.publish(next);
+        self.builder = builder;
         Ok(())
     }
 

@@ -6,7 +6,9 @@
 //! (IP-in-IP) and whose outer destination is this server, checks the outer header, and
 //! writes the inner datagram into a TUN device, from where the kernel delivers it to the VIP
 //! on `lo` like any received packet. The real server's TCP stack answers the client directly,
-//! as in a real TUN cluster.
+//! as in a real TUN cluster. (The real server's kernel, which has no `ipip`, still answers each
+//! tunnelled packet with an ICMP "protocol unreachable" to the director: harmless noise that
+//! the director's kernel receives and ignores.)
 //!
 //! It also checks every outer header as a test would: version/IHL, header checksum,
 //! protocol 4, the expected tunnel source and destination, total length consistent with the

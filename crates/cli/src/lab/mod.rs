@@ -152,7 +152,7 @@ impl Lab {
                 self.spawn(decap, &format!("{name}-decap.log"))?;
             }
         }
-        // Ready when each answers on its own address from inside its namespace.
+        // Ready when each answers on loopback from inside its namespace.
         for rs in &self.topology.real_servers {
             let url = format!("http://127.0.0.1:{HTTP_PORT}/");
             wait_for(
@@ -369,6 +369,7 @@ impl Lab {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
+                let _ = child.wait();
                 return Err(LabError(
                     "the director did not stop within 10 s of SIGTERM".into(),
                 ));

@@ -2,7 +2,7 @@
 //!
 //! Everything is done with `ip` (iproute2), exactly as an operator following the seed
 //! tutorials would, so a failing lab can be reproduced by hand. Names carry a per-run tag
-//! (process id and a counter) so concurrent labs and tests never collide, and every
+//! (process id and a counter) so concurrent labs and tests do not collide, and every
 //! namespace is deleted on drop, which also deletes the links inside it, even when a step
 //! failed halfway.
 
@@ -17,8 +17,9 @@ pub struct LabError(pub String);
 /// Result of a lab step.
 pub type LabResult<T> = Result<T, LabError>;
 
-/// A short tag unique to this process and call: `<pid mod 10000>x<n>`. Interface names are
-/// limited to 15 bytes, so tags stay short.
+/// A short tag for this process and call: `<pid mod 10000>x<n>`, unique among the labs that
+/// run at the same time unless two processes' ids agree modulo 10000 (namespace creation
+/// then fails cleanly). Interface names are limited to 15 bytes, so tags stay short.
 pub fn unique_tag() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -1,8 +1,8 @@
 //! The per-worker packet pipeline: parse, classify, track, schedule, rewrite.
 //!
 //! One [`Pipeline`] per worker. It owns the worker's connection-table shard and its scheduler
-//! instances, and reads the shared service [`Snapshot`], routes and neighbours through `Arc`s
-//! it swaps between batches. [`Pipeline::process`] turns one received frame into a
+//! instances, and reads the shared service [`Snapshot`] and neighbours through `Arc`s it swaps
+//! between batches (routes are fixed at start). [`Pipeline::process`] turns one received frame into a
 //! [`Verdict`], rewriting it in place:
 //!
 //! 1. `parse` the frame once into a `PacketView` (malformed: counted and dropped);
@@ -353,9 +353,13 @@ impl Pipeline {
                 &mut loads,
             );
         }
-        let cells = &shared.counters.dests[dest_slot(conn.dest)];
-        add(&cells.out_pkts, 1);
-        add(&cells.out_bytes, u64::from(view.ip_total_len));
+        // Count the reply for its real server only while it exists: a removed server's slot
+        // may belong to another one by now.
+        if snapshot.dest(conn.dest).is_some() {
+            let cells = &shared.counters.dests[dest_slot(conn.dest)];
+            add(&cells.out_pkts, 1);
+            add(&cells.out_bytes, u64::from(view.ip_total_len));
+        }
         let vip = SocketAddrV4::new(v4(conn.vip.addr.to_ip()), conn.vip.port);
         let egress = match egress_to(shared, view.dst) {
             Ok(e) => e,
@@ -516,7 +520,7 @@ fn open(
     match shard.insert(new, now, loads) {
         Ok(conn) => Ok(conn),
         Err(InsertError::Full) => Err(Drop::TableFull),
-        // The template expired between lookup and attach: schedule without it.
+        // The template expired between lookup and attach: keep its choice, unattached.
         Err(InsertError::TemplateGone) => {
             let retry = NewConn {
                 template: None,
@@ -524,7 +528,11 @@ fn open(
             };
             shard.insert(retry, now, loads).map_err(|_| Drop::TableFull)
         }
-        Err(InsertError::Exists) => Err(Drop::TableFull),
+        // The lookup just missed, and only this worker inserts into its shard.
+        Err(InsertError::Exists) => {
+            debug_assert!(false, "insert after a missed lookup found the key");
+            Err(Drop::NoConnection)
+        }
     }
 }
 
@@ -547,10 +555,17 @@ fn forward(
         ForwardMethod::Route => dr::forward(frame, view, &egress),
         ForwardMethod::Masq => nat::rewrite_inbound(frame, view, target, &egress),
         ForwardMethod::Tunnel => {
-            let source = shared
-                .tunnel_source
-                .or_else(|| shared.routes.link(port).and_then(|l| l.primary_addr()))
-                .unwrap_or(view.dst);
+            // IPVS takes the route's preferred source toward the real server: the address of
+            // the egress link's network that holds the next hop.
+            let source = shared.tunnel_source.or_else(|| {
+                shared
+                    .routes
+                    .link(port)
+                    .and_then(|l| l.source_toward(*target.ip()))
+            });
+            let Some(source) = source else {
+                return drop(counters, Drop::NoRoute);
+            };
             *tunnel_ident = tunnel_ident.wrapping_add(1);
             let tunnel = Tunnel {
                 source,

@@ -9,8 +9,9 @@
 //! Real servers keep their identity across rebuilds: the builder remembers every
 //! `(service, address, port)` it has seen, so an edited server keeps its [`DestId`] and its
 //! connection counters ([`ServerLoad`]), and the connections the table holds for it keep
-//! working. A removed server's id is never handed out again while connections may still name
-//! it: ids are a 16-bit slot plus a 16-bit generation bumped on every reuse.
+//! working. A removed server's id is not handed out again while connections may still name
+//! it: ids are a 16-bit slot plus a 16-bit generation bumped on every reuse, and a freed slot
+//! is reused only after all 65536 slots were handed out once, oldest first.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -191,7 +192,7 @@ impl DestCounters for LoadCounters<'_> {
 }
 
 /// What the builder remembers of a real server between builds.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Known {
     id: DestId,
     load: Arc<ServerLoad>,
@@ -200,13 +201,15 @@ struct Known {
 }
 
 /// Compiles specs into snapshots, keeping real-server identities between builds.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SnapshotBuilder {
     generation: u64,
     known: std::collections::HashMap<(ServiceAddr, IpAddr, u16), Known>,
     /// Generation last used per slot.
     slot_generations: Vec<u16>,
-    free_slots: Vec<u16>,
+    /// Freed slots, reused oldest first so a slot rests as long as possible before a new
+    /// server takes it (late counter updates of the old server then find it empty).
+    free_slots: std::collections::VecDeque<u16>,
 }
 
 /// Why a table cannot be compiled.
@@ -297,7 +300,7 @@ impl SnapshotBuilder {
             .collect();
         for identity in gone {
             if let Some(known) = self.known.remove(&identity) {
-                self.free_slots.push((known.id.0 & 0xffff) as u16);
+                self.free_slots.push_back((known.id.0 & 0xffff) as u16);
             }
         }
         self.generation = snapshot.generation;
@@ -306,13 +309,12 @@ impl SnapshotBuilder {
 
     /// A fresh id: a free slot under its next generation, or a new slot.
     fn allocate(&mut self) -> Option<DestId> {
-        let slot = match self.free_slots.pop() {
-            Some(s) => s,
-            None if self.slot_generations.len() < MAX_DESTS => {
-                self.slot_generations.push(0);
-                (self.slot_generations.len() - 1) as u16
-            }
-            None => return None,
+        // New slots first; freed ones, oldest first, only once all 65536 were handed out.
+        let slot = if self.slot_generations.len() < MAX_DESTS {
+            self.slot_generations.push(0);
+            (self.slot_generations.len() - 1) as u16
+        } else {
+            self.free_slots.pop_front()?
         };
         let generation = &mut self.slot_generations[slot as usize];
         *generation = generation.wrapping_add(1);
