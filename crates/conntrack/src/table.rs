@@ -472,6 +472,36 @@ impl ConnTable {
         self.lookup_outbound_hashed(key, hash)
     }
 
+    /// A client -> service connection looked up from any worker, read-only: for the rare
+    /// packets of a flow that arrive on another worker's queue (ICMP errors, whose RSS hash
+    /// is not the flow's). Unlike [`Shard::lookup_inbound`] it applies no server-status rule;
+    /// the caller checks the connection's server.
+    pub fn lookup_inbound_any(&self, key: &FlowKey) -> Option<Conn> {
+        let hash = self.inbound_hash(key);
+        let kind_v6 = kind_of(key.family());
+        for (id, shard) in self.inner.shards.iter().enumerate() {
+            let bucket = shard.inbound.bucket(hash);
+            let slots = &shard.slots;
+            let hit = shard.inbound.find_shared(
+                bucket,
+                |s| &slots[s as usize].next_primary,
+                |s| {
+                    let slot = &slots[s as usize];
+                    let meta = slot.meta();
+                    if !matches_inbound(slot, meta, key, kind_v6) {
+                        return None;
+                    }
+                    let word = slot.word();
+                    (!word.has(flag::DEAD)).then(|| snapshot(id as u16, s, slot, word, meta))
+                },
+            );
+            if hit.is_some() {
+                return hit;
+            }
+        }
+        None
+    }
+
     #[inline]
     pub(crate) fn lookup_outbound_hashed(&self, key: &FlowKey, hash: u64) -> Option<Conn> {
         let kind_v6 = kind_of(key.family());

@@ -455,3 +455,29 @@ fn listing_shows_connections_and_templates() {
     table.for_each_entry(0, |_| other += 1);
     assert_eq!(other, 1);
 }
+
+#[test]
+fn inbound_any_finds_a_connection_from_every_shard_without_side_effects() {
+    let (table, mut shards) = ConnTable::new(config(2, 64));
+    let mut rec = Recorder::default();
+    let c = client(3, 40000);
+    let conn = shards[1].insert(nat_conn(c, 5), 0, &mut rec).unwrap();
+    let key = FlowKey::tcp(c, vip(80));
+    // Shard 0's own lookup misses; the shared lookup finds it in shard 1.
+    assert_eq!(
+        shards[0].lookup_inbound(&key, &AllAvailable, &mut rec),
+        Inbound::Miss
+    );
+    assert_eq!(
+        table.lookup_inbound_any(&key).map(|hit| hit.flow),
+        Some(conn.flow)
+    );
+    assert!(
+        table
+            .lookup_inbound_any(&FlowKey::tcp(client(3, 40001), vip(80)))
+            .is_none()
+    );
+    // After removal it is gone everywhere.
+    assert!(shards[1].remove(conn.flow, &mut rec));
+    assert!(table.lookup_inbound_any(&key).is_none());
+}

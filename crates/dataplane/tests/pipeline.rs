@@ -575,3 +575,45 @@ fn a_syn_reusing_a_closed_connections_tuple_is_scheduled_afresh() {
     let (_, out) = lab.run(&client("S"), 0);
     assert_eq!(parse_back(&out).eth.destination, RS_MACS[1]);
 }
+
+#[test]
+fn a_clients_icmp_error_about_a_nat_reply_reaches_the_real_server_rewritten() {
+    use etherparse::{Icmpv4Type, icmpv4::DestUnreachableHeader};
+    let mut lab = Lab::new(ForwardMethod::Masq, "rr", Protocol::Tcp);
+    lab.run(
+        &tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "S"),
+        0,
+    );
+    // The client's router says the reply VIP:80 -> client:40000 was too big.
+    let reply = tcp(DIRECTOR_MAC, CLIENT_MAC, (VIP, 80), (CLIENT, 40000), "SA");
+    let quote = &reply[14..14 + 20 + 8];
+    let error = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ));
+    let mut frame = Vec::new();
+    error.write(&mut frame, quote).unwrap();
+    let (verdict, out) = lab.run(&frame, 0);
+    assert_eq!(verdict, Verdict::Transmit { port: 1 });
+    let p = parse_back(&out);
+    let rs = rs_ip(ForwardMethod::Masq, 0).octets();
+    assert_eq!(
+        (p.eth.destination, p.ip.source, p.ip.destination),
+        (RS_MACS[0], CLIENT, rs)
+    );
+    // The quoted packet now reads as the real server sent it: RIP:8080 -> client.
+    let quoted = &p.payload[8..];
+    assert_eq!(&quoted[12..16], &rs);
+    assert_eq!(u16::from_be_bytes([quoted[20], quoted[21]]), 8080);
+    // The ICMP checksum covers the rewritten message.
+    let mut sum: u32 = p
+        .payload
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    assert_eq!(sum, 0xffff, "ICMP checksum");
+}

@@ -393,9 +393,9 @@ impl Pipeline {
             .classify(quoted.protocol, *quoted.src.ip(), quoted.src.port())
             .is_some();
         if from_client_side {
-            // Quotes a reply VIP -> client: the connection is client -> VIP.
-            let mut loads = LoadCounters(snapshot);
-            let Inbound::Hit(conn) = self.shard.lookup_inbound(&key, snapshot, &mut loads) else {
+            // Quotes a reply VIP -> client: the connection is client -> VIP. The error's RSS
+            // hash is not the flow's, so it may arrive on another worker: look in every shard.
+            let Some(conn) = self.shard.table().lookup_inbound_any(&key) else {
                 return drop(counters, Drop::IcmpNoConnection);
             };
             let Some((_, dest, _)) = snapshot.dest(conn.dest) else {
