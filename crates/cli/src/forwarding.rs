@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use xvs_conntrack::{Protocol as ConnProtocol, SetTimeouts};
 use xvs_dataplane::afxdp::XskConfig;
 use xvs_dataplane::runtime::{PortMode, Runtime, RuntimeConfig, ipv4_of};
-use xvs_dataplane::service::snapshot::check_supported;
-use xvs_dataplane::service::spec::{ServiceAddr, ServiceTableSpec};
+use xvs_dataplane::service::snapshot::{Snapshot, check_supported};
+use xvs_dataplane::service::spec::{ServiceAddr, ServiceTableSpec, SocketText};
 use xvs_dataplane::stats::{Rates as RuntimeRates, Totals};
 use xvs_dataplane::xdp::AttachMode;
 
@@ -113,7 +113,11 @@ impl Dataplane for AfXdpDataplane {
     }
 
     fn check(&self, table: &ServiceTableSpec) -> Result<(), String> {
-        check_supported(table).map_err(|e| e.to_string())
+        check_supported(table).map_err(|e| e.to_string())?;
+        if let Some(runtime) = &self.runtime {
+            method_changes_are_safe(&runtime.snapshot(), table)?;
+        }
+        Ok(())
     }
 
     fn update(&mut self, table: &ServiceTableSpec, timeouts: &Timeouts) {
@@ -179,6 +183,39 @@ impl Dataplane for AfXdpDataplane {
             runtime.stop();
         }
     }
+}
+
+/// IPVS fixes a connection's forwarding method when the connection is made, so `-e` with a
+/// new method leaves existing connections on the old one. xvs's connections follow their real
+/// server's current method, so it refuses the change while the server has connections rather
+/// than send them the wrong way: quiesce it (`-w 0`), let them finish, then change it.
+fn method_changes_are_safe(running: &Snapshot, table: &ServiceTableSpec) -> Result<(), String> {
+    for service in &table.services {
+        let Some(current) = running
+            .services
+            .iter()
+            .find(|s| s.spec.addr == service.addr)
+        else {
+            continue;
+        };
+        for dest in &service.dests {
+            let found = current
+                .dests
+                .iter()
+                .zip(&current.servers)
+                .find(|(d, _)| d.spec.addr == dest.addr && d.spec.port == dest.port);
+            if let Some((old, server)) = found {
+                let connections = server.load.total_conns() + server.load.persistent();
+                if old.spec.method != dest.method && connections > 0 {
+                    return Err(format!(
+                        "Real server {} has {connections} connections: set its weight to 0 and let them finish before changing its forwarding method",
+                        SocketText(dest.addr, dest.port)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `--dataplane`: the ports' modes and the workers' frame and drop counters.

@@ -166,6 +166,14 @@ fn weight_zero_lets_connections_finish_and_sends_new_ones_elsewhere() {
     } else {
         ("rs2", "192.168.40.13")
     };
+    // Its connection is live: changing its forwarding method is refused and changes nothing.
+    let refused = lab
+        .xvsadm(&format!(
+            "-e -t 172.16.21.10:{LINES_PORT} -r {rip}:{LINES_PORT} -i -w 1"
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("forwarding method"), "{refused}");
     lab.xvsadm(&format!(
         "-e -t 172.16.21.10:{LINES_PORT} -r {rip}:{LINES_PORT} -g -w 0"
     ))
