@@ -175,16 +175,25 @@ impl NeighbourCache {
     }
 
     /// Re-reads the kernel's table; returns how many usable neighbours the ports have.
+    ///
+    /// xvs's own traffic bypasses the kernel, so the kernel's entries for real servers only
+    /// age: they go STALE and may be garbage-collected while xvs still sends to them. A MAC
+    /// therefore stays known until the kernel reports the neighbour FAILED (or changes it),
+    /// not merely because its entry disappeared from the table.
     pub fn refresh(&mut self) -> io::Result<usize> {
         let entries = dump(&mut self.socket)?;
-        self.macs.clear();
         for entry in entries {
             let Some(port) = self.ports.iter().position(|&i| i == entry.ifindex) else {
                 continue;
             };
-            if let (Ok(port), Some(mac)) = (u8::try_from(port), entry.usable_mac()) {
+            let Ok(port) = u8::try_from(port) else {
+                continue;
+            };
+            if let Some(mac) = entry.usable_mac() {
                 self.macs.insert((port, entry.addr), mac);
                 self.asked.remove(&(port, entry.addr));
+            } else if entry.state & state::FAILED != 0 {
+                self.macs.remove(&(port, entry.addr));
             }
         }
         Ok(self.macs.len())
