@@ -242,8 +242,11 @@ fn dataplane_info(runtime: &Runtime) -> DataplaneInfo {
             .map(|&r| (r.name().to_string(), frames.refused[r as usize])),
     );
     drops.retain(|(_, n)| *n > 0);
+    let (workers_running, workers) = runtime.workers_running();
     DataplaneInfo {
         ports,
+        workers_running,
+        workers,
         rx_frames: frames.rx,
         tx_frames: frames.tx,
         icmp_sent: frames.icmp_sent,

@@ -229,6 +229,10 @@ pub struct PortInfo {
 pub struct DataplaneInfo {
     /// Ports in use.
     pub ports: Vec<PortInfo>,
+    /// Worker threads running.
+    pub workers_running: usize,
+    /// Worker threads started (one per queue).
+    pub workers: usize,
     /// Frames received by the workers.
     pub rx_frames: u64,
     /// Frames sent on.
@@ -248,6 +252,10 @@ pub fn render_dataplane(info: &DataplaneInfo) -> String {
             p.iface, p.queue, p.af_xdp, p.xdp
         ));
     }
+    out.push_str(&format!(
+        "Workers: {} of {} running\n",
+        info.workers_running, info.workers
+    ));
     out.push_str(&format!(
         "Frames: rx {} tx {} icmp_sent {}\n",
         info.rx_frames, info.tx_frames, info.icmp_sent

@@ -357,6 +357,13 @@ impl Runtime {
         all
     }
 
+    /// Workers still running, of those started. A worker stops only when its ports fail (it
+    /// logs why); its queue's traffic then falls to the kernel, so listings show the count.
+    pub fn workers_running(&self) -> (usize, usize) {
+        let running = self.workers.iter().filter(|w| !w.is_finished()).count();
+        (running, self.workers.len())
+    }
+
     /// How each port runs.
     pub fn modes(&self) -> &[PortMode] {
         &self.modes
