@@ -4,7 +4,8 @@
 // handle, and everything else to the kernel (XDP_PASS).
 //
 //   - IPv4 to a virtual service: (dst addr, dst port, protocol) is in xvs_vips;
-//   - NAT return traffic: (src addr, src port, protocol) is in xvs_nat_returns.
+//   - NAT return traffic: (src addr, src port, protocol) is in xvs_nat_returns, unless it is
+//     addressed to one of the director's own addresses (xvs_locals).
 //
 // Each map is tried with the exact port, then port 0 ("any port" of that protocol, for
 // persistent port-0 services), then port 0 and protocol 0 ("any traffic to that address").
@@ -88,6 +89,18 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } xvs_nat_returns SEC(".maps");
 
+// The director's own addresses (port 0, protocol 0 keys). Traffic *to* them is the kernel's
+// even when it comes from a NAT real server's service port: the director's own connections to
+// a real server (health checks, an operator's curl) get their replies, as IPVS lets
+// ip_vs_out() accept packets that belong to no connection.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct match_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} xvs_locals SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__uint(max_entries, 256);
@@ -106,6 +119,12 @@ static __always_inline int matches(void *map, __u32 addr, __u16 port, __u8 proto
 		return 1;
 	key.proto = 0;
 	return bpf_map_lookup_elem(map, &key) != 0;
+}
+
+static __always_inline int is_local(__u32 addr)
+{
+	struct match_key key = { .addr = addr, .port = 0, .proto = 0, .pad = 0 };
+	return bpf_map_lookup_elem(&xvs_locals, &key) != 0;
 }
 
 static __always_inline int carries_ports(__u8 proto)
@@ -143,8 +162,9 @@ static __always_inline int icmp_error_is_ours(__u8 *icmp, void *data_end)
 		sport = *(__u16 *)l4;
 		dport = *(__u16 *)(l4 + 2);
 	}
+	// A quoted packet the director itself sent to a real server is the kernel's business.
 	return matches(&xvs_vips, saddr, sport, proto) ||
-	       matches(&xvs_nat_returns, daddr, dport, proto);
+	       (!is_local(saddr) && matches(&xvs_nat_returns, daddr, dport, proto));
 }
 
 SEC("xdp")
@@ -180,7 +200,7 @@ int xvs_filter(struct xdp_md *ctx)
 	}
 
 	if (matches(&xvs_vips, daddr, dport, proto) ||
-	    matches(&xvs_nat_returns, saddr, sport, proto))
+	    (!is_local(daddr) && matches(&xvs_nat_returns, saddr, sport, proto)))
 		return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
 	if (proto == IPPROTO_ICMP && first_fragment && icmp_error_is_ours(ip + ihl, data_end))
 		return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);

@@ -181,6 +181,20 @@ impl Runtime {
             })?;
             filters.push(filter);
         }
+        // The director's own addresses (VIPs on its interfaces included) stay the kernel's
+        // for traffic from NAT real servers.
+        let locals: Vec<Ipv4Addr> = devs
+            .iter()
+            .flat_map(|d| d.ipv4.iter().map(|&(a, _)| a))
+            .collect();
+        for (dev, filter) in devs.iter().zip(filters.iter_mut()) {
+            filter
+                .set_locals(&locals)
+                .map_err(|source| RuntimeError::Filter {
+                    iface: dev.name.clone(),
+                    source: Box::new(source),
+                })?;
+        }
         set_filter_maps(&mut filters, &first).map_err(|source| RuntimeError::Filter {
             iface: devs[0].name.clone(),
             source: Box::new(source),

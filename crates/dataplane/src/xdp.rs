@@ -41,6 +41,7 @@ static FILTER_OBJECT: &[u8] =
 const PROGRAM: &str = "xvs_filter";
 const VIP_MAP: &str = "xvs_vips";
 const NAT_RETURN_MAP: &str = "xvs_nat_returns";
+const LOCALS_MAP: &str = "xvs_locals";
 const XSK_MAP: &str = "xvs_xsks";
 
 /// IP protocol numbers the filter understands ports for.
@@ -185,6 +186,7 @@ pub enum XdpError {
 pub struct XdpFilter {
     vips: HashMap<MapData, MatchKey, u32>,
     nat_returns: HashMap<MapData, MatchKey, u32>,
+    locals: HashMap<MapData, MatchKey, u32>,
     sockets: XskMap<MapData>,
     ifindex: u32,
     mode: XdpMode,
@@ -226,11 +228,13 @@ impl XdpFilter {
         };
         let vips = HashMap::try_from(take_map(&mut ebpf, VIP_MAP)?)?;
         let nat_returns = HashMap::try_from(take_map(&mut ebpf, NAT_RETURN_MAP)?)?;
+        let locals = HashMap::try_from(take_map(&mut ebpf, LOCALS_MAP)?)?;
         let sockets = XskMap::try_from(take_map(&mut ebpf, XSK_MAP)?)?;
         tracing::info!(ifindex, %mode, "XDP filter attached");
         Ok(XdpFilter {
             vips,
             nat_returns,
+            locals,
             sockets,
             ifindex,
             mode,
@@ -257,6 +261,14 @@ impl XdpFilter {
     /// (address, port, protocol).
     pub fn set_nat_returns(&mut self, matches: &[Match]) -> Result<(), XdpError> {
         replace_contents(&mut self.nat_returns, matches)
+    }
+
+    /// Makes `addrs` the director's own addresses: traffic to them stays the kernel's even
+    /// when it comes from a NAT real server's service port (the director's own connections
+    /// to its real servers get their replies).
+    pub fn set_locals(&mut self, addrs: &[Ipv4Addr]) -> Result<(), XdpError> {
+        let matches: Vec<Match> = addrs.iter().map(|&a| Match::any(a)).collect();
+        replace_contents(&mut self.locals, &matches)
     }
 
     /// The VIP map's current entries (for `xvsadm` and tests).
