@@ -617,3 +617,39 @@ fn a_clients_icmp_error_about_a_nat_reply_reaches_the_real_server_rewritten() {
     }
     assert_eq!(sum, 0xffff, "ICMP checksum");
 }
+
+#[test]
+fn one_packet_scheduling_leaves_no_entry_but_honours_persistence() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", Protocol::Udp);
+    let addr = service_addr(Protocol::Udp, 80);
+    let mut ops = lab.table.service(&addr).unwrap().clone();
+    ops.one_packet = true;
+    lab.table.edit_service(ops.clone()).unwrap();
+    lab.rebuild();
+    // Each datagram of one flow is scheduled on its own: rr alternates, no entry is kept.
+    let macs: Vec<_> = (0..4)
+        .map(|_| {
+            parse_back(&lab.run(&udp((CLIENT, 5000), (VIP, 80)), 0).1)
+                .eth
+                .destination
+        })
+        .collect();
+    assert_eq!(macs, [RS_MACS[0], RS_MACS[1], RS_MACS[0], RS_MACS[1]]);
+    assert_eq!(lab.load(0), (0, 0, 0));
+    // With -p the client's template still decides.
+    ops.persistence = Some(PersistenceSpec {
+        timeout_secs: 60,
+        prefix_len: 32,
+    });
+    lab.table.edit_service(ops).unwrap();
+    lab.rebuild();
+    let macs: Vec<_> = (0..4)
+        .map(|p| {
+            parse_back(&lab.run(&udp((CLIENT, 6000 + p), (VIP, 80)), 0).1)
+                .eth
+                .destination
+        })
+        .collect();
+    assert!(macs.iter().all(|m| *m == macs[0]), "{macs:?}");
+    assert_eq!(lab.load(0).2 + lab.load(1).2, 1, "one template");
+}

@@ -261,17 +261,27 @@ impl Pipeline {
                 };
                 let scheduler = &mut *self.schedulers[service_index].2;
                 if service.spec.one_packet && matches!(view.l4, L4::Udp { .. }) {
-                    // -o: every datagram is scheduled on its own and leaves no entry.
-                    let Some(index) = scheduler.pick(&service.servers, &request) else {
-                        return drop(counters, Drop::NoDestAvailable);
+                    // -o: every datagram is scheduled on its own and leaves no entry; a
+                    // persistent service still keeps the client on its template's server.
+                    let choice = match choose(
+                        &mut self.shard,
+                        scheduler,
+                        service,
+                        &key,
+                        &request,
+                        self.clock.secs,
+                        &mut loads,
+                    ) {
+                        Ok(choice) => choice,
+                        Err(why) => return drop(counters, why),
                     };
-                    let dest = &service.dests[index];
+                    let dest = &service.dests[choice.index];
                     let cells = &counters.dests[dest_slot(dest.id)];
                     add(&cells.conns, 1);
                     add(&cells.in_pkts, 1);
                     add(&cells.in_bytes, u64::from(view.ip_total_len));
                     let target =
-                        SocketAddrV4::new(v4(dest.spec.addr), real_port(dest.spec.port, dport));
+                        SocketAddrV4::new(v4(choice.dest_addr.addr.to_ip()), choice.dest_addr.port);
                     return forward(
                         shared,
                         &mut self.tunnel_ident,
@@ -442,8 +452,83 @@ impl Pipeline {
     }
 }
 
-/// A new connection for `key`: the client's persistence template if it has one, else the
-/// scheduler's pick (recorded in a new template for persistent services).
+/// The real server a new flow goes to: the one the client's persistence template names, if
+/// it has one, else the scheduler's pick (recorded in a new template for persistent
+/// services).
+struct Choice {
+    /// Index in the service's real servers.
+    index: usize,
+    /// Where packets go (real server address and port).
+    dest_addr: Endpoint,
+    /// The template that made the choice.
+    template: Option<xvs_conntrack::TemplateRef>,
+}
+
+fn choose(
+    shard: &mut Shard,
+    scheduler: &mut dyn Scheduler,
+    service: &Service,
+    key: &FlowKey,
+    request: &Request,
+    now: Secs,
+    loads: &mut LoadCounters<'_>,
+) -> Result<Choice, Drop> {
+    let snapshot = loads.0;
+    let endpoint_of = |index: usize| {
+        let dest = &service.dests[index];
+        let addr = xvs_conntrack::Addr::v4(v4(dest.spec.addr).octets());
+        Endpoint::new(addr, real_port(dest.spec.port, key.dst.port))
+    };
+    let Some(persistence) = service.persistence else {
+        let index = scheduler
+            .pick(&service.servers, request)
+            .ok_or(Drop::NoDestAvailable)?;
+        return Ok(Choice {
+            index,
+            dest_addr: endpoint_of(index),
+            template: None,
+        });
+    };
+    let template_key = TemplateKey::new(&service.key, key.src.addr, persistence.mask);
+    let template = match shard.table().find_template(&template_key, snapshot) {
+        Some(t) => t,
+        None => {
+            let index = scheduler
+                .pick(&service.servers, request)
+                .ok_or(Drop::NoDestAvailable)?;
+            let dest = &service.dests[index];
+            // The template keeps the configured port: 0 on a port-0 service means "the
+            // port each connection asks for".
+            let addr = Endpoint::new(
+                xvs_conntrack::Addr::v4(v4(dest.spec.addr).octets()),
+                dest.spec.port,
+            );
+            shard
+                .insert_template(
+                    &template_key,
+                    dest.id,
+                    addr,
+                    persistence.timeout,
+                    now,
+                    loads,
+                )
+                .map_err(|_| Drop::TableFull)?
+        }
+    };
+    let index = service
+        .dests
+        .iter()
+        .position(|d| d.id == template.dest)
+        .ok_or(Drop::DestRemoved)?;
+    let port = real_port(template.dest_addr.port, key.dst.port);
+    Ok(Choice {
+        index,
+        dest_addr: Endpoint::new(template.dest_addr.addr, port),
+        template: Some(template),
+    })
+}
+
+/// A new connection for `key`, to the real server [`choose`] gives.
 fn open(
     shard: &mut Shard,
     scheduler: &mut dyn Scheduler,
@@ -453,63 +538,13 @@ fn open(
     now: Secs,
     loads: &mut LoadCounters<'_>,
 ) -> Result<Conn, Drop> {
-    let snapshot = loads.0;
-    let return_path_of = |index: usize| match service.dests[index].spec.method {
+    let choice = choose(shard, scheduler, service, &key, request, now, loads)?;
+    let dest = service.dests[choice.index].id;
+    let return_path = match service.dests[choice.index].spec.method {
         ForwardMethod::Masq => ReturnPath::ViaDirector,
         ForwardMethod::Route | ForwardMethod::Tunnel => ReturnPath::Bypass,
     };
-    let mut template = None;
-    if let Some(persistence) = service.persistence {
-        let template_key = TemplateKey::new(&service.key, key.src.addr, persistence.mask);
-        template = match shard.table().find_template(&template_key, snapshot) {
-            Some(t) => Some(t),
-            None => {
-                let index = scheduler
-                    .pick(&service.servers, request)
-                    .ok_or(Drop::NoDestAvailable)?;
-                let dest = &service.dests[index];
-                let dest_addr = Endpoint::new(
-                    xvs_conntrack::Addr::v4(v4(dest.spec.addr).octets()),
-                    dest.spec.port,
-                );
-                let t = shard
-                    .insert_template(
-                        &template_key,
-                        dest.id,
-                        dest_addr,
-                        persistence.timeout,
-                        now,
-                        loads,
-                    )
-                    .map_err(|_| Drop::TableFull)?;
-                Some(t)
-            }
-        };
-    }
-    let (dest, dest_addr, return_path) = match template {
-        Some(t) => {
-            let index = service
-                .dests
-                .iter()
-                .position(|d| d.id == t.dest)
-                .ok_or(Drop::DestRemoved)?;
-            let port = real_port(t.dest_addr.port, key.dst.port);
-            (
-                t.dest,
-                Endpoint::new(t.dest_addr.addr, port),
-                return_path_of(index),
-            )
-        }
-        None => {
-            let index = scheduler
-                .pick(&service.servers, request)
-                .ok_or(Drop::NoDestAvailable)?;
-            let dest = &service.dests[index];
-            let port = real_port(dest.spec.port, key.dst.port);
-            let addr = xvs_conntrack::Addr::v4(v4(dest.spec.addr).octets());
-            (dest.id, Endpoint::new(addr, port), return_path_of(index))
-        }
-    };
+    let (dest_addr, template) = (choice.dest_addr, choice.template);
     let new = NewConn {
         key,
         dest,
