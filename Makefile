@@ -61,3 +61,10 @@ bench-deps:
 bench-instructions: deps toolchain bench-deps
 	$(CARGO) build --release -p xvs-pktgen
 	pktgen/scripts/bench-instructions.sh $(PKTGEN)
+
+# xvs vs the kernel (nftables DNAT, numgen round robin) in the lab's NAT topology: alternating
+# rounds, Mpps and CPU per packet, then TCP connections per second (root; about a minute).
+COMPARE_ARGS ?= --rounds 3 --seconds 5 --cps-seconds 3
+bench-compare: deps toolchain bench-deps
+	$(CARGO) build --release -p xvs-pktgen -p xvs-cli --bins
+	$(PKTGEN) compare $(COMPARE_ARGS)

@@ -7,9 +7,15 @@
 //!   in the payload) as frames with correct checksums;
 //! - [`memory`]: the same patterns fed to xvs's pipeline in memory, for criterion and for
 //!   exact per-packet instruction counts;
-//! - [`report`]: rates, loss and latency percentiles, live lines and the final summary.
+//! - [`report`]: rates, loss and latency percentiles, live lines and the final summary;
+//! - [`wire`]: sending and receiving over AF_XDP (xvs's own frame I/O);
+//! - [`tcp`]: connections per second with real TCP;
+//! - [`compare`]: xvs against the kernel's nftables DNAT in the lab topology.
 
+pub mod compare;
 pub mod frame;
 pub mod memory;
 pub mod pattern;
 pub mod report;
+pub mod tcp;
+pub mod wire;

@@ -1,11 +1,18 @@
 //! `xvs-pktgen`: xvs's packet generator. See the crate's README.
 
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
+use xvs_dataplane::netdev::NetDev;
+use xvs_pktgen::compare::{self, CompareOptions};
+use xvs_pktgen::frame::Addressing;
 use xvs_pktgen::memory::{Director, Method};
 use xvs_pktgen::pattern::{FlowSpace, FrameSize, Mode, Pattern};
+use xvs_pktgen::tcp;
+use xvs_pktgen::wire::{ListenSpec, Listener, SendOptions, Sender};
 
 #[derive(Parser)]
 #[command(name = "xvs-pktgen", version, about = "xvs's packet generator")]
@@ -16,9 +23,115 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Send a pattern over AF_XDP, optionally counting what arrives at the real servers.
+    Send(SendArgs),
+    /// xvs against nftables DNAT in the lab's NAT topology (`make bench-compare`; root).
+    Compare(CompareArgs),
+    /// Connect and close TCP connections as fast as possible; connections per second.
+    Cps(CpsArgs),
+    /// Accept TCP connections and close them (the real servers of `cps`).
+    TcpSink(SinkArgs),
     /// Feed a pattern to xvs's pipeline in memory (no sockets): per-packet cost, and the
     /// program `make bench-instructions` runs under callgrind.
     Memory(MemoryArgs),
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// Interface to send on.
+    #[arg(long)]
+    iface: String,
+    /// Destination MAC: the director's interface (or the router toward it).
+    #[arg(long, value_parser = parse_mac)]
+    dst_mac: [u8; 6],
+    /// Source MAC (default: the interface's).
+    #[arg(long, value_parser = parse_mac)]
+    src_mac: Option<[u8; 6]>,
+    /// Destination address (the VIP).
+    #[arg(long)]
+    dst: Ipv4Addr,
+    /// Destination port.
+    #[arg(long, default_value_t = 80)]
+    port: u16,
+    /// established (SYN once per flow, then ACKs), new (a SYN from a fresh port every
+    /// packet) or udp.
+    #[arg(long, default_value = "udp")]
+    mode: Mode,
+    /// Flows (established, udp).
+    #[arg(long, default_value_t = 1024)]
+    flows: u64,
+    /// First client address; flows take 64512 ports from each address in turn.
+    #[arg(long)]
+    src: Ipv4Addr,
+    /// Client addresses at most (new flows wrap after addresses × 64512).
+    #[arg(long, default_value_t = 1)]
+    addresses: u32,
+    /// Frame size on the wire: 64 to 1518, or imix.
+    #[arg(long, default_value = "64")]
+    size: FrameSize,
+    /// Packets per second (k and M suffixes); 0 or absent: as fast as possible.
+    #[arg(long, default_value = "0", value_parser = parse_rate)]
+    rate: u64,
+    /// Seconds to send.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Count (and time) what arrives at `[NETNS:]IFACE:ADDR[+ADDR...]`; repeat per real server.
+    #[arg(long)]
+    listen: Vec<ListenSpec>,
+    /// Print the summary as JSON (live lines still go to stderr).
+    #[arg(long)]
+    json: bool,
+    /// No per-second lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Rounds per forwarder, alternating xvs and kernel.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Seconds per round.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// UDP flows.
+    #[arg(long, default_value_t = 1024)]
+    flows: u64,
+    /// Seconds of the connections-per-second test per forwarder (0 skips it).
+    #[arg(long, default_value_t = 3.0)]
+    cps_seconds: f64,
+    /// The xvs binary (default: beside this program).
+    #[arg(long)]
+    xvs: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CpsArgs {
+    /// Where to connect: ADDR:PORT (the VIP).
+    #[arg(long)]
+    target: SocketAddrV4,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Connecting threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SinkArgs {
+    /// Port to accept on.
+    #[arg(long, default_value_t = 80)]
+    port: u16,
+    /// Accepting threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
 }
 
 #[derive(Args)]
@@ -52,6 +165,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Memory(args) => memory(&args),
+        Command::Send(args) => send(&args),
+        Command::Compare(args) => compare(&args),
+        Command::Cps(args) => cps(&args),
+        Command::TcpSink(args) => tcp::sink(args.port, args.threads).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,4 +226,156 @@ fn memory(args: &MemoryArgs) -> Result<(), String> {
         elapsed.as_nanos() as f64 / args.packets.max(1) as f64
     );
     Ok(())
+}
+
+fn send(args: &SendArgs) -> Result<(), String> {
+    let src_mac = match args.src_mac {
+        Some(mac) => mac,
+        None => {
+            NetDev::by_name(&args.iface)
+                .map_err(|e| format!("{}: {e}", args.iface))?
+                .mac
+        }
+    };
+    let addressing = Addressing {
+        src_mac,
+        dst_mac: args.dst_mac,
+        dst: args.dst,
+        dst_port: args.port,
+    };
+    let space = FlowSpace::from(args.src, args.addresses);
+    let mut pattern = Pattern::new(args.mode, args.flows, space, args.size, &addressing);
+    let mut listeners = Vec::new();
+    for spec in &args.listen {
+        listeners.push(Listener::start(spec)?);
+    }
+    let mut sender = Sender::open(&args.iface)?;
+    if args.mode == Mode::Established {
+        let syns = sender.open_flows(&pattern, Duration::from_millis(300));
+        if !args.quiet {
+            eprintln!("opened {syns} flows");
+        }
+    }
+    let options = SendOptions {
+        iface: args.iface.clone(),
+        rate: args.rate,
+        duration: Duration::from_secs_f64(args.duration.max(0.0)),
+        live: !args.quiet,
+    };
+    let mut summary = sender.run(&mut pattern, &options, listeners)?;
+    summary.traffic = format!(
+        "{} {} flows, frames {}, rate {}",
+        args.mode,
+        pattern.flows(),
+        args.size,
+        if args.rate == 0 {
+            "max".to_string()
+        } else {
+            format!("{} pps", args.rate)
+        }
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", summary.to_text());
+    }
+    Ok(())
+}
+
+fn compare(args: &CompareArgs) -> Result<(), String> {
+    let me = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
+    let dir = me.parent().map(PathBuf::from).unwrap_or_default();
+    let xvs = args.xvs.clone().unwrap_or_else(|| dir.join("xvs"));
+    let options = CompareOptions {
+        rounds: args.rounds.max(1),
+        seconds: args.seconds,
+        flows: args.flows,
+        cps_seconds: args.cps_seconds,
+        xvsadm: xvs.with_file_name("xvsadm"),
+        xvs,
+        pktgen: me,
+        client_cpu: 0,
+        forwarder_cpu: if cpus() > 1 { 1 } else { 0 },
+    };
+    let result = compare::run(options.clone(), |line| eprintln!("{line}")).map_err(|e| e.0)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", result.to_text(&options));
+    }
+    Ok(())
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn cps(args: &CpsArgs) -> Result<(), String> {
+    let result = tcp::connect_close(
+        args.target,
+        Duration::from_secs_f64(args.duration.max(0.0)),
+        args.threads,
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&result).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!(
+            "{} connections in {:.2} s: {:.0} per second ({} failed)",
+            result.connections, result.seconds, result.per_second, result.failures
+        );
+    }
+    Ok(())
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bytes: Vec<u8> = s
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("MAC '{s}': {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|_| format!("MAC '{s}': six bytes"))
+}
+
+/// `250000`, `250k`, `1.5M`.
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let (number, scale) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1e3),
+        Some((i, 'm' | 'M')) => (&s[..i], 1e6),
+        _ => (s, 1.0),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|r| *r >= 0.0)
+        .map(|r| (r * scale) as u64)
+        .ok_or_else(|| format!("rate '{s}': packets per second, e.g. 250k or 1.5M"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_and_rates_parse() {
+        assert_eq!(parse_mac("02:0d:00:00:00:ff"), Ok([2, 0xd, 0, 0, 0, 0xff]));
+        assert!(parse_mac("02:0d:00:00:00").is_err());
+        assert!(parse_mac("zz:0d:00:00:00:00").is_err());
+        assert_eq!(parse_rate("250000"), Ok(250_000));
+        assert_eq!(parse_rate("250k"), Ok(250_000));
+        assert_eq!(parse_rate("1.5M"), Ok(1_500_000));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("-1").is_err());
+    }
 }

@@ -159,8 +159,9 @@ pub struct Summary {
     pub tx_gbps: f64,
     /// Received, Gbit/s.
     pub rx_gbps: f64,
-    /// Frames the sender could not queue (ring full, no free frame): not sent, not counted.
-    pub tx_dropped: u64,
+    /// Times the TX ring (or the frame memory) was full: back-pressure, the frames waited
+    /// and went later (none is skipped).
+    pub tx_ring_full: u64,
     /// Frames the receiving kernel dropped for us (ring full, no fill frame).
     pub rx_dropped: u64,
     /// Sent minus received (only when this run also listened).
@@ -195,8 +196,8 @@ impl Summary {
             self.traffic, self.seconds, self.xdp_mode
         );
         s += &format!(
-            "  TX {:>12} packets  {:8.3} Mpps  {:7.3} Gbit/s  (not queued: {})\n",
-            self.tx.packets, self.tx_mpps, self.tx_gbps, self.tx_dropped
+            "  TX {:>12} packets  {:8.3} Mpps  {:7.3} Gbit/s  (TX ring full {} times)\n",
+            self.tx.packets, self.tx_mpps, self.tx_gbps, self.tx_ring_full
         );
         s += &format!(
             "  RX {:>12} packets  {:8.3} Mpps  {:7.3} Gbit/s  (kernel drops: {})\n",

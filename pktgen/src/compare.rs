@@ -1,0 +1,702 @@
+//! `make bench-compare`: xvs against the kernel's own answer on this machine, in one run.
+//!
+//! The lab's NAT topology (`xvs_cli::lab::Topology`: client — director ext0 | int0 — bridge —
+//! two real servers) carries the traffic. In alternating rounds of a fixed length either
+//!
+//! - **xvs** forwards: `xvs run` on ext0 + int0 with `-A -u VIP:80 -s rr` and the two real
+//!   servers `-m` (and the same for TCP), or
+//! - **the kernel** forwards: xvs stopped, `nft` in the director:
+//!   `ip daddr VIP udp dport 80 dnat to numgen inc mod 2 map { 0 : RIP1, 1 : RIP2 }` (and
+//!   `tcp dport 80`), `net.ipv4.ip_forward=1`.
+//!
+//! The client runs `xvs-pktgen send` (AF_XDP, UDP, N flows, 64-byte frames, as fast as it
+//! can); forwarded packets are the real servers' `eth0` receive counters. UDP rather than TCP
+//! for packets per second: both forwarders then keep one entry per flow from its first packet
+//! on, where raw TCP ACKs without a handshake would be dropped by xvs (IPVS opens TCP on SYN
+//! only) and picked up by conntrack. CPU per packet comes from `/proc/stat` (the whole
+//! machine's busy time, and its softirq time, where the kernel forwards) and, for xvs, the
+//! daemon's own CPU time from `/proc/PID/stat`. Connections per second use real TCP
+//! ([`crate::tcp`]): a connect/close client in the client namespace, an accept/close server on
+//! each real server.
+//!
+//! Every namespace, process and nft table is removed when the run ends, also on failure
+//! (the topology's namespaces kill what runs inside them when dropped).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use xvs_cli::lab::netns::{LabError, LabResult, unique_tag};
+use xvs_cli::lab::{Mode, Topology, wait_for};
+
+use crate::report::Summary;
+use crate::tcp::CpsResult;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// Rounds per forwarder (alternating).
+    pub rounds: u32,
+    /// Seconds per round.
+    pub seconds: f64,
+    /// UDP flows.
+    pub flows: u64,
+    /// Seconds of the connections-per-second test per forwarder (0: skip).
+    pub cps_seconds: f64,
+    /// The `xvs` binary.
+    pub xvs: PathBuf,
+    /// The `xvsadm` binary.
+    pub xvsadm: PathBuf,
+    /// This program (`xvs-pktgen`), run inside the namespaces.
+    pub pktgen: PathBuf,
+    /// CPU the client (sender, connecting threads) is pinned to.
+    pub client_cpu: usize,
+    /// CPU the forwarder works on: xvs's worker is pinned there; the kernel's forwarding is
+    /// steered there with RPS on the director's external interface.
+    pub forwarder_cpu: usize,
+}
+
+/// The two forwarders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarder {
+    /// xvs on AF_XDP.
+    Xvs,
+    /// nftables DNAT with numgen round robin.
+    Kernel,
+}
+
+impl Forwarder {
+    fn name(self) -> &'static str {
+        match self {
+            Forwarder::Xvs => "xvs",
+            Forwarder::Kernel => "kernel",
+        }
+    }
+}
+
+/// One measured round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    /// Who forwarded.
+    pub forwarder: Forwarder,
+    /// Round number, from 1.
+    pub round: u32,
+    /// Seconds sent.
+    pub seconds: f64,
+    /// Packets the client sent, millions per second.
+    pub sent_mpps: f64,
+    /// Packets the real servers received, millions per second.
+    pub forwarded_mpps: f64,
+    /// Received by each real server.
+    pub per_server: Vec<u64>,
+    /// Whole-machine busy CPU time per forwarded packet, ns (sender and receivers included).
+    pub machine_ns_per_packet: f64,
+    /// Softirq CPU time per forwarded packet, ns (where the kernel forwards).
+    pub softirq_ns_per_packet: f64,
+    /// The xvs daemon's own CPU time per forwarded packet, ns (a busy-polling core included).
+    pub daemon_ns_per_packet: Option<f64>,
+}
+
+/// Everything a run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// AF_XDP bind mode xvs reported.
+    pub xdp_mode: String,
+    /// Measured rounds, in the order run.
+    pub rounds: Vec<Round>,
+    /// Median forwarded Mpps of xvs.
+    pub xvs_mpps: f64,
+    /// Median forwarded Mpps of the kernel.
+    pub kernel_mpps: f64,
+    /// `xvs_mpps / kernel_mpps`.
+    pub ratio: f64,
+    /// Connections per second through xvs.
+    pub xvs_cps: Option<CpsResult>,
+    /// Connections per second through the kernel.
+    pub kernel_cps: Option<CpsResult>,
+}
+
+const VIP_PORT: u16 = 80;
+/// Packets per second of the untimed warm-up before each round (neighbours, flows).
+const WARM_UP_RATE: &str = "20k";
+
+/// The lab, its forwarders and helpers; everything goes when it drops.
+struct Bench {
+    topology: Topology,
+    options: CompareOptions,
+    dir: PathBuf,
+    director_mac: String,
+    xvs: Option<Child>,
+    helpers: Vec<Child>,
+    xdp_mode: String,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = self.stop_xvs();
+        let _ = self.kernel_off();
+        for child in &mut self.helpers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> LabError {
+    LabError(e.to_string())
+}
+
+impl Bench {
+    fn new(options: CompareOptions) -> LabResult<Bench> {
+        let topology = Topology::build(Mode::Nat)?;
+        topology.director.sysctl("net.ipv4.ip_forward", "1")?;
+        let director_mac = topology.director.mac(&topology.director_ifaces[0])?;
+        let dir = std::env::temp_dir().join(format!("xvs-compare-{}", unique_tag()));
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        let mut bench = Bench {
+            topology,
+            options,
+            dir,
+            director_mac,
+            xvs: None,
+            helpers: Vec::new(),
+            xdp_mode: "unknown".into(),
+        };
+        for i in 0..bench.topology.real_servers.len() {
+            let mut sink = bench.topology.real_servers[i]
+                .ns
+                .command(&bench.options.pktgen.to_string_lossy());
+            sink.args(["tcp-sink", "--port", &VIP_PORT.to_string()]);
+            let child = sink
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(err)?;
+            bench.helpers.push(child);
+        }
+        Ok(bench)
+    }
+
+    fn rips(&self) -> Vec<String> {
+        self.topology
+            .real_servers
+            .iter()
+            .map(|rs| rs.rip.clone())
+            .collect()
+    }
+
+    fn xvsadm(&self, args: &str) -> LabResult<String> {
+        let out = Command::new(&self.options.xvsadm)
+            .args(args.split_whitespace())
+            .env("XVS_SOCKET", self.dir.join("xvs.sock"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(err)?;
+        if !out.status.success() {
+            return Err(LabError(format!(
+                "xvsadm {args}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn start_xvs(&mut self) -> LabResult<()> {
+        let ifaces = &self.topology.director_ifaces;
+        let config = format!(
+            "[daemon]\nexternal = \"{}\"\ninternal = \"{}\"\nqueues = 1\ncores = [{}]\n\
+             conn_table_size = 1048576\n",
+            ifaces[0], ifaces[1], self.options.forwarder_cpu
+        );
+        let config_path = self.dir.join("xvs.toml");
+        std::fs::write(&config_path, config).map_err(err)?;
+        let log = std::fs::File::create(self.dir.join("xvs.log")).map_err(err)?;
+        let mut command = self
+            .topology
+            .director
+            .command(&self.options.xvs.to_string_lossy());
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--socket")
+            .arg(self.dir.join("xvs.sock"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(err)?)
+            .stderr(log);
+        self.xvs = Some(command.spawn().map_err(err)?);
+        wait_for("xvs's control socket", Duration::from_secs(15), || {
+            self.xvsadm("-L -n").is_ok()
+        })?;
+        let vip = &self.topology.vip;
+        for proto in ["-u", "-t"] {
+            self.xvsadm(&format!("-A {proto} {vip}:{VIP_PORT} -s rr"))?;
+            for rip in self.rips() {
+                self.xvsadm(&format!(
+                    "-a {proto} {vip}:{VIP_PORT} -r {rip}:{VIP_PORT} -m"
+                ))?;
+            }
+        }
+        let log = std::fs::read_to_string(self.dir.join("xvs.log")).unwrap_or_default();
+        if let Some(mode) = ["zero-copy", "copy"]
+            .iter()
+            .find(|m| log.contains(&format!("mode={m}")))
+        {
+            self.xdp_mode = mode.to_string();
+        }
+        Ok(())
+    }
+
+    fn stop_xvs(&mut self) -> LabResult<()> {
+        let Some(mut child) = self.xvs.take() else {
+            return Ok(());
+        };
+        // `ip netns exec` execs xvs, so the child's pid is the daemon's.
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().map_err(err)?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
+    }
+
+    fn kernel_on(&self) -> LabResult<()> {
+        let vip = &self.topology.vip;
+        let rips = self.rips();
+        let map = format!("{{ 0 : {}, 1 : {} }}", rips[0], rips[1]);
+        let script = format!(
+            "table ip xvsbench {{\n  chain pre {{\n    type nat hook prerouting priority -100;\n    \
+             ip daddr {vip} udp dport {VIP_PORT} dnat to numgen inc mod 2 map {map}\n    \
+             ip daddr {vip} tcp dport {VIP_PORT} dnat to numgen inc mod 2 map {map}\n  }}\n}}\n"
+        );
+        let path = self.dir.join("dnat.nft");
+        std::fs::write(&path, script).map_err(err)?;
+        self.topology
+            .director
+            .exec("nft", &["-f", &path.to_string_lossy()])?;
+        self.steer_external(1u64 << self.options.forwarder_cpu)
+    }
+
+    fn kernel_off(&self) -> LabResult<()> {
+        self.steer_external(0)?;
+        self.topology
+            .director
+            .exec("nft", &["delete", "table", "ip", "xvsbench"])
+            .map(|_| ())
+    }
+
+    /// RPS on the director's external interface: its receive processing (the kernel's
+    /// forwarding) runs on the CPUs of `mask` instead of the sender's; 0 turns it off.
+    fn steer_external(&self, mask: u64) -> LabResult<()> {
+        let path = format!(
+            "/sys/class/net/{}/queues/rx-0/rps_cpus",
+            self.topology.director_ifaces[0]
+        );
+        self.topology
+            .director
+            .exec("sh", &["-c", &format!("echo {mask:x} > {path}")])
+            .map(|_| ())
+    }
+
+    /// Packets received so far by each real server's interface.
+    fn server_counts(&self) -> LabResult<Vec<u64>> {
+        self.topology
+            .real_servers
+            .iter()
+            .map(|rs| {
+                let path = format!("/sys/class/net/{}/statistics/rx_packets", rs.dev);
+                let out = rs.ns.exec("cat", &[&path])?;
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse()
+                    .map_err(|e| LabError(format!("{path}: {e}")))
+            })
+            .collect()
+    }
+
+    /// Runs this program with `args` in the client namespace, pinned to the client CPU;
+    /// its standard output.
+    fn client_run(&self, args: &[&str]) -> LabResult<Vec<u8>> {
+        let cpu = self.options.client_cpu.to_string();
+        let pktgen = self.options.pktgen.to_string_lossy();
+        let mut all = vec![
+            "-c",
+            &cpu,
+            "ip",
+            "netns",
+            "exec",
+            self.topology.client.name(),
+        ];
+        all.push(&pktgen);
+        all.extend_from_slice(args);
+        xvs_cli::lab::netns::run("taskset", &all).map(|out| out.stdout)
+    }
+
+    /// Runs `xvs-pktgen send` in the client namespace; its JSON summary.
+    fn send(&self, seconds: f64, rate: &str) -> LabResult<Summary> {
+        let t = &self.topology;
+        let out = self.client_run(&[
+            "send",
+            "--iface",
+            "eth0",
+            "--dst-mac",
+            &self.director_mac,
+            "--dst",
+            &t.vip,
+            "--port",
+            &VIP_PORT.to_string(),
+            "--src",
+            &t.client_ip,
+            "--mode",
+            "udp",
+            "--flows",
+            &self.options.flows.to_string(),
+            "--rate",
+            rate,
+            "--duration",
+            &seconds.to_string(),
+            "--quiet",
+            "--json",
+        ])?;
+        parse_summary(&String::from_utf8_lossy(&out))
+    }
+
+    fn round(&mut self, forwarder: Forwarder, round: u32) -> LabResult<Round> {
+        match forwarder {
+            Forwarder::Xvs => self.start_xvs()?,
+            Forwarder::Kernel => self.kernel_on()?,
+        }
+        // Untimed: neighbours resolve, flows open.
+        self.send(1.0, WARM_UP_RATE)?;
+        let servers_before = self.server_counts()?;
+        let cpu_before = CpuTimes::read()?;
+        let daemon_before = self.xvs.as_ref().and_then(|c| process_cpu_ns(c.id()));
+        let summary = self.send(self.options.seconds, "0")?;
+        // Let in-flight packets land before reading the counters.
+        std::thread::sleep(Duration::from_millis(100));
+        let daemon_after = self.xvs.as_ref().and_then(|c| process_cpu_ns(c.id()));
+        let cpu_after = CpuTimes::read()?;
+        let servers_after = self.server_counts()?;
+        match forwarder {
+            Forwarder::Xvs => self.stop_xvs()?,
+            Forwarder::Kernel => self.kernel_off()?,
+        }
+        let per_server: Vec<u64> = servers_after
+            .iter()
+            .zip(&servers_before)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        let forwarded: u64 = per_server.iter().sum();
+        let per_packet = |ns: u64| ns as f64 / forwarded.max(1) as f64;
+        let seconds = summary.seconds.max(1e-9);
+        Ok(Round {
+            forwarder,
+            round,
+            seconds,
+            sent_mpps: summary.tx_mpps,
+            forwarded_mpps: forwarded as f64 / seconds / 1e6,
+            per_server,
+            machine_ns_per_packet: per_packet(cpu_after.busy_ns - cpu_before.busy_ns),
+            softirq_ns_per_packet: per_packet(cpu_after.softirq_ns - cpu_before.softirq_ns),
+            daemon_ns_per_packet: match (daemon_before, daemon_after) {
+                (Some(b), Some(a)) => Some(per_packet(a.saturating_sub(b))),
+                _ => None,
+            },
+        })
+    }
+
+    fn cps(&mut self, forwarder: Forwarder) -> LabResult<CpsResult> {
+        match forwarder {
+            Forwarder::Xvs => self.start_xvs()?,
+            Forwarder::Kernel => self.kernel_on()?,
+        }
+        let target = format!("{}:{VIP_PORT}", self.topology.vip);
+        let result = self.client_run(&[
+            "cps",
+            "--target",
+            &target,
+            "--duration",
+            &self.options.cps_seconds.to_string(),
+            "--json",
+        ]);
+        match forwarder {
+            Forwarder::Xvs => self.stop_xvs()?,
+            Forwarder::Kernel => self.kernel_off()?,
+        }
+        serde_json::from_slice(&result?).map_err(|e| LabError(format!("cps output: {e}")))
+    }
+}
+
+fn parse_summary(json: &str) -> LabResult<Summary> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| LabError(format!("pktgen output: {e}: {json}")))?;
+    let number = |key: &str| v[key].as_f64().unwrap_or(0.0);
+    Ok(Summary {
+        seconds: number("seconds"),
+        tx_mpps: number("tx_mpps"),
+        xdp_mode: v["xdp_mode"].as_str().unwrap_or_default().to_string(),
+        ..Summary::default()
+    })
+}
+
+/// Whole-machine CPU times from `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// Time not idle (user, nice, system, irq, softirq, steal), ns.
+    pub busy_ns: u64,
+    /// Softirq time, ns.
+    pub softirq_ns: u64,
+}
+
+impl CpuTimes {
+    /// Reads `/proc/stat` now.
+    pub fn read() -> LabResult<CpuTimes> {
+        let text = std::fs::read_to_string("/proc/stat").map_err(err)?;
+        CpuTimes::parse(&text, clock_ticks())
+            .ok_or_else(|| LabError("unreadable /proc/stat".into()))
+    }
+
+    /// The aggregate `cpu` line of `/proc/stat` text, in ticks of `1/hz` s.
+    pub fn parse(text: &str, hz: u64) -> Option<CpuTimes> {
+        let line = text.lines().find(|l| l.starts_with("cpu "))?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|t| t.parse().unwrap_or(0))
+            .collect();
+        // user nice system idle iowait irq softirq steal ...
+        let field = |i: usize| ticks.get(i).copied().unwrap_or(0);
+        let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+        let ns = |t: u64| t * 1_000_000_000 / hz.max(1);
+        Some(CpuTimes {
+            busy_ns: ns(busy),
+            softirq_ns: ns(field(6)),
+        })
+    }
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as u64 } else { 100 }
+}
+
+/// User + system CPU time of process `pid` (all its threads), ns.
+pub fn process_cpu_ns(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_process_ticks(&text).map(|t| t * 1_000_000_000 / clock_ticks())
+}
+
+/// utime + stime from a `/proc/PID/stat` line (fields 14 and 15; the command name in
+/// parentheses may contain spaces).
+pub fn parse_process_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // after_name starts at field 3 (state): utime is field 14, index 11 here.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// Runs the comparison. `progress` gets a line per step.
+pub fn run(options: CompareOptions, mut progress: impl FnMut(&str)) -> LabResult<Comparison> {
+    for program in [&options.xvs, &options.xvsadm, &options.pktgen] {
+        if !Path::new(program).exists() {
+            return Err(LabError(format!("{} not found", program.display())));
+        }
+    }
+    let mut bench = Bench::new(options.clone())?;
+    let mut rounds = Vec::new();
+    for r in 1..=options.rounds {
+        for forwarder in [Forwarder::Xvs, Forwarder::Kernel] {
+            let round = bench.round(forwarder, r)?;
+            progress(&format!(
+                "round {r} {:6}: {:.3} Mpps forwarded ({:.3} sent)",
+                forwarder.name(),
+                round.forwarded_mpps,
+                round.sent_mpps
+            ));
+            rounds.push(round);
+        }
+    }
+    let (mut xvs_cps, mut kernel_cps) = (None, None);
+    if options.cps_seconds > 0.0 {
+        let x = bench.cps(Forwarder::Xvs)?;
+        progress(&format!("cps xvs: {:.0}/s", x.per_second));
+        let k = bench.cps(Forwarder::Kernel)?;
+        progress(&format!("cps kernel: {:.0}/s", k.per_second));
+        (xvs_cps, kernel_cps) = (Some(x), Some(k));
+    }
+    let mpps_of = |f: Forwarder| {
+        median(
+            rounds
+                .iter()
+                .filter(|r| r.forwarder == f)
+                .map(|r| r.forwarded_mpps)
+                .collect(),
+        )
+    };
+    let (xvs_mpps, kernel_mpps) = (mpps_of(Forwarder::Xvs), mpps_of(Forwarder::Kernel));
+    Ok(Comparison {
+        xdp_mode: bench.xdp_mode.clone(),
+        rounds,
+        xvs_mpps,
+        kernel_mpps,
+        ratio: if kernel_mpps > 0.0 {
+            xvs_mpps / kernel_mpps
+        } else {
+            0.0
+        },
+        xvs_cps,
+        kernel_cps,
+    })
+}
+
+impl Comparison {
+    /// The table `make bench-compare` prints.
+    pub fn to_text(&self, options: &CompareOptions) -> String {
+        let mut s = format!(
+            "xvs (AF_XDP, {} mode, NAT, rr) vs kernel (nftables DNAT numgen inc mod 2), \
+             UDP {} flows, 64-byte frames, {} s rounds; client on CPU {}, forwarder on CPU {}\n\n",
+            self.xdp_mode,
+            options.flows,
+            options.seconds,
+            options.client_cpu,
+            options.forwarder_cpu
+        );
+        s += "| forwarder | round | sent Mpps | forwarded Mpps | rs1 / rs2 | machine CPU ns/pkt | softirq ns/pkt | xvs daemon ns/pkt |\n";
+        s += "|---|---|---|---|---|---|---|---|\n";
+        for r in &self.rounds {
+            let daemon = r
+                .daemon_ns_per_packet
+                .map_or("-".to_string(), |ns| format!("{ns:.0}"));
+            let servers: Vec<String> = r.per_server.iter().map(u64::to_string).collect();
+            s += &format!(
+                "| {} | {} | {:.3} | {:.3} | {} | {:.0} | {:.0} | {} |\n",
+                r.forwarder.name(),
+                r.round,
+                r.sent_mpps,
+                r.forwarded_mpps,
+                servers.join(" / "),
+                r.machine_ns_per_packet,
+                r.softirq_ns_per_packet,
+                daemon
+            );
+        }
+        s += &format!(
+            "\nmedian forwarded: xvs {:.3} Mpps, kernel {:.3} Mpps, ratio xvs/kernel {:.2} (AF_XDP {} mode)\n",
+            self.xvs_mpps, self.kernel_mpps, self.ratio, self.xdp_mode
+        );
+        if let (Some(x), Some(k)) = (&self.xvs_cps, &self.kernel_cps) {
+            let ratio = if k.per_second > 0.0 {
+                x.per_second / k.per_second
+            } else {
+                0.0
+            };
+            s += &format!(
+                "connections per second (TCP connect + RST close): xvs {:.0} ({} failed), kernel {:.0} ({} failed), ratio {:.2}\n",
+                x.per_second, x.failures, k.per_second, k.failures, ratio
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_gives_busy_and_softirq_time() {
+        let text = "cpu  100 5 50 1000 7 3 40 2 0 0\ncpu0 50 2 25 500 3 1 20 1 0 0\n";
+        let t = CpuTimes::parse(text, 100).unwrap();
+        // user + nice + system + irq + softirq + steal = 200 ticks = 2 s.
+        assert_eq!(t.busy_ns, 2_000_000_000);
+        assert_eq!(t.softirq_ns, 400_000_000);
+        assert_eq!(CpuTimes::parse("intr 1 2 3\n", 100), None);
+    }
+
+    #[test]
+    fn process_stat_skips_a_name_with_spaces() {
+        let stat = "1234 (xvs worker 0) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0";
+        assert_eq!(parse_process_ticks(stat), Some(325));
+        assert_eq!(parse_process_ticks("garbage"), None);
+        assert!(process_cpu_ns(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_round_and_the_ratio() {
+        let round = |forwarder, mpps| Round {
+            forwarder,
+            round: 1,
+            seconds: 5.0,
+            sent_mpps: 0.7,
+            forwarded_mpps: mpps,
+            per_server: vec![10, 10],
+            machine_ns_per_packet: 3000.0,
+            softirq_ns_per_packet: 1000.0,
+            daemon_ns_per_packet: None,
+        };
+        let c = Comparison {
+            xdp_mode: "copy".into(),
+            rounds: vec![round(Forwarder::Xvs, 0.4), round(Forwarder::Kernel, 0.5)],
+            xvs_mpps: 0.4,
+            kernel_mpps: 0.5,
+            ratio: 0.8,
+            xvs_cps: None,
+            kernel_cps: None,
+        };
+        let options = CompareOptions {
+            rounds: 1,
+            seconds: 5.0,
+            flows: 1024,
+            cps_seconds: 0.0,
+            xvs: "xvs".into(),
+            xvsadm: "xvsadm".into(),
+            pktgen: "xvs-pktgen".into(),
+            client_cpu: 0,
+            forwarder_cpu: 1,
+        };
+        let text = c.to_text(&options);
+        assert!(
+            text.contains("| xvs | 1 | 0.700 | 0.400 | 10 / 10 | 3000 | 1000 | - |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ratio xvs/kernel 0.80 (AF_XDP copy mode)"),
+            "{text}"
+        );
+    }
+}
