@@ -44,6 +44,9 @@ pub struct CompareOptions {
     pub flows: u64,
     /// Seconds of the connections-per-second test per forwarder (0: skip).
     pub cps_seconds: f64,
+    /// Connecting threads of that test (each waits for its handshake: more threads, more
+    /// connections in flight).
+    pub cps_threads: usize,
     /// The `xvs` binary.
     pub xvs: PathBuf,
     /// The `xvsadm` binary.
@@ -429,6 +432,8 @@ impl Bench {
             &target,
             "--duration",
             &self.options.cps_seconds.to_string(),
+            "--threads",
+            &self.options.cps_threads.to_string(),
             "--json",
         ]);
         match forwarder {
@@ -619,8 +624,8 @@ impl Comparison {
                 0.0
             };
             s += &format!(
-                "connections per second (TCP connect + RST close): xvs {:.0} ({} failed), kernel {:.0} ({} failed), ratio {:.2}\n",
-                x.per_second, x.failures, k.per_second, k.failures, ratio
+                "connections per second (TCP connect + RST close, {} threads): xvs {:.0} ({} failed), kernel {:.0} ({} failed), ratio {:.2}\n",
+                options.cps_threads, x.per_second, x.failures, k.per_second, k.failures, ratio
             );
         }
         s
@@ -683,6 +688,7 @@ mod tests {
             seconds: 5.0,
             flows: 1024,
             cps_seconds: 0.0,
+            cps_threads: 1,
             xvs: "xvs".into(),
             xvsadm: "xvsadm".into(),
             pktgen: "xvs-pktgen".into(),

@@ -100,6 +100,9 @@ struct CompareArgs {
     /// Seconds of the connections-per-second test per forwarder (0 skips it).
     #[arg(long, default_value_t = 3.0)]
     cps_seconds: f64,
+    /// Connecting threads of the connections-per-second test.
+    #[arg(long, default_value_t = 16)]
+    cps_threads: usize,
     /// The xvs binary (default: beside this program).
     #[arg(long)]
     xvs: Option<PathBuf>,
@@ -294,6 +297,7 @@ fn compare(args: &CompareArgs) -> Result<(), String> {
         seconds: args.seconds,
         flows: args.flows,
         cps_seconds: args.cps_seconds,
+        cps_threads: args.cps_threads.max(1),
         xvsadm: xvs.with_file_name("xvsadm"),
         xvs,
         pktgen: me,
