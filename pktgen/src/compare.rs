@@ -47,6 +47,8 @@ pub struct CompareOptions {
     /// Connecting threads of that test (each waits for its handshake: more threads, more
     /// connections in flight).
     pub cps_threads: usize,
+    /// Packets per second of the latency test, listening at the real servers (0: skip).
+    pub latency_rate: u64,
     /// The `xvs` binary.
     pub xvs: PathBuf,
     /// The `xvsadm` binary.
@@ -119,7 +121,14 @@ pub struct Comparison {
     pub xvs_cps: Option<CpsResult>,
     /// Connections per second through the kernel.
     pub kernel_cps: Option<CpsResult>,
+    /// The paced run through xvs with listeners at the real servers.
+    pub xvs_latency: Option<Summary>,
+    /// The same through the kernel.
+    pub kernel_latency: Option<Summary>,
 }
+
+/// Seconds of the latency test per forwarder.
+const LATENCY_SECONDS: f64 = 3.0;
 
 const VIP_PORT: u16 = 80;
 /// Packets per second of the untimed warm-up before each round (neighbours, flows).
@@ -347,10 +356,27 @@ impl Bench {
         xvs_cli::lab::netns::run("taskset", &all).map(|out| out.stdout)
     }
 
-    /// Runs `xvs-pktgen send` in the client namespace; its JSON summary.
-    fn send(&self, seconds: f64, rate: &str) -> LabResult<Summary> {
+    /// Runs `xvs-pktgen send` in the client namespace, listening at the real servers when
+    /// `listen`; its JSON summary.
+    fn send(&self, seconds: f64, rate: &str, listen: bool) -> LabResult<Summary> {
         let t = &self.topology;
-        let out = self.client_run(&[
+        let listeners: Vec<String> = t
+            .real_servers
+            .iter()
+            .filter(|_| listen)
+            .flat_map(|rs| {
+                [
+                    "--listen".to_string(),
+                    format!("{}:{}:{}", rs.ns.name(), rs.dev, rs.rip),
+                ]
+            })
+            .collect();
+        let (port, flows, seconds) = (
+            VIP_PORT.to_string(),
+            self.options.flows.to_string(),
+            seconds.to_string(),
+        );
+        let mut args = vec![
             "send",
             "--iface",
             "eth0",
@@ -359,20 +385,22 @@ impl Bench {
             "--dst",
             &t.vip,
             "--port",
-            &VIP_PORT.to_string(),
+            &port,
             "--src",
             &t.client_ip,
             "--mode",
             "udp",
             "--flows",
-            &self.options.flows.to_string(),
+            &flows,
             "--rate",
             rate,
             "--duration",
-            &seconds.to_string(),
+            &seconds,
             "--quiet",
             "--json",
-        ])?;
+        ];
+        args.extend(listeners.iter().map(String::as_str));
+        let out = self.client_run(&args)?;
         parse_summary(&String::from_utf8_lossy(&out))
     }
 
@@ -382,11 +410,11 @@ impl Bench {
             Forwarder::Kernel => self.kernel_on()?,
         }
         // Untimed: neighbours resolve, flows open.
-        self.send(1.0, WARM_UP_RATE)?;
+        self.send(1.0, WARM_UP_RATE, false)?;
         let servers_before = self.server_counts()?;
         let cpu_before = CpuTimes::read()?;
         let daemon_before = self.xvs.as_ref().and_then(|c| process_cpu_ns(c.id()));
-        let summary = self.send(self.options.seconds, "0")?;
+        let summary = self.send(self.options.seconds, "0", false)?;
         // Let in-flight packets land before reading the counters.
         std::thread::sleep(Duration::from_millis(100));
         let daemon_after = self.xvs.as_ref().and_then(|c| process_cpu_ns(c.id()));
@@ -420,6 +448,23 @@ impl Bench {
         })
     }
 
+    /// A paced run with listeners on both real servers: one-way latency, loss, spread.
+    fn latency(&mut self, forwarder: Forwarder) -> LabResult<Summary> {
+        match forwarder {
+            Forwarder::Xvs => self.start_xvs()?,
+            Forwarder::Kernel => self.kernel_on()?,
+        }
+        let rate = self.options.latency_rate.to_string();
+        let result = self
+            .send(1.0, WARM_UP_RATE, false)
+            .and_then(|_| self.send(LATENCY_SECONDS, &rate, true));
+        match forwarder {
+            Forwarder::Xvs => self.stop_xvs()?,
+            Forwarder::Kernel => self.kernel_off()?,
+        }
+        result
+    }
+
     fn cps(&mut self, forwarder: Forwarder) -> LabResult<CpsResult> {
         match forwarder {
             Forwarder::Xvs => self.start_xvs()?,
@@ -445,15 +490,7 @@ impl Bench {
 }
 
 fn parse_summary(json: &str) -> LabResult<Summary> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| LabError(format!("pktgen output: {e}: {json}")))?;
-    let number = |key: &str| v[key].as_f64().unwrap_or(0.0);
-    Ok(Summary {
-        seconds: number("seconds"),
-        tx_mpps: number("tx_mpps"),
-        xdp_mode: v["xdp_mode"].as_str().unwrap_or_default().to_string(),
-        ..Summary::default()
-    })
+    serde_json::from_str(json).map_err(|e| LabError(format!("pktgen output: {e}: {json}")))
 }
 
 /// Whole-machine CPU times from `/proc/stat`.
@@ -549,6 +586,14 @@ pub fn run(options: CompareOptions, mut progress: impl FnMut(&str)) -> LabResult
             rounds.push(round);
         }
     }
+    let (mut xvs_latency, mut kernel_latency) = (None, None);
+    if options.latency_rate > 0 {
+        let x = bench.latency(Forwarder::Xvs)?;
+        progress(&format!("latency xvs: {}", latency_line(&x)));
+        let k = bench.latency(Forwarder::Kernel)?;
+        progress(&format!("latency kernel: {}", latency_line(&k)));
+        (xvs_latency, kernel_latency) = (Some(x), Some(k));
+    }
     let (mut xvs_cps, mut kernel_cps) = (None, None);
     if options.cps_seconds > 0.0 {
         let x = bench.cps(Forwarder::Xvs)?;
@@ -579,7 +624,25 @@ pub fn run(options: CompareOptions, mut progress: impl FnMut(&str)) -> LabResult
         },
         xvs_cps,
         kernel_cps,
+        xvs_latency,
+        kernel_latency,
     })
+}
+
+/// `p50 12.1 µs, p90 .., p99 .., p99.9 .., max ..; loss 0.000%; rs1 1500, rs2 1500`.
+fn latency_line(s: &Summary) -> String {
+    let latency = s.latency.map_or("no samples".to_string(), |l| {
+        format!(
+            "p50 {:.1} µs, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}",
+            l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
+        )
+    });
+    let spread: Vec<String> = s.per_interface.values().map(u64::to_string).collect();
+    format!(
+        "{latency}; loss {:.3}%; per real server {}",
+        s.loss_percent.unwrap_or(0.0),
+        spread.join(" / ")
+    )
 }
 
 impl Comparison {
@@ -617,6 +680,15 @@ impl Comparison {
             "\nmedian forwarded: xvs {:.3} Mpps, kernel {:.3} Mpps, ratio xvs/kernel {:.2} (AF_XDP {} mode)\n",
             self.xvs_mpps, self.kernel_mpps, self.ratio, self.xdp_mode
         );
+        if let (Some(x), Some(k)) = (&self.xvs_latency, &self.kernel_latency) {
+            s += &format!(
+                "one-way latency client -> real server at {} pps (UDP, {} s, listening on both real servers):\n  xvs:    {}\n  kernel: {}\n",
+                options.latency_rate,
+                LATENCY_SECONDS,
+                latency_line(x),
+                latency_line(k)
+            );
+        }
         if let (Some(x), Some(k)) = (&self.xvs_cps, &self.kernel_cps) {
             let ratio = if k.per_second > 0.0 {
                 x.per_second / k.per_second
@@ -682,6 +754,8 @@ mod tests {
             ratio: 0.8,
             xvs_cps: None,
             kernel_cps: None,
+            xvs_latency: None,
+            kernel_latency: None,
         };
         let options = CompareOptions {
             rounds: 1,
@@ -689,6 +763,7 @@ mod tests {
             flows: 1024,
             cps_seconds: 0.0,
             cps_threads: 1,
+            latency_rate: 0,
             xvs: "xvs".into(),
             xvsadm: "xvsadm".into(),
             pktgen: "xvs-pktgen".into(),

@@ -103,6 +103,9 @@ struct CompareArgs {
     /// Connecting threads of the connections-per-second test.
     #[arg(long, default_value_t = 16)]
     cps_threads: usize,
+    /// Packets per second of the latency test (listening at the real servers; 0 skips it).
+    #[arg(long, default_value = "50k", value_parser = parse_rate)]
+    latency_rate: u64,
     /// The xvs binary (default: beside this program).
     #[arg(long)]
     xvs: Option<PathBuf>,
@@ -298,6 +301,7 @@ fn compare(args: &CompareArgs) -> Result<(), String> {
         flows: args.flows,
         cps_seconds: args.cps_seconds,
         cps_threads: args.cps_threads.max(1),
+        latency_rate: args.latency_rate,
         xvsadm: xvs.with_file_name("xvsadm"),
         xvs,
         pktgen: me,

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::frame::FCS_LEN;
 
 /// Packet and byte counts (bytes as frame lengths without FCS, as the sockets see them).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Packets.
     pub packets: u64,
@@ -118,7 +118,7 @@ impl LatencyRecorder {
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     /// Packets measured.
     pub samples: u64,
@@ -139,7 +139,7 @@ pub struct Latency {
 }
 
 /// The final report of a run (`--json` prints it as is).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Summary {
     /// What was sent: mode, frame size, flows.
     pub traffic: String,

@@ -268,6 +268,9 @@ fn open_socket(iface: &str, config: &XskConfig) -> Result<AfXdpPorts, String> {
     }
 }
 
+/// How long a paced sender sleeps when no packet is due.
+const PACED_IDLE: Duration = Duration::from_micros(20);
+
 /// How to send.
 #[derive(Debug, Clone)]
 pub struct SendOptions {
@@ -404,7 +407,9 @@ impl Sender {
                 }
                 ready -= queued;
             } else if options.rate > 0 {
-                std::hint::spin_loop();
+                // Nothing due: leave the core to the listeners (and whatever shares it) for a
+                // moment rather than spin; the next call sends what fell due meanwhile.
+                std::thread::sleep(PACED_IDLE);
             }
             if options.live && now.duration_since(last_tick) >= Duration::from_secs(1) {
                 second += 1;
