@@ -345,8 +345,18 @@ impl Sender {
         if !lens.is_empty() {
             sent += self.push(&lens, deadline) as u64;
         }
+        self.drain();
         std::thread::sleep(settle);
         sent
+    }
+
+    /// Wakes the kernel until every queued frame left the TX ring (copy mode sends a few
+    /// dozen per wake-up), for at most a second.
+    fn drain(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.ports.tx_pending(0) > 0 && Instant::now() < deadline {
+            self.ports.flush_tx(0);
+        }
     }
 
     /// Sends `pattern` as `options` say while `listeners` count; the summary.
@@ -369,7 +379,9 @@ impl Sender {
         // Frames written but not yet queued: `lens[..ready]`. A frame the ring refused is
         // retried, never skipped, so every flow gets its share even under back-pressure.
         let mut ready = 0usize;
-        let (mut last_tick, mut last_tx, mut last_rx) = (started, tx, Counts::default());
+        // What listeners saw before this run (an opening phase's SYNs) is not this run's.
+        let baselines: Vec<Counts> = listeners.iter().map(Listener::counts).collect();
+        let (mut last_tick, mut last_tx, mut last_rx) = (started, tx, sum_counts(&listeners));
         let mut second = 0;
         loop {
             let now = Instant::now();
@@ -429,13 +441,16 @@ impl Sender {
                 (last_tick, last_tx, last_rx) = (now, tx, rx);
             }
         }
+        // Queued frames count as sent: make sure they are, and count the time it takes.
+        self.drain();
         let elapsed = started.elapsed();
         // Frames in flight reach the listeners within a few milliseconds.
         std::thread::sleep(Duration::from_millis(200));
         let listened = !listeners.is_empty();
         let mut latency = LatencyRecorder::default();
-        for listener in listeners {
+        for (listener, baseline) in listeners.into_iter().zip(&baselines) {
             let (label, counts, drops, recorded) = listener.finish()?;
+            let counts = counts.since(baseline);
             summary.rx.packets += counts.packets;
             summary.rx.bytes += counts.bytes;
             summary.rx_dropped += drops;

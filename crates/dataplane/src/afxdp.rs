@@ -683,6 +683,29 @@ impl AfXdpPorts {
         socket.transmit(&mut self.umem, &mut list)
     }
 
+    /// Frames queued on port `port`'s TX ring that the kernel has not taken yet. Copy mode
+    /// sends only a few dozen per wake-up, so a generator that stops queueing calls
+    /// [`AfXdpPorts::flush_tx`] until this is 0.
+    pub fn tx_pending(&mut self, port: usize) -> usize {
+        let Some(socket) = self.sockets.get_mut(port) else {
+            return 0;
+        };
+        let size = socket.tx.size;
+        // SAFETY: `tx` is this socket's initialised TX ring; asking for `size` entries makes
+        // libxdp re-read the consumer index, so the count is current.
+        let free = unsafe { libxdp_sys::xsk_prod_nb_free(&mut *socket.tx, size) };
+        size.saturating_sub(free) as usize
+    }
+
+    /// Wakes the kernel to send what waits on port `port`'s TX ring, and frees the frames
+    /// whose transmission completed.
+    pub fn flush_tx(&mut self, port: usize) {
+        if let Some(socket) = self.sockets.get_mut(port) {
+            socket.kick_tx();
+            socket.reclaim_completions(&mut self.umem);
+        }
+    }
+
     fn refill_all(&mut self) {
         for socket in &mut self.sockets {
             socket.reclaim_completions(&mut self.umem);
