@@ -63,7 +63,8 @@ bench-instructions: deps toolchain bench-deps
 	pktgen/scripts/bench-instructions.sh $(PKTGEN)
 
 # xvs vs the kernel (nftables DNAT, numgen round robin) in the lab's NAT topology: alternating
-# rounds, Mpps and CPU per packet, then TCP connections per second (root; about a minute).
+# rounds, Mpps and CPU per packet, latency at the real servers, TCP connections per second
+# (root; about 80 s).
 COMPARE_ARGS ?= --rounds 3 --seconds 5 --cps-seconds 3
 bench-compare: deps toolchain bench-deps
 	$(CARGO) build --release -p xvs-pktgen -p xvs-cli --bins
