@@ -24,6 +24,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -565,8 +566,20 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// Runs the comparison. `progress` gets a line per step.
-pub fn run(options: CompareOptions, mut progress: impl FnMut(&str)) -> LabResult<Comparison> {
+/// Runs the comparison. `progress` gets a line per step; `stop` (set on Ctrl-C) ends it
+/// between steps, and everything is removed on the way out.
+pub fn run(
+    options: CompareOptions,
+    stop: &AtomicBool,
+    mut progress: impl FnMut(&str),
+) -> LabResult<Comparison> {
+    let check = || {
+        if stop.load(Ordering::Relaxed) {
+            Err(LabError("interrupted".into()))
+        } else {
+            Ok(())
+        }
+    };
     for program in [&options.xvs, &options.xvsadm, &options.pktgen] {
         if !Path::new(program).exists() {
             return Err(LabError(format!("{} not found", program.display())));
@@ -576,6 +589,7 @@ pub fn run(options: CompareOptions, mut progress: impl FnMut(&str)) -> LabResult
     let mut rounds = Vec::new();
     for r in 1..=options.rounds {
         for forwarder in [Forwarder::Xvs, Forwarder::Kernel] {
+            check()?;
             let round = bench.round(forwarder, r)?;
             progress(&format!(
                 "round {r} {:6}: {:.3} Mpps forwarded ({:.3} sent)",
@@ -588,16 +602,20 @@ pub fn run(options: CompareOptions, mut progress: impl FnMut(&str)) -> LabResult
     }
     let (mut xvs_latency, mut kernel_latency) = (None, None);
     if options.latency_rate > 0 {
+        check()?;
         let x = bench.latency(Forwarder::Xvs)?;
         progress(&format!("latency xvs: {}", latency_line(&x)));
+        check()?;
         let k = bench.latency(Forwarder::Kernel)?;
         progress(&format!("latency kernel: {}", latency_line(&k)));
         (xvs_latency, kernel_latency) = (Some(x), Some(k));
     }
     let (mut xvs_cps, mut kernel_cps) = (None, None);
     if options.cps_seconds > 0.0 {
+        check()?;
         let x = bench.cps(Forwarder::Xvs)?;
         progress(&format!("cps xvs: {:.0}/s", x.per_second));
+        check()?;
         let k = bench.cps(Forwarder::Kernel)?;
         progress(&format!("cps kernel: {:.0}/s", k.per_second));
         (xvs_cps, kernel_cps) = (Some(x), Some(k));

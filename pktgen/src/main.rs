@@ -3,6 +3,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
@@ -308,7 +310,15 @@ fn compare(args: &CompareArgs) -> Result<(), String> {
         client_cpu: 0,
         forwarder_cpu: if cpus() > 1 { 1 } else { 0 },
     };
-    let result = compare::run(options.clone(), |line| eprintln!("{line}")).map_err(|e| e.0)?;
+    // Ctrl-C or SIGTERM: the run stops at the next step and removes what it built (the
+    // namespaces, nft table and processes) instead of dying with them in place.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    }
+    let result =
+        compare::run(options.clone(), &stop, |line| eprintln!("{line}")).map_err(|e| e.0)?;
     if args.json {
         println!(
             "{}",
