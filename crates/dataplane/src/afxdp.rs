@@ -479,6 +479,19 @@ impl XskSocket {
         queued as usize
     }
 
+    /// Wakes the kernel again while frames wait on the TX ring: in copy mode one wake-up
+    /// sends at most 32 of them, so without this the rest of a batch would wait for the next
+    /// batch (or forever, if traffic stops). Makes no system call when the ring is empty.
+    fn push_pending_tx(&mut self) {
+        let size = self.tx.size;
+        // SAFETY: `tx` is this socket's initialised TX ring; asking for `size` entries makes
+        // libxdp re-read the consumer index.
+        let free = unsafe { libxdp_sys::xsk_prod_nb_free(&mut *self.tx, size) };
+        if free < size && self.tx_needs_wakeup() {
+            self.kick_tx();
+        }
+    }
+
     fn tx_needs_wakeup(&self) -> bool {
         // SAFETY: `tx` is initialised; the flags word is mapped for the socket's lifetime.
         unsafe { libxdp_sys::xsk_ring_prod__needs_wakeup(&*self.tx) != 0 }
@@ -740,6 +753,9 @@ impl PacketIo for AfXdpPorts {
     }
 
     fn poll(&mut self, budget: usize, process: &mut ProcessFn<'_>) -> io::Result<PollSummary> {
+        for socket in &mut self.sockets {
+            socket.push_pending_tx();
+        }
         self.refill_all();
         let mut summary = PollSummary::default();
         for ingress in 0..self.sockets.len() {
@@ -781,6 +797,18 @@ impl PacketIo for AfXdpPorts {
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        // Nothing may stay queued for transmission while the worker sleeps.
+        for socket in &mut self.sockets {
+            for _ in 0..64 {
+                let size = socket.tx.size;
+                // SAFETY: as in `push_pending_tx`.
+                if unsafe { libxdp_sys::xsk_prod_nb_free(&mut *socket.tx, size) } == size {
+                    break;
+                }
+                socket.kick_tx();
+            }
+            socket.reclaim_completions(&mut self.umem);
+        }
         let mut fds = [libc::pollfd {
             fd: -1,
             events: libc::POLLIN,

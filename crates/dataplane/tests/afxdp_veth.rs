@@ -463,3 +463,79 @@ fn send_icmp(to: Ipv4Addr, message: &[u8]) {
         std::io::Error::last_os_error()
     );
 }
+
+/// Copy mode sends at most 32 frames per wake-up: a batch of 64 echoes must still go out
+/// whole, and nothing may stay on the TX ring once the traffic stops. The worker starts
+/// polling only after the whole burst waits in its RX ring, so its batches are full.
+#[test]
+fn a_burst_is_transmitted_whole_even_when_traffic_stops() {
+    const BURST: usize = 200;
+    let mut lab = Lab::new();
+    let link = one_arm(&mut lab);
+    let (dir, cli, dev) = (
+        link.left_ns.clone(),
+        link.right_ns.clone(),
+        link.left.clone(),
+    );
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let worker = spawn_in(&dir, move || {
+        let netdev = NetDev::by_name(&dev).unwrap();
+        let mut filter = XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
+        let mut ports = AfXdpPorts::open(&[&dev], 0, &XskConfig::default()).unwrap();
+        filter
+            .register_socket(0, ports.socket_fd(0).unwrap())
+            .unwrap();
+        filter.set_vips(&[Match::udp(VIP, 6001)]).unwrap();
+        ready_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        while stop_rx.try_recv().is_err() {
+            let summary = ports
+                .poll(64, &mut |_, frames, verdicts| {
+                    for (frame, verdict) in frames.iter_mut().zip(verdicts.iter_mut()) {
+                        let data = frame.data_mut();
+                        swap(data, 0, 6, 6);
+                        swap(data, IP + 12, IP + 16, 4);
+                        swap(data, UDP, UDP + 2, 2);
+                        *verdict = Verdict::Transmit { port: 0 };
+                    }
+                })
+                .unwrap();
+            if summary.received == 0 {
+                ports.wait(Duration::from_millis(5)).unwrap();
+            }
+        }
+        ports.stats(0)
+    });
+    let ((), worker) = ready(&ready_rx, worker);
+    let received = in_netns(&cli, move || {
+        let socket = udp_socket("10.77.0.2:0");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        for i in 0..BURST {
+            socket
+                .send_to(format!("burst-{i}").as_bytes(), (VIP, 6001))
+                .unwrap();
+        }
+        go_tx.send(()).unwrap();
+        let mut buf = [0u8; 128];
+        let mut received = 0;
+        while received < BURST && socket.recv_from(&mut buf).is_ok() {
+            received += 1;
+        }
+        received
+    });
+    stop_tx.send(()).unwrap();
+    let stats = worker.join().unwrap();
+    assert_eq!(stats.tx_ring_full + stats.bad_verdict, 0);
+    assert_eq!(
+        stats.rx_packets, BURST as u64,
+        "the whole burst waited in the RX ring"
+    );
+    assert_eq!(
+        received, BURST,
+        "every echo was transmitted, the last ones included"
+    );
+}
