@@ -265,7 +265,6 @@ fn send(args: &SendArgs) -> Result<(), String> {
         }
     }
     let options = SendOptions {
-        iface: args.iface.clone(),
         rate: args.rate,
         duration: Duration::from_secs_f64(args.duration.max(0.0)),
         live: !args.quiet,

@@ -271,11 +271,9 @@ fn open_socket(iface: &str, config: &XskConfig) -> Result<AfXdpPorts, String> {
 /// How long a paced sender sleeps when no packet is due.
 const PACED_IDLE: Duration = Duration::from_micros(20);
 
-/// How to send.
+/// How to send (the interface is the [`Sender`]'s).
 #[derive(Debug, Clone)]
 pub struct SendOptions {
-    /// Interface to send on (in the process's namespace).
-    pub iface: String,
     /// Packets per second; 0 for as fast as possible.
     pub rate: u64,
     /// How long to send.
@@ -305,7 +303,7 @@ impl Sender {
         self.ports.mode(0).unwrap_or(CopyMode::Copy)
     }
 
-    /// Queues `frames` frames of `self.buffers` with the given lengths, retrying until all
+    /// Queues the first `lens.len()` buffers, each `lens[i]` bytes long, retrying until all
     /// went or `deadline` passed; how many went.
     fn push(&mut self, lens: &[usize], deadline: Instant) -> usize {
         let mut sent = 0;

@@ -70,7 +70,6 @@ fn send_udp(
         let mut sender = Sender::open("eth0").unwrap();
         let rate = 5_000;
         let options = SendOptions {
-            iface: "eth0".into(),
             rate,
             duration: Duration::from_secs_f64(packets as f64 / rate as f64),
             live: false,
