@@ -4,7 +4,7 @@
 //! Frames come from xvs-pktgen's patterns and go through `Pipeline::process` exactly as a
 //! worker runs it (parse, classify, look up or schedule and insert, TCP state, rewrite,
 //! counters), one 64-byte frame at a time in a reused buffer; the figure includes writing the
-//! frame from its template (a 60-byte copy and a few adds, about 5 ns: see
+//! frame from its template (a 60-byte copy and a few adds, about 12-14 ns: see
 //! `xvs-pktgen memory --generate-only`).
 //!
 //! - **established/N**: N connections opened (SYN, then one ACK each) before timing; timed
