@@ -268,6 +268,18 @@ pub(crate) fn snapshot(shard: u16, index: u32, slot: &Slot, word: StateWord, met
     }
 }
 
+/// Whether a slot holds the entry a key names (inbound or outbound form).
+type KeyMatch = fn(&Slot, Meta, &FlowKey, u8) -> bool;
+
+/// Which chain of a shard a lookup walks.
+#[derive(Clone, Copy)]
+enum Chain {
+    /// Client -> service keys.
+    Inbound,
+    /// Real server -> client keys (NAT replies).
+    Outbound,
+}
+
 /// Does `slot` hold the connection a packet `key` (client -> vip) belongs to?
 #[inline]
 pub(crate) fn matches_inbound(slot: &Slot, meta: Meta, key: &FlowKey, kind_v6: u8) -> bool {
@@ -477,44 +489,35 @@ impl ConnTable {
     /// is not the flow's). Unlike [`Shard::lookup_inbound`] it applies no server-status rule;
     /// the caller checks the connection's server.
     pub fn lookup_inbound_any(&self, key: &FlowKey) -> Option<Conn> {
-        let hash = self.inbound_hash(key);
-        let kind_v6 = kind_of(key.family());
-        for (id, shard) in self.inner.shards.iter().enumerate() {
-            let bucket = shard.inbound.bucket(hash);
-            let slots = &shard.slots;
-            let hit = shard.inbound.find_shared(
-                bucket,
-                |s| &slots[s as usize].next_primary,
-                |s| {
-                    let slot = &slots[s as usize];
-                    let meta = slot.meta();
-                    if !matches_inbound(slot, meta, key, kind_v6) {
-                        return None;
-                    }
-                    let word = slot.word();
-                    (!word.has(flag::DEAD)).then(|| snapshot(id as u16, s, slot, word, meta))
-                },
-            );
-            if hit.is_some() {
-                return hit;
-            }
-        }
-        None
+        self.find_in_every_shard(self.inbound_hash(key), key, Chain::Inbound)
     }
 
     #[inline]
     pub(crate) fn lookup_outbound_hashed(&self, key: &FlowKey, hash: u64) -> Option<Conn> {
+        self.find_in_every_shard(hash, key, Chain::Outbound)
+    }
+
+    /// Walks `chain`'s bucket of `hash` in every shard, read-only, for the live entry `key`
+    /// names.
+    #[inline]
+    fn find_in_every_shard(&self, hash: u64, key: &FlowKey, chain: Chain) -> Option<Conn> {
         let kind_v6 = kind_of(key.family());
         for (id, shard) in self.inner.shards.iter().enumerate() {
-            let bucket = shard.outbound.bucket(hash);
             let slots = &shard.slots;
-            let hit = shard.outbound.find_shared(
-                bucket,
-                |s| &slots[s as usize].next_outbound,
+            let (index, matches): (_, KeyMatch) = match chain {
+                Chain::Inbound => (&shard.inbound, matches_inbound),
+                Chain::Outbound => (&shard.outbound, matches_outbound),
+            };
+            let hit = index.find_shared(
+                index.bucket(hash),
+                |s| match chain {
+                    Chain::Inbound => &slots[s as usize].next_primary,
+                    Chain::Outbound => &slots[s as usize].next_outbound,
+                },
                 |s| {
                     let slot = &slots[s as usize];
                     let meta = slot.meta();
-                    if !matches_outbound(slot, meta, key, kind_v6) {
+                    if !matches(slot, meta, key, kind_v6) {
                         return None;
                     }
                     let word = slot.word();
