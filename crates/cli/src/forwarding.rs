@@ -241,6 +241,12 @@ fn dataplane_info(runtime: &Runtime) -> DataplaneInfo {
             .iter()
             .map(|&r| (r.name().to_string(), frames.refused[r as usize])),
     );
+    // The frame I/O's own losses: a full transmit ring, and what should never happen.
+    drops.extend([
+        ("tx_ring_full".to_string(), frames.tx_ring_full),
+        ("bad_verdict".to_string(), frames.bad_verdict),
+        ("invalid_descriptor".to_string(), frames.invalid_descs),
+    ]);
     drops.retain(|(_, n)| *n > 0);
     let (workers_running, workers) = runtime.workers_running();
     DataplaneInfo {

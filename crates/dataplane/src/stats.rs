@@ -101,6 +101,12 @@ pub struct FrameCounters {
     pub drops: [u64; Drop::COUNT],
     /// Forwarders refusals, indexed by `Reason as usize`.
     pub refused: [u64; Reason::COUNT],
+    /// Frames dropped at a full transmit ring.
+    pub tx_ring_full: u64,
+    /// Frames with a verdict for a port that does not exist.
+    pub bad_verdict: u64,
+    /// Descriptors the kernel returned that xvs had not handed it.
+    pub invalid_descs: u64,
 }
 
 impl Default for FrameCounters {
@@ -111,6 +117,9 @@ impl Default for FrameCounters {
             icmp_sent: 0,
             drops: [0; Drop::COUNT],
             refused: [0; Reason::COUNT],
+            tx_ring_full: 0,
+            bad_verdict: 0,
+            invalid_descs: 0,
         }
     }
 }
@@ -290,6 +299,11 @@ impl StatsRollup {
             }
             for reason in Reason::ALL {
                 sum.refused[reason as usize] += w.refused_of(reason);
+            }
+            for port in &w.ports {
+                sum.tx_ring_full += port.tx_ring_full.load(Ordering::Relaxed);
+                sum.bad_verdict += port.bad_verdict.load(Ordering::Relaxed);
+                sum.invalid_descs += port.invalid_descs.load(Ordering::Relaxed);
             }
         }
         sum

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::packet_io::{BATCH_SIZE, PacketIo};
+use crate::pipeline::counters::WorkerCounters;
 use crate::pipeline::{Clock, Pipeline};
 use crate::publish::Subscriber;
 use crate::route::Neighbours;
@@ -59,6 +60,7 @@ pub fn run<P: PacketIo>(
         })?;
         if now.duration_since(last_housekeeping) >= HOUSEKEEPING_EVERY {
             pipeline.housekeeping();
+            publish_port_losses(io, pipeline.counters());
             last_housekeeping = now;
         }
         if summary.received == 0 {
@@ -73,11 +75,57 @@ pub fn run<P: PacketIo>(
     Ok(())
 }
 
+/// Copies the ports' own loss counters where the side thread can read them.
+fn publish_port_losses<P: PacketIo>(io: &P, counters: &WorkerCounters) {
+    for (port, cells) in counters.ports.iter().enumerate().take(io.port_count()) {
+        let stats = io.stats(port);
+        cells
+            .tx_ring_full
+            .store(stats.tx_ring_full, Ordering::Relaxed);
+        cells
+            .bad_verdict
+            .store(stats.bad_verdict, Ordering::Relaxed);
+        cells
+            .invalid_descs
+            .store(stats.invalid_descs, Ordering::Relaxed);
+    }
+}
+
 /// Seconds and milliseconds since `epoch` (seconds start at 1 so 0 never means "now").
 fn clock(epoch: Instant, now: Instant) -> Clock {
     let elapsed = now.duration_since(epoch);
     Clock {
         secs: elapsed.as_secs() as u32 + 1,
         millis: elapsed.as_millis() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory_port::MemoryPorts;
+    use crate::packet_io::Verdict;
+    use crate::umem::UmemConfig;
+
+    #[test]
+    fn port_losses_reach_the_workers_counters() {
+        let config = UmemConfig {
+            frame_count: 64,
+            ..UmemConfig::default()
+        };
+        let mut ports = MemoryPorts::with_tx_ring(1, config, 2).unwrap();
+        for _ in 0..5 {
+            assert!(ports.push_rx(0, &[0u8; 60]));
+        }
+        ports
+            .poll(BATCH_SIZE, &mut |_, _, verdicts| {
+                verdicts.fill(Verdict::Transmit { port: 0 })
+            })
+            .unwrap();
+        let counters = WorkerCounters::default();
+        publish_port_losses(&ports, &counters);
+        let full = counters.ports[0].tx_ring_full.load(Ordering::Relaxed);
+        assert_eq!(full, ports.stats(0).tx_ring_full);
+        assert_eq!(full, 3, "a ring of 2 takes 2 of 5 frames");
     }
 }

@@ -90,6 +90,21 @@ pub fn add(cell: &AtomicU64, n: u64) {
     );
 }
 
+/// The frame I/O's own losses on one port, copied from the ports by the worker (the ports
+/// keep them as plain numbers; this makes them readable from the side thread).
+#[derive(Debug, Default)]
+pub struct PortCells {
+    /// Frames dropped because the transmit ring was full.
+    pub tx_ring_full: AtomicU64,
+    /// Frames whose verdict named a port that does not exist.
+    pub bad_verdict: AtomicU64,
+    /// Descriptors the kernel returned that xvs had not handed it.
+    pub invalid_descs: AtomicU64,
+}
+
+/// Ports a worker has at most (one arm, or external and internal).
+pub const MAX_PORTS: usize = 2;
+
 /// Everything one worker counts.
 #[derive(Debug)]
 pub struct WorkerCounters {
@@ -105,6 +120,8 @@ pub struct WorkerCounters {
     pub tx_frames: AtomicU64,
     /// ICMP errors the director sent back to a sender (fragmentation needed, time exceeded).
     pub icmp_sent: AtomicU64,
+    /// The frame I/O's losses, per port.
+    pub ports: [PortCells; MAX_PORTS],
 }
 
 impl Default for WorkerCounters {
@@ -116,6 +133,7 @@ impl Default for WorkerCounters {
             rx_frames: AtomicU64::new(0),
             tx_frames: AtomicU64::new(0),
             icmp_sent: AtomicU64::new(0),
+            ports: Default::default(),
         }
     }
 }

@@ -153,6 +153,11 @@ impl Pipeline {
         &self.shared.snapshot
     }
 
+    /// The worker's counters.
+    pub fn counters(&self) -> &WorkerCounters {
+        &self.shared.counters
+    }
+
     /// The worker's shard.
     pub fn shard(&self) -> &Shard {
         &self.shard
