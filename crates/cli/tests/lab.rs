@@ -102,13 +102,13 @@ fn tun_delivers_through_ipip_with_correct_outer_headers() {
         .unwrap();
     lab.add_service("-u", UDP_PORT, "rr", None, &[1, 1])
         .unwrap();
-    let http = gets(&lab, 4);
+    let http = gets(&lab, 8);
     assert!(alternates(&http), "{http:?}");
     let udp = udp_asks(&lab, 2);
     assert!(alternates(&udp), "{udp:?}");
     for rs in 0..2 {
         let report = lab.decap_report(rs);
-        assert!(report.decapsulated >= 6, "rs{}: {report:?}", rs + 1);
+        assert!(report.decapsulated >= 10, "rs{}: {report:?}", rs + 1);
         assert_eq!(report.bad_outer, 0, "rs{}: {report:?}", rs + 1);
     }
 }

@@ -14,7 +14,8 @@
 // ICMP errors (unreachable, source quench, time exceeded, parameter problem) are matched by
 // the packet they quote, as IPVS does: a quoted packet from a VIP:port (a reply xvs sent
 // toward a client) or to a NAT real server's addr:port (a packet xvs sent to it) makes the
-// error xvs's. ICMP echo to a VIP stays with the kernel, which answers it.
+// error xvs's; so does a quoted IPIP packet from one of the director's addresses (TUN). ICMP
+// echo to a VIP stays with the kernel, which answers it.
 //
 // ARP, IPv6, VLAN-tagged frames and everything not matching go to the kernel.
 //
@@ -59,6 +60,7 @@ static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 #define ETH_P_IP 0x0800
 #define IP_OFFSET_MASK 0x1fff /* fragment offset; non-zero on every fragment but the first */
 #define IPPROTO_ICMP 1
+#define IPPROTO_IPIP 4
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define IPPROTO_SCTP 132
@@ -154,6 +156,9 @@ static __always_inline int icmp_error_is_ours(__u8 *icmp, void *data_end)
 	__u8 proto = inner[9];
 	__u32 saddr = *(__u32 *)(inner + 12);
 	__u32 daddr = *(__u32 *)(inner + 16);
+	// One of our IPIP packets (TUN): the director sent it from one of its own addresses.
+	if (proto == IPPROTO_IPIP)
+		return is_local(saddr);
 	__u16 sport = 0, dport = 0;
 	if (carries_ports(proto) && is_first_fragment(inner)) {
 		__u8 *l4 = inner + inner_ihl;

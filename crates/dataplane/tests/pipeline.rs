@@ -653,3 +653,59 @@ fn one_packet_scheduling_leaves_no_entry_but_honours_persistence() {
     assert!(macs.iter().all(|m| *m == macs[0]), "{macs:?}");
     assert_eq!(lab.load(0).2 + lab.load(1).2, 1, "one template");
 }
+
+#[test]
+fn fragmentation_needed_about_a_tunnel_packet_is_answered_to_the_client() {
+    use etherparse::{Icmpv4Type, icmpv4::DestUnreachableHeader};
+    let mut lab = Lab::new(ForwardMethod::Tunnel, "rr", Protocol::Tcp);
+    let (_, tunnelled) = lab.run(
+        &tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "S"),
+        0,
+    );
+    // A router between the director and the real server cannot pass 1500 bytes: it quotes
+    // our IPIP packet (outer header, inner header, 8 bytes) back to the tunnel source.
+    let quote = &tunnelled[14..14 + 20 + 20 + 8];
+    let router = [192, 168, 0, 254];
+    let error = PacketBuilder::ethernet2(RS_MACS[0], DIRECTOR_MAC)
+        .ipv4(router, [192, 168, 0, 10], 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ));
+    let mut frame = Vec::new();
+    error.write(&mut frame, quote).unwrap();
+    let (verdict, out) = lab.run(&frame, 0);
+    assert_eq!(verdict, Verdict::Transmit { port: 0 });
+    let p = parse_back(&out);
+    // The client hears it from the VIP, with the MTU lowered by the 20-byte outer header,
+    // quoting its own datagram (client -> VIP:80).
+    assert_eq!(
+        (p.eth.destination, p.ip.source, p.ip.destination),
+        (CLIENT_MAC, VIP, CLIENT)
+    );
+    assert_eq!((p.payload[0], p.payload[1]), (3, 4));
+    assert_eq!(u16::from_be_bytes([p.payload[6], p.payload[7]]), 1380);
+    let quoted = &p.payload[8..];
+    assert_eq!((&quoted[12..16], &quoted[16..20]), (&CLIENT[..], &VIP[..]));
+    // An error quoting someone else's tunnel is not ours.
+    let mut foreign = quote.to_vec();
+    foreign[12..16].copy_from_slice(&[192, 168, 0, 99]);
+    let sum = {
+        foreign[10] = 0;
+        foreign[11] = 0;
+        let h = Ipv4HeaderSlice::from_slice(&foreign[..20])
+            .unwrap()
+            .to_header();
+        h.calc_header_checksum()
+    };
+    foreign[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(RS_MACS[0], DIRECTOR_MAC)
+        .ipv4(router, [192, 168, 0, 10], 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ))
+        .write(&mut frame, &foreign)
+        .unwrap();
+    assert_eq!(lab.run(&frame, 0).0, Verdict::Drop);
+    assert_eq!(lab.counters.drops_of(Drop::IcmpNoConnection), 1);
+}

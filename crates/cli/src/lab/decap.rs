@@ -1,14 +1,14 @@
 //! The TUN lab's IPIP decapsulator, run on each real server (`xvs lab-decap`).
 //!
 //! This machine's kernel has no `ipip` module, so a real server cannot terminate xvs's
-//! tunnels itself. The helper does what `ipip` would: it reads the IPv4 packets arriving on
-//! the real server's interface (an `AF_PACKET` socket), takes those whose protocol is 4
-//! (IP-in-IP) and whose outer destination is this server, checks the outer header, and
-//! writes the inner datagram into a TUN device, from where the kernel delivers it to the VIP
-//! on `lo` like any received packet. The real server's TCP stack answers the client directly,
-//! as in a real TUN cluster. (The real server's kernel, which has no `ipip`, still answers each
-//! tunnelled packet with an ICMP "protocol unreachable" to the director: harmless noise that
-//! the director's kernel receives and ignores.)
+//! tunnels itself. The helper does what `ipip` would: a raw socket for protocol 4 (IP-in-IP)
+//! on the real server's interface receives the tunnelled packets the kernel delivers to this
+//! server, the helper checks each outer header and writes the inner datagram into a TUN
+//! device, from where the kernel delivers it to the VIP on `lo` like any received packet. The
+//! real server's TCP stack answers the client directly, as in a real TUN cluster. Because a
+//! socket takes protocol 4, the kernel no longer answers tunnelled packets with ICMP "protocol
+//! unreachable" (which the director would rightly relay to the client, as IPVS does with any
+//! error about its tunnels, and which would abort the client's connection).
 //!
 //! It also checks every outer header as a test would: version/IHL, header checksum,
 //! protocol 4, the expected tunnel source and destination, total length consistent with the
@@ -104,27 +104,25 @@ fn open_tun(name: &str) -> std::io::Result<File> {
     Ok(file)
 }
 
-/// An AF_PACKET socket receiving the IPv4 packets of interface `ifindex`, link header removed.
-fn open_packet_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
-    let protocol = (libc::ETH_P_IP as u16).to_be();
+/// A raw IPv4 socket for protocol 4 (IP-in-IP) bound to `iface`: it receives every tunnelled
+/// packet delivered to this host, outer header included.
+fn open_ipip_socket(iface: &str) -> std::io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(protocol)) };
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_IPIP) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fd is a freshly created socket we own.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid starting value.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = protocol;
-    addr.sll_ifindex = ifindex as i32;
-    // SAFETY: `addr` is a valid sockaddr_ll and the length passed is its size.
+    let name = iface.as_bytes();
+    // SAFETY: SO_BINDTODEVICE reads `name.len()` bytes of the interface name from `name`.
     let rc = unsafe {
-        libc::bind(
+        libc::setsockopt(
             owned.as_raw_fd(),
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
         )
     };
     if rc < 0 {
@@ -142,10 +140,6 @@ pub fn run(
     me: Ipv4Addr,
     report: &Path,
 ) -> std::io::Result<()> {
-    let ifindex = std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))?
-        .trim()
-        .parse::<u32>()
-        .map_err(std::io::Error::other)?;
     let mut tun = open_tun(tun_name)?;
     let up = std::process::Command::new("ip")
         .args(["link", "set", tun_name, "up"])
@@ -153,7 +147,7 @@ pub fn run(
     if !up.success() {
         return Err(std::io::Error::other("cannot bring the tun device up"));
     }
-    let socket = open_packet_socket(ifindex)?;
+    let socket = open_ipip_socket(iface)?;
     let mut counts = DecapReport::default();
     let mut buf = vec![0u8; 65536];
     write_report(report, &counts)?;
@@ -168,9 +162,6 @@ pub fn run(
             return Err(err);
         }
         let packet = &buf[..n as usize];
-        if packet.len() < 20 || packet[9] != 4 {
-            continue; // not IP-in-IP: the kernel handles it
-        }
         match check_outer(packet, tunnel_source, me) {
             Some(inner) => {
                 tun.write_all(inner)?;

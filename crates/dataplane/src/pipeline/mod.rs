@@ -398,6 +398,36 @@ impl Pipeline {
             Err(reason) => return refuse(counters, reason),
         };
         let quoted = error.flow;
+        if let Some(tunnel) = error.tunnel {
+            // About one of our IPIP packets (a smaller MTU between us and a TUN real server):
+            // IPVS tells the client, from the VIP, about its own datagram inside the tunnel.
+            let ours = shared.tunnel_source.or_else(|| {
+                let (port, _) = shared.routes.next_hop(tunnel.real_server)?;
+                shared.routes.link(port)?.source_toward(tunnel.real_server)
+            });
+            if ours != Some(tunnel.source) {
+                return drop(counters, Drop::IcmpNoConnection);
+            }
+            // The quote is the client's datagram as sent: client -> VIP.
+            let key = FlowKey::new(
+                conn_protocol(quoted.protocol),
+                endpoint(*quoted.src.ip(), quoted.src.port()),
+                endpoint(*quoted.dst.ip(), quoted.dst.port()),
+            );
+            if self.shard.table().lookup_inbound_any(&key).is_none() {
+                return drop(counters, Drop::IcmpNoConnection);
+            }
+            let (port, egress) = match egress_to(shared, *quoted.src.ip()) {
+                Ok(e) => e,
+                Err(why) => return drop(counters, why),
+            };
+            return finish(
+                counters,
+                icmp::answer_tunnel_error(frame, view, &error, &egress),
+                port,
+                ingress,
+            );
+        }
         // The connection's own direction is the reverse of the quoted packet's.
         let key = FlowKey::new(
             conn_protocol(quoted.protocol),
