@@ -536,13 +536,23 @@ impl Shard {
     /// slots, so it belongs to the control path (the owner or its side thread, once per
     /// removal), never to the packet path. Returns how many entries were removed.
     pub fn expire_dest(&mut self, dest: DestId, counters: &mut impl DestCounters) -> usize {
-        let mut removed = 0;
+        self.expire_dests(|d| d == dest, counters)
+    }
+
+    /// [`expire_dest`](Self::expire_dest) for every server `removed` names, in one walk of
+    /// the shard (a reload that removes many servers costs one walk, not one per server).
+    pub fn expire_dests(
+        &mut self,
+        removed: impl Fn(DestId) -> bool,
+        counters: &mut impl DestCounters,
+    ) -> usize {
+        let mut count = 0;
         // Connections first, so that templates they kept alive can go in the second pass.
         for templates in [false, true] {
             for index in 0..self.next_unused {
                 let slot = &self.shared().slots[index as usize];
                 if slot.word().has(flag::DEAD)
-                    || slot.dest.load(Ordering::Relaxed) != dest.0
+                    || !removed(DestId(slot.dest.load(Ordering::Relaxed)))
                     || slot.meta().is(kind::TEMPLATE) != templates
                 {
                     continue;
@@ -551,15 +561,15 @@ impl Shard {
                     continue;
                 }
                 if self.kill(index, counters) {
-                    removed += 1;
+                    count += 1;
                 }
             }
         }
         self.shared()
             .stats
             .nodest_expired
-            .fetch_add(removed as u64, Ordering::Relaxed);
-        removed
+            .fetch_add(count as u64, Ordering::Relaxed);
+        count
     }
 
     /// Runs expiry up to `now`: every entry whose deadline has passed is removed and its

@@ -709,3 +709,37 @@ fn fragmentation_needed_about_a_tunnel_packet_is_answered_to_the_client() {
     assert_eq!(lab.run(&frame, 0).0, Verdict::Drop);
     assert_eq!(lab.counters.drops_of(Drop::IcmpNoConnection), 1);
 }
+
+#[test]
+fn with_expire_nodest_conn_a_removed_servers_connections_end_at_the_reload() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", Protocol::Tcp);
+    let table = lab.pipeline.shard().table().clone();
+    table.set_options(xvs_conntrack::Options {
+        expire_nodest_conn: true,
+        ..table.options()
+    });
+    for port in [40000, 40001, 40002] {
+        lab.run(
+            &tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, port), (VIP, 80), "S"),
+            0,
+        );
+    }
+    let count = |table: &xvs_conntrack::ConnTable| {
+        let mut n = 0;
+        table.for_each_entry(0, |_| n += 1);
+        n
+    };
+    assert_eq!(count(&table), 3);
+    let addr = service_addr(Protocol::Tcp, 80);
+    let gone = lab.table.service(&addr).unwrap().dests[0];
+    lab.table.delete_dest(&addr, gone.addr, gone.port).unwrap();
+    lab.rebuild();
+    // rr sent ports 40000 and 40002 to the removed server: both entries went with it.
+    assert_eq!(count(&table), 1);
+    assert_eq!(
+        lab.load(0),
+        (1, 0, 0),
+        "the remaining server keeps its connection"
+    );
+    assert_eq!(table.stats().nodest_expired, 2);
+}

@@ -121,12 +121,15 @@ impl Pipeline {
         // at their next packet (which would find them gone anyway).
         if self.shard.table().options().expire_nodest_conn {
             let previous = std::mem::replace(&mut self.shared.snapshot, snapshot);
-            for (_, dest, _) in previous.dests() {
-                if previous.dest(dest.id).is_some() && self.shared.snapshot.dest(dest.id).is_none()
-                {
-                    self.shard
-                        .expire_dest(dest.id, &mut LoadCounters(&previous));
-                }
+            let current = &self.shared.snapshot;
+            if previous
+                .dests()
+                .any(|(_, d, _)| current.dest(d.id).is_none())
+            {
+                // One walk of the shard for every removed server together.
+                let removed = |id| previous.dest(id).is_some() && current.dest(id).is_none();
+                self.shard
+                    .expire_dests(removed, &mut LoadCounters(&previous));
             }
         } else {
             self.shared.snapshot = snapshot;
