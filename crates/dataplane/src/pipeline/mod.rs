@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
 use xvs_conntrack::{
-    Conn, Direction, Endpoint, FlowKey, Inbound, InsertError, NewConn, Protocol, ReturnPath, Secs,
-    Shard, TcpFlags, TemplateKey,
+    Conn, DestId, Direction, Endpoint, FlowKey, Inbound, InsertError, NewConn, Protocol,
+    ReturnPath, Secs, Shard, TcpFlags, TemplateKey,
 };
 use xvs_forwarders::icmp::{self, IcmpErrorView};
 use xvs_forwarders::tun::Tunnel;
@@ -185,19 +185,30 @@ impl Pipeline {
             Ok(view) => view,
             Err(reason) => return refuse(counters, reason),
         };
-        let verdict = if view.is_icmp_error() {
+        let outcome = if view.is_icmp_error() {
             self.icmp_error(frame, &view, ingress)
         } else {
             match view.ports() {
                 Some((sport, dport)) => self.tcp_or_udp(frame, &view, sport, dport, ingress),
-                None => drop(counters, Drop::NotForUs),
+                None => Err(Drop::NotForUs),
             }
         };
-        if let Verdict::Transmit { .. } = verdict {
-            add(&self.shared.counters.tx_frames, 1);
+        let counters = &*self.shared.counters;
+        match outcome {
+            Ok(verdict @ Verdict::Transmit { .. }) => {
+                add(&counters.tx_frames, 1);
+                verdict
+            }
+            Ok(Verdict::Drop) => Verdict::Drop,
+            Err(why) => {
+                counters.drop(why);
+                Verdict::Drop
+            }
         }
-        verdict
     }
+
+    // The stages below return `Err(why)` for a drop the pipeline counts; a refusal by the
+    // forwarders is counted where it happens and comes back as `Ok(Verdict::Drop)`.
 
     fn tcp_or_udp(
         &mut self,
@@ -206,10 +217,9 @@ impl Pipeline {
         sport: u16,
         dport: u16,
         ingress: u8,
-    ) -> Verdict {
+    ) -> Result<Verdict, Drop> {
         let protocol = view.protocol();
-        let snapshot = &*self.shared.snapshot;
-        if let Some(service) = snapshot.classify(protocol, view.dst, dport) {
+        if let Some(service) = self.shared.snapshot.classify(protocol, view.dst, dport) {
             return self.inbound(frame, view, service, sport, dport, ingress);
         }
         let key = FlowKey::new(
@@ -217,10 +227,12 @@ impl Pipeline {
             endpoint(view.src, sport),
             endpoint(view.dst, dport),
         );
-        match self.shard.table().lookup_outbound(&key) {
-            Some(conn) => self.outbound(frame, view, &conn, ingress),
-            None => drop(&self.shared.counters, Drop::NotForUs),
-        }
+        let conn = self
+            .shard
+            .table()
+            .lookup_outbound(&key)
+            .ok_or(Drop::NotForUs)?;
+        self.outbound(frame, view, &conn, ingress)
     }
 
     /// Client -> virtual service.
@@ -232,7 +244,7 @@ impl Pipeline {
         sport: u16,
         dport: u16,
         ingress: u8,
-    ) -> Verdict {
+    ) -> Result<Verdict, Drop> {
         let shared = &self.shared;
         let snapshot = &*shared.snapshot;
         let counters = &*shared.counters;
@@ -253,12 +265,12 @@ impl Pipeline {
         };
         let conn = match found {
             Inbound::Hit(conn) => conn,
-            Inbound::Drop => return drop(counters, Drop::DestRemoved),
+            Inbound::Drop => return Err(Drop::DestRemoved),
             Inbound::Miss => {
                 // IPVS opens TCP connections on a SYN only; anything else for an unknown flow
                 // is stray (a flow from before a restart, a scan) and is dropped.
                 if matches!(view.l4, L4::Tcp { .. }) && (!flags.syn || flags.rst) {
-                    return drop(counters, Drop::NoConnection);
+                    return Err(Drop::NoConnection);
                 }
                 let request = Request {
                     src: view.src.into(),
@@ -268,28 +280,23 @@ impl Pipeline {
                     now_ms: self.clock.millis,
                 };
                 let scheduler = &mut *self.schedulers[service_index].2;
+                let now = self.clock.secs;
                 if service.spec.one_packet && matches!(view.l4, L4::Udp { .. }) {
                     // -o: every datagram is scheduled on its own and leaves no entry; a
                     // persistent service still keeps the client on its template's server.
-                    let choice = match choose(
+                    let choice = choose(
                         &mut self.shard,
                         scheduler,
                         service,
                         &key,
                         &request,
-                        self.clock.secs,
+                        now,
                         &mut loads,
-                    ) {
-                        Ok(choice) => choice,
-                        Err(why) => return drop(counters, why),
-                    };
+                    )?;
                     let dest = &service.dests[choice.index];
-                    let cells = &counters.dests[dest_slot(dest.id)];
-                    add(&cells.conns, 1);
-                    add(&cells.in_pkts, 1);
-                    add(&cells.in_bytes, u64::from(view.ip_total_len));
-                    let target =
-                        SocketAddrV4::new(v4(choice.dest_addr.addr.to_ip()), choice.dest_addr.port);
+                    add(&counters.dests[dest_slot(dest.id)].conns, 1);
+                    count_in(counters, dest.id, view);
+                    let target = socket(choice.dest_addr);
                     return forward(
                         shared,
                         &mut self.tunnel_ident,
@@ -300,21 +307,17 @@ impl Pipeline {
                         ingress,
                     );
                 }
-                match open(
+                let conn = open(
                     &mut self.shard,
                     scheduler,
                     service,
                     key,
                     &request,
-                    self.clock.secs,
+                    now,
                     &mut loads,
-                ) {
-                    Ok(conn) => {
-                        add(&counters.dests[dest_slot(conn.dest)].conns, 1);
-                        conn
-                    }
-                    Err(why) => return drop(counters, why),
-                }
+                )?;
+                add(&counters.dests[dest_slot(conn.dest)].conns, 1);
+                conn
             }
         };
         let _ = self.shard.on_packet(
@@ -324,13 +327,9 @@ impl Pipeline {
             self.clock.secs,
             &mut loads,
         );
-        let Some((_, dest, _)) = snapshot.dest(conn.dest) else {
-            return drop(counters, Drop::DestRemoved);
-        };
-        let cells = &counters.dests[dest_slot(conn.dest)];
-        add(&cells.in_pkts, 1);
-        add(&cells.in_bytes, u64::from(view.ip_total_len));
-        let target = SocketAddrV4::new(v4(conn.dest_addr.addr.to_ip()), conn.dest_addr.port);
+        let (_, dest, _) = snapshot.dest(conn.dest).ok_or(Drop::DestRemoved)?;
+        count_in(counters, conn.dest, view);
+        let target = socket(conn.dest_addr);
         forward(
             shared,
             &mut self.tunnel_ident,
@@ -349,27 +348,21 @@ impl Pipeline {
         view: &PacketView,
         conn: &Conn,
         ingress: u8,
-    ) -> Verdict {
+    ) -> Result<Verdict, Drop> {
         let shared = &self.shared;
         let snapshot = &*shared.snapshot;
         let flags = TcpFlags::from_byte(view.tcp_flags().map_or(0, |f| f.0));
         let mut loads = LoadCounters(snapshot);
+        let now = self.clock.secs;
         if conn.flow.shard == self.shard.id() {
-            let _ = self.shard.on_packet(
-                conn.flow,
-                Direction::Output,
-                flags,
-                self.clock.secs,
-                &mut loads,
-            );
+            let _ = self
+                .shard
+                .on_packet(conn.flow, Direction::Output, flags, now, &mut loads);
         } else {
-            let _ = self.shard.table().on_packet(
-                conn.flow,
-                Direction::Output,
-                flags,
-                self.clock.secs,
-                &mut loads,
-            );
+            let _ =
+                self.shard
+                    .table()
+                    .on_packet(conn.flow, Direction::Output, flags, now, &mut loads);
         }
         // Count the reply for its real server only while it exists: a removed server's slot
         // may belong to another one by now.
@@ -378,78 +371,66 @@ impl Pipeline {
             add(&cells.out_pkts, 1);
             add(&cells.out_bytes, u64::from(view.ip_total_len));
         }
-        let vip = SocketAddrV4::new(v4(conn.vip.addr.to_ip()), conn.vip.port);
-        let egress = match egress_to(shared, view.dst) {
-            Ok(e) => e,
-            Err(why) => return drop(&shared.counters, why),
-        };
-        finish(
-            &shared.counters,
-            nat::rewrite_outbound(frame, view, vip, &egress.1),
-            egress.0,
-            ingress,
-        )
+        let vip = socket(conn.vip);
+        relay(shared, view.dst, ingress, |egress| {
+            nat::rewrite_outbound(frame, view, vip, egress)
+        })
     }
 
     /// An ICMP error about a connection: relayed to the side that sent the quoted packet.
-    fn icmp_error(&mut self, frame: &mut Frame<'_>, view: &PacketView, ingress: u8) -> Verdict {
+    fn icmp_error(
+        &mut self,
+        frame: &mut Frame<'_>,
+        view: &PacketView,
+        ingress: u8,
+    ) -> Result<Verdict, Drop> {
         let shared = &self.shared;
         let snapshot = &*shared.snapshot;
-        let counters = &*shared.counters;
         let error: IcmpErrorView = match icmp::parse_error(frame, view) {
             Ok(e) => e,
-            Err(reason) => return refuse(counters, reason),
+            Err(reason) => return Ok(refuse(&shared.counters, reason)),
         };
         let quoted = error.flow;
+        let (sender, receiver) = (*quoted.src.ip(), *quoted.dst.ip());
         if let Some(tunnel) = error.tunnel {
             // About one of our IPIP packets (a smaller MTU between us and a TUN real server):
             // IPVS tells the client, from the VIP, about its own datagram inside the tunnel.
-            let ours = shared.tunnel_source.or_else(|| {
-                let (port, _) = shared.routes.next_hop(tunnel.real_server)?;
-                shared.routes.link(port)?.source_toward(tunnel.real_server)
-            });
-            if ours != Some(tunnel.source) {
-                return drop(counters, Drop::IcmpNoConnection);
+            if tunnel_source(shared, tunnel.real_server) != Some(tunnel.source) {
+                return Err(Drop::IcmpNoConnection);
             }
             // The quote is the client's datagram as sent: client -> VIP.
             let key = FlowKey::new(
                 conn_protocol(quoted.protocol),
-                endpoint(*quoted.src.ip(), quoted.src.port()),
-                endpoint(*quoted.dst.ip(), quoted.dst.port()),
+                endpoint(sender, quoted.src.port()),
+                endpoint(receiver, quoted.dst.port()),
             );
-            if self.shard.table().lookup_inbound_any(&key).is_none() {
-                return drop(counters, Drop::IcmpNoConnection);
-            }
-            let (port, egress) = match egress_to(shared, *quoted.src.ip()) {
-                Ok(e) => e,
-                Err(why) => return drop(counters, why),
-            };
-            return finish(
-                counters,
-                icmp::answer_tunnel_error(frame, view, &error, &egress),
-                port,
-                ingress,
-            );
+            self.shard
+                .table()
+                .lookup_inbound_any(&key)
+                .ok_or(Drop::IcmpNoConnection)?;
+            return relay(shared, sender, ingress, |egress| {
+                icmp::answer_tunnel_error(frame, view, &error, egress)
+            });
         }
         // The connection's own direction is the reverse of the quoted packet's.
         let key = FlowKey::new(
             conn_protocol(quoted.protocol),
-            endpoint(*quoted.dst.ip(), quoted.dst.port()),
-            endpoint(*quoted.src.ip(), quoted.src.port()),
+            endpoint(receiver, quoted.dst.port()),
+            endpoint(sender, quoted.src.port()),
         );
-        let from_client_side = snapshot
-            .classify(quoted.protocol, *quoted.src.ip(), quoted.src.port())
-            .is_some();
-        if from_client_side {
+        if snapshot
+            .classify(quoted.protocol, sender, quoted.src.port())
+            .is_some()
+        {
             // Quotes a reply VIP -> client: the connection is client -> VIP. The error's RSS
             // hash is not the flow's, so it may arrive on another worker: look in every shard.
-            let Some(conn) = self.shard.table().lookup_inbound_any(&key) else {
-                return drop(counters, Drop::IcmpNoConnection);
-            };
-            let Some((_, dest, _)) = snapshot.dest(conn.dest) else {
-                return drop(counters, Drop::DestRemoved);
-            };
-            let target = SocketAddrV4::new(v4(conn.dest_addr.addr.to_ip()), conn.dest_addr.port);
+            let conn = self
+                .shard
+                .table()
+                .lookup_inbound_any(&key)
+                .ok_or(Drop::IcmpNoConnection)?;
+            let (_, dest, _) = snapshot.dest(conn.dest).ok_or(Drop::DestRemoved)?;
+            let target = socket(conn.dest_addr);
             if dest.spec.method != ForwardMethod::Masq {
                 return forward(
                     shared,
@@ -461,33 +442,29 @@ impl Pipeline {
                     ingress,
                 );
             }
-            let (port, egress) = match egress_to(shared, *target.ip()) {
-                Ok(e) => e,
-                Err(why) => return drop(counters, why),
-            };
-            return finish(
-                counters,
-                icmp::rewrite_toward_real_server(frame, view, &error, target, &egress),
-                port,
-                ingress,
-            );
+            return relay(shared, *target.ip(), ingress, |egress| {
+                icmp::rewrite_toward_real_server(frame, view, &error, target, egress)
+            });
         }
         // Quotes client -> RIP from a NAT real server: the connection's reply key is RIP -> client.
-        let Some(conn) = self.shard.table().lookup_outbound(&key) else {
-            return drop(counters, Drop::IcmpNoConnection);
-        };
-        let vip = SocketAddrV4::new(v4(conn.vip.addr.to_ip()), conn.vip.port);
-        let (port, egress) = match egress_to(shared, *quoted.src.ip()) {
-            Ok(e) => e,
-            Err(why) => return drop(counters, why),
-        };
-        finish(
-            counters,
-            icmp::rewrite_toward_client(frame, view, &error, vip, &egress),
-            port,
-            ingress,
-        )
+        let conn = self
+            .shard
+            .table()
+            .lookup_outbound(&key)
+            .ok_or(Drop::IcmpNoConnection)?;
+        let vip = socket(conn.vip);
+        relay(shared, sender, ingress, |egress| {
+            icmp::rewrite_toward_client(frame, view, &error, vip, egress)
+        })
     }
+}
+
+/// Counts one packet client -> real server.
+#[inline]
+fn count_in(counters: &WorkerCounters, dest: DestId, view: &PacketView) {
+    let cells = &counters.dests[dest_slot(dest)];
+    add(&cells.in_pkts, 1);
+    add(&cells.in_bytes, u64::from(view.ip_total_len));
 }
 
 /// The real server a new flow goes to: the one the client's persistence template names, if
@@ -618,37 +595,50 @@ fn forward(
     method: ForwardMethod,
     target: SocketAddrV4,
     ingress: u8,
-) -> Verdict {
-    let counters = &*shared.counters;
-    let (port, egress) = match egress_to(shared, *target.ip()) {
-        Ok(e) => e,
-        Err(why) => return drop(counters, why),
-    };
-    let result = match method {
-        ForwardMethod::Route => dr::forward(frame, view, &egress),
-        ForwardMethod::Masq => nat::rewrite_inbound(frame, view, target, &egress),
+) -> Result<Verdict, Drop> {
+    let real_server = *target.ip();
+    let tunnel = match method {
         ForwardMethod::Tunnel => {
-            // IPVS takes the route's preferred source toward the real server: the address of
-            // the egress link's network that holds the next hop.
-            let source = shared.tunnel_source.or_else(|| {
-                shared
-                    .routes
-                    .link(port)
-                    .and_then(|l| l.source_toward(*target.ip()))
-            });
-            let Some(source) = source else {
-                return drop(counters, Drop::NoRoute);
-            };
+            let source = tunnel_source(shared, real_server).ok_or(Drop::NoRoute)?;
             *tunnel_ident = tunnel_ident.wrapping_add(1);
-            let tunnel = Tunnel {
+            Some(Tunnel {
                 source,
-                real_server: *target.ip(),
+                real_server,
                 ident: *tunnel_ident,
-            };
-            tun::encapsulate(frame, view, &tunnel, &egress)
+            })
         }
+        ForwardMethod::Route | ForwardMethod::Masq => None,
     };
-    finish(counters, result, port, ingress)
+    relay(shared, real_server, ingress, |egress| {
+        match (method, tunnel) {
+            (_, Some(tunnel)) => tun::encapsulate(frame, view, &tunnel, egress),
+            (ForwardMethod::Masq, None) => nat::rewrite_inbound(frame, view, target, egress),
+            (_, None) => dr::forward(frame, view, egress),
+        }
+    })
+}
+
+/// Looks the egress toward `to` up, lets `rewrite` build the frame for it, and turns the
+/// result into a verdict (see [`finish`]).
+#[inline]
+fn relay(
+    shared: &Shared,
+    to: Ipv4Addr,
+    ingress: u8,
+    rewrite: impl FnOnce(&Egress) -> Result<Transmit, Reason>,
+) -> Result<Verdict, Drop> {
+    let (port, egress) = egress_to(shared, to)?;
+    Ok(finish(&shared.counters, rewrite(&egress), port, ingress))
+}
+
+/// The outer source of tunnels to `real_server`: the configured one, else, as IPVS takes the
+/// route's preferred source, the address of the egress link's network holding the next hop.
+#[inline]
+fn tunnel_source(shared: &Shared, real_server: Ipv4Addr) -> Option<Ipv4Addr> {
+    shared.tunnel_source.or_else(|| {
+        let (port, _) = shared.routes.next_hop(real_server)?;
+        shared.routes.link(port)?.source_toward(real_server)
+    })
 }
 
 /// The egress port and link parameters toward `dst`'s next hop.
@@ -693,12 +683,6 @@ fn finish(
 }
 
 #[inline]
-fn drop(counters: &WorkerCounters, why: Drop) -> Verdict {
-    counters.drop(why);
-    Verdict::Drop
-}
-
-#[inline]
 fn refuse(counters: &WorkerCounters, reason: Reason) -> Verdict {
     counters.refuse(reason);
     Verdict::Drop
@@ -735,6 +719,12 @@ fn conn_protocol(ip_protocol: u8) -> Protocol {
         17 => Protocol::Udp,
         _ => Protocol::Icmp,
     }
+}
+
+/// An endpoint as a socket address (the data path carries IPv4 only).
+#[inline]
+fn socket(endpoint: Endpoint) -> SocketAddrV4 {
+    SocketAddrV4::new(v4(endpoint.addr.to_ip()), endpoint.port)
 }
 
 /// IPv4 part of an address the snapshot guarantees is IPv4.
