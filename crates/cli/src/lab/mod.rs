@@ -85,15 +85,8 @@ impl Lab {
         Ok(lab)
     }
 
-    fn spawn(&mut self, mut command: Command, log: &str) -> LabResult<()> {
-        let log = std::fs::File::create(self.dir.join(log)).map_err(|e| LabError(e.to_string()))?;
-        let err = log.try_clone().map_err(|e| LabError(e.to_string()))?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| LabError(format!("cannot start {command:?}: {e}")))?;
+    fn spawn(&mut self, command: Command, log: &str) -> LabResult<()> {
+        let child = spawn_logged(command, &self.dir.join(log))?;
         self.helpers.push(child);
         Ok(())
     }
@@ -204,15 +197,7 @@ impl Lab {
         command.arg("run").arg("--config").arg(self.config_path());
         command.arg("--socket").arg(&self.socket);
         command.env("RUST_LOG", "info");
-        let log = std::fs::File::create(self.dir.join("director.log"))
-            .map_err(|e| LabError(e.to_string()))?;
-        let err = log.try_clone().map_err(|e| LabError(e.to_string()))?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| LabError(format!("cannot start the director: {e}")))?;
+        let child = spawn_logged(command, &self.dir.join("director.log"))?;
         self.director = Some(child);
         let started = wait_for(
             "the director's control socket",
@@ -426,6 +411,19 @@ impl Drop for Session {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `command` with no input and its output (stdout and stderr) in the file `log`.
+fn spawn_logged(mut command: Command, log: &Path) -> LabResult<Child> {
+    let out =
+        std::fs::File::create(log).map_err(|e| LabError(format!("{}: {e}", log.display())))?;
+    let err = out.try_clone().map_err(|e| LabError(e.to_string()))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| LabError(format!("cannot start {command:?}: {e}")))
 }
 
 /// Polls `ready` every 100 ms until it holds or `limit` passes.
