@@ -31,7 +31,7 @@ use std::time::Duration;
 use libxdp_sys::{xsk_ring_cons, xsk_ring_prod, xsk_socket, xsk_umem};
 
 use crate::packet_io::{
-    BATCH_SIZE, PacketIo, PollSummary, PortStats, ProcessFn, TxList, Verdict, sort_verdicts,
+    BATCH_SIZE, PacketIo, PollSummary, PortStats, ProcessFn, TxList, process_received,
 };
 use crate::umem::{Desc, Umem, UmemConfig};
 
@@ -768,22 +768,13 @@ impl PacketIo for AfXdpPorts {
                     break;
                 }
                 left = left.saturating_sub(want);
-                let stats = &mut self.sockets[ingress].stats;
-                stats.rx_packets += n as u64;
-                stats.rx_bytes += descs[..n].iter().map(|d| u64::from(d.len)).sum::<u64>();
-
-                let mut verdicts = [Verdict::Drop; BATCH_SIZE];
-                let port = ingress as u8;
-                self.umem
-                    .process_batch(&mut descs[..n], &mut verdicts[..n], &mut |f, v| {
-                        process(port, f, v)
-                    });
-                sort_verdicts(
+                process_received(
                     &mut self.umem,
-                    &descs[..n],
-                    &verdicts[..n],
-                    &mut self.tx_lists,
+                    &mut descs[..n],
+                    ingress,
                     &mut self.sockets[ingress].stats,
+                    &mut self.tx_lists,
+                    process,
                 );
                 for (socket, list) in self.sockets.iter_mut().zip(self.tx_lists.iter_mut()) {
                     summary.transmitted += socket.transmit(&mut self.umem, list);

@@ -3,7 +3,7 @@
 //! It follows the AF_XDP port step by step, with queues standing in for the rings: a frame
 //! pushed in takes a free chunk of the same [`Umem`] the AF_XDP port uses (as the kernel takes
 //! one from the fill ring), a poll receives batches, runs the same [`Umem::process_batch`] and
-//! [`sort_verdicts`](crate::packet_io) code, and puts frames on bounded transmit queues;
+//! [`process_received`](crate::packet_io) code, and puts frames on bounded transmit queues;
 //! reading a transmitted frame out completes it and frees its chunk (as a completion would).
 //! Nothing allocates per frame except [`MemoryPorts::pop_tx`], a convenience for tests;
 //! benchmarks use [`MemoryPorts::drain_tx`].
@@ -13,7 +13,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::packet_io::{
-    BATCH_SIZE, PacketIo, PollSummary, PortStats, ProcessFn, TxList, Verdict, sort_verdicts,
+    BATCH_SIZE, PacketIo, PollSummary, PortStats, ProcessFn, TxList, process_received,
 };
 use crate::umem::{Desc, Umem, UmemConfig};
 
@@ -157,22 +157,13 @@ impl PacketIo for MemoryPorts {
                     break;
                 }
                 left -= n;
-                let stats = &mut self.ports[ingress].stats;
-                stats.rx_packets += n as u64;
-                stats.rx_bytes += descs[..n].iter().map(|d| u64::from(d.len)).sum::<u64>();
-
-                let mut verdicts = [Verdict::Drop; BATCH_SIZE];
-                let port = ingress as u8;
-                self.umem
-                    .process_batch(&mut descs[..n], &mut verdicts[..n], &mut |f, v| {
-                        process(port, f, v)
-                    });
-                sort_verdicts(
+                process_received(
                     &mut self.umem,
-                    &descs[..n],
-                    &verdicts[..n],
-                    &mut self.tx_lists,
+                    &mut descs[..n],
+                    ingress,
                     &mut self.ports[ingress].stats,
+                    &mut self.tx_lists,
+                    process,
                 );
                 summary.received += n;
                 summary.transmitted += self.transmit_lists();
@@ -216,6 +207,7 @@ impl MemoryPorts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet_io::Verdict;
 
     fn config(frames: u32) -> UmemConfig {
         UmemConfig {

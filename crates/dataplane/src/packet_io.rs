@@ -92,6 +92,25 @@ pub trait PacketIo {
 /// The frames of one batch bound for one port.
 pub(crate) type TxList = arrayvec::ArrayVec<crate::umem::Desc, BATCH_SIZE>;
 
+/// The shared middle of every port's `poll`: counts a received batch on its ingress port,
+/// hands it to `process`, and sorts the frames by verdict into `tx_lists`.
+pub(crate) fn process_received(
+    umem: &mut crate::umem::Umem,
+    descs: &mut [crate::umem::Desc],
+    ingress: usize,
+    stats: &mut PortStats,
+    tx_lists: &mut [TxList],
+    process: &mut ProcessFn<'_>,
+) {
+    let n = descs.len();
+    stats.rx_packets += n as u64;
+    stats.rx_bytes += descs.iter().map(|d| u64::from(d.len)).sum::<u64>();
+    let mut verdicts = [Verdict::Drop; BATCH_SIZE];
+    let port = ingress as u8;
+    umem.process_batch(descs, &mut verdicts[..n], &mut |f, v| process(port, f, v));
+    sort_verdicts(umem, descs, &verdicts[..n], tx_lists, stats);
+}
+
 /// Sorts a processed batch by verdict: frames to send go to their port's list (still in the
 /// `Batch` state; the caller moves them to a ring), the rest are freed and counted on the
 /// ingress port.
