@@ -110,4 +110,10 @@ pub struct Listed {
     pub dest: DestId,
     pub state: TcpState,
     pub expires: Secs,
+    /// Counted in ActiveConn (connections only).
+    pub active: bool,
+    /// No reply seen through the director (IPVS `IP_VS_CONN_F_NOOUTPUT`: DR, TUN).
+    pub no_output: bool,
+    /// Installed by connection sync, no packet of it seen on this director yet.
+    pub synced: bool,
 }

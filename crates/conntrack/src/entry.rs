@@ -28,6 +28,8 @@ pub(crate) mod flag {
     pub const INVALID: u8 = 1 << 2;
     /// Freed: the slot belongs to nobody until reused.
     pub const DEAD: u8 = 1 << 3;
+    /// Installed by connection sync and no packet of it seen here yet.
+    pub const SYNCED: u8 = 1 << 4;
 }
 
 const GEN_BITS: u32 = 20;
@@ -221,7 +223,8 @@ pub(crate) struct Slot {
     /// Templates: [`control`] word. Connections: [`control::template_ref`] or 0.
     pub(crate) control: AtomicU64,
     pub(crate) dest: AtomicU32,
-    /// Templates: persistence timeout in seconds.
+    /// Templates: persistence timeout in seconds. Connections: the connection-sync word
+    /// (`crate::sync`): input packets counted << 4 | state when last synced.
     pub(crate) aux: AtomicU32,
     /// Link in the inbound chain (connections) or template chain (templates).
     pub(crate) next_primary: AtomicU32,

@@ -72,7 +72,7 @@ impl Shard {
         self.shared().stats()
     }
 
-    fn shared(&self) -> &ShardShared {
+    pub(crate) fn shared(&self) -> &ShardShared {
         self.table.shard(self.id)
     }
 
@@ -81,7 +81,7 @@ impl Shard {
         self.shared().inbound.bucket(self.table.inbound_hash(key))
     }
 
-    fn find_inbound(&self, key: &FlowKey) -> Option<u32> {
+    pub(crate) fn find_inbound(&self, key: &FlowKey) -> Option<u32> {
         self.find_inbound_at(self.inbound_bucket(key), key)
     }
 
@@ -390,7 +390,7 @@ impl Shard {
     }
 
     /// Moves a slot's timer earlier if its deadline now falls before the tick it is filed at.
-    fn refile(&mut self, index: u32) {
+    pub(crate) fn refile(&mut self, index: u32) {
         let deadline = self.shared().slots[index as usize].word().deadline();
         if let Some(at) = self.wheel.filed_at(index)
             && deadline < at
@@ -420,7 +420,7 @@ impl Shard {
 
     /// Template teardown gate: `(gen, 0) -> (gen + 1, 0)` on the control word. Fails while
     /// connections are attached (IPVS: "do I control anybody?").
-    fn retire_template(&self, index: u32) -> bool {
+    pub(crate) fn retire_template(&self, index: u32) -> bool {
         let slot = &self.shared().slots[index as usize];
         let ctl = slot.control.load(Ordering::Acquire);
         let Some(generation) = control::generation(ctl) else {
@@ -440,7 +440,7 @@ impl Shard {
 
     /// Marks the slot dead (racing CASes from other workers decide the last state once) and
     /// releases it. Returns false if it was already dead.
-    fn kill(&mut self, index: u32, counters: &mut impl DestCounters) -> bool {
+    pub(crate) fn kill(&mut self, index: u32, counters: &mut impl DestCounters) -> bool {
         let slot = &self.table.shard(self.id).slots[index as usize];
         let mut word = slot.word();
         loop {

@@ -591,6 +591,9 @@ impl ConnTable {
                     dest: DestId(slot.dest.load(Ordering::Relaxed)),
                     state: word.state(),
                     expires: word.deadline(),
+                    active: !meta.is(kind::TEMPLATE) && !word.has(flag::INACTIVE),
+                    no_output: word.has(flag::NO_OUTPUT),
+                    synced: word.has(flag::SYNCED),
                 };
                 // Accept the copy only if the word did not change while it was read (any
                 // creation or removal changes it).
@@ -760,7 +763,8 @@ impl ConnTable {
             }
             let proto = meta.protocol();
             let current = word.state();
-            let mut flags_now = word.flags();
+            // A packet seen here: the entry is no longer only what sync said.
+            let mut flags_now = word.flags() & !flag::SYNCED;
             let next = match proto {
                 Protocol::Tcp => {
                     // IPVS: NOOUTPUT selects INPUT-ONLY for input packets; the first output
