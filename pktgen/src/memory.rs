@@ -181,6 +181,7 @@ impl Director {
                     counters: counters.clone(),
                     resolve: Arc::new(ResolveQueue::new(64)),
                     tunnel_source: Some(DIP),
+                    sync: Default::default(),
                 };
                 let mut pipeline = Pipeline::new(i as u16, shard, shared);
                 pipeline.set_clock(clock);

@@ -15,6 +15,7 @@ pub mod route;
 pub mod runtime;
 pub mod service;
 pub mod stats;
+pub mod sync;
 pub mod umem;
 pub mod worker;
 pub mod xdp;

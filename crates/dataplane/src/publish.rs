@@ -29,6 +29,11 @@ impl<T> Published<T> {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
+    /// Increases with every [`publish`](Self::publish).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// The current value.
     pub fn load(&self) -> Arc<T> {
         self.value

@@ -33,6 +33,7 @@ use crate::route::{Link, Neighbours, Routes};
 use crate::service::snapshot::{BuildError, Snapshot, SnapshotBuilder};
 use crate::service::spec::ServiceTableSpec;
 use crate::stats::{ESTIMATE_INTERVAL_SECS, StatsRollup};
+use crate::sync::{SyncControl, SyncPort};
 use crate::worker::{self, WorkerInputs};
 use crate::xdp::{AttachMode, Match, XdpFilter, XdpMode};
 
@@ -116,6 +117,7 @@ pub struct Runtime {
     epoch: Instant,
     routes: Arc<Routes>,
     resolve: Arc<ResolveQueue>,
+    sync: Option<SyncControl>,
 }
 
 /// Stops and joins the workers of a start that failed halfway.
@@ -221,6 +223,7 @@ impl Runtime {
         let names: Vec<&str> = config.ifaces.iter().map(String::as_str).collect();
         let mut counters = Vec::new();
         let mut modes = Vec::new();
+        let mut sync_ports = Vec::new();
         for (queue, shard) in (0..queues).zip(shards) {
             let mut ports = AfXdpPorts::open(&names, queue, &config.xsk)?;
             for (port, filter) in filters.iter_mut().enumerate() {
@@ -244,6 +247,8 @@ impl Runtime {
             }
             let worker_counters = Arc::new(WorkerCounters::default());
             counters.push(worker_counters.clone());
+            let sync_port = Arc::new(SyncPort::default());
+            sync_ports.push(sync_port.clone());
             let shared = Shared {
                 snapshot: first.clone(),
                 routes: routes.clone(),
@@ -251,6 +256,7 @@ impl Runtime {
                 counters: worker_counters,
                 resolve: resolve.clone(),
                 tunnel_source,
+                sync: sync_port,
             };
             let inputs = WorkerInputs {
                 snapshot: snapshot.subscribe(),
@@ -290,6 +296,7 @@ impl Runtime {
             stats: stats.clone(),
             stop: stop.clone(),
         })?;
+        let sync = SyncControl::spawn(sync_ports, conns.clone(), snapshot.clone(), epoch)?;
         let workers = std::mem::take(&mut started.handles);
         Ok(Runtime {
             builder,
@@ -304,7 +311,13 @@ impl Runtime {
             epoch,
             routes,
             resolve,
+            sync: Some(sync),
         })
+    }
+
+    /// The connection sync daemons.
+    pub fn sync(&self) -> Option<&SyncControl> {
+        self.sync.as_ref()
     }
 
     /// Compiles and publishes a new configuration; the filters follow. On error nothing
@@ -385,6 +398,8 @@ impl Runtime {
 
     /// Stops the workers and the side thread and detaches the filters.
     pub fn stop(&mut self) {
+        // The sync thread first: its last message goes out while the workers still run.
+        self.sync.take();
         self.stop.store(true, Ordering::Relaxed);
         for worker in self.workers.drain(..) {
             let _ = worker.join();

@@ -2,7 +2,7 @@
 //!
 //! Each turn reads, in the order the data path runs:
 //! pick up a new service table or neighbour table if one was published -> set the clock ->
-//! `poll` the ports (RX batch -> pipeline -> TX batch) -> every few milliseconds expire
+//! install what the sync backup received -> `poll` the ports (RX batch -> pipeline -> TX batch) -> every few milliseconds expire
 //! connections -> if idle for a while, sleep in the kernel until frames arrive.
 
 use std::io;
@@ -53,6 +53,7 @@ pub fn run<P: PacketIo>(
         }
         let now = Instant::now();
         pipeline.set_clock(clock(inputs.epoch, now));
+        pipeline.install_synced();
         let summary = io.poll(BATCH_SIZE, &mut |ingress, frames, verdicts| {
             for (frame, verdict) in frames.iter_mut().zip(verdicts.iter_mut()) {
                 *verdict = pipeline.process(frame, ingress);

@@ -15,7 +15,10 @@ use xvs_dataplane::service::snapshot::SnapshotBuilder;
 use xvs_dataplane::service::spec::{
     DestSpec, ForwardMethod, PersistenceSpec, Protocol, ServiceAddr, ServiceSpec, ServiceTableSpec,
 };
+use xvs_dataplane::sync::SyncPort;
+use xvs_dataplane::sync::convert::{to_install, to_wire};
 use xvs_forwarders::{Frame, Reason};
+use xvs_sync::MessageWriter;
 
 const HEADROOM: usize = 256;
 const DIRECTOR_MAC: [u8; 6] = [2, 0xd, 0, 0, 0, 1];
@@ -73,6 +76,7 @@ fn rs_ip(method: ForwardMethod, i: usize) -> Ipv4Addr {
 
 struct Lab {
     pipeline: Pipeline,
+    sync: Arc<SyncPort>,
     counters: Arc<WorkerCounters>,
     resolve: Arc<ResolveQueue>,
     table: ServiceTableSpec,
@@ -127,6 +131,7 @@ impl Lab {
         let (_conns, mut shards) = ConnTable::new(Config::new(1, 4096));
         let counters = Arc::new(WorkerCounters::default());
         let resolve = Arc::new(ResolveQueue::new(64));
+        let sync = Arc::new(SyncPort::default());
         let shared = Shared {
             snapshot,
             routes: Arc::new(routes),
@@ -134,6 +139,7 @@ impl Lab {
             counters: counters.clone(),
             resolve: resolve.clone(),
             tunnel_source: Some(Ipv4Addr::new(192, 168, 0, 10)),
+            sync: sync.clone(),
         };
         let mut pipeline = Pipeline::new(0, shards.remove(0), shared);
         pipeline.set_clock(Clock {
@@ -142,6 +148,7 @@ impl Lab {
         });
         Lab {
             pipeline,
+            sync,
             counters,
             resolve,
             table,
@@ -742,4 +749,135 @@ fn with_expire_nodest_conn_a_removed_servers_connections_end_at_the_reload() {
         "the remaining server keeps its connection"
     );
     assert_eq!(table.stats().nodest_expired, 2);
+}
+
+/// The master's due entries, through IPVS's wire format, into the backup's install queue.
+fn carry_sync(master: &Lab, backup: &Lab) -> usize {
+    let mut message = MessageWriter::new(0, 1472);
+    while let Some(entry) = master.sync.outgoing.pop() {
+        let conn = to_wire(&entry, master.pipeline.snapshot(), 100).unwrap();
+        assert!(message.push(&conn));
+    }
+    let mut n = 0;
+    for conn in xvs_sync::decode(message.bytes(), 0).unwrap() {
+        let install = to_install(&conn.unwrap(), backup.pipeline.snapshot()).unwrap();
+        backup.sync.install.push(install).unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// A connection the master forwards reaches a backup through sync; the backup then carries
+/// its mid-flow packets to the same real server by the same method, where a fresh director
+/// would drop them (no SYN) or, for a new flow, pick the other server (rr).
+fn backup_carries_a_synced_connection(method: ForwardMethod) {
+    let mut master = Lab::new(method, "rr", Protocol::Tcp);
+    let mut backup = Lab::new(method, "rr", Protocol::Tcp);
+    master
+        .sync
+        .master
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // rr: a first connection takes server 0, ours server 1.
+    master.run(
+        &tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 39999), (VIP, 80), "S"),
+        0,
+    );
+    let ours = |flags| tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), flags);
+    for flags in ["S", "A"] {
+        master.run(&ours(flags), 0);
+        assert!(
+            master.sync.outgoing.is_empty(),
+            "not due before the 3rd packet"
+        );
+    }
+    let (_, on_master) = master.run(&ours("A"), 0);
+    assert_eq!(
+        carry_sync(&master, &backup),
+        1,
+        "due at the 3rd input packet (ESTABLISHED)"
+    );
+    assert_eq!(backup.pipeline.install_synced(), 1);
+    assert_eq!(backup.load(1), (1, 0, 0), "ActiveConn on the same server");
+    let (verdict, on_backup) = backup.run(&ours("A"), 0);
+    assert!(matches!(verdict, Verdict::Transmit { .. }), "{verdict:?}");
+    let (m, b) = (parse_back(&on_master), parse_back(&on_backup));
+    assert_eq!(
+        (
+            b.eth.destination,
+            b.ip.destination,
+            b.tcp.as_ref().unwrap().destination_port
+        ),
+        (
+            m.eth.destination,
+            m.ip.destination,
+            m.tcp.as_ref().unwrap().destination_port
+        ),
+        "same real server, same method"
+    );
+    assert_eq!(b.eth.destination, RS_MACS[1]);
+    if method == ForwardMethod::Masq {
+        assert_eq!(b.ip.destination, rs_ip(method, 1).octets());
+        // The real server's reply through the backup is translated back from the VIP.
+        let reply = tcp(
+            RS_MACS[1],
+            INTERNAL_MAC,
+            (rs_ip(method, 1).octets(), 8080),
+            (CLIENT, 40000),
+            "A",
+        );
+        let (verdict, out) = backup.run(&reply, 1);
+        assert_eq!(verdict, Verdict::Transmit { port: 0 });
+        let p = parse_back(&out);
+        assert_eq!((p.ip.source, p.tcp.unwrap().source_port), (VIP, 80));
+    }
+}
+
+#[test]
+fn a_dr_backup_carries_a_synced_connection_to_the_same_real_server() {
+    backup_carries_a_synced_connection(ForwardMethod::Route);
+}
+
+#[test]
+fn a_nat_backup_carries_a_synced_connection_both_ways() {
+    backup_carries_a_synced_connection(ForwardMethod::Masq);
+}
+
+#[test]
+fn a_backup_refuses_entries_it_cannot_serve_as_the_master_did() {
+    use xvs_dataplane::sync::Reject;
+    use xvs_sync::wire::flags;
+    let mut master = Lab::new(ForwardMethod::Route, "rr", Protocol::Tcp);
+    let backup = Lab::new(ForwardMethod::Route, "rr", Protocol::Tcp);
+    master
+        .sync
+        .master
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in ["S", "A", "A"] {
+        master.run(
+            &tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), f),
+            0,
+        );
+    }
+    let entry = master.sync.outgoing.pop().unwrap();
+    let conn = to_wire(&entry, master.pipeline.snapshot(), 100).unwrap();
+    assert_eq!(conn.flags, flags::DROUTE | flags::NOOUTPUT);
+    assert_eq!(
+        (conn.state, conn.timeout),
+        (1, 900),
+        "ESTABLISHED, its full timeout"
+    );
+    let snapshot = backup.pipeline.snapshot();
+    let mut tunnel = conn.clone();
+    tunnel.flags = flags::TUNNEL;
+    assert_eq!(to_install(&tunnel, snapshot), Err(Reject::MethodMismatch));
+    let mut other_port = conn.clone();
+    other_port.vport = 81;
+    assert_eq!(to_install(&other_port, snapshot), Err(Reject::NoService));
+    let mut other_rs = conn.clone();
+    other_rs.daddr = IpAddr::V4(Ipv4Addr::new(192, 168, 0, 99));
+    assert_eq!(to_install(&other_rs, snapshot), Err(Reject::NoDest));
+    let mut v6 = conn.clone();
+    v6.caddr = "2001:db8::1".parse().unwrap();
+    assert_eq!(to_install(&v6, snapshot), Err(Reject::Ipv6));
+    assert!(to_install(&conn, snapshot).is_ok());
 }

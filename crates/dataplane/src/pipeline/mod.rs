@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
 use xvs_conntrack::{
-    Conn, DestId, Direction, Endpoint, FlowKey, Inbound, InsertError, NewConn, Protocol,
-    ReturnPath, Secs, Shard, TcpFlags, TemplateKey,
+    Conn, ConnTable, DestId, Direction, Endpoint, FlowKey, FlowRef, Inbound, InsertError, NewConn,
+    Protocol, ReturnPath, Secs, Shard, TcpFlags, TemplateKey,
 };
 use xvs_forwarders::icmp::{self, IcmpErrorView};
 use xvs_forwarders::tun::Tunnel;
@@ -33,6 +33,7 @@ use xvs_sched::{Request, SchedOptions, Scheduler};
 use crate::route::{Neighbours, Routes};
 use crate::service::snapshot::{LoadCounters, Service, Snapshot, dest_slot};
 use crate::service::spec::{ForwardMethod, ServiceAddr};
+use crate::sync::{INSTALLS_PER_TURN, Install, SyncPort};
 use counters::{Drop, WorkerCounters, add};
 
 pub use crate::packet_io::Verdict;
@@ -64,6 +65,8 @@ pub struct Shared {
     pub resolve: Arc<ResolveQueue>,
     /// Source address of tunnels (`-i`); the egress link's address when `None`.
     pub tunnel_source: Option<Ipv4Addr>,
+    /// This worker's end of the connection sync (idle unless a sync daemon runs).
+    pub sync: Arc<SyncPort>,
 }
 
 /// One worker's packet pipeline.
@@ -176,6 +179,52 @@ impl Pipeline {
         }
     }
 
+    /// Installs what the sync backup received for this worker's shard (a bounded number per
+    /// call, so a resync stream never stalls the data path). Returns how many it took.
+    pub fn install_synced(&mut self) -> usize {
+        let port = &*self.shared.sync;
+        let snapshot = &self.shared.snapshot;
+        let now = self.clock.secs;
+        let mut taken = 0;
+        while taken < INSTALLS_PER_TURN {
+            let Some(install) = port.install.pop() else {
+                break;
+            };
+            taken += 1;
+            let mut loads = LoadCounters(snapshot);
+            let done = match install {
+                Install::Conn {
+                    new,
+                    state,
+                    timeout,
+                } => self
+                    .shard
+                    .install(new, state, timeout, now, &mut loads)
+                    .is_ok(),
+                Install::Template {
+                    key,
+                    dest,
+                    dest_addr,
+                    timeout,
+                } => self
+                    .shard
+                    .install_template(&key, dest, dest_addr, timeout, now, &mut loads)
+                    .is_ok(),
+            };
+            let counter = if done {
+                &port.installed
+            } else {
+                &port.install_failed
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if taken > 0 {
+            port.installed_any
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        taken
+    }
+
     /// Processes one received frame in place.
     #[inline]
     pub fn process(&mut self, frame: &mut Frame<'_>, ingress: u8) -> Verdict {
@@ -263,6 +312,22 @@ impl Pipeline {
         } else {
             self.shard.lookup_inbound(&key, snapshot, &mut loads)
         };
+        // A synced flow may sit in another worker's shard (the backup cannot know which
+        // queue the NIC hashes it to): look there before calling it new.
+        let found = match found {
+            Inbound::Miss
+                if shared
+                    .sync
+                    .installed_any
+                    .load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                self.shard
+                    .table()
+                    .lookup_inbound_any(&key)
+                    .map_or(Inbound::Miss, Inbound::Hit)
+            }
+            other => other,
+        };
         let conn = match found {
             Inbound::Hit(conn) => conn,
             Inbound::Drop => return Err(Drop::DestRemoved),
@@ -327,6 +392,13 @@ impl Pipeline {
             self.clock.secs,
             &mut loads,
         );
+        if shared
+            .sync
+            .master
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            sync_out(self.shard.table(), &shared.sync, conn.flow);
+        }
         let (_, dest, _) = snapshot.dest(conn.dest).ok_or(Drop::DestRemoved)?;
         count_in(counters, conn.dest, view);
         let target = socket(conn.dest_addr);
@@ -456,6 +528,21 @@ impl Pipeline {
         relay(shared, sender, ingress, |egress| {
             icmp::rewrite_toward_client(frame, view, &error, vip, egress)
         })
+    }
+}
+
+/// The master's half of IPVS's `ip_vs_sync_conn`, after an input packet's state update: if
+/// the connection is due, it and its persistence template are queued for the sync thread.
+#[inline]
+fn sync_out(table: &ConnTable, port: &SyncPort, flow: FlowRef) {
+    if !table.sync_due(flow, port.policy()) {
+        return;
+    }
+    if let Some(entry) = table.export(flow) {
+        port.send(entry);
+    }
+    if let Some(template) = table.template_of(flow).and_then(|t| table.export(t)) {
+        port.send(template);
     }
 }
 
