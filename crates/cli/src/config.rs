@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use xvs_dataplane::service::spec::ServiceTableSpec;
 
-use crate::director::Edit;
+use crate::director::{DaemonArgs, Edit};
 use crate::ipvsadm::{self, Command, MAX_TIMEOUT};
 use crate::listing::{DEFAULT_CONN_TABLE_SIZE, Timeouts};
 use crate::names::Names;
+use xvs_conntrack::SyncPolicy;
 
 /// Which interfaces xvs drives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +70,26 @@ pub struct DaemonConfig {
     pub timeouts: Timeouts,
     /// Behaviour switches.
     pub options: DirectorOptions,
+    /// Connection sync daemons (`[sync]`).
+    pub sync: SyncConfig,
+}
+
+/// The `[sync]` section: the daemons `--start-daemon` would start, IPVS's `sync_threshold`,
+/// and xvs's additions (bulk resync, an HMAC key, unicast peers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// `[sync.master]`.
+    pub master: Option<DaemonArgs>,
+    /// `[sync.backup]`.
+    pub backup: Option<DaemonArgs>,
+    /// `threshold`, `period`: IPVS's `sync_threshold` ("3 50").
+    pub policy: SyncPolicy,
+    /// `resync`: a starting backup asks for the whole table; a master answers.
+    pub resync: bool,
+    /// `key` or `key_file`: authenticate messages with HMAC-SHA256.
+    pub key: Option<Vec<u8>>,
+    /// `peers`: unicast instead of multicast.
+    pub peers: Vec<IpAddr>,
 }
 
 impl Default for DaemonConfig {
@@ -82,6 +103,7 @@ impl Default for DaemonConfig {
             conn_table_size: DEFAULT_CONN_TABLE_SIZE,
             timeouts: Timeouts::default(),
             options: DirectorOptions::default(),
+            sync: SyncConfig::default(),
         }
     }
 }
@@ -113,7 +135,32 @@ struct RawConfig {
     daemon: RawDaemon,
     timeouts: RawTimeouts,
     options: DirectorOptions,
+    sync: RawSync,
     service: Vec<RawService>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSync {
+    master: Option<RawSyncDaemon>,
+    backup: Option<RawSyncDaemon>,
+    threshold: Option<u32>,
+    period: Option<u32>,
+    resync: bool,
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+    peers: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSyncDaemon {
+    interface: Option<String>,
+    syncid: Option<u32>,
+    maxlen: Option<u32>,
+    group: Option<String>,
+    port: Option<u32>,
+    ttl: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -272,6 +319,7 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
         udp: timeout("udp", raw.timeouts.udp, defaults.udp),
     };
     daemon.options = raw.options;
+    daemon.sync = sync_config(raw.sync, &mut errors);
 
     let mut table = ServiceTableSpec::default();
     for (i, service) in raw.service.into_iter().enumerate() {
@@ -282,6 +330,81 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// `[sync]`, with ipvsadm's ranges for each daemon's options.
+fn sync_config(raw: RawSync, errors: &mut Vec<String>) -> SyncConfig {
+    let mut out = SyncConfig::default();
+    let daemon = |role: &str, d: RawSyncDaemon, errors: &mut Vec<String>| {
+        let mut range = |key: &str, v: Option<u32>, min: u32, max: u32| -> Option<u32> {
+            let v = v?;
+            if (min..=max).contains(&v) {
+                Some(v)
+            } else {
+                errors.push(format!("sync.{role}.{key}: {v} is outside {min}..={max}"));
+                None
+            }
+        };
+        let args = DaemonArgs {
+            interface: d.interface,
+            syncid: range("syncid", d.syncid, 0, 255).map(|v| v as u8),
+            maxlen: range("maxlen", d.maxlen, 44, 65_535 - 28).map(|v| v as u16),
+            group: None,
+            port: range("port", d.port, 1, 65_535).map(|v| v as u16),
+            ttl: range("ttl", d.ttl, 1, 255).map(|v| v as u8),
+        };
+        let group = match d.group.map(|g| (g.parse::<std::net::Ipv4Addr>(), g)) {
+            None => None,
+            Some((Ok(a), _)) if a.is_multicast() => Some(a),
+            Some((_, g)) => {
+                errors.push(format!(
+                    "sync.{role}.group: '{g}' is not an IPv4 multicast address"
+                ));
+                None
+            }
+        };
+        DaemonArgs { group, ..args }
+    };
+    out.master = raw.master.map(|d| daemon("master", d, errors));
+    out.backup = raw.backup.map(|d| daemon("backup", d, errors));
+    let defaults = SyncPolicy::default();
+    out.policy = SyncPolicy {
+        threshold: raw.threshold.unwrap_or(defaults.threshold),
+        period: raw.period.unwrap_or(defaults.period),
+    };
+    // IPVS: "0 <= threshold < period", a period of 0 syncs once at the threshold.
+    if out.policy.period != 0 && out.policy.threshold >= out.policy.period {
+        errors.push(format!(
+            "sync.threshold: {} must be below sync.period ({})",
+            out.policy.threshold, out.policy.period
+        ));
+    }
+    out.resync = raw.resync;
+    out.key = match (raw.key, raw.key_file) {
+        (Some(_), Some(_)) => {
+            errors.push("sync.key, sync.key_file: give one of them".to_string());
+            None
+        }
+        (Some(k), None) => Some(k.into_bytes()),
+        (None, Some(path)) => match std::fs::read(&path) {
+            Ok(k) => Some(k.trim_ascii().to_vec()),
+            Err(e) => {
+                errors.push(format!("sync.key_file: {}: {e}", path.display()));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    if out.key.as_ref().is_some_and(|k| k.len() < 16) {
+        errors.push("sync.key: use at least 16 bytes".to_string());
+    }
+    for p in raw.peers {
+        match p.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => out.peers.push(IpAddr::V4(a)),
+            _ => errors.push(format!("sync.peers: '{p}' is not an IPv4 address")),
+        }
+    }
+    out
 }
 
 /// One `[[service]]`: its `-A` line, then one `-a` line per real server, each parsed by
@@ -425,6 +548,57 @@ mod tests {
             d.apply(edit).unwrap();
         }
         d.table().clone()
+    }
+
+    #[test]
+    fn sync_section_takes_ipvsadms_options_and_xvss_additions() {
+        let c = parse_str(
+            "[sync]\nthreshold = 2\nperiod = 10\nresync = true\nkey = \"0123456789abcdef\"\npeers = [\"10.0.0.2\"]\n\
+             [sync.master]\ninterface = \"eth1\"\nsyncid = 7\n[sync.backup]\ngroup = \"239.0.0.1\"\nport = 9000\n",
+            &Names::none(),
+        )
+        .unwrap();
+        let s = c.daemon.sync;
+        assert_eq!(
+            s.policy,
+            SyncPolicy {
+                threshold: 2,
+                period: 10
+            }
+        );
+        assert!(s.resync);
+        assert_eq!(s.key.as_deref(), Some(&b"0123456789abcdef"[..]));
+        assert_eq!(s.peers, vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
+        let master = s.master.unwrap();
+        assert_eq!(
+            (master.interface.as_deref(), master.syncid),
+            (Some("eth1"), Some(7))
+        );
+        let backup = s.backup.unwrap().settings("eth0");
+        assert_eq!(
+            (
+                backup.interface.as_str(),
+                backup.port,
+                backup.group.to_string().as_str()
+            ),
+            ("eth0", 9000, "239.0.0.1")
+        );
+        let errors = parse_str(
+            "[sync]\nthreshold = 60\nkey = \"short\"\npeers = [\"nope\"]\n[sync.master]\nsyncid = 300\ngroup = \"10.0.0.1\"\n",
+            &Names::none(),
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(
+            errors,
+            vec![
+                "sync.master.syncid: 300 is outside 0..=255",
+                "sync.master.group: '10.0.0.1' is not an IPv4 multicast address",
+                "sync.threshold: 60 must be below sync.period (50)",
+                "sync.key: use at least 16 bytes",
+                "sync.peers: 'nope' is not an IPv4 address",
+            ]
+        );
     }
 
     #[test]

@@ -33,8 +33,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use xvs_dataplane::service::spec::ServiceAddr;
 
-use crate::director::{Director, Edit, EditFailure, ListRequest};
+use crate::director::{DaemonArgs, Director, Edit, EditFailure, ListRequest};
 use crate::listing::{ListData, Timeouts};
+use xvs_dataplane::sync::Role;
 
 /// Where the daemon listens when nothing says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/xvs/xvs.sock";
@@ -82,6 +83,18 @@ pub enum Request {
     Zero {
         /// One service, or all.
         service: Option<ServiceAddr>,
+    },
+    /// `--start-daemon`.
+    StartDaemon {
+        /// Which daemon.
+        role: Role,
+        /// Its options as given.
+        args: DaemonArgs,
+    },
+    /// `--stop-daemon`.
+    StopDaemon {
+        /// Which daemon.
+        role: Role,
     },
 }
 
@@ -135,6 +148,14 @@ pub fn handle<D: Director + ?Sized>(director: &mut D, request: Request) -> Reply
         Request::Zero { service } => match director.zero(service.as_ref()) {
             Ok(()) => Reply::Done,
             Err(e) => Reply::failed(e.to_string()),
+        },
+        Request::StartDaemon { role, args } => match director.start_daemon(role, &args) {
+            Ok(()) => Reply::Done,
+            Err(e) => Reply::failed(e),
+        },
+        Request::StopDaemon { role } => match director.stop_daemon(role) {
+            Ok(()) => Reply::Done,
+            Err(e) => Reply::failed(e),
         },
     }
 }

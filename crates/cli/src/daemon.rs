@@ -26,10 +26,13 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use xvs_dataplane::service::spec::{EditError, ServiceAddr, ServiceTableSpec};
 
-use crate::config::{self, DaemonConfig, Interfaces, LoadedConfig};
+use crate::config::{self, DaemonConfig, Interfaces, LoadedConfig, SyncConfig};
 use crate::control::{self, ControlServer};
-use crate::director::{Director, Edit, EditFailure, ListRequest, TableOnlyDirector};
+use crate::director::{
+    DaemonArgs, Director, Edit, EditFailure, ListRequest, NO_SYNC, TableOnlyDirector,
+};
 use crate::listing::{ListData, Timeouts};
+use xvs_dataplane::sync::Role;
 
 /// `xvs run`'s arguments.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,6 +106,22 @@ pub trait Dataplane: Send + 'static {
 
     /// Stops forwarding (SIGTERM/SIGINT).
     fn stop(&mut self);
+
+    /// `--start-daemon ROLE`: ipvsadm's message on refusal.
+    fn start_daemon(&mut self, _role: Role, _args: &DaemonArgs) -> Result<(), String> {
+        Err(NO_SYNC.to_string())
+    }
+
+    /// `--stop-daemon ROLE`.
+    fn stop_daemon(&mut self, _role: Role) -> Result<(), String> {
+        Err(NO_SYNC.to_string())
+    }
+
+    /// The file's `[sync]` section, at start and when a reload changes it: both daemons and
+    /// the options become what it says (checked first: on error nothing changes).
+    fn configure_sync(&mut self, _sync: &SyncConfig) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The stand-in [`Dataplane`] while none is plugged in: forwards nothing, counts nothing.
@@ -151,12 +170,29 @@ impl Dataplane for ControlOnly {
 pub struct DataplaneDirector<P: Dataplane> {
     core: TableOnlyDirector,
     dataplane: P,
+    /// The `[sync]` section last applied from the file: a reload applies it again only if
+    /// it changed, so daemons started with xvsadm survive reloads that leave it alone.
+    file_sync: SyncConfig,
 }
 
 impl<P: Dataplane> DataplaneDirector<P> {
     /// Joins the edit core and the dataplane.
     pub fn new(core: TableOnlyDirector, dataplane: P) -> Self {
-        DataplaneDirector { core, dataplane }
+        DataplaneDirector {
+            core,
+            dataplane,
+            file_sync: SyncConfig::default(),
+        }
+    }
+
+    /// Applies the file's `[sync]` section if it differs from the one applied last.
+    pub fn reload_sync(&mut self, sync: &SyncConfig) -> Result<(), String> {
+        if *sync == self.file_sync {
+            return Ok(());
+        }
+        self.dataplane.configure_sync(sync)?;
+        self.file_sync = sync.clone();
+        Ok(())
     }
 
     /// The configured table.
@@ -237,6 +273,14 @@ impl<P: Dataplane> Director for DataplaneDirector<P> {
         self.dataplane.zero(service);
         Ok(())
     }
+
+    fn start_daemon(&mut self, role: Role, args: &DaemonArgs) -> Result<(), String> {
+        self.dataplane.start_daemon(role, args)
+    }
+
+    fn stop_daemon(&mut self, role: Role) -> Result<(), String> {
+        self.dataplane.stop_daemon(role)
+    }
 }
 
 /// The configuration `xvs run` starts with: the file if any, command-line flags on top.
@@ -290,6 +334,9 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
                 tracing::error!(file = %path.display(), "reload refused, the running configuration stays: {reason}");
                 return false;
             }
+            if let Err(reason) = d.reload_sync(&loaded.daemon.sync) {
+                tracing::error!(file = %path.display(), "sync settings refused, the running sync daemons stay: {reason}");
+            }
             tracing::info!(
                 file = %path.display(),
                 services = d.table().services.len(),
@@ -319,7 +366,11 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
         .map_err(DaemonError::Dataplane)?;
     let core = TableOnlyDirector::new(loaded.table, timeouts)
         .with_conn_table_size(loaded.daemon.conn_table_size);
-    let director = Arc::new(Mutex::new(DataplaneDirector::new(core, dataplane)));
+    let mut director = DataplaneDirector::new(core, dataplane);
+    director
+        .reload_sync(&loaded.daemon.sync)
+        .map_err(DaemonError::Dataplane)?;
+    let director = Arc::new(Mutex::new(director));
 
     let server = ControlServer::bind(&socket).map_err(|source| DaemonError::Socket {
         path: socket.clone(),

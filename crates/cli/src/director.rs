@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use xvs_dataplane::service::spec::{
     DestSpec, EditError, ServiceAddr, ServiceSpec, ServiceTableSpec,
 };
+use xvs_dataplane::sync::{DaemonSettings, Role};
 
 use crate::listing::{DEFAULT_CONN_TABLE_SIZE, ListData, ServiceEntry, Timeouts};
 
@@ -135,6 +136,49 @@ pub enum ListRequest {
     Timeouts,
     /// Ports and frame counters of the dataplane (`xvsadm --dataplane`).
     Dataplane,
+    /// The connection sync daemons and their counters (`-L --daemon`).
+    Daemon,
+}
+
+/// `--start-daemon`'s options as given; what is left out takes IPVS's default (and the
+/// director's first interface for `--mcast-interface`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonArgs {
+    /// `--mcast-interface`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// `--syncid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syncid: Option<u8>,
+    /// `--sync-maxlen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxlen: Option<u16>,
+    /// `--mcast-group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<std::net::Ipv4Addr>,
+    /// `--mcast-port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `--mcast-ttl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u8>,
+}
+
+impl DaemonArgs {
+    /// The settings these give, on `default_interface` unless one is named.
+    pub fn settings(&self, default_interface: &str) -> DaemonSettings {
+        let mut d = DaemonSettings::new(
+            self.interface
+                .clone()
+                .unwrap_or_else(|| default_interface.to_string()),
+        );
+        d.syncid = self.syncid.unwrap_or(d.syncid);
+        d.maxlen = self.maxlen.unwrap_or(d.maxlen);
+        d.group = self.group.unwrap_or(d.group);
+        d.port = self.port.unwrap_or(d.port);
+        d.ttl = self.ttl.unwrap_or(d.ttl);
+        d
+    }
 }
 
 /// The daemon's side of xvsadm. The control server calls it from its own thread, one
@@ -157,7 +201,21 @@ pub trait Director: Send {
 
     /// `-Z [service]`: zeroes the counters of one service or all of them.
     fn zero(&mut self, service: Option<&ServiceAddr>) -> Result<(), EditError>;
+
+    /// `--start-daemon ROLE`: ipvsadm's message on refusal. A director without a dataplane
+    /// has nothing to sync.
+    fn start_daemon(&mut self, _role: Role, _args: &DaemonArgs) -> Result<(), String> {
+        Err(NO_SYNC.to_string())
+    }
+
+    /// `--stop-daemon ROLE`.
+    fn stop_daemon(&mut self, _role: Role) -> Result<(), String> {
+        Err(NO_SYNC.to_string())
+    }
 }
+
+/// Why a director without a dataplane refuses sync daemons.
+pub const NO_SYNC: &str = "xvs runs without a dataplane (--control-only): no connection to sync";
 
 /// The reference [`Director`]: the configured table and the timeouts, nothing else. It has
 /// no dataplane, so it lists no connections and every counter as zero.
@@ -250,7 +308,10 @@ impl Director for TableOnlyDirector {
                 data.services = vec![ServiceEntry::from_spec(s)];
             }
             // No dataplane, no connections.
-            ListRequest::Connections | ListRequest::Timeouts | ListRequest::Dataplane => {}
+            ListRequest::Connections
+            | ListRequest::Timeouts
+            | ListRequest::Dataplane
+            | ListRequest::Daemon => {}
         }
         Ok(data)
     }

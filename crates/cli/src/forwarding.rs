@@ -16,11 +16,12 @@ use xvs_dataplane::service::spec::{ServiceAddr, ServiceTableSpec, SocketText};
 use xvs_dataplane::stats::{Rates as RuntimeRates, Totals};
 use xvs_dataplane::xdp::AttachMode;
 
-use crate::config::{DaemonConfig, Interfaces};
+use crate::config::{DaemonConfig, Interfaces, SyncConfig};
 use crate::daemon::Dataplane;
-use crate::director::ListRequest;
+use crate::director::{DaemonArgs, ListRequest};
 use crate::listing::{ConnEntry, DataplaneInfo, ListData, PortInfo, Rates, Stats, Timeouts};
 use xvs_dataplane::pipeline::counters::Drop;
+use xvs_dataplane::sync::{Role, SyncControl, SyncOptions};
 use xvs_forwarders::Reason;
 
 /// Connections and templates per entry of IPVS's `size=` (its hash table): the table holds
@@ -31,6 +32,8 @@ pub const ENTRIES_PER_BUCKET: usize = 64;
 #[derive(Default)]
 pub struct AfXdpDataplane {
     runtime: Option<Runtime>,
+    /// The director's first interface: sync daemons use it unless told otherwise.
+    first_iface: String,
 }
 
 impl AfXdpDataplane {
@@ -104,6 +107,7 @@ impl Dataplane for AfXdpDataplane {
             },
             timeouts: set_timeouts(timeouts),
         };
+        self.first_iface = runtime_config.ifaces[0].clone();
         let runtime = Runtime::start(&runtime_config, table).map_err(|e| e.to_string())?;
         for mode in runtime.modes() {
             tracing::info!(iface = %mode.iface, queue = mode.queue, af_xdp = %mode.copy, xdp = %mode.xdp, "forwarding");
@@ -141,6 +145,11 @@ impl Dataplane for AfXdpDataplane {
             }
             ListRequest::Dataplane => {
                 data.dataplane = Some(dataplane_info(runtime));
+                data.sync = runtime.sync().map(|s| Box::new(s.status()));
+                return;
+            }
+            ListRequest::Daemon => {
+                data.sync = runtime.sync().map(|s| Box::new(s.status()));
                 return;
             }
             _ => {}
@@ -182,6 +191,39 @@ impl Dataplane for AfXdpDataplane {
         if let Some(mut runtime) = self.runtime.take() {
             runtime.stop();
         }
+    }
+
+    fn start_daemon(&mut self, role: Role, args: &DaemonArgs) -> Result<(), String> {
+        let sync = self.sync()?;
+        sync.start(role, args.settings(&self.first_iface))
+            .map_err(|e| e.to_string())
+    }
+
+    fn stop_daemon(&mut self, role: Role) -> Result<(), String> {
+        self.sync()?.stop_daemon(role).map_err(|e| e.to_string())
+    }
+
+    fn configure_sync(&mut self, config: &SyncConfig) -> Result<(), String> {
+        let sync = self.sync()?;
+        let settings =
+            |args: &Option<DaemonArgs>| args.as_ref().map(|a| a.settings(&self.first_iface));
+        let options = SyncOptions {
+            policy: config.policy,
+            resync: config.resync,
+            key: config.key.clone(),
+            peers: config.peers.clone(),
+        };
+        sync.configure(settings(&config.master), settings(&config.backup), options)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl AfXdpDataplane {
+    fn sync(&self) -> Result<&SyncControl, String> {
+        self.runtime
+            .as_ref()
+            .and_then(Runtime::sync)
+            .ok_or_else(|| "the dataplane is not running".to_string())
     }
 }
 

@@ -16,9 +16,10 @@ use xvs_dataplane::service::spec::{
     DEFAULT_PERSISTENCE_SECS, DestSpec, ForwardMethod, PersistenceSpec, Protocol, ServiceAddr,
     ServiceSpec,
 };
+use xvs_dataplane::sync::Role;
 use xvs_sched::{SchedError, SchedFlags};
 
-use crate::director::Edit;
+use crate::director::{DaemonArgs, Edit};
 use crate::listing::{ListFormat, Timeouts};
 use crate::names::Names;
 
@@ -46,6 +47,18 @@ pub enum Command {
     },
     /// `--set tcp tcpfin udp` (0 keeps a value).
     SetTimeouts(Timeouts),
+    /// `--start-daemon master|backup [--mcast-interface IF] [--syncid N] ...`.
+    StartDaemon {
+        /// Which daemon.
+        role: Role,
+        /// Its settings as given (the daemon fills in IPVS's defaults).
+        args: DaemonArgs,
+    },
+    /// `--stop-daemon master|backup`.
+    StopDaemon {
+        /// Which daemon.
+        role: Role,
+    },
     /// `-h`.
     Help,
     /// `-v`.
@@ -72,7 +85,7 @@ pub enum ListWhat {
     Connections,
     /// `--timeout`.
     Timeouts,
-    /// `--daemon`: sync daemons (xvs runs none, so the listing is empty).
+    /// `--daemon`: the sync daemons.
     Daemon,
 }
 
@@ -384,6 +397,8 @@ enum SvcArg {
 #[derive(Debug, Default)]
 struct Seen {
     cmd: Option<Cmd>,
+    /// The value of a command that takes one (`--start-daemon master`).
+    cmd_arg: Option<String>,
     options: u64,
     values: Vec<(usize, Option<String>)>,
     svc: Option<SvcArg>,
@@ -540,7 +555,10 @@ fn normalize_dash(word: &str) -> String {
 
 fn take(seen: &mut Seen, tag: Tag, value: Option<String>, names: &Names) -> Result<(), ParseError> {
     match tag {
-        Tag::Cmd(cmd) => seen.set_command(cmd)?,
+        Tag::Cmd(cmd) => {
+            seen.set_command(cmd)?;
+            seen.cmd_arg = value;
+        }
         Tag::Help => seen.help = true,
         Tag::Version => seen.version = true,
         Tag::Tcp | Tag::Udp => {
@@ -603,6 +621,21 @@ fn check_value(index: usize, value: Option<&str>) -> Result<(), ParseError> {
         }
         opt::SYNCID => {
             number(v, 0, 255).ok_or_else(|| fail("illegal syncid specified"))?;
+        }
+        opt::MCAST_GROUP => {
+            v.parse::<Ipv4Addr>()
+                .ok()
+                .filter(Ipv4Addr::is_multicast)
+                .ok_or_else(|| fail("illegal mcast-group specified"))?;
+        }
+        opt::MCAST_PORT => {
+            number(v, 1, 65_535).ok_or_else(|| fail("illegal mcast-port specified"))?;
+        }
+        opt::MCAST_TTL => {
+            number(v, 1, 255).ok_or_else(|| fail("illegal mcast-ttl specified"))?;
+        }
+        opt::SYNC_MAXLEN => {
+            number(v, 1, 65_535 - 20 - 8).ok_or_else(|| fail("illegal sync-maxlen specified"))?;
         }
         opt::TUN_TYPE => match v {
             "ipip" => {}
@@ -846,9 +879,31 @@ fn build(cmd: Cmd, seen: &Seen, names: &Names) -> Result<Command, ParseError> {
             Ok(Command::List(ListCommand { what, format }))
         }
         Cmd::Timeout => Ok(Command::SetTimeouts(timeouts.unwrap_or_default())),
-        Cmd::StartDaemon | Cmd::StopDaemon => Err(fail(
-            "xvs has no connection sync daemon yet (--start-daemon/--stop-daemon)",
-        )),
+        Cmd::StartDaemon | Cmd::StopDaemon => {
+            let role = match seen.cmd_arg.as_deref() {
+                Some("master") => Role::Master,
+                Some("backup") => Role::Backup,
+                _ if cmd == Cmd::StartDaemon => {
+                    return Err(fail("illegal start-daemon parameter specified"));
+                }
+                _ => return Err(fail("illegal stop-daemon parameter specified")),
+            };
+            if cmd == Cmd::StopDaemon {
+                return Ok(Command::StopDaemon { role });
+            }
+            let num = |o| seen.value(o).and_then(|v| v.parse::<u64>().ok());
+            Ok(Command::StartDaemon {
+                role,
+                args: DaemonArgs {
+                    interface: seen.value(opt::MCAST).map(str::to_string),
+                    syncid: num(opt::SYNCID).map(|n| n as u8),
+                    maxlen: num(opt::SYNC_MAXLEN).map(|n| n as u16),
+                    group: seen.value(opt::MCAST_GROUP).and_then(|g| g.parse().ok()),
+                    port: num(opt::MCAST_PORT).map(|n| n as u16),
+                    ttl: num(opt::MCAST_TTL).map(|n| n as u8),
+                },
+            })
+        }
         Cmd::Restore => Ok(Command::Restore),
         Cmd::Save => Ok(Command::Save {
             numeric: seen.has(opt::NUMERIC),
@@ -1147,6 +1202,78 @@ mod tests {
 
     fn err(line: &str) -> String {
         p(line).unwrap_err().message
+    }
+
+    #[test]
+    fn sync_daemon_lines_parse_as_ipvsadm_reads_them() {
+        assert_eq!(
+            p("--start-daemon master --mcast-interface eth1 --syncid 7").unwrap(),
+            Command::StartDaemon {
+                role: Role::Master,
+                args: DaemonArgs {
+                    interface: Some("eth1".into()),
+                    syncid: Some(7),
+                    ..DaemonArgs::default()
+                }
+            }
+        );
+        assert_eq!(
+            p("--start-daemon=backup --mcast-interface=eth0 --sync-maxlen 1400 --mcast-group 239.1.1.1 --mcast-port 9000 --mcast-ttl 2").unwrap(),
+            Command::StartDaemon {
+                role: Role::Backup,
+                args: DaemonArgs {
+                    interface: Some("eth0".into()),
+                    syncid: None,
+                    maxlen: Some(1400),
+                    group: Some("239.1.1.1".parse().unwrap()),
+                    port: Some(9000),
+                    ttl: Some(2),
+                }
+            }
+        );
+        assert_eq!(
+            p("--stop-daemon backup").unwrap(),
+            Command::StopDaemon { role: Role::Backup }
+        );
+        assert_eq!(
+            p("-L --daemon").unwrap(),
+            Command::List(ListCommand {
+                what: ListWhat::Daemon,
+                format: ListFormat::default()
+            })
+        );
+        // ipvsadm's refusals, one line each.
+        assert_eq!(
+            err("--start-daemon primary"),
+            "illegal start-daemon parameter specified"
+        );
+        assert_eq!(
+            err("--stop-daemon x"),
+            "illegal stop-daemon parameter specified"
+        );
+        assert_eq!(
+            err("--start-daemon master --syncid 256"),
+            "illegal syncid specified"
+        );
+        assert_eq!(
+            err("--start-daemon master --mcast-group 10.0.0.1"),
+            "illegal mcast-group specified"
+        );
+        assert_eq!(
+            err("--start-daemon master --mcast-port 0"),
+            "illegal mcast-port specified"
+        );
+        assert_eq!(
+            err("--start-daemon master --mcast-ttl 256"),
+            "illegal mcast-ttl specified"
+        );
+        assert_eq!(
+            err("--start-daemon master --sync-maxlen 70000"),
+            "illegal sync-maxlen specified"
+        );
+        // stop-daemon takes no options but --syncid (ipvsadm's table), start-daemon no -n.
+        assert!(err("--stop-daemon master --mcast-interface eth0").contains("Illegal '"));
+        assert!(err("--start-daemon master -n").contains("Illegal '"));
     }
 
     #[test]

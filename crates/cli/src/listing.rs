@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use xvs_dataplane::service::spec::{
     DestSpec, ForwardMethod, PersistenceSpec, Protocol, ServiceAddr, ServiceSpec,
 };
+use xvs_dataplane::sync::SyncStatus;
 use xvs_sched::SchedFlags;
 
 use crate::names::Names;
@@ -209,6 +210,10 @@ pub struct ListData {
     /// daemon forwards nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataplane: Option<DataplaneInfo>,
+    /// The connection sync daemons and their counters (`-L --daemon`, `--dataplane`);
+    /// `None` when the daemon forwards nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Box<SyncStatus>>,
 }
 
 /// One AF_XDP port of the director.
@@ -271,6 +276,83 @@ pub fn render_dataplane(info: &DataplaneInfo) -> String {
     out
 }
 
+/// `-L --daemon`: ipvsadm's `print_daemon` lines, master first.
+pub fn render_daemon(sync: &SyncStatus) -> String {
+    let mut out = String::new();
+    for (role, d) in [("master", &sync.master), ("backup", &sync.backup)] {
+        if let Some(d) = d {
+            out.push_str(&format!(
+                "{role} sync daemon (mcast={}, syncid={}, maxlen={}, group={}, port={}, ttl={})\n",
+                d.interface, d.syncid, d.maxlen, d.group, d.port, d.ttl
+            ));
+        }
+    }
+    out
+}
+
+/// The sync section of `xvsadm --dataplane`: what was sent, received, installed and
+/// refused, by reason.
+pub fn render_sync_counters(sync: &SyncStatus) -> String {
+    let roles: Vec<&str> = [
+        ("master", sync.master.is_some()),
+        ("backup", sync.backup.is_some()),
+    ]
+    .iter()
+    .filter(|(_, on)| *on)
+    .map(|(r, _)| *r)
+    .collect();
+    let mut extras = Vec::new();
+    if sync.resync {
+        extras.push("resync".to_string());
+    }
+    if sync.authenticated {
+        extras.push("authenticated".to_string());
+    }
+    if !sync.peers.is_empty() {
+        let peers: Vec<String> = sync.peers.iter().map(ToString::to_string).collect();
+        extras.push(format!("peers {}", peers.join(",")));
+    }
+    let mut out = format!(
+        "Sync: {}{}\n",
+        if roles.is_empty() {
+            "off".to_string()
+        } else {
+            roles.join(" and ")
+        },
+        if extras.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", extras.join(", "))
+        }
+    );
+    out.push_str(&format!(
+        "  sent: messages {} connections {} send_errors {} queue_dropped {}\n",
+        sync.messages_sent, sync.conns_sent, sync.send_errors, sync.queue_dropped
+    ));
+    out.push_str(&format!(
+        "  received: messages {} connections {} installed {} install_failed {}\n",
+        sync.messages_received, sync.conns_received, sync.installed, sync.install_failed
+    ));
+    out.push_str(&format!(
+        "  resync: requests_sent {} requests_served {} entries_sent {} completed {} last {} entries in {} ms\n",
+        sync.resync_requests_sent,
+        sync.resync_requests_served,
+        sync.resync_entries_sent,
+        sync.resyncs_completed,
+        sync.last_resync_entries,
+        sync.last_resync_millis
+    ));
+    out.push_str("  rejected:");
+    if sync.rejected.is_empty() {
+        out.push_str(" none");
+    }
+    out.push('\n');
+    for (reason, count) in &sync.rejected {
+        out.push_str(&format!("    {reason:<26} {count}\n"));
+    }
+    out
+}
+
 impl Default for ListData {
     fn default() -> Self {
         ListData {
@@ -280,6 +362,7 @@ impl Default for ListData {
             connections: Vec::new(),
             timeouts: Timeouts::default(),
             dataplane: None,
+            sync: None,
         }
     }
 }
@@ -832,6 +915,36 @@ mod tests {
             services: vec![s],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn daemon_lines_are_ipvsadms() {
+        use xvs_dataplane::sync::{DaemonSettings, SyncStatus};
+        let mut master = DaemonSettings::new("eth1");
+        master.syncid = 7;
+        let status = SyncStatus {
+            master: Some(master),
+            backup: Some(DaemonSettings::new("eth0")),
+            ..SyncStatus::default()
+        };
+        assert_eq!(
+            render_daemon(&status),
+            "master sync daemon (mcast=eth1, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n\
+             backup sync daemon (mcast=eth0, syncid=0, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
+        );
+        assert_eq!(render_daemon(&SyncStatus::default()), "");
+        let counters = render_sync_counters(&SyncStatus {
+            rejected: vec![("other_syncid".into(), 3)],
+            ..status
+        });
+        assert!(
+            counters.starts_with("Sync: master and backup\n"),
+            "{counters}"
+        );
+        assert!(
+            counters.contains("    other_syncid               3\n"),
+            "{counters}"
+        );
     }
 
     #[test]

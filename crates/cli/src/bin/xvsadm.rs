@@ -122,6 +122,8 @@ fn run(args: Vec<String>, out: &mut impl Write) -> Result<(), Failure> {
         Command::Edit(edit) => done(ask(Request::Apply { edits: vec![edit] })?),
         Command::SetTimeouts(timeouts) => done(ask(Request::SetTimeouts { timeouts })?),
         Command::Zero { service } => done(ask(Request::Zero { service })?),
+        Command::StartDaemon { role, args } => done(ask(Request::StartDaemon { role, args })?),
+        Command::StopDaemon { role } => done(ask(Request::StopDaemon { role })?),
         Command::Restore => {
             let mut input = String::new();
             std::io::stdin()
@@ -163,8 +165,7 @@ fn run(args: Vec<String>, out: &mut impl Write) -> Result<(), Failure> {
                 ListWhat::Service(addr) => ListRequest::Service { addr },
                 ListWhat::Connections => ListRequest::Connections,
                 ListWhat::Timeouts => ListRequest::Timeouts,
-                // xvs runs no sync daemon: ipvsadm prints nothing then.
-                ListWhat::Daemon => return Ok(()),
+                ListWhat::Daemon => ListRequest::Daemon,
             };
             let reply = ask(Request::List { what })?;
             let mut data = match (reply, list.what) {
@@ -175,6 +176,9 @@ fn run(args: Vec<String>, out: &mut impl Write) -> Result<(), Failure> {
                 (reply, _) => listed(reply)?,
             };
             if own.json {
+                if list.what == ListWhat::Daemon {
+                    return write(out, &json(&data.sync.unwrap_or_default())?);
+                }
                 if !list.format.nosort {
                     listing::sort(&mut data.services);
                 }
@@ -206,9 +210,22 @@ fn dataplane(own: &Own, out: &mut impl Write) -> Result<(), Failure> {
         return Err(failure("xvs runs without a dataplane (--control-only)", 1));
     };
     let text = if own.json {
-        json(&info)?
+        #[derive(serde::Serialize)]
+        struct Both<'a> {
+            #[serde(flatten)]
+            dataplane: &'a listing::DataplaneInfo,
+            sync: &'a Option<Box<xvs_dataplane::sync::SyncStatus>>,
+        }
+        json(&Both {
+            dataplane: &info,
+            sync: &data.sync,
+        })?
     } else {
-        listing::render_dataplane(&info)
+        let mut text = listing::render_dataplane(&info);
+        if let Some(sync) = &data.sync {
+            text.push_str(&listing::render_sync_counters(sync));
+        }
+        text
     };
     out.write_all(text.as_bytes())
         .map_err(|e| failure(format!("{PROGRAM}: {e}"), 1))
@@ -225,7 +242,13 @@ fn render(data: &ListData, list: &ListCommand, names: &Names) -> String {
             listing::render_connections(&data.connections, &list.format, names)
         }
         ListWhat::Timeouts => listing::render_timeouts(&data.timeouts),
-        ListWhat::All | ListWhat::Daemon => listing::render_all(data, &list.format, names),
+        // Without a dataplane nothing runs: ipvsadm prints nothing then.
+        ListWhat::Daemon => data
+            .sync
+            .as_ref()
+            .map(|s| listing::render_daemon(s))
+            .unwrap_or_default(),
+        ListWhat::All => listing::render_all(data, &list.format, names),
     }
 }
 

@@ -330,7 +330,7 @@ impl SyncCounters {
 }
 
 /// Everything a listing shows about sync.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SyncStatus {
     /// The master daemon's settings, if it runs.
     pub master: Option<DaemonSettings>,
