@@ -120,8 +120,8 @@ struct Lan {
 }
 
 impl Lan {
-    fn new(tag: &str) -> LabResult<Lan> {
-        let ns = namespace(tag, "lan")?;
+    fn new(tag: &str, role: &str) -> LabResult<Lan> {
+        let ns = namespace(tag, role)?;
         ns.ip(&["link", "add", "br0", "type", "bridge"])?;
         ns.ip(&["link", "set", "br0", "up"])?;
         Ok(Lan { ns, ports: 0 })
@@ -171,9 +171,9 @@ fn real_server(
     })
 }
 
-fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
-    let vip = "172.16.21.10";
-    let mut lan = Lan::new(tag)?;
+/// The client (172.16.0.100) behind a router (172.16.0.254 towards it, 192.168.40.254 on
+/// `lan`, forwarding): the one-arm labs' outside. The caller routes the VIP on the router.
+fn routed_client(tag: &str, lan: &mut Lan) -> LabResult<(Namespace, Namespace)> {
     let client = namespace(tag, "client")?;
     let router = namespace(tag, "router")?;
     veth("eth0", &client, "eth0", &router)?;
@@ -186,22 +186,34 @@ fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
     router.addr("eth1", "192.168.40.254/24")?;
     router.no_tx_offload("eth1")?;
     router.sysctl("net.ipv4.ip_forward", "1")?;
-    // The upstream router sends VIP traffic to the director.
-    router.ip(&["route", "add", &format!("{vip}/32"), "via", "192.168.40.11"])?;
+    Ok((client, router))
+}
 
-    let director = namespace(tag, "director")?;
+/// A one-arm director named `role`: `eth0` on `lan` with `address`, default route via the
+/// router.
+fn one_arm_director(tag: &str, role: &str, lan: &mut Lan, address: &str) -> LabResult<Namespace> {
+    let director = namespace(tag, role)?;
     lan.plug(&director, "eth0")?;
-    director.addr("eth0", "192.168.40.11/24")?;
-    director.ip(&["addr", "add", &format!("{vip}/32"), "dev", "eth0"])?;
+    director.addr("eth0", &format!("{address}/24"))?;
     director.no_tx_offload("eth0")?;
     director.ip(&["route", "add", "default", "via", "192.168.40.254"])?;
+    Ok(director)
+}
 
+/// The one-arm labs' real servers rs1 192.168.40.12 and rs2 .13, VIP on `lo`, replies via
+/// the router.
+fn one_arm_real_servers(
+    mode: Mode,
+    tag: &str,
+    lan: &mut Lan,
+    vip: &str,
+) -> LabResult<Vec<RealServerHost>> {
     let mut real_servers = Vec::new();
     for (i, rip) in ["192.168.40.12/24", "192.168.40.13/24"].iter().enumerate() {
         let rs = real_server(
             tag,
             &format!("rs{}", i + 1),
-            &mut lan,
+            lan,
             rip,
             "192.168.40.254",
             Some(vip),
@@ -214,6 +226,40 @@ fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
         }
         real_servers.push(rs);
     }
+    Ok(real_servers)
+}
+
+/// The NAT labs' real servers rs1 10.168.0.94 and rs2 .95 on `lan`, default route via the
+/// director's internal address 10.168.0.90.
+fn nat_real_servers(tag: &str, lan: &mut Lan) -> LabResult<Vec<RealServerHost>> {
+    let mut real_servers = Vec::new();
+    for (i, rip) in ["10.168.0.94/24", "10.168.0.95/24"].iter().enumerate() {
+        real_servers.push(real_server(
+            tag,
+            &format!("rs{}", i + 1),
+            lan,
+            rip,
+            NAT_GATEWAY,
+            None,
+        )?);
+    }
+    Ok(real_servers)
+}
+
+const DR_VIP: &str = "172.16.21.10";
+const NAT_VIP: &str = "192.168.0.11";
+/// The NAT real servers' gateway: the (active) director's internal address.
+const NAT_GATEWAY: &str = "10.168.0.90";
+
+fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
+    let vip = DR_VIP;
+    let mut lan = Lan::new(tag, "lan")?;
+    let (client, router) = routed_client(tag, &mut lan)?;
+    // The upstream router sends VIP traffic to the director.
+    router.ip(&["route", "add", &format!("{vip}/32"), "via", "192.168.40.11"])?;
+    let director = one_arm_director(tag, "director", &mut lan, "192.168.40.11")?;
+    director.ip(&["addr", "add", &format!("{vip}/32"), "dev", "eth0"])?;
+    let real_servers = one_arm_real_servers(mode, tag, &mut lan, vip)?;
     Ok(Topology {
         mode,
         vip: vip.to_string(),
@@ -227,9 +273,16 @@ fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
     })
 }
 
+/// A two-arm director's internal arm: `int0` on `lan` with `cidr`.
+fn internal_arm(director: &Namespace, lan: &mut Lan, cidr: &str) -> LabResult<()> {
+    lan.plug(director, "int0")?;
+    director.addr("int0", cidr)?;
+    director.no_tx_offload("int0")
+}
+
 fn two_arm(tag: &str) -> LabResult<Topology> {
-    let vip = "192.168.0.11";
-    let mut lan = Lan::new(tag)?;
+    let vip = NAT_VIP;
+    let mut lan = Lan::new(tag, "lan")?;
     let client = namespace(tag, "client")?;
     let director = namespace(tag, "director")?;
     veth("eth0", &client, "ext0", &director)?;
@@ -237,20 +290,8 @@ fn two_arm(tag: &str) -> LabResult<Topology> {
     client.no_tx_offload("eth0")?;
     director.addr("ext0", &format!("{vip}/24"))?;
     director.no_tx_offload("ext0")?;
-    lan.plug(&director, "int0")?;
-    director.addr("int0", "10.168.0.90/24")?;
-    director.no_tx_offload("int0")?;
-    let mut real_servers = Vec::new();
-    for (i, rip) in ["10.168.0.94/24", "10.168.0.95/24"].iter().enumerate() {
-        real_servers.push(real_server(
-            tag,
-            &format!("rs{}", i + 1),
-            &mut lan,
-            rip,
-            "10.168.0.90",
-            None,
-        )?);
-    }
+    internal_arm(&director, &mut lan, &format!("{NAT_GATEWAY}/24"))?;
+    let real_servers = nat_real_servers(tag, &mut lan)?;
     Ok(Topology {
         mode: Mode::Nat,
         vip: vip.to_string(),
@@ -258,7 +299,7 @@ fn two_arm(tag: &str) -> LabResult<Topology> {
         client_ip: "192.168.0.100".to_string(),
         director,
         director_ifaces: vec!["ext0".to_string(), "int0".to_string()],
-        dip: "10.168.0.90".to_string(),
+        dip: NAT_GATEWAY.to_string(),
         real_servers,
         _infrastructure: vec![lan.ns],
     })
