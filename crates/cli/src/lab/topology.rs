@@ -13,6 +13,9 @@
 //!
 //! Addresses follow the seeds: VIP 172.16.21.10, DIP 192.168.40.11, RIPs 192.168.40.12/.13
 //! (DR, TUN); VIP 192.168.0.11, internal 10.168.0.90, RIPs 10.168.0.94/.95 (NAT).
+//!
+//! [`HaTopology`] is the same with two directors, active and standby, and the VIP (for NAT
+//! also the real servers' gateway) floating between them.
 
 use std::fmt;
 
@@ -302,5 +305,153 @@ fn two_arm(tag: &str) -> LabResult<Topology> {
         dip: NAT_GATEWAY.to_string(),
         real_servers,
         _infrastructure: vec![lan.ns],
+    })
+}
+
+/// One of the two directors of an HA lab.
+#[derive(Debug)]
+pub struct HaDirector {
+    /// Its namespace (`director1`, `director2`).
+    pub ns: Namespace,
+    /// Its interfaces for xvs: one (DR) or external then internal (NAT).
+    pub ifaces: Vec<String>,
+    /// Its own address on the real servers' network.
+    pub address: String,
+}
+
+/// An address that moves with the active director (keepalived's `virtual_ipaddress`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Floating {
+    /// The address, without prefix length.
+    pub address: String,
+    /// The interface it goes on (the same name on both directors).
+    pub dev: String,
+}
+
+/// A high-availability lab: the seed topology with two directors, active and standby,
+/// between which the VIP floats (moved by keepalived, see [`super::ha`]).
+///
+/// DR: the client behind the router; the router, director1 (192.168.40.11), director2
+/// (192.168.40.14) and the real servers share one LAN. The router routes the VIP on-link
+/// (`dev eth1`, no next hop), so it ARPs for the VIP and follows the gratuitous ARPs of
+/// whichever director takes it.
+///
+/// NAT: the client (192.168.0.100) and both directors' `ext0` (192.168.0.1, .2) share an
+/// external LAN where the VIP 192.168.0.11 floats; both directors' `int0` (10.168.0.91,
+/// .92) and the real servers share the internal LAN, where the real servers' gateway
+/// 10.168.0.90 floats together with the VIP.
+///
+/// No director holds a floating address when this returns.
+#[derive(Debug)]
+pub struct HaTopology {
+    /// The forwarding method (DR or NAT).
+    pub mode: Mode,
+    /// The virtual IP.
+    pub vip: String,
+    /// The client's namespace.
+    pub client: Namespace,
+    /// The client's address.
+    pub client_ip: String,
+    /// The two directors.
+    pub directors: Vec<HaDirector>,
+    /// The addresses that float with the active director, the VIP first.
+    pub floating: Vec<Floating>,
+    /// The real servers.
+    pub real_servers: Vec<RealServerHost>,
+    /// Router and LAN bridge namespaces, kept alive until the lab is dropped.
+    _infrastructure: Vec<Namespace>,
+}
+
+impl HaTopology {
+    /// Builds the HA topology for `mode` (DR or NAT), tagged uniquely for this run.
+    pub fn build(mode: Mode) -> LabResult<HaTopology> {
+        let tag = unique_tag();
+        match mode {
+            Mode::Dr => ha_one_arm(&tag),
+            Mode::Nat => ha_two_arm(&tag),
+            Mode::Tun => Err(super::LabError(
+                "the HA lab is built for DR and NAT only".into(),
+            )),
+        }
+    }
+}
+
+fn ha_one_arm(tag: &str) -> LabResult<HaTopology> {
+    let vip = DR_VIP;
+    let mut lan = Lan::new(tag, "lan")?;
+    let (client, router) = routed_client(tag, &mut lan)?;
+    // On-link: the router ARPs for the VIP and so follows the active director.
+    router.ip(&["route", "add", &format!("{vip}/32"), "dev", "eth1"])?;
+    let mut directors = Vec::new();
+    for (i, address) in ["192.168.40.11", "192.168.40.14"].iter().enumerate() {
+        let ns = one_arm_director(tag, &format!("director{}", i + 1), &mut lan, address)?;
+        directors.push(HaDirector {
+            ns,
+            ifaces: vec!["eth0".to_string()],
+            address: address.to_string(),
+        });
+    }
+    let real_servers = one_arm_real_servers(Mode::Dr, tag, &mut lan, vip)?;
+    Ok(HaTopology {
+        mode: Mode::Dr,
+        vip: vip.to_string(),
+        client,
+        client_ip: "172.16.0.100".to_string(),
+        directors,
+        floating: vec![Floating {
+            address: vip.to_string(),
+            dev: "eth0".to_string(),
+        }],
+        real_servers,
+        _infrastructure: vec![router, lan.ns],
+    })
+}
+
+fn ha_two_arm(tag: &str) -> LabResult<HaTopology> {
+    let vip = NAT_VIP;
+    let mut external = Lan::new(tag, "ext")?;
+    let mut internal = Lan::new(tag, "lan")?;
+    let client = namespace(tag, "client")?;
+    external.plug(&client, "eth0")?;
+    client.addr("eth0", "192.168.0.100/24")?;
+    client.no_tx_offload("eth0")?;
+    let mut directors = Vec::new();
+    for (i, (ext, int)) in [
+        ("192.168.0.1", "10.168.0.91"),
+        ("192.168.0.2", "10.168.0.92"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let ns = namespace(tag, &format!("director{}", i + 1))?;
+        external.plug(&ns, "ext0")?;
+        ns.addr("ext0", &format!("{ext}/24"))?;
+        ns.no_tx_offload("ext0")?;
+        internal_arm(&ns, &mut internal, &format!("{int}/24"))?;
+        directors.push(HaDirector {
+            ns,
+            ifaces: vec!["ext0".to_string(), "int0".to_string()],
+            address: int.to_string(),
+        });
+    }
+    let real_servers = nat_real_servers(tag, &mut internal)?;
+    Ok(HaTopology {
+        mode: Mode::Nat,
+        vip: vip.to_string(),
+        client,
+        client_ip: "192.168.0.100".to_string(),
+        directors,
+        floating: vec![
+            Floating {
+                address: vip.to_string(),
+                dev: "ext0".to_string(),
+            },
+            Floating {
+                address: NAT_GATEWAY.to_string(),
+                dev: "int0".to_string(),
+            },
+        ],
+        real_servers,
+        _infrastructure: vec![external.ns, internal.ns],
     })
 }
