@@ -554,6 +554,137 @@ impl Drop for Session {
     }
 }
 
+/// What a [`Conversation`] saw, from the client's side.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct ConversationReport {
+    /// The connection was established.
+    pub connected: bool,
+    /// Lines sent.
+    pub sent: u64,
+    /// Distinct lines answered.
+    pub answered: u64,
+    /// Lines sent and never answered.
+    pub missing: u64,
+    /// Answers whose number was not above every earlier answer's.
+    pub out_of_order: u64,
+    /// The real servers that answered, in order of first answer (`rs1`, `rs2`).
+    pub servers: Vec<String>,
+    /// The connection was reset (ECONNRESET, EPIPE).
+    pub reset: bool,
+    /// The server side closed the connection.
+    pub closed: bool,
+    /// Any other failure (connect, unexpected answer, socket error).
+    pub error: Option<String>,
+    /// The longest time between two consecutive answers, in ms.
+    pub longest_gap_ms: f64,
+    /// From the last answer (or the start) to the end of sending, in ms: how long the
+    /// conversation had been silent when it ended.
+    pub silent_at_end_ms: f64,
+}
+
+/// A long-lived conversation: the client sends a numbered line to VIP:LINES_PORT every 50
+/// ms for a while and reads every answer (`servers::CONVERSATION`). Runs on its own; see
+/// [`Conversation::finish`]. Dropping it kills the client.
+pub struct Conversation {
+    child: Child,
+    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    reader: Option<std::thread::JoinHandle<String>>,
+    ends: Instant,
+}
+
+impl Conversation {
+    /// Starts it from `client` to `vip`, sending for `duration`.
+    pub fn start(client: &Namespace, vip: &str, duration: Duration) -> LabResult<Conversation> {
+        let mut child = client
+            .command(servers::python())
+            .args([
+                "-c",
+                servers::CONVERSATION,
+                vip,
+                &LINES_PORT.to_string(),
+                &format!("{:.3}", duration.as_secs_f64()),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| LabError(format!("cannot start the conversation: {e}")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| LabError("the conversation has no stdout".into()))?;
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = answered.clone();
+        let reader = std::thread::spawn(move || {
+            let mut last = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("answer ") {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    last = line;
+                }
+            }
+            last
+        });
+        Ok(Conversation {
+            child,
+            answered,
+            reader: Some(reader),
+            // Connecting (3 s at most), sending, the 1 s grace, and some slack.
+            ends: Instant::now() + duration + Duration::from_secs(10),
+        })
+    }
+
+    /// Answers received so far.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` answers have come, for `limit` at most.
+    pub fn wait_answered(&self, n: u64, limit: Duration) -> LabResult<()> {
+        wait_for(&format!("{n} answers in the conversation"), limit, || {
+            self.answered() >= n
+        })
+    }
+
+    /// Waits for the conversation to end and returns its report.
+    pub fn finish(mut self) -> LabResult<ConversationReport> {
+        loop {
+            if self
+                .child
+                .try_wait()
+                .map_err(|e| LabError(e.to_string()))?
+                .is_some()
+            {
+                break;
+            }
+            if Instant::now() > self.ends {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(LabError("the conversation did not end in time".into()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let last = self
+            .reader
+            .take()
+            .map(|r| r.join().unwrap_or_default())
+            .unwrap_or_default();
+        serde_json::from_str(&last)
+            .map_err(|e| LabError(format!("the conversation's report {last:?}: {e}")))
+    }
+}
+
+impl Drop for Conversation {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
 /// Starts `command` with no input and its output (stdout and stderr) appended to the file
 /// `log` (a restarted program adds to its earlier log).
 fn spawn_logged(mut command: Command, log: &Path) -> LabResult<Child> {
