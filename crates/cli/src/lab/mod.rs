@@ -8,8 +8,12 @@
 //! the client namespace's real `curl` and python sockets send traffic through the VIP.
 //! Dropping the lab stops every process and deletes every namespace and link, also after a
 //! failure; `xvs lab` also does so on Ctrl-C.
+//!
+//! [`ha::HaLab`] is the high-availability lab: two directors, keepalived moving the VIP
+//! between them, and a [`Conversation`] to watch one connection across a failover.
 
 pub mod decap;
+pub mod ha;
 pub mod netns;
 pub mod servers;
 pub mod topology;
