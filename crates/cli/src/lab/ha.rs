@@ -385,8 +385,8 @@ impl HaLab {
             "table ip {NFT_TABLE} {{\n\
              \x20   chain input {{\n\
              \x20       type filter hook input priority filter; policy accept;\n\
-             \x20       ip daddr {vip} tcp dport {{ {HTTP_PORT}, {LINES_PORT} }} drop\n\
-             \x20       ip daddr {vip} udp dport {UDP_PORT} drop\n\
+             \x20       ip daddr {vip} tcp dport {{ {HTTP_PORT}, {LINES_PORT} }} counter drop\n\
+             \x20       ip daddr {vip} udp dport {UDP_PORT} counter drop\n\
              \x20   }}\n\
              }}\n"
         );
@@ -394,6 +394,20 @@ impl HaLab {
         write(&path, &rules)?;
         let ns = &self.topology.directors[i].ns;
         ns.exec("nft", &["-f", &path.to_string_lossy()]).map(|_| ())
+    }
+
+    /// Packets director `i`'s kernel dropped by the [`NFT_TABLE`] rules so far (the VIP's
+    /// service traffic that reached it while xvs was not there to take it).
+    pub fn firewall_drops(&self, i: usize) -> LabResult<u64> {
+        let ns = &self.topology.directors[i].ns;
+        let out = ns.exec("nft", &["list", "table", "ip", NFT_TABLE])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        Ok(words
+            .windows(2)
+            .filter(|w| w[0] == "packets")
+            .filter_map(|w| w[1].parse::<u64>().ok())
+            .sum())
     }
 
     /// Director `i` pings the real servers (NAT: and the client) once, so its kernel's
