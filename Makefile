@@ -9,8 +9,10 @@ DEB_PACKAGES := build-essential pkg-config
 # Frame I/O (crates/dataplane): clang builds the XDP filter and libxdp's BPF objects, m4/libelf/zlib
 # build libxdp; iproute2, ethtool and ping drive the veth/namespace tests.
 DEB_PACKAGES += clang llvm m4 libelf-dev zlib1g-dev iproute2 ethtool iputils-ping
-# The labs and their tests: curl as the client, python3 for the real servers' HTTP/TCP/UDP.
-DEB_PACKAGES += curl python3
+# The labs and their tests: curl as the client, python3 for the real servers' HTTP/TCP/UDP;
+# the HA lab (crates/cli/tests/ha.rs): keepalived moves the VIP between two directors (VRRP),
+# nftables keeps a dead director's kernel from resetting the VIP's connections.
+DEB_PACKAGES += curl python3 keepalived nftables
 
 .PHONY: lab test deps toolchain fmt clippy unit bench
 

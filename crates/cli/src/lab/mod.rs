@@ -8,8 +8,12 @@
 //! the client namespace's real `curl` and python sockets send traffic through the VIP.
 //! Dropping the lab stops every process and deletes every namespace and link, also after a
 //! failure; `xvs lab` also does so on Ctrl-C.
+//!
+//! [`ha::HaLab`] is the high-availability lab: two directors, keepalived moving the VIP
+//! between them, and a [`Conversation`] to watch one connection across a failover.
 
 pub mod decap;
+pub mod ha;
 pub mod netns;
 pub mod servers;
 pub mod topology;
@@ -20,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use netns::{LabError, LabResult};
-pub use topology::{Mode, Topology};
+pub use netns::{LabError, LabResult, Namespace};
+pub use topology::{Mode, RealServerHost, Topology};
 
 /// HTTP port of the lab services (the seeds balance a web cluster on port 80).
 pub const HTTP_PORT: u16 = 80;
@@ -56,11 +60,9 @@ impl Programs {
 pub struct Lab {
     /// The namespaces and addresses.
     pub topology: Topology,
-    programs: Programs,
     dir: PathBuf,
-    socket: PathBuf,
-    director: Option<Child>,
-    helpers: Vec<Child>,
+    director: XvsDaemon,
+    helpers: Children,
 }
 
 impl Lab {
@@ -68,159 +70,51 @@ impl Lab {
     /// table, as an operator's freshly started ipvsadm).
     pub fn start(mode: Mode, programs: Programs) -> LabResult<Lab> {
         let topology = Topology::build(mode)?;
-        let dir = std::env::temp_dir().join(format!("xvs-lab-{}", netns::unique_tag()));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| LabError(format!("cannot create {}: {e}", dir.display())))?;
-        let socket = dir.join("xvs.sock");
+        let dir = lab_dir("lab")?;
+        let director = XvsDaemon::new(programs.clone(), &dir, "director");
         let mut lab = Lab {
             topology,
-            programs,
             dir,
-            socket,
-            director: None,
-            helpers: Vec::new(),
+            director,
+            helpers: Children::default(),
         };
-        lab.start_real_servers()?;
-        lab.start_director()?;
+        let tunnel_source = (mode == Mode::Tun).then_some(lab.topology.dip.as_str());
+        start_real_servers(
+            &lab.topology.real_servers,
+            tunnel_source,
+            &programs,
+            &lab.dir,
+            &mut lab.helpers,
+        )?;
+        lab.director.write_config(&lab.config_text(""))?;
+        lab.director.start(&lab.topology.director)?;
         Ok(lab)
-    }
-
-    fn spawn(&mut self, command: Command, log: &str) -> LabResult<()> {
-        let child = spawn_logged(command, &self.dir.join(log))?;
-        self.helpers.push(child);
-        Ok(())
-    }
-
-    fn start_real_servers(&mut self) -> LabResult<()> {
-        let python = servers::python();
-        let names: Vec<(String, usize)> = self
-            .topology
-            .real_servers
-            .iter()
-            .enumerate()
-            .map(|(i, rs)| (rs.name.clone(), i))
-            .collect();
-        for (name, i) in names {
-            let site = self.dir.join(&name);
-            std::fs::create_dir_all(&site).map_err(|e| LabError(e.to_string()))?;
-            std::fs::write(site.join("index.html"), format!("{name}\n"))
-                .map_err(|e| LabError(e.to_string()))?;
-            let rs = &self.topology.real_servers[i];
-            let mut http = rs.ns.command(python);
-            http.args([
-                "-m",
-                "http.server",
-                &HTTP_PORT.to_string(),
-                "--bind",
-                "0.0.0.0",
-                "--directory",
-            ])
-            .arg(&site);
-            let mut lines = rs.ns.command(python);
-            lines.args(["-c", servers::TCP_LINES, &name, &LINES_PORT.to_string()]);
-            let mut udp = rs.ns.command(python);
-            udp.args(["-c", servers::UDP_NAME, &name, &UDP_PORT.to_string()]);
-            let decap = (self.topology.mode == Mode::Tun).then(|| {
-                let mut decap = rs.ns.command(&self.programs.xvs.to_string_lossy());
-                decap.args([
-                    "lab-decap",
-                    "--iface",
-                    &rs.dev,
-                    "--tun",
-                    "tun0",
-                    "--source",
-                    &self.topology.dip,
-                    "--me",
-                    &rs.rip,
-                ]);
-                decap
-                    .arg("--report")
-                    .arg(self.dir.join(format!("{name}.decap")));
-                decap
-            });
-            self.spawn(http, &format!("{name}-http.log"))?;
-            self.spawn(lines, &format!("{name}-lines.log"))?;
-            self.spawn(udp, &format!("{name}-udp.log"))?;
-            if let Some(decap) = decap {
-                self.spawn(decap, &format!("{name}-decap.log"))?;
-            }
-        }
-        // Ready when each answers on loopback from inside its namespace.
-        for rs in &self.topology.real_servers {
-            let url = format!("http://127.0.0.1:{HTTP_PORT}/");
-            wait_for(
-                &format!("{}'s HTTP server", rs.name),
-                Duration::from_secs(10),
-                || rs.ns.exec("curl", &["-s", "--max-time", "1", &url]).is_ok(),
-            )?;
-        }
-        Ok(())
     }
 
     /// The director's configuration file: its interfaces, then `services` (TOML
     /// `[[service]]` tables, possibly empty).
     pub fn config_text(&self, services: &str) -> String {
-        let ifaces = &self.topology.director_ifaces;
-        let daemon = match ifaces.as_slice() {
-            [one] => format!("interface = \"{one}\"\n"),
-            [external, internal, ..] => {
-                format!("external = \"{external}\"\ninternal = \"{internal}\"\n")
-            }
-            [] => String::new(),
-        };
-        format!("[daemon]\n{daemon}queues = 1\n\n{services}")
+        config_text(&self.topology.director_ifaces, "", services)
     }
 
     /// Path of the director's configuration file.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.join("xvs.toml")
+        self.director.config_path().to_path_buf()
     }
 
     /// Rewrites the configuration file with `services` and sends SIGHUP, as an operator
     /// reloads a director; returns once `xvsadm -S -n` shows `expect`.
     pub fn reload(&self, services: &str, expect: &str) -> LabResult<()> {
-        std::fs::write(self.config_path(), self.config_text(services))
-            .map_err(|e| LabError(e.to_string()))?;
+        self.director.write_config(&self.config_text(services))?;
         self.signal_director("HUP")?;
         wait_for("the reload", Duration::from_secs(10), || {
             self.xvsadm("-S -n").is_ok_and(|s| s.contains(expect))
         })
     }
 
-    fn start_director(&mut self) -> LabResult<()> {
-        std::fs::write(self.config_path(), self.config_text(""))
-            .map_err(|e| LabError(e.to_string()))?;
-        let mut command = self
-            .topology
-            .director
-            .command(&self.programs.xvs.to_string_lossy());
-        command.arg("run").arg("--config").arg(self.config_path());
-        command.arg("--socket").arg(&self.socket);
-        command.env("RUST_LOG", "info");
-        let child = spawn_logged(command, &self.dir.join("director.log"))?;
-        self.director = Some(child);
-        let started = wait_for(
-            "the director's control socket",
-            Duration::from_secs(15),
-            || {
-                if let Some(Ok(Some(_))) = self.director.as_mut().map(Child::try_wait) {
-                    return true; // exited: reported below
-                }
-                self.xvsadm("-L -n").is_ok()
-            },
-        );
-        if let Some(Ok(Some(status))) = self.director.as_mut().map(Child::try_wait) {
-            return Err(LabError(format!(
-                "the director exited ({status}): {}",
-                self.director_log().trim()
-            )));
-        }
-        started
-    }
-
     /// The director's log so far.
     pub fn director_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("director.log")).unwrap_or_default()
+        self.director.log()
     }
 
     /// The lab's working directory (logs, control socket, reports).
@@ -230,19 +124,7 @@ impl Lab {
 
     /// Runs `xvsadm ARGS` (split on spaces) against the lab's director; its stdout.
     pub fn xvsadm(&self, args: &str) -> LabResult<String> {
-        let output = Command::new(&self.programs.xvsadm)
-            .args(args.split_whitespace())
-            .env("XVS_SOCKET", &self.socket)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| LabError(format!("cannot run xvsadm: {e}")))?;
-        if !output.status.success() {
-            return Err(LabError(format!(
-                "xvsadm {args}: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        self.director.xvsadm(args)
     }
 
     /// Configures the seed's service: `-A -t VIP:PORT -s SCHED [-p T]` and one `-a` per real
@@ -273,12 +155,7 @@ impl Lab {
 
     /// One HTTP GET from the client to the VIP (a new connection each time); the body.
     pub fn http_get(&self) -> LabResult<String> {
-        let url = format!("http://{}:{HTTP_PORT}/", self.topology.vip);
-        let out = self
-            .topology
-            .client
-            .exec("curl", &["-s", "--max-time", "3", &url])?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        http_get(&self.topology.client, &self.topology.vip)
     }
 
     /// One UDP datagram from the client to VIP:UDP_PORT; the answer (empty if none).
@@ -331,50 +208,318 @@ impl Lab {
 
     /// Sends `signal` (`HUP`, `TERM`, ...) to the director.
     pub fn signal_director(&self, signal: &str) -> LabResult<()> {
-        let pid = self
-            .director
-            .as_ref()
-            .map(Child::id)
-            .ok_or_else(|| LabError("no director".into()))?;
-        // `ip netns exec` execs the program, so the child's pid is the director's.
-        netns::run("kill", &[&format!("-{signal}"), &pid.to_string()]).map(|_| ())
+        self.director.signal(signal)
     }
 
     /// Stops the director with SIGTERM and waits for it; its exit status.
     pub fn stop_director(&mut self) -> LabResult<std::process::ExitStatus> {
-        let mut child = self
-            .director
-            .take()
-            .ok_or_else(|| LabError("no director".into()))?;
-        let _ = netns::run("kill", &["-TERM", &child.id().to_string()]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().map_err(|e| LabError(e.to_string()))? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(LabError(
-                    "the director did not stop within 10 s of SIGTERM".into(),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.director.stop()
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if self.director.is_some() {
-            let _ = self.stop_director();
+        let _ = self.director.stop();
+        self.helpers.kill_all();
+        // The topology's namespaces go when it drops, right after this.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A new working directory for a lab (logs, sockets, configuration files):
+/// `$TMPDIR/xvs-KIND-TAG`.
+fn lab_dir(kind: &str) -> LabResult<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("xvs-{kind}-{}", netns::unique_tag()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| LabError(format!("cannot create {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// A director's configuration file: its interfaces (one arm, or external then internal),
+/// `queues = 1`, then `extra` (more `[daemon]` keys or whole sections, e.g. connection
+/// sync), then `services` (TOML `[[service]]` tables, possibly empty).
+pub fn config_text(ifaces: &[String], extra: &str, services: &str) -> String {
+    let daemon = match ifaces {
+        [one] => format!("interface = \"{one}\"\n"),
+        [external, internal, ..] => {
+            format!("external = \"{external}\"\ninternal = \"{internal}\"\n")
         }
-        for child in &mut self.helpers {
+        [] => String::new(),
+    };
+    let extra = if extra.is_empty() || extra.ends_with('\n') {
+        extra.to_string()
+    } else {
+        format!("{extra}\n")
+    };
+    format!("[daemon]\n{daemon}queues = 1\n{extra}\n{services}")
+}
+
+/// A TOML `[[service]]` table: `protocol` (`tcp` or `udp`) VIP:PORT with `scheduler`, each
+/// of `rips` a real server on the same port with `method` (`dr`, `nat`, `tun`), weight 1.
+pub fn service_toml(
+    protocol: &str,
+    vip: &str,
+    port: u16,
+    scheduler: &str,
+    rips: &[&str],
+    method: &str,
+) -> String {
+    let mut text =
+        format!("[[service]]\n{protocol} = \"{vip}:{port}\"\nscheduler = \"{scheduler}\"\n");
+    for rip in rips {
+        text.push_str(&format!(
+            "\n[[service.real_server]]\naddress = \"{rip}:{port}\"\nmethod = \"{method}\"\n"
+        ));
+    }
+    text
+}
+
+/// Starts on each real server its HTTP server (page: the server's name, in `dir`), TCP line
+/// server and UDP server, and with `tunnel_source` (TUN) the IPIP decapsulator; their
+/// output goes to `dir/NAME-PROGRAM.log`. Returns once every HTTP server answers.
+fn start_real_servers(
+    real_servers: &[RealServerHost],
+    tunnel_source: Option<&str>,
+    programs: &Programs,
+    dir: &Path,
+    children: &mut Children,
+) -> LabResult<()> {
+    let python = servers::python();
+    for rs in real_servers {
+        let name = &rs.name;
+        let site = dir.join(name);
+        std::fs::create_dir_all(&site).map_err(|e| LabError(e.to_string()))?;
+        std::fs::write(site.join("index.html"), format!("{name}\n"))
+            .map_err(|e| LabError(e.to_string()))?;
+        let mut http = rs.ns.command(python);
+        http.args([
+            "-m",
+            "http.server",
+            &HTTP_PORT.to_string(),
+            "--bind",
+            "0.0.0.0",
+            "--directory",
+        ])
+        .arg(&site);
+        children.spawn(http, &dir.join(format!("{name}-http.log")))?;
+        let mut lines = rs.ns.command(python);
+        lines.args(["-c", servers::TCP_LINES, name, &LINES_PORT.to_string()]);
+        children.spawn(lines, &dir.join(format!("{name}-lines.log")))?;
+        let mut udp = rs.ns.command(python);
+        udp.args(["-c", servers::UDP_NAME, name, &UDP_PORT.to_string()]);
+        children.spawn(udp, &dir.join(format!("{name}-udp.log")))?;
+        if let Some(source) = tunnel_source {
+            let mut decap = rs.ns.command(&programs.xvs.to_string_lossy());
+            decap.args([
+                "lab-decap",
+                "--iface",
+                &rs.dev,
+                "--tun",
+                "tun0",
+                "--source",
+                source,
+                "--me",
+                &rs.rip,
+            ]);
+            decap.arg("--report").arg(dir.join(format!("{name}.decap")));
+            children.spawn(decap, &dir.join(format!("{name}-decap.log")))?;
+        }
+    }
+    // Ready when each answers on loopback from inside its namespace.
+    for rs in real_servers {
+        let url = format!("http://127.0.0.1:{HTTP_PORT}/");
+        wait_for(
+            &format!("{}'s HTTP server", rs.name),
+            Duration::from_secs(10),
+            || rs.ns.exec("curl", &["-s", "--max-time", "1", &url]).is_ok(),
+        )?;
+    }
+    Ok(())
+}
+
+/// One HTTP GET from `client` to `http://VIP:HTTP_PORT/` (a new connection); the body.
+pub fn http_get(client: &Namespace, vip: &str) -> LabResult<String> {
+    let url = format!("http://{vip}:{HTTP_PORT}/");
+    let out = client.exec("curl", &["-s", "--max-time", "3", &url])?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Helper processes of a lab (servers, decapsulators), killed and reaped on drop.
+#[derive(Default)]
+pub struct Children(Vec<Child>);
+
+impl Children {
+    /// Starts `command` with its output in `log` and keeps it.
+    pub fn spawn(&mut self, command: Command, log: &Path) -> LabResult<()> {
+        self.0.push(spawn_logged(command, log)?);
+        Ok(())
+    }
+
+    /// Kills and reaps every process.
+    pub fn kill_all(&mut self) {
+        for mut child in self.0.drain(..) {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // The topology's namespaces go when it drops, right after this.
-        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// One `xvs run` daemon of a lab: `dir/NAME.toml` its configuration, `dir/NAME.sock` its
+/// control socket, `dir/NAME.log` its output. Dropping it kills it if it still runs.
+pub struct XvsDaemon {
+    programs: Programs,
+    config: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl XvsDaemon {
+    /// A daemon named `name` with its files in `dir`, not started.
+    pub fn new(programs: Programs, dir: &Path, name: &str) -> XvsDaemon {
+        XvsDaemon {
+            programs,
+            config: dir.join(format!("{name}.toml")),
+            socket: dir.join(format!("{name}.sock")),
+            log: dir.join(format!("{name}.log")),
+            child: None,
+        }
+    }
+
+    /// Its configuration file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Writes its configuration file (read at start and at SIGHUP).
+    pub fn write_config(&self, text: &str) -> LabResult<()> {
+        std::fs::write(&self.config, text)
+            .map_err(|e| LabError(format!("{}: {e}", self.config.display())))
+    }
+
+    /// Starts `xvs run --config FILE --socket SOCK` in `ns` (logging at `info`) and returns
+    /// once its control socket answers; fails with its log if it exits first.
+    pub fn start(&mut self, ns: &Namespace) -> LabResult<()> {
+        if self.child.is_some() {
+            return Err(LabError("the director already runs".into()));
+        }
+        let mut command = ns.command(&self.programs.xvs.to_string_lossy());
+        command.arg("run").arg("--config").arg(&self.config);
+        command.arg("--socket").arg(&self.socket);
+        command.env("RUST_LOG", "info");
+        self.child = Some(spawn_logged(command, &self.log)?);
+        let started = wait_for(
+            "the director's control socket",
+            Duration::from_secs(15),
+            || self.exited().is_some() || self.xvsadm("-L -n").is_ok(),
+        );
+        if let Some(status) = self.exited() {
+            self.child = None;
+            return Err(LabError(format!(
+                "the director exited ({status}): {}",
+                self.log().trim()
+            )));
+        }
+        started
+    }
+
+    /// Its exit status if it was started and has exited.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Its process id while it runs (`ip netns exec` execs the program, so the child's pid
+    /// is the daemon's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `xvsadm ARGS` (split on spaces) against it; the stdout.
+    pub fn xvsadm(&self, args: &str) -> LabResult<String> {
+        let output = Command::new(&self.programs.xvsadm)
+            .args(args.split_whitespace())
+            .env("XVS_SOCKET", &self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| LabError(format!("cannot run xvsadm: {e}")))?;
+        if !output.status.success() {
+            return Err(LabError(format!(
+                "xvsadm {args}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, ...).
+    pub fn signal(&self, signal: &str) -> LabResult<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| LabError("the director does not run".into()))?;
+        netns::run("kill", &[&format!("-{signal}"), &pid.to_string()]).map(|_| ())
+    }
+
+    /// Stops it with SIGTERM and waits (10 s at most, then SIGKILL); its exit status.
+    pub fn stop(&mut self) -> LabResult<std::process::ExitStatus> {
+        self.end("TERM", Duration::from_secs(10))
+    }
+
+    /// Kills it with SIGKILL, as a crash would, and waits; its exit status.
+    pub fn kill(&mut self) -> LabResult<std::process::ExitStatus> {
+        self.end("KILL", Duration::from_secs(5))
+    }
+
+    fn end(&mut self, signal: &str, limit: Duration) -> LabResult<std::process::ExitStatus> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| LabError("the director does not run".into()))?;
+        end_child(&mut child, signal, limit).map_err(|e| LabError(format!("the director {e}")))
+    }
+}
+
+impl Drop for XvsDaemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends `signal` to `child` and waits `limit` for it to exit, then kills it; its status.
+fn end_child(
+    child: &mut Child,
+    signal: &str,
+    limit: Duration,
+) -> LabResult<std::process::ExitStatus> {
+    let _ = netns::run("kill", &[&format!("-{signal}"), &child.id().to_string()]);
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| LabError(e.to_string()))? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(LabError(format!(
+                "did not exit within {limit:?} of SIG{signal}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -413,10 +558,145 @@ impl Drop for Session {
     }
 }
 
-/// Starts `command` with no input and its output (stdout and stderr) in the file `log`.
+/// What a [`Conversation`] saw, from the client's side.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct ConversationReport {
+    /// The connection was established.
+    pub connected: bool,
+    /// Lines sent.
+    pub sent: u64,
+    /// Distinct lines answered.
+    pub answered: u64,
+    /// Lines sent and never answered.
+    pub missing: u64,
+    /// Answers whose number was not above every earlier answer's.
+    pub out_of_order: u64,
+    /// The real servers that answered, in order of first answer (`rs1`, `rs2`).
+    pub servers: Vec<String>,
+    /// The connection was reset (ECONNRESET, EPIPE).
+    pub reset: bool,
+    /// The server side closed the connection.
+    pub closed: bool,
+    /// Any other failure (connect, unexpected answer, socket error).
+    pub error: Option<String>,
+    /// The longest time between two consecutive answers, in ms.
+    pub longest_gap_ms: f64,
+    /// From the last answer (or the start) to the end of sending, in ms: how long the
+    /// conversation had been silent when it ended.
+    pub silent_at_end_ms: f64,
+}
+
+/// A long-lived conversation: the client sends a numbered line to VIP:LINES_PORT every 50
+/// ms for a while and reads every answer (`servers::CONVERSATION`). Runs on its own; see
+/// [`Conversation::finish`]. Dropping it kills the client.
+pub struct Conversation {
+    child: Child,
+    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    reader: Option<std::thread::JoinHandle<String>>,
+    ends: Instant,
+}
+
+impl Conversation {
+    /// Starts it from `client` to `vip`, sending for `duration`.
+    pub fn start(client: &Namespace, vip: &str, duration: Duration) -> LabResult<Conversation> {
+        let mut child = client
+            .command(servers::python())
+            .args([
+                "-c",
+                servers::CONVERSATION,
+                vip,
+                &LINES_PORT.to_string(),
+                &format!("{:.3}", duration.as_secs_f64()),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| LabError(format!("cannot start the conversation: {e}")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| LabError("the conversation has no stdout".into()))?;
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = answered.clone();
+        let reader = std::thread::spawn(move || {
+            let mut last = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("answer ") {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    last = line;
+                }
+            }
+            last
+        });
+        Ok(Conversation {
+            child,
+            answered,
+            reader: Some(reader),
+            // Connecting (3 s at most), sending, the 1 s grace, and some slack.
+            ends: Instant::now() + duration + Duration::from_secs(10),
+        })
+    }
+
+    /// Answers received so far.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` answers have come, for `limit` at most.
+    pub fn wait_answered(&self, n: u64, limit: Duration) -> LabResult<()> {
+        wait_for(&format!("{n} answers in the conversation"), limit, || {
+            self.answered() >= n
+        })
+    }
+
+    /// Waits for the conversation to end and returns its report.
+    pub fn finish(mut self) -> LabResult<ConversationReport> {
+        loop {
+            if self
+                .child
+                .try_wait()
+                .map_err(|e| LabError(e.to_string()))?
+                .is_some()
+            {
+                break;
+            }
+            if Instant::now() > self.ends {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(LabError("the conversation did not end in time".into()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let last = self
+            .reader
+            .take()
+            .map(|r| r.join().unwrap_or_default())
+            .unwrap_or_default();
+        serde_json::from_str(&last)
+            .map_err(|e| LabError(format!("the conversation's report {last:?}: {e}")))
+    }
+}
+
+impl Drop for Conversation {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Starts `command` with no input and its output (stdout and stderr) appended to the file
+/// `log` (a restarted program adds to its earlier log).
 fn spawn_logged(mut command: Command, log: &Path) -> LabResult<Child> {
-    let out =
-        std::fs::File::create(log).map_err(|e| LabError(format!("{}: {e}", log.display())))?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| LabError(format!("{}: {e}", log.display())))?;
     let err = out.try_clone().map_err(|e| LabError(e.to_string()))?;
     command
         .stdin(Stdio::null())

@@ -62,3 +62,98 @@ pub fn python() -> &'static str {
         "python3"
     }
 }
+
+/// `python3 -c CONVERSATION HOST PORT SECONDS`: one TCP connection to a line server that
+/// sends a numbered line every 50 ms for SECONDS and reads every answer. Prints `answer N
+/// NAME MS` for each answer as it comes (N the line's number, NAME the server, MS since the
+/// start), and at the end one JSON line (see `lab::ConversationReport`). After SECONDS it
+/// waits up to 1 s more for answers still due; it stops sending early if the connection is
+/// reset or closed.
+pub const CONVERSATION: &str = r#"
+import errno, json, select, socket, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+INTERVAL, GRACE = 0.05, 1.0
+r = {"connected": False, "sent": 0, "answered": 0, "missing": 0, "out_of_order": 0,
+     "servers": [], "reset": False, "closed": False, "error": None,
+     "longest_gap_ms": 0.0, "silent_at_end_ms": 0.0}
+start = time.monotonic()
+try:
+    c = socket.create_connection((host, port), timeout=3)
+except OSError as e:
+    r["error"] = "connect: %s" % e
+    print(json.dumps(r), flush=True)
+    sys.exit(0)
+r["connected"] = True
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+c.setblocking(False)
+start = time.monotonic()
+end = start + seconds
+stopped = None           # when sending stopped early (reset, closed, error)
+seq, answered, highest, last, gap = 0, set(), -1, None, 0.0
+out, inbuf = b"", b""
+def broken(e):
+    global stopped
+    if e.errno in (errno.ECONNRESET, errno.EPIPE):
+        r["reset"] = True
+    else:
+        r["error"] = str(e)
+    stopped = time.monotonic()
+while True:
+    now = time.monotonic()
+    sending = stopped is None and now < end
+    if not sending and (stopped is not None or len(answered) == seq or now >= end + GRACE):
+        break
+    if sending and now >= start + seq * INTERVAL:
+        out += b"%d\n" % seq
+        seq += 1
+    if out and stopped is None:
+        try:
+            out = out[c.send(out):]
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            broken(e)
+            continue
+    wake = start + seq * INTERVAL if sending else end + GRACE
+    readable, _, _ = select.select([c], [], [], max(0.0, wake - time.monotonic()))
+    if not readable:
+        continue
+    try:
+        data = c.recv(65536)
+    except BlockingIOError:
+        continue
+    except OSError as e:
+        broken(e)
+        continue
+    if not data:
+        r["closed"] = True
+        stopped = time.monotonic()
+        continue
+    inbuf += data
+    while b"\n" in inbuf:
+        line, inbuf = inbuf.split(b"\n", 1)
+        name, _, text = line.decode(errors="replace").partition(": ")
+        try:
+            n = int(text)
+        except ValueError:
+            r["error"] = "unexpected answer %r" % line
+            continue
+        t = time.monotonic()
+        if last is not None:
+            gap = max(gap, t - last)
+        last = t
+        if n <= highest:
+            r["out_of_order"] += 1
+        highest = max(highest, n)
+        answered.add(n)
+        if name not in r["servers"]:
+            r["servers"].append(name)
+        print("answer %d %s %.1f" % (n, name, (t - start) * 1000), flush=True)
+c.close()
+r["sent"], r["answered"] = seq, len(answered)
+r["missing"] = seq - len(answered)
+r["longest_gap_ms"] = round(gap * 1000, 1)
+finish = min(end, stopped or end)
+r["silent_at_end_ms"] = round(max(0.0, finish - (last or start)) * 1000, 1)
+print(json.dumps(r), flush=True)
+"#;

@@ -13,6 +13,9 @@
 //!
 //! Addresses follow the seeds: VIP 172.16.21.10, DIP 192.168.40.11, RIPs 192.168.40.12/.13
 //! (DR, TUN); VIP 192.168.0.11, internal 10.168.0.90, RIPs 10.168.0.94/.95 (NAT).
+//!
+//! [`HaTopology`] is the same with two directors, active and standby, and the VIP (for NAT
+//! also the real servers' gateway) floating between them.
 
 use std::fmt;
 
@@ -120,8 +123,8 @@ struct Lan {
 }
 
 impl Lan {
-    fn new(tag: &str) -> LabResult<Lan> {
-        let ns = namespace(tag, "lan")?;
+    fn new(tag: &str, role: &str) -> LabResult<Lan> {
+        let ns = namespace(tag, role)?;
         ns.ip(&["link", "add", "br0", "type", "bridge"])?;
         ns.ip(&["link", "set", "br0", "up"])?;
         Ok(Lan { ns, ports: 0 })
@@ -171,9 +174,9 @@ fn real_server(
     })
 }
 
-fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
-    let vip = "172.16.21.10";
-    let mut lan = Lan::new(tag)?;
+/// The client (172.16.0.100) behind a router (172.16.0.254 towards it, 192.168.40.254 on
+/// `lan`, forwarding): the one-arm labs' outside. The caller routes the VIP on the router.
+fn routed_client(tag: &str, lan: &mut Lan) -> LabResult<(Namespace, Namespace)> {
     let client = namespace(tag, "client")?;
     let router = namespace(tag, "router")?;
     veth("eth0", &client, "eth0", &router)?;
@@ -186,22 +189,34 @@ fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
     router.addr("eth1", "192.168.40.254/24")?;
     router.no_tx_offload("eth1")?;
     router.sysctl("net.ipv4.ip_forward", "1")?;
-    // The upstream router sends VIP traffic to the director.
-    router.ip(&["route", "add", &format!("{vip}/32"), "via", "192.168.40.11"])?;
+    Ok((client, router))
+}
 
-    let director = namespace(tag, "director")?;
+/// A one-arm director named `role`: `eth0` on `lan` with `address`, default route via the
+/// router.
+fn one_arm_director(tag: &str, role: &str, lan: &mut Lan, address: &str) -> LabResult<Namespace> {
+    let director = namespace(tag, role)?;
     lan.plug(&director, "eth0")?;
-    director.addr("eth0", "192.168.40.11/24")?;
-    director.ip(&["addr", "add", &format!("{vip}/32"), "dev", "eth0"])?;
+    director.addr("eth0", &format!("{address}/24"))?;
     director.no_tx_offload("eth0")?;
     director.ip(&["route", "add", "default", "via", "192.168.40.254"])?;
+    Ok(director)
+}
 
+/// The one-arm labs' real servers rs1 192.168.40.12 and rs2 .13, VIP on `lo`, replies via
+/// the router.
+fn one_arm_real_servers(
+    mode: Mode,
+    tag: &str,
+    lan: &mut Lan,
+    vip: &str,
+) -> LabResult<Vec<RealServerHost>> {
     let mut real_servers = Vec::new();
     for (i, rip) in ["192.168.40.12/24", "192.168.40.13/24"].iter().enumerate() {
         let rs = real_server(
             tag,
             &format!("rs{}", i + 1),
-            &mut lan,
+            lan,
             rip,
             "192.168.40.254",
             Some(vip),
@@ -214,6 +229,40 @@ fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
         }
         real_servers.push(rs);
     }
+    Ok(real_servers)
+}
+
+/// The NAT labs' real servers rs1 10.168.0.94 and rs2 .95 on `lan`, default route via the
+/// director's internal address 10.168.0.90.
+fn nat_real_servers(tag: &str, lan: &mut Lan) -> LabResult<Vec<RealServerHost>> {
+    let mut real_servers = Vec::new();
+    for (i, rip) in ["10.168.0.94/24", "10.168.0.95/24"].iter().enumerate() {
+        real_servers.push(real_server(
+            tag,
+            &format!("rs{}", i + 1),
+            lan,
+            rip,
+            NAT_GATEWAY,
+            None,
+        )?);
+    }
+    Ok(real_servers)
+}
+
+const DR_VIP: &str = "172.16.21.10";
+const NAT_VIP: &str = "192.168.0.11";
+/// The NAT real servers' gateway: the (active) director's internal address.
+const NAT_GATEWAY: &str = "10.168.0.90";
+
+fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
+    let vip = DR_VIP;
+    let mut lan = Lan::new(tag, "lan")?;
+    let (client, router) = routed_client(tag, &mut lan)?;
+    // The upstream router sends VIP traffic to the director.
+    router.ip(&["route", "add", &format!("{vip}/32"), "via", "192.168.40.11"])?;
+    let director = one_arm_director(tag, "director", &mut lan, "192.168.40.11")?;
+    director.ip(&["addr", "add", &format!("{vip}/32"), "dev", "eth0"])?;
+    let real_servers = one_arm_real_servers(mode, tag, &mut lan, vip)?;
     Ok(Topology {
         mode,
         vip: vip.to_string(),
@@ -227,9 +276,16 @@ fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
     })
 }
 
+/// A two-arm director's internal arm: `int0` on `lan` with `cidr`.
+fn internal_arm(director: &Namespace, lan: &mut Lan, cidr: &str) -> LabResult<()> {
+    lan.plug(director, "int0")?;
+    director.addr("int0", cidr)?;
+    director.no_tx_offload("int0")
+}
+
 fn two_arm(tag: &str) -> LabResult<Topology> {
-    let vip = "192.168.0.11";
-    let mut lan = Lan::new(tag)?;
+    let vip = NAT_VIP;
+    let mut lan = Lan::new(tag, "lan")?;
     let client = namespace(tag, "client")?;
     let director = namespace(tag, "director")?;
     veth("eth0", &client, "ext0", &director)?;
@@ -237,20 +293,8 @@ fn two_arm(tag: &str) -> LabResult<Topology> {
     client.no_tx_offload("eth0")?;
     director.addr("ext0", &format!("{vip}/24"))?;
     director.no_tx_offload("ext0")?;
-    lan.plug(&director, "int0")?;
-    director.addr("int0", "10.168.0.90/24")?;
-    director.no_tx_offload("int0")?;
-    let mut real_servers = Vec::new();
-    for (i, rip) in ["10.168.0.94/24", "10.168.0.95/24"].iter().enumerate() {
-        real_servers.push(real_server(
-            tag,
-            &format!("rs{}", i + 1),
-            &mut lan,
-            rip,
-            "10.168.0.90",
-            None,
-        )?);
-    }
+    internal_arm(&director, &mut lan, &format!("{NAT_GATEWAY}/24"))?;
+    let real_servers = nat_real_servers(tag, &mut lan)?;
     Ok(Topology {
         mode: Mode::Nat,
         vip: vip.to_string(),
@@ -258,8 +302,156 @@ fn two_arm(tag: &str) -> LabResult<Topology> {
         client_ip: "192.168.0.100".to_string(),
         director,
         director_ifaces: vec!["ext0".to_string(), "int0".to_string()],
-        dip: "10.168.0.90".to_string(),
+        dip: NAT_GATEWAY.to_string(),
         real_servers,
         _infrastructure: vec![lan.ns],
+    })
+}
+
+/// One of the two directors of an HA lab.
+#[derive(Debug)]
+pub struct HaDirector {
+    /// Its namespace (`director1`, `director2`).
+    pub ns: Namespace,
+    /// Its interfaces for xvs: one (DR) or external then internal (NAT).
+    pub ifaces: Vec<String>,
+    /// Its own address on the real servers' network.
+    pub address: String,
+}
+
+/// An address that moves with the active director (keepalived's `virtual_ipaddress`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Floating {
+    /// The address, without prefix length.
+    pub address: String,
+    /// The interface it goes on (the same name on both directors).
+    pub dev: String,
+}
+
+/// A high-availability lab: the seed topology with two directors, active and standby,
+/// between which the VIP floats (moved by keepalived, see [`super::ha`]).
+///
+/// DR: the client behind the router; the router, director1 (192.168.40.11), director2
+/// (192.168.40.14) and the real servers share one LAN. The router routes the VIP on-link
+/// (`dev eth1`, no next hop), so it ARPs for the VIP and follows the gratuitous ARPs of
+/// whichever director takes it.
+///
+/// NAT: the client (192.168.0.100) and both directors' `ext0` (192.168.0.1, .2) share an
+/// external LAN where the VIP 192.168.0.11 floats; both directors' `int0` (10.168.0.91,
+/// .92) and the real servers share the internal LAN, where the real servers' gateway
+/// 10.168.0.90 floats together with the VIP.
+///
+/// No director holds a floating address when this returns.
+#[derive(Debug)]
+pub struct HaTopology {
+    /// The forwarding method (DR or NAT).
+    pub mode: Mode,
+    /// The virtual IP.
+    pub vip: String,
+    /// The client's namespace.
+    pub client: Namespace,
+    /// The client's address.
+    pub client_ip: String,
+    /// The two directors.
+    pub directors: Vec<HaDirector>,
+    /// The addresses that float with the active director, the VIP first.
+    pub floating: Vec<Floating>,
+    /// The real servers.
+    pub real_servers: Vec<RealServerHost>,
+    /// Router and LAN bridge namespaces, kept alive until the lab is dropped.
+    _infrastructure: Vec<Namespace>,
+}
+
+impl HaTopology {
+    /// Builds the HA topology for `mode` (DR or NAT), tagged uniquely for this run.
+    pub fn build(mode: Mode) -> LabResult<HaTopology> {
+        let tag = unique_tag();
+        match mode {
+            Mode::Dr => ha_one_arm(&tag),
+            Mode::Nat => ha_two_arm(&tag),
+            Mode::Tun => Err(super::LabError(
+                "the HA lab is built for DR and NAT only".into(),
+            )),
+        }
+    }
+}
+
+fn ha_one_arm(tag: &str) -> LabResult<HaTopology> {
+    let vip = DR_VIP;
+    let mut lan = Lan::new(tag, "lan")?;
+    let (client, router) = routed_client(tag, &mut lan)?;
+    // On-link: the router ARPs for the VIP and so follows the active director.
+    router.ip(&["route", "add", &format!("{vip}/32"), "dev", "eth1"])?;
+    let mut directors = Vec::new();
+    for (i, address) in ["192.168.40.11", "192.168.40.14"].iter().enumerate() {
+        let ns = one_arm_director(tag, &format!("director{}", i + 1), &mut lan, address)?;
+        directors.push(HaDirector {
+            ns,
+            ifaces: vec!["eth0".to_string()],
+            address: address.to_string(),
+        });
+    }
+    let real_servers = one_arm_real_servers(Mode::Dr, tag, &mut lan, vip)?;
+    Ok(HaTopology {
+        mode: Mode::Dr,
+        vip: vip.to_string(),
+        client,
+        client_ip: "172.16.0.100".to_string(),
+        directors,
+        floating: vec![Floating {
+            address: vip.to_string(),
+            dev: "eth0".to_string(),
+        }],
+        real_servers,
+        _infrastructure: vec![router, lan.ns],
+    })
+}
+
+fn ha_two_arm(tag: &str) -> LabResult<HaTopology> {
+    let vip = NAT_VIP;
+    let mut external = Lan::new(tag, "ext")?;
+    let mut internal = Lan::new(tag, "lan")?;
+    let client = namespace(tag, "client")?;
+    external.plug(&client, "eth0")?;
+    client.addr("eth0", "192.168.0.100/24")?;
+    client.no_tx_offload("eth0")?;
+    let mut directors = Vec::new();
+    for (i, (ext, int)) in [
+        ("192.168.0.1", "10.168.0.91"),
+        ("192.168.0.2", "10.168.0.92"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let ns = namespace(tag, &format!("director{}", i + 1))?;
+        external.plug(&ns, "ext0")?;
+        ns.addr("ext0", &format!("{ext}/24"))?;
+        ns.no_tx_offload("ext0")?;
+        internal_arm(&ns, &mut internal, &format!("{int}/24"))?;
+        directors.push(HaDirector {
+            ns,
+            ifaces: vec!["ext0".to_string(), "int0".to_string()],
+            address: int.to_string(),
+        });
+    }
+    let real_servers = nat_real_servers(tag, &mut internal)?;
+    Ok(HaTopology {
+        mode: Mode::Nat,
+        vip: vip.to_string(),
+        client,
+        client_ip: "192.168.0.100".to_string(),
+        directors,
+        floating: vec![
+            Floating {
+                address: vip.to_string(),
+                dev: "ext0".to_string(),
+            },
+            Floating {
+                address: NAT_GATEWAY.to_string(),
+                dev: "int0".to_string(),
+            },
+        ],
+        real_servers,
+        _infrastructure: vec![external.ns, internal.ns],
     })
 }
