@@ -421,6 +421,7 @@ mod tests {
     struct Recorder {
         updates: Vec<usize>,
         zeroed: usize,
+        syncs: Vec<SyncConfig>,
     }
 
     impl Dataplane for Recorder {
@@ -447,6 +448,42 @@ mod tests {
             self.zeroed += 1;
         }
         fn stop(&mut self) {}
+        fn configure_sync(&mut self, sync: &SyncConfig) -> Result<(), String> {
+            if sync.policy.threshold == 49 {
+                return Err("refused".into());
+            }
+            self.syncs.push(sync.clone());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_reload_applies_the_sync_section_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xvs.toml");
+        let director = Mutex::new(DataplaneDirector::new(
+            TableOnlyDirector::default(),
+            Recorder::default(),
+        ));
+        let with_sync = "[sync]\nresync = true\n[sync.backup]\ninterface = \"eth0\"\n";
+        std::fs::write(&path, with_sync).unwrap();
+        assert!(reload(&path, &director));
+        assert!(reload(&path, &director), "same file again");
+        assert_eq!(
+            director.lock().unwrap().dataplane().syncs.len(),
+            1,
+            "applied once"
+        );
+        std::fs::write(&path, "").unwrap();
+        assert!(reload(&path, &director));
+        let syncs = director.lock().unwrap().dataplane().syncs.clone();
+        assert_eq!(syncs.len(), 2);
+        assert!(syncs[0].resync && syncs[0].backup.is_some());
+        assert_eq!(
+            syncs[1],
+            SyncConfig::default(),
+            "a section removed stops the daemons"
+        );
     }
 
     fn vip() -> ServiceAddr {

@@ -66,6 +66,34 @@ fn dr_round_robin_alternates_over_tcp_and_udp() {
         port.starts_with("eth0") && port.contains(" copy "),
         "{dataplane}"
     );
+    // The sync daemons start and stop with ipvsadm's own lines and list in its format.
+    assert_eq!(lab.xvsadm("-L --daemon").unwrap(), "");
+    lab.xvsadm("--start-daemon master --mcast-interface eth0 --syncid 5")
+        .unwrap();
+    let again = lab.xvsadm("--start-daemon master").unwrap_err().to_string();
+    assert!(again.ends_with("Daemon has already run"), "{again}");
+    lab.xvsadm("--start-daemon backup --syncid 5 --mcast-port 8849")
+        .unwrap();
+    assert_eq!(
+        lab.xvsadm("-L --daemon").unwrap(),
+        "master sync daemon (mcast=eth0, syncid=5, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n\
+         backup sync daemon (mcast=eth0, syncid=5, maxlen=1472, group=224.0.0.81, port=8849, ttl=1)\n"
+    );
+    let json = lab.xvsadm("-L --daemon --json").unwrap();
+    assert!(
+        json.contains("\"messages_sent\"") && json.contains("\"port\": 8849"),
+        "{json}"
+    );
+    assert!(
+        lab.xvsadm("--dataplane")
+            .unwrap()
+            .contains("Sync: master and backup")
+    );
+    lab.xvsadm("--stop-daemon master").unwrap();
+    lab.xvsadm("--stop-daemon backup").unwrap();
+    assert_eq!(lab.xvsadm("-L --daemon").unwrap(), "");
+    let none = lab.xvsadm("--stop-daemon backup").unwrap_err().to_string();
+    assert!(none.ends_with("No daemon is running"), "{none}");
 }
 
 #[test]
