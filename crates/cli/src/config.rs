@@ -672,6 +672,10 @@ mod tests {
         assert_eq!(mh.mh_table_size, 65_521);
         assert!(mh.flags.port);
         assert_eq!(c.table.services[0].dests[0].upper_threshold, 1000);
+        let sync = &c.daemon.sync;
+        assert!(sync.resync && sync.key.is_some() && sync.peers.len() == 1);
+        assert_eq!(sync.master.as_ref().unwrap().syncid, Some(7));
+        assert!(sync.backup.is_some());
     }
 
     #[test]

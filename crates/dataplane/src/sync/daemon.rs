@@ -409,11 +409,18 @@ fn message_room(maxlen: u16, signed: bool) -> usize {
     usize::from(maxlen).saturating_sub(trailer)
 }
 
+/// A number unlikely to repeat across starts and calls (sender ids, nonces): the clock, the
+/// process and a per-process counter, mixed.
 fn draw_u32() -> u32 {
-    let t = now_micros();
-    let mixed =
-        (t ^ (std::process::id() as u64).rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (mixed >> 32) as u32
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    let mut x = now_micros()
+        ^ (u64::from(std::process::id()) << 32)
+        ^ n.wrapping_mul(0xa076_1d64_78bd_642f);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x as u32
 }
 
 impl SyncThread {
