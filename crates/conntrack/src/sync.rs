@@ -113,23 +113,7 @@ impl ConnTable {
         if word.generation() != flow.generation || word.has(flag::DEAD) {
             return None;
         }
-        let meta = slot.meta();
-        let family = meta.family();
-        let template = meta.is(kind::TEMPLATE);
-        let listed = Listed {
-            flow,
-            template,
-            proto: (!meta.is(kind::FWMARK)).then(|| meta.protocol()),
-            client: slot.endpoint(&slot.caddr, meta.cport(), family),
-            vip: slot.endpoint(&slot.vaddr, meta.vport(), family),
-            dest_addr: slot.endpoint(&slot.daddr, meta.dport(), family),
-            dest: DestId(slot.dest.load(Ordering::Relaxed)),
-            state: word.state(),
-            expires: word.deadline(),
-            active: !template && !word.has(flag::INACTIVE),
-            no_output: word.has(flag::NO_OUTPUT),
-            synced: word.has(flag::SYNCED),
-        };
+        let listed = crate::table::listed(flow.shard, flow.slot, slot, word, slot.meta());
         // Seqlock-style re-check: not freed (and reused) while it was read.
         std::sync::atomic::fence(Ordering::Acquire);
         let after = StateWord(slot.word.load(Ordering::Relaxed));
@@ -473,20 +457,25 @@ mod tests {
         assert_eq!(shard.expire(51, &mut NoCounters), 1);
     }
 
-    #[test]
-    fn templates_install_refresh_and_move() {
-        let (table, mut shards) = ConnTable::new(Config::new(1, 64));
-        let shard = &mut shards[0];
+    /// Client 10.0.0.1's template for TCP 192.0.2.1:80, per host.
+    fn template_key() -> TemplateKey {
         let service = ServiceKey::Addr {
             proto: Protocol::Tcp,
             vip: [192, 0, 2, 1].into(),
             port: 80,
         };
-        let tkey = TemplateKey::new(
+        TemplateKey::new(
             &service,
             [10, 0, 0, 1].into(),
             PersistenceMask::v4_prefix(32),
-        );
+        )
+    }
+
+    #[test]
+    fn templates_install_refresh_and_move() {
+        let (table, mut shards) = ConnTable::new(Config::new(1, 64));
+        let shard = &mut shards[0];
+        let tkey = template_key();
         let rs = Endpoint::new([10, 1, 0, 5], 80);
         let t = shard
             .install_template(&tkey, DestId(5), rs, 300, 10, &mut NoCounters)
@@ -516,16 +505,7 @@ mod tests {
     fn template_of_names_the_controlling_template() {
         let (table, mut shards) = ConnTable::new(Config::new(1, 64));
         let shard = &mut shards[0];
-        let service = ServiceKey::Addr {
-            proto: Protocol::Tcp,
-            vip: [192, 0, 2, 1].into(),
-            port: 80,
-        };
-        let tkey = TemplateKey::new(
-            &service,
-            [10, 0, 0, 1].into(),
-            PersistenceMask::v4_prefix(32),
-        );
+        let tkey = template_key();
         let t = shard
             .insert_template(
                 &tkey,

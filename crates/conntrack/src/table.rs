@@ -268,6 +268,31 @@ pub(crate) fn snapshot(shard: u16, index: u32, slot: &Slot, word: StateWord, met
     }
 }
 
+/// Reads any live slot (connection or template) into a [`Listed`]; the caller re-checks the
+/// word afterwards.
+pub(crate) fn listed(shard: u16, index: u32, slot: &Slot, word: StateWord, meta: Meta) -> Listed {
+    let family = meta.family();
+    let template = meta.is(kind::TEMPLATE);
+    Listed {
+        flow: FlowRef {
+            shard,
+            slot: index,
+            generation: word.generation(),
+        },
+        template,
+        proto: (!meta.is(kind::FWMARK)).then(|| meta.protocol()),
+        client: slot.endpoint(&slot.caddr, meta.cport(), family),
+        vip: slot.endpoint(&slot.vaddr, meta.vport(), family),
+        dest_addr: slot.endpoint(&slot.daddr, meta.dport(), family),
+        dest: DestId(slot.dest.load(Ordering::Relaxed)),
+        state: word.state(),
+        expires: word.deadline(),
+        active: !template && !word.has(flag::INACTIVE),
+        no_output: word.has(flag::NO_OUTPUT),
+        synced: word.has(flag::SYNCED),
+    }
+}
+
 /// Whether a slot holds the entry a key names (inbound or outbound form).
 type KeyMatch = fn(&Slot, Meta, &FlowKey, u8) -> bool;
 
@@ -576,25 +601,7 @@ impl ConnTable {
                 if word.0 == 0 || word.has(flag::DEAD) || meta.0 == 0 {
                     break;
                 }
-                let family = meta.family();
-                let listed = Listed {
-                    flow: FlowRef {
-                        shard,
-                        slot: index as u32,
-                        generation: word.generation(),
-                    },
-                    template: meta.is(kind::TEMPLATE),
-                    proto: (!meta.is(kind::FWMARK)).then(|| meta.protocol()),
-                    client: slot.endpoint(&slot.caddr, meta.cport(), family),
-                    vip: slot.endpoint(&slot.vaddr, meta.vport(), family),
-                    dest_addr: slot.endpoint(&slot.daddr, meta.dport(), family),
-                    dest: DestId(slot.dest.load(Ordering::Relaxed)),
-                    state: word.state(),
-                    expires: word.deadline(),
-                    active: !meta.is(kind::TEMPLATE) && !word.has(flag::INACTIVE),
-                    no_output: word.has(flag::NO_OUTPUT),
-                    synced: word.has(flag::SYNCED),
-                };
+                let listed = listed(shard, index as u32, slot, word, meta);
                 // Accept the copy only if the word did not change while it was read (any
                 // creation or removal changes it).
                 fence(Ordering::Acquire);
