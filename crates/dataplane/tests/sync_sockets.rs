@@ -396,3 +396,57 @@ fn the_daemons_start_and_stop_as_ipvsadm_says() {
     assert!(after.master.is_none() && after.backup.is_some());
     assert!(!master_flag, "workers stop counting for sync");
 }
+
+#[test]
+fn a_backup_refuses_other_syncids_bad_sizes_versions_and_unknown_services() {
+    let (_lab, _a, _, b, b_if) = two_directors();
+    let status = spawn_in(&b, move || {
+        let mut d = Director::new(64);
+        let mut backup = settings(&b_if);
+        backup.syncid = 7;
+        d.sync.start(Role::Backup, backup).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let conn = |vport: u16| xvs_sync::SyncConn {
+            protocol: 6,
+            flags: xvs_sync::wire::flags::DROUTE | xvs_sync::wire::flags::NOOUTPUT,
+            state: 1,
+            cport: 5000,
+            vport,
+            dport: vport,
+            fwmark: 0,
+            timeout: 900,
+            caddr: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
+            vaddr: IpAddr::V4(VIP.into()),
+            daddr: IpAddr::V4(RIP.into()),
+            seq: None,
+            pe: None,
+        };
+        let message = |syncid: u8, vport: u16| {
+            let mut m = xvs_sync::MessageWriter::new(syncid, 1472);
+            m.push(&conn(vport));
+            m.bytes().to_vec()
+        };
+        let peer = UdpSocket::bind("10.77.0.2:0").unwrap();
+        let to = "10.77.0.2:8848";
+        peer.send_to(&message(9, 80), to).unwrap(); // another syncid
+        let mut short = message(7, 80);
+        short.truncate(30);
+        peer.send_to(&short, to).unwrap(); // size field != datagram
+        let mut v0 = message(7, 80);
+        v0[0] = 1;
+        peer.send_to(&v0, to).unwrap(); // IPVS's version 0 layout
+        peer.send_to(&message(7, 81), to).unwrap(); // no such service here
+        peer.send_to(&message(7, 80), to).unwrap(); // the one good entry
+        let got = d.install_until(2, Duration::from_millis(500));
+        (got, d.sync.status())
+    })
+    .join()
+    .unwrap();
+    let (got, status) = status;
+    assert_eq!(got, 1, "{status:?}");
+    let rejected: std::collections::HashMap<_, _> = status.rejected.iter().cloned().collect();
+    for reason in ["other_syncid", "bad_size", "bad_version", "no_service"] {
+        assert_eq!(rejected.get(reason), Some(&1), "{reason}: {status:?}");
+    }
+    assert_eq!(status.messages_received, 5);
+}

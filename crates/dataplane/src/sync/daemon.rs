@@ -830,6 +830,8 @@ impl SyncThread {
                 // SAFETY: one valid pollfd on the stack, count 1; the fd is borrowed live.
                 unsafe { libc::poll(&mut pfd, 1, timeout) };
             }
+            // No daemon runs: nothing can arrive, look at the settings less often.
+            None if self.master.is_none() => std::thread::sleep(IDLE_WAIT * 10),
             None => std::thread::sleep(IDLE_WAIT),
         }
     }
