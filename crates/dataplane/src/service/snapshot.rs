@@ -69,8 +69,18 @@ pub struct Snapshot {
     /// The services, in configuration order.
     pub services: Vec<Service>,
     classify: HashMap<ClassKey, u16>,
-    /// Slot -> (generation, service, dest index) of the live real servers.
-    by_slot: HashMap<u16, (u16, u16, u16)>,
+    /// Indexed by a [`DestId`]'s slot: the live real server there, dense so a packet's
+    /// lookup is one bounds-checked load (slots are handed out from 0 up, see the builder).
+    by_slot: Vec<SlotRef>,
+}
+
+/// Where a live real server sits in a snapshot, by its [`DestId`] slot.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotRef {
+    /// `generation + 1` of the id in the slot; 0: no live server there.
+    tag: u32,
+    service: u16,
+    index: u16,
 }
 
 impl Snapshot {
@@ -88,15 +98,15 @@ impl Snapshot {
     /// The live real server behind `id`, with its service.
     #[inline]
     pub fn dest(&self, id: DestId) -> Option<(&Service, &Dest, &RealServer)> {
-        let &(generation, service, index) = self.by_slot.get(&((id.0 & 0xffff) as u16))?;
-        if generation != (id.0 >> 16) as u16 {
+        let slot = self.by_slot.get(dest_slot(id))?;
+        if slot.tag != (id.0 >> 16) + 1 {
             return None;
         }
-        let service = &self.services[service as usize];
+        let service = self.services.get(slot.service as usize)?;
         Some((
             service,
-            &service.dests[index as usize],
-            &service.servers[index as usize],
+            service.dests.get(slot.index as usize)?,
+            service.servers.get(slot.index as usize)?,
         ))
     }
 
@@ -269,14 +279,15 @@ impl SnapshotBuilder {
                     spec: *dest_spec,
                     service: service_index as u16,
                 });
-                snapshot.by_slot.insert(
-                    (known.id.0 & 0xffff) as u16,
-                    (
-                        (known.id.0 >> 16) as u16,
-                        service_index as u16,
-                        dest_index as u16,
-                    ),
-                );
+                let slot = dest_slot(known.id);
+                if snapshot.by_slot.len() <= slot {
+                    snapshot.by_slot.resize(slot + 1, SlotRef::default());
+                }
+                snapshot.by_slot[slot] = SlotRef {
+                    tag: (known.id.0 >> 16) + 1,
+                    service: service_index as u16,
+                    index: dest_index as u16,
+                };
             }
             if let ServiceAddr::Inet {
                 protocol,
