@@ -518,6 +518,26 @@ fn unresolved_neighbours_are_dropped_counted_and_queued() {
 }
 
 #[test]
+fn a_real_servers_new_mac_is_used_as_soon_as_the_neighbours_change() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", Protocol::Tcp);
+    let packet = |flags| tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), flags);
+    let (_, out) = lab.run(&packet("S"), 0);
+    assert_eq!(parse_back(&out).eth.destination, RS_MACS[0]);
+    // The real server's NIC was replaced: the kernel's table, and so ours, has a new MAC.
+    let moved = [2, 0x5, 0, 0, 0, 99];
+    let mut neighbours = Neighbours::new();
+    neighbours.insert(0, rs_ip(lab.method, 0), moved);
+    neighbours.insert(0, rs_ip(lab.method, 1), RS_MACS[1]);
+    lab.pipeline.set_neighbours(Arc::new(neighbours));
+    let (_, out) = lab.run(&packet("A"), 0);
+    assert_eq!(parse_back(&out).eth.destination, moved);
+    // Gone from the table: dropped and queued for resolution, never sent to the old MAC.
+    lab.pipeline.set_neighbours(Arc::new(Neighbours::new()));
+    assert_eq!(lab.run(&packet("A"), 0).0, Verdict::Drop);
+    assert_eq!(lab.counters.drops_of(Drop::NeighbourUnresolved), 1);
+}
+
+#[test]
 fn malformed_frames_are_refused_with_their_reason() {
     let mut lab = Lab::new(ForwardMethod::Route, "rr", Protocol::Tcp);
     let syn = tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "S");

@@ -78,6 +78,74 @@ pub struct Pipeline {
     schedulers: Vec<(ServiceAddr, SchedOptions, Box<dyn Scheduler>)>,
     clock: Clock,
     tunnel_ident: u16,
+    /// The way to each real server, filled on first use.
+    egress: EgressCache,
+}
+
+/// The egress toward each real server (port, MACs, MTU and the tunnel source), by
+/// [`DestId`] slot, so an established flow's packet looks up no route and no neighbour. It
+/// is valid for one epoch: a new service table, new neighbours or new routes start the next.
+#[derive(Default)]
+struct EgressCache {
+    epoch: u32,
+    by_slot: Vec<CachedEgress>,
+}
+
+#[derive(Clone, Copy)]
+struct CachedEgress {
+    epoch: u32,
+    hop: Hop,
+}
+
+/// Where a frame to one real server leaves: the port, the link parameters and, for TUN,
+/// the outer source.
+#[derive(Clone, Copy)]
+struct Hop {
+    port: u8,
+    egress: Egress,
+    tunnel_source: Option<Ipv4Addr>,
+}
+
+impl EgressCache {
+    fn invalidate(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            // Wrapped: forget every entry rather than trust an ancient epoch.
+            self.by_slot.clear();
+            self.epoch = 1;
+        }
+    }
+
+    /// The hop toward real server `dest` at `addr`, resolved now if not cached.
+    #[inline]
+    fn hop(&mut self, shared: &Shared, dest: DestId, addr: Ipv4Addr) -> Result<Hop, Drop> {
+        let slot = dest_slot(dest);
+        if let Some(c) = self.by_slot.get(slot)
+            && c.epoch == self.epoch
+        {
+            return Ok(c.hop);
+        }
+        let (port, egress) = egress_to(shared, addr)?;
+        let hop = Hop {
+            port,
+            egress,
+            tunnel_source: tunnel_source(shared, addr),
+        };
+        if self.by_slot.len() <= slot {
+            self.by_slot.resize(
+                slot + 1,
+                CachedEgress {
+                    epoch: self.epoch.wrapping_sub(1),
+                    hop,
+                },
+            );
+        }
+        self.by_slot[slot] = CachedEgress {
+            epoch: self.epoch,
+            hop,
+        };
+        Ok(hop)
+    }
 }
 
 impl Pipeline {
@@ -90,6 +158,10 @@ impl Pipeline {
             schedulers: Vec::new(),
             clock: Clock::default(),
             tunnel_ident: worker.wrapping_mul(0x3779),
+            egress: EgressCache {
+                epoch: 1,
+                by_slot: Vec::new(),
+            },
         };
         pipeline.set_snapshot(shared.snapshot);
         pipeline
@@ -98,6 +170,7 @@ impl Pipeline {
     /// Switches to a new service table. Schedulers of services that kept their scheduler
     /// and options keep their state (rr position, lblc cache) and see the new servers.
     pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        self.egress.invalidate();
         let mut old: Vec<_> = std::mem::take(&mut self.schedulers);
         for service in &snapshot.services {
             let mut options = service.spec.sched_options();
@@ -141,11 +214,13 @@ impl Pipeline {
 
     /// Switches to new neighbours (after the side thread resolved some).
     pub fn set_neighbours(&mut self, neighbours: Arc<Neighbours>) {
+        self.egress.invalidate();
         self.shared.neighbours = neighbours;
     }
 
     /// Switches to new routes (links changed).
     pub fn set_routes(&mut self, routes: Arc<Routes>) {
+        self.egress.invalidate();
         self.shared.routes = routes;
     }
 
@@ -362,15 +437,17 @@ impl Pipeline {
                     add(&counters.dests[dest_slot(dest.id)].conns, 1);
                     count_in(counters, dest.id, view);
                     let target = socket(choice.dest_addr);
-                    return forward(
-                        shared,
+                    let hop = self.egress.hop(shared, dest.id, *target.ip())?;
+                    return Ok(forward(
+                        &shared.counters,
                         &mut self.tunnel_ident,
                         frame,
                         view,
                         dest.spec.method,
                         target,
+                        hop,
                         ingress,
-                    );
+                    ));
                 }
                 let conn = open(
                     &mut self.shard,
@@ -402,15 +479,17 @@ impl Pipeline {
         let (_, dest, _) = snapshot.dest(conn.dest).ok_or(Drop::DestRemoved)?;
         count_in(counters, conn.dest, view);
         let target = socket(conn.dest_addr);
-        forward(
-            shared,
+        let hop = self.egress.hop(shared, conn.dest, *target.ip())?;
+        Ok(forward(
+            &shared.counters,
             &mut self.tunnel_ident,
             frame,
             view,
             dest.spec.method,
             target,
+            hop,
             ingress,
-        )
+        ))
     }
 
     /// Real server -> client, the reply of a NAT connection.
@@ -504,15 +583,17 @@ impl Pipeline {
             let (_, dest, _) = snapshot.dest(conn.dest).ok_or(Drop::DestRemoved)?;
             let target = socket(conn.dest_addr);
             if dest.spec.method != ForwardMethod::Masq {
-                return forward(
-                    shared,
+                let hop = self.egress.hop(shared, conn.dest, *target.ip())?;
+                return Ok(forward(
+                    &shared.counters,
                     &mut self.tunnel_ident,
                     frame,
                     view,
                     dest.spec.method,
                     target,
+                    hop,
                     ingress,
-                );
+                ));
             }
             return relay(shared, *target.ip(), ingress, |egress| {
                 icmp::rewrite_toward_real_server(frame, view, &error, target, egress)
@@ -673,36 +754,39 @@ fn open(
     }
 }
 
-/// Rewrites for the real server's forwarding method toward `target`.
+/// Rewrites for the real server's forwarding method toward `target`, leaving by `hop`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
 fn forward(
-    shared: &Shared,
+    counters: &WorkerCounters,
     tunnel_ident: &mut u16,
     frame: &mut Frame<'_>,
     view: &PacketView,
     method: ForwardMethod,
     target: SocketAddrV4,
+    hop: Hop,
     ingress: u8,
-) -> Result<Verdict, Drop> {
-    let real_server = *target.ip();
-    let tunnel = match method {
-        ForwardMethod::Tunnel => {
-            let source = tunnel_source(shared, real_server).ok_or(Drop::NoRoute)?;
-            *tunnel_ident = tunnel_ident.wrapping_add(1);
-            Some(Tunnel {
-                source,
-                real_server,
-                ident: *tunnel_ident,
-            })
-        }
-        ForwardMethod::Route | ForwardMethod::Masq => None,
+) -> Verdict {
+    let result = match method {
+        ForwardMethod::Tunnel => match hop.tunnel_source {
+            Some(source) => {
+                *tunnel_ident = tunnel_ident.wrapping_add(1);
+                let tunnel = Tunnel {
+                    source,
+                    real_server: *target.ip(),
+                    ident: *tunnel_ident,
+                };
+                tun::encapsulate(frame, view, &tunnel, &hop.egress)
+            }
+            None => {
+                counters.drop(Drop::NoRoute);
+                return Verdict::Drop;
+            }
+        },
+        ForwardMethod::Masq => nat::rewrite_inbound(frame, view, target, &hop.egress),
+        ForwardMethod::Route => dr::forward(frame, view, &hop.egress),
     };
-    relay(shared, real_server, ingress, |egress| {
-        match (method, tunnel) {
-            (_, Some(tunnel)) => tun::encapsulate(frame, view, &tunnel, egress),
-            (ForwardMethod::Masq, None) => nat::rewrite_inbound(frame, view, target, egress),
-            (_, None) => dr::forward(frame, view, egress),
-        }
-    })
+    finish(counters, result, hop.port, ingress)
 }
 
 /// Looks the egress toward `to` up, lets `rewrite` build the frame for it, and turns the
