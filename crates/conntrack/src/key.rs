@@ -17,17 +17,24 @@ pub enum Family {
 }
 
 /// An IPv4 or IPv6 address as one 128-bit value (IPv4 in the low 32 bits).
+///
+/// Stored as two 64-bit halves, low first: a `u128` field would align the whole key (and
+/// every connection handed out) to 16 bytes and make them a third larger to copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Addr {
-    bits: u128,
+    halves: [u64; 2],
     family: Family,
+}
+
+const fn halves(bits: u128) -> [u64; 2] {
+    [bits as u64, (bits >> 64) as u64]
 }
 
 impl Addr {
     #[inline]
     pub const fn v4(octets: [u8; 4]) -> Self {
         Addr {
-            bits: u32::from_be_bytes(octets) as u128,
+            halves: [u32::from_be_bytes(octets) as u64, 0],
             family: Family::V4,
         }
     }
@@ -35,7 +42,7 @@ impl Addr {
     #[inline]
     pub const fn v6(octets: [u8; 16]) -> Self {
         Addr {
-            bits: u128::from_be_bytes(octets),
+            halves: halves(u128::from_be_bytes(octets)),
             family: Family::V6,
         }
     }
@@ -43,12 +50,15 @@ impl Addr {
     /// Rebuilds an address from its stored form (used when reading entries back).
     #[inline]
     pub(crate) const fn from_parts(bits: u128, family: Family) -> Self {
-        Addr { bits, family }
+        Addr {
+            halves: halves(bits),
+            family,
+        }
     }
 
     #[inline]
     pub const fn bits(&self) -> u128 {
-        self.bits
+        self.halves[0] as u128 | (self.halves[1] as u128) << 64
     }
 
     #[inline]
@@ -59,16 +69,13 @@ impl Addr {
     /// The address with every bit outside `mask` cleared (persistence granularity).
     #[inline]
     pub const fn masked(&self, mask: u128) -> Self {
-        Addr {
-            bits: self.bits & mask,
-            family: self.family,
-        }
+        Addr::from_parts(self.bits() & mask, self.family)
     }
 
     pub fn to_ip(&self) -> IpAddr {
         match self.family {
-            Family::V4 => IpAddr::V4(Ipv4Addr::from(self.bits as u32)),
-            Family::V6 => IpAddr::V6(Ipv6Addr::from(self.bits)),
+            Family::V4 => IpAddr::V4(Ipv4Addr::from(self.halves[0] as u32)),
+            Family::V6 => IpAddr::V6(Ipv6Addr::from(self.bits())),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::key::{Addr, Endpoint, FlowKey, Protocol};
 use crate::state::{Direction, ReturnPath, TcpFlags, TcpState};
 use crate::table::{
     BATCH_GROUP, ConnTable, ShardShared, ShardStats, bump, drop_one, kind_of, matches_inbound,
-    prefetch_slot, snapshot, template_proto_byte,
+    prefetch_slot, snapshot, snapshot_inbound, template_proto_byte,
 };
 use crate::template::TemplateKey;
 use crate::timeouts::{NEW_CONN_TIMEOUT, Secs, TEMPLATE_BUSY_RETRY};
@@ -130,7 +130,7 @@ impl Shard {
         };
         let shared = self.shared();
         let slot = &shared.slots[index as usize];
-        let conn = snapshot(self.id, index, slot, slot.word(), slot.meta());
+        let conn = snapshot_inbound(self.id, index, slot, slot.word(), slot.meta(), key);
         if status.is_available(conn.dest) {
             return Inbound::Hit(conn);
         }

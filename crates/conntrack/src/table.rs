@@ -293,6 +293,40 @@ pub(crate) fn listed(shard: u16, index: u32, slot: &Slot, word: StateWord, meta:
     }
 }
 
+/// [`snapshot`] of a connection just matched by its inbound `key`: the client and virtual
+/// addresses are the key's, so only the real server's address is read from the slot.
+#[inline]
+pub(crate) fn snapshot_inbound(
+    shard: u16,
+    index: u32,
+    slot: &Slot,
+    word: StateWord,
+    meta: Meta,
+    key: &FlowKey,
+) -> Conn {
+    Conn {
+        flow: FlowRef {
+            shard,
+            slot: index,
+            generation: word.generation(),
+        },
+        proto: key.proto,
+        client: key.src,
+        vip: key.dst,
+        dest_addr: slot.endpoint(&slot.daddr, meta.dport(), meta.family()),
+        dest: DestId(slot.dest.load(Ordering::Relaxed)),
+        state: word.state(),
+        active: !word.has(flag::INACTIVE),
+        return_path: if meta.is(kind::VIA_DIRECTOR) {
+            ReturnPath::ViaDirector
+        } else {
+            ReturnPath::Bypass
+        },
+        expires: word.deadline(),
+        persistent: slot.control.load(Ordering::Relaxed) != 0,
+    }
+}
+
 /// Whether a slot holds the entry a key names (inbound or outbound form).
 type KeyMatch = fn(&Slot, Meta, &FlowKey, u8) -> bool;
 
