@@ -16,7 +16,6 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use hashbrown::HashMap;
 use xvs_conntrack::{DestCounters, DestId, DestStatus, Persistence, PersistenceMask};
 use xvs_sched::{ConnKind, RealServer, ServerLoad};
 
@@ -32,8 +31,8 @@ pub fn dest_slot(id: DestId) -> usize {
     (id.0 & 0xffff) as usize
 }
 
-/// Classification key: IP protocol number, IPv4 VIP, port (0: every port).
-type ClassKey = (u8, u32, u16);
+pub use super::classify::ClassKey;
+use super::classify::Classifier;
 
 /// One real server as the data path needs it.
 #[derive(Debug, Clone)]
@@ -68,7 +67,7 @@ pub struct Snapshot {
     pub generation: u64,
     /// The services, in configuration order.
     pub services: Vec<Service>,
-    classify: HashMap<ClassKey, u16>,
+    classify: Classifier,
     /// Indexed by a [`DestId`]'s slot: the live real server there, dense so a packet's
     /// lookup is one bounds-checked load (slots are handed out from 0 up, see the builder).
     by_slot: Vec<SlotRef>,
@@ -90,9 +89,9 @@ impl Snapshot {
     pub fn classify(&self, protocol: u8, vip: Ipv4Addr, port: u16) -> Option<usize> {
         let vip = u32::from(vip);
         self.classify
-            .get(&(protocol, vip, port))
-            .or_else(|| self.classify.get(&(protocol, vip, 0)))
-            .map(|&i| i as usize)
+            .get((protocol, vip, port))
+            .or_else(|| self.classify.get((protocol, vip, 0)))
+            .map(usize::from)
     }
 
     /// The live real server behind `id`, with its service.
@@ -120,7 +119,7 @@ impl Snapshot {
     /// The IPv4 addresses and ports the XDP filter must send to xvs: every VIP:port, and for
     /// NAT real servers their address:port (replies come back from there).
     pub fn filter_matches(&self) -> (Vec<ClassKey>, Vec<ClassKey>) {
-        let vips = self.classify.keys().copied().collect();
+        let vips = self.classify.iter().map(|(key, _)| key).collect();
         let mut nat = Vec::new();
         for (service, dest, _) in self.dests() {
             if let (ForwardMethod::Masq, IpAddr::V4(rip), ServiceAddr::Inet { protocol, .. }) =
