@@ -251,6 +251,7 @@ impl Slot {
             .map_err(StateWord)
     }
 
+    #[inline]
     pub(crate) fn endpoint(&self, addr: &AtomicAddr, port: u16, family: Family) -> Endpoint {
         Endpoint {
             addr: Addr::from_parts(addr.load(), family),

@@ -46,10 +46,12 @@ impl Shard {
         }
     }
 
+    #[inline]
     pub fn id(&self) -> u16 {
         self.id
     }
 
+    #[inline]
     pub fn table(&self) -> &ConnTable {
         &self.table
     }
@@ -72,6 +74,7 @@ impl Shard {
         self.shared().stats()
     }
 
+    #[inline]
     pub(crate) fn shared(&self) -> &ShardShared {
         self.table.shard(self.id)
     }

@@ -447,6 +447,7 @@ impl ConnTable {
             .store(o.conn_reuse_mode, Ordering::Relaxed);
     }
 
+    #[inline]
     pub(crate) fn table_set(&self) -> TableSet {
         if self.inner.secure_tcp.load(Ordering::Relaxed) {
             TableSet::Secure
@@ -455,10 +456,12 @@ impl ConnTable {
         }
     }
 
+    #[inline]
     pub(crate) fn shard(&self, id: u16) -> &ShardShared {
         &self.inner.shards[id as usize]
     }
 
+    #[inline]
     pub(crate) fn slot(&self, flow: FlowRef) -> Option<&Slot> {
         self.inner
             .shards
@@ -515,6 +518,7 @@ impl ConnTable {
         .rotate_left(17)
     }
 
+    #[inline]
     pub(crate) fn template_hash(&self, key: &TemplateKey) -> u64 {
         tuple_hash(
             self.inner.seed,
