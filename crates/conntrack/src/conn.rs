@@ -57,6 +57,29 @@ pub enum Inbound {
     Drop,
 }
 
+/// What the data path needs of a packet of a known flow, after its state update
+/// ([`crate::Shard::track_inbound`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub flow: FlowRef,
+    pub dest: DestId,
+    /// Where the packet goes.
+    pub dest_addr: Endpoint,
+    /// The state after the packet.
+    pub state: TcpState,
+}
+
+/// Result of [`crate::Shard::track_inbound`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracked {
+    /// A known flow, its state updated.
+    Hit(Hit),
+    /// Not in this shard (or just expired by `expire_nodest_conn`).
+    Miss,
+    /// Its real server is gone and `expire_nodest_conn` is off: drop the packet.
+    Drop,
+}
+
 /// Why a connection or template was not created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InsertError {

@@ -59,7 +59,9 @@ pub mod template;
 pub mod timeouts;
 mod wheel;
 
-pub use conn::{Conn, FlowRef, Gone, Inbound, InsertError, Listed, NewConn, TemplateRef};
+pub use conn::{
+    Conn, FlowRef, Gone, Hit, Inbound, InsertError, Listed, NewConn, TemplateRef, Tracked,
+};
 pub use dest::{AllAvailable, DestCounters, DestId, DestStatus, NoCounters};
 pub use key::{Addr, Endpoint, Family, FlowKey, Protocol, ServiceKey};
 pub use shard::Shard;

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{Ordering, fence};
 
-use crate::conn::{Conn, FlowRef, Gone, Inbound, InsertError, NewConn, TemplateRef};
+use crate::conn::{Conn, FlowRef, Gone, Hit, Inbound, InsertError, NewConn, TemplateRef, Tracked};
 use crate::dest::{DestCounters, DestId, DestStatus};
 use crate::entry::{Meta, StateWord, control, flag, kind};
 use crate::key::{Addr, Endpoint, FlowKey, Protocol};
@@ -145,6 +145,54 @@ impl Shard {
         } else {
             Inbound::Drop
         }
+    }
+
+    /// The per-packet step for a client packet of a flow this shard may know (anything but a
+    /// SYN that opens a connection): the lookup and the state update of
+    /// [`lookup_inbound`](Self::lookup_inbound) + [`on_packet`](Self::on_packet) in one, the
+    /// slot found once and updated in place, returning only what forwarding needs.
+    #[inline]
+    pub fn track_inbound(
+        &mut self,
+        key: &FlowKey,
+        flags: TcpFlags,
+        now: Secs,
+        status: &impl DestStatus,
+        counters: &mut impl DestCounters,
+    ) -> Tracked {
+        let bucket = self.inbound_bucket(key);
+        let Some(index) = self.find_inbound_at(bucket, key) else {
+            return Tracked::Miss;
+        };
+        let table = &self.table;
+        let slot = &table.shard(self.id).slots[index as usize];
+        let dest = DestId(slot.dest.load(Ordering::Relaxed));
+        if !status.is_available(dest) {
+            return match self.lookup_inbound_at(bucket, key, status, counters) {
+                Inbound::Drop => Tracked::Drop,
+                _ => Tracked::Miss,
+            };
+        }
+        let flow = FlowRef {
+            shard: self.id,
+            slot: index,
+            generation: slot.word().generation(),
+        };
+        let Ok(applied) = table.apply_to_slot(slot, flow, Direction::Input, flags, now, counters)
+        else {
+            return Tracked::Miss;
+        };
+        let meta = slot.meta();
+        let hit = Hit {
+            flow,
+            dest,
+            dest_addr: slot.endpoint(&slot.daddr, meta.dport(), meta.family()),
+            state: applied.state,
+        };
+        if applied.shortened {
+            self.refile(index);
+        }
+        Tracked::Hit(hit)
     }
 
     /// [`lookup_inbound`](Self::lookup_inbound) for a packet that opens a connection (a SYN

@@ -787,6 +787,7 @@ impl ConnTable {
 
     /// The IPVS per-packet step (`set_tcp_state` for TCP, `udp_state_transition` for UDP):
     /// next state from the tables, ActiveConn/InActConn crossing, new deadline.
+    #[inline]
     pub(crate) fn apply_packet(
         &self,
         flow: FlowRef,
@@ -796,6 +797,20 @@ impl ConnTable {
         counters: &mut impl DestCounters,
     ) -> Result<Applied, Gone> {
         let slot = self.slot(flow).ok_or(Gone)?;
+        self.apply_to_slot(slot, flow, direction, flags, now, counters)
+    }
+
+    /// [`apply_packet`](Self::apply_packet) on a slot the caller already holds.
+    #[inline]
+    pub(crate) fn apply_to_slot(
+        &self,
+        slot: &Slot,
+        flow: FlowRef,
+        direction: Direction,
+        flags: TcpFlags,
+        now: Secs,
+        counters: &mut impl DestCounters,
+    ) -> Result<Applied, Gone> {
         let set = self.table_set();
         let mut word = slot.word();
         loop {

@@ -481,3 +481,49 @@ fn inbound_any_finds_a_connection_from_every_shard_without_side_effects() {
     assert!(shards[1].remove(conn.flow, &mut rec));
     assert!(table.lookup_inbound_any(&key).is_none());
 }
+
+#[test]
+fn track_inbound_is_lookup_and_state_update_in_one() {
+    for expire_nodest_conn in [false, true] {
+        let (table, mut shards) = ConnTable::new(Config {
+            options: Options {
+                expire_nodest_conn,
+                ..Options::default()
+            },
+            ..config(1, 64)
+        });
+        let mut rec = Recorder::default();
+        let mut servers = Servers::default();
+        let c = client(1, 1);
+        let key = FlowKey::tcp(c, vip(80));
+        let s = &mut shards[0];
+        assert_eq!(
+            s.track_inbound(&key, TcpFlags::ACK, 0, &servers, &mut rec),
+            Tracked::Miss
+        );
+        let conn = s.insert(nat_conn(c, 1), 0, &mut rec).unwrap();
+        s.on_packet(conn.flow, Direction::Input, TcpFlags::SYN, 0, &mut rec)
+            .unwrap();
+        // The handshake's ACK: ESTABLISHED, the timer restarted, what forwarding needs.
+        let Tracked::Hit(hit) = s.track_inbound(&key, TcpFlags::ACK, 5, &servers, &mut rec) else {
+            panic!("known flow not tracked")
+        };
+        assert_eq!(
+            (hit.flow, hit.dest, hit.dest_addr, hit.state),
+            (conn.flow, DestId(1), real_server(1), TcpState::Established)
+        );
+        let now = table.get(conn.flow).unwrap();
+        assert_eq!((now.state, now.expires), (TcpState::Established, 5 + 900));
+        assert_eq!(rec.get(DestId(1)).active, 1);
+        // Its server removed: dropped, or expired at once and a miss (IPVS).
+        servers.removed.insert(DestId(1));
+        let after = s.track_inbound(&key, TcpFlags::ACK, 6, &servers, &mut rec);
+        if expire_nodest_conn {
+            assert_eq!(after, Tracked::Miss);
+            assert_eq!((s.len(), rec.total()), (0, Counts::default()));
+        } else {
+            assert_eq!(after, Tracked::Drop);
+            assert_eq!(s.len(), 1);
+        }
+    }
+}

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crossbeam::queue::ArrayQueue;
 use xvs_conntrack::{
     Conn, ConnTable, DestId, Direction, Endpoint, FlowKey, FlowRef, Inbound, InsertError, NewConn,
-    Protocol, ReturnPath, Secs, Shard, TcpFlags, TemplateKey,
+    Protocol, ReturnPath, Secs, Shard, TcpFlags, TemplateKey, Tracked,
 };
 use xvs_forwarders::icmp::{self, IcmpErrorView};
 use xvs_forwarders::tun::Tunnel;
@@ -380,106 +380,120 @@ impl Pipeline {
         );
         let flags = TcpFlags::from_byte(view.tcp_flags().map_or(0, |f| f.0));
         let mut loads = LoadCounters(snapshot);
-        // A SYN may reopen a finished connection's tuple: IPVS's conn_reuse_mode then
-        // schedules it afresh instead of reusing the old entry's real server.
-        let found = if flags.syn && !flags.ack {
-            self.shard.lookup_inbound_new(&key, snapshot, &mut loads)
+        let now = self.clock.secs;
+        let opening = flags.syn && !flags.ack;
+        // The common case first: a packet of a flow this worker knows, looked up and its
+        // state updated in one step.
+        let tracked = if opening {
+            Tracked::Miss
         } else {
-            self.shard.lookup_inbound(&key, snapshot, &mut loads)
+            self.shard
+                .track_inbound(&key, flags, now, snapshot, &mut loads)
         };
-        // A synced flow may sit in another worker's shard (the backup cannot know which
-        // queue the NIC hashes it to): look there before calling it new.
-        let found = match found {
-            Inbound::Miss
-                if shared
-                    .sync
-                    .installed_any
-                    .load(std::sync::atomic::Ordering::Relaxed) =>
-            {
-                self.shard
-                    .table()
-                    .lookup_inbound_any(&key)
-                    .map_or(Inbound::Miss, Inbound::Hit)
-            }
-            other => other,
-        };
-        let conn = match found {
-            Inbound::Hit(conn) => conn,
-            Inbound::Drop => return Err(Drop::DestRemoved),
-            Inbound::Miss => {
-                // IPVS opens TCP connections on a SYN only; anything else for an unknown flow
-                // is stray (a flow from before a restart, a scan) and is dropped.
-                if matches!(view.l4, L4::Tcp { .. }) && (!flags.syn || flags.rst) {
-                    return Err(Drop::NoConnection);
-                }
-                let request = Request {
-                    src: view.src.into(),
-                    src_port: sport,
-                    dst: view.dst.into(),
-                    dst_port: dport,
-                    now_ms: self.clock.millis,
+        let (flow, dest_id, dest_addr) = match tracked {
+            Tracked::Hit(hit) => (hit.flow, hit.dest, hit.dest_addr),
+            Tracked::Drop => return Err(Drop::DestRemoved),
+            Tracked::Miss => {
+                // A SYN may reopen a finished connection's tuple: IPVS's conn_reuse_mode
+                // then schedules it afresh instead of reusing the old entry's real server.
+                let found = if opening {
+                    self.shard.lookup_inbound_new(&key, snapshot, &mut loads)
+                } else {
+                    Inbound::Miss
                 };
-                let scheduler = &mut *self.schedulers[service_index].2;
-                let now = self.clock.secs;
-                if service.spec.one_packet && matches!(view.l4, L4::Udp { .. }) {
-                    // -o: every datagram is scheduled on its own and leaves no entry; a
-                    // persistent service still keeps the client on its template's server.
-                    let choice = choose(
-                        &mut self.shard,
-                        scheduler,
-                        service,
-                        &key,
-                        &request,
-                        now,
-                        &mut loads,
-                    )?;
-                    let dest = &service.dests[choice.index];
-                    add(&counters.dests[dest_slot(dest.id)].conns, 1);
-                    count_in(counters, dest.id, view);
-                    let target = socket(choice.dest_addr);
-                    let hop = self.egress.hop(shared, dest.id, *target.ip())?;
-                    return Ok(forward(
-                        &shared.counters,
-                        &mut self.tunnel_ident,
-                        frame,
-                        view,
-                        dest.spec.method,
-                        target,
-                        hop,
-                        ingress,
-                    ));
-                }
-                let conn = open(
-                    &mut self.shard,
-                    scheduler,
-                    service,
-                    key,
-                    &request,
-                    now,
-                    &mut loads,
-                )?;
-                add(&counters.dests[dest_slot(conn.dest)].conns, 1);
-                conn
+                // A synced flow may sit in another worker's shard (the backup cannot know
+                // which queue the NIC hashes it to): look there before calling it new.
+                let found = match found {
+                    Inbound::Miss
+                        if shared
+                            .sync
+                            .installed_any
+                            .load(std::sync::atomic::Ordering::Relaxed) =>
+                    {
+                        self.shard
+                            .table()
+                            .lookup_inbound_any(&key)
+                            .map_or(Inbound::Miss, Inbound::Hit)
+                    }
+                    other => other,
+                };
+                let conn = match found {
+                    Inbound::Hit(conn) => conn,
+                    Inbound::Drop => return Err(Drop::DestRemoved),
+                    Inbound::Miss => {
+                        // IPVS opens TCP connections on a SYN only; anything else for an
+                        // unknown flow is stray (a flow from before a restart, a scan) and
+                        // is dropped.
+                        if matches!(view.l4, L4::Tcp { .. }) && (!flags.syn || flags.rst) {
+                            return Err(Drop::NoConnection);
+                        }
+                        let request = Request {
+                            src: view.src.into(),
+                            src_port: sport,
+                            dst: view.dst.into(),
+                            dst_port: dport,
+                            now_ms: self.clock.millis,
+                        };
+                        let scheduler = &mut *self.schedulers[service_index].2;
+                        if service.spec.one_packet && matches!(view.l4, L4::Udp { .. }) {
+                            // -o: every datagram is scheduled on its own and leaves no
+                            // entry; a persistent service still keeps the client on its
+                            // template's server.
+                            let choice = choose(
+                                &mut self.shard,
+                                scheduler,
+                                service,
+                                &key,
+                                &request,
+                                now,
+                                &mut loads,
+                            )?;
+                            let dest = &service.dests[choice.index];
+                            add(&counters.dests[dest_slot(dest.id)].conns, 1);
+                            count_in(counters, dest.id, view);
+                            let target = socket(choice.dest_addr);
+                            let hop = self.egress.hop(shared, dest.id, *target.ip())?;
+                            return Ok(forward(
+                                &shared.counters,
+                                &mut self.tunnel_ident,
+                                frame,
+                                view,
+                                dest.spec.method,
+                                target,
+                                hop,
+                                ingress,
+                            ));
+                        }
+                        let conn = open(
+                            &mut self.shard,
+                            scheduler,
+                            service,
+                            key,
+                            &request,
+                            now,
+                            &mut loads,
+                        )?;
+                        add(&counters.dests[dest_slot(conn.dest)].conns, 1);
+                        conn
+                    }
+                };
+                let _ = self
+                    .shard
+                    .on_packet(conn.flow, Direction::Input, flags, now, &mut loads);
+                (conn.flow, conn.dest, conn.dest_addr)
             }
         };
-        let _ = self.shard.on_packet(
-            conn.flow,
-            Direction::Input,
-            flags,
-            self.clock.secs,
-            &mut loads,
-        );
         if shared
             .sync
             .master
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            sync_out(self.shard.table(), &shared.sync, conn.flow);
+            sync_out(self.shard.table(), &shared.sync, flow);
         }
-        let (_, dest, _) = snapshot.dest(conn.dest).ok_or(Drop::DestRemoved)?;
-        count_in(counters, conn.dest, view);
-        let target = socket(conn.dest_addr);
-        let hop = self.egress.hop(shared, conn.dest, *target.ip())?;
+        let (_, dest, _) = snapshot.dest(dest_id).ok_or(Drop::DestRemoved)?;
+        count_in(counters, dest_id, view);
+        let target = socket(dest_addr);
+        let hop = self.egress.hop(shared, dest_id, *target.ip())?;
         Ok(forward(
             &shared.counters,
             &mut self.tunnel_ident,
