@@ -117,14 +117,19 @@ impl EgressCache {
     }
 
     /// The hop toward real server `dest` at `addr`, resolved now if not cached.
-    #[inline]
+    #[inline(always)]
     fn hop(&mut self, shared: &Shared, dest: DestId, addr: Ipv4Addr) -> Result<Hop, Drop> {
-        let slot = dest_slot(dest);
-        if let Some(c) = self.by_slot.get(slot)
-            && c.epoch == self.epoch
-        {
-            return Ok(c.hop);
+        match self.by_slot.get(dest_slot(dest)) {
+            Some(c) if c.epoch == self.epoch => Ok(c.hop),
+            _ => self.fill(shared, dest, addr),
         }
+    }
+
+    /// Resolves and remembers the hop toward `dest` (the first packet after a change).
+    #[cold]
+    #[inline(never)]
+    fn fill(&mut self, shared: &Shared, dest: DestId, addr: Ipv4Addr) -> Result<Hop, Drop> {
+        let slot = dest_slot(dest);
         let (port, egress) = egress_to(shared, addr)?;
         let hop = Hop {
             port,
@@ -770,7 +775,7 @@ fn open(
 
 /// Rewrites for the real server's forwarding method toward `target`, leaving by `hop`.
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 fn forward(
     counters: &WorkerCounters,
     tunnel_ident: &mut u16,
