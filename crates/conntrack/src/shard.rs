@@ -21,6 +21,21 @@ use crate::template::TemplateKey;
 use crate::timeouts::{NEW_CONN_TIMEOUT, Secs, TEMPLATE_BUSY_RETRY};
 use crate::wheel::Wheel;
 
+/// The slot of the connection `key` names in `shared`'s inbound chain at `bucket`.
+#[inline]
+fn find_inbound_in(shared: &ShardShared, bucket: usize, key: &FlowKey) -> Option<u32> {
+    let slots = &shared.slots;
+    let kind_v6 = kind_of(key.family());
+    shared.inbound.find_owned(
+        bucket,
+        |s| &slots[s as usize].next_primary,
+        |s| {
+            let slot = &slots[s as usize];
+            matches_inbound(slot, slot.meta(), key, kind_v6).then_some(s)
+        },
+    )
+}
+
 /// One worker's shard: the only place connections are created, removed and expired.
 #[derive(Debug)]
 pub struct Shard {
@@ -90,17 +105,7 @@ impl Shard {
 
     #[inline]
     fn find_inbound_at(&self, bucket: usize, key: &FlowKey) -> Option<u32> {
-        let shared = self.shared();
-        let slots = &shared.slots;
-        let kind_v6 = kind_of(key.family());
-        shared.inbound.find_owned(
-            bucket,
-            |s| &slots[s as usize].next_primary,
-            |s| {
-                let slot = &slots[s as usize];
-                matches_inbound(slot, slot.meta(), key, kind_v6).then_some(s)
-            },
-        )
+        find_inbound_in(self.shared(), bucket, key)
     }
 
     /// A packet from a client to a virtual service: the connection it belongs to, if any.
@@ -160,12 +165,13 @@ impl Shard {
         status: &impl DestStatus,
         counters: &mut impl DestCounters,
     ) -> Tracked {
-        let bucket = self.inbound_bucket(key);
-        let Some(index) = self.find_inbound_at(bucket, key) else {
+        let table = &self.table;
+        let shared = table.shard(self.id);
+        let bucket = shared.inbound.bucket(table.inbound_hash(key));
+        let Some(index) = find_inbound_in(shared, bucket, key) else {
             return Tracked::Miss;
         };
-        let table = &self.table;
-        let slot = &table.shard(self.id).slots[index as usize];
+        let slot = &shared.slots[index as usize];
         let dest = DestId(slot.dest.load(Ordering::Relaxed));
         if !status.is_available(dest) {
             return match self.lookup_inbound_at(bucket, key, status, counters) {

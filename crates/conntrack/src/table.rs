@@ -801,7 +801,7 @@ impl ConnTable {
     }
 
     /// [`apply_packet`](Self::apply_packet) on a slot the caller already holds.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn apply_to_slot(
         &self,
         slot: &Slot,
