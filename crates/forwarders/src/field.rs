@@ -48,6 +48,8 @@ pub(crate) mod tcp {
     use super::Field;
     pub const SRC_PORT: Field = 0..2;
     pub const DST_PORT: Field = 2..4;
+    /// Data offset in the high nibble, in 32-bit words.
+    pub const DATA_OFFSET: usize = 12;
     pub const FLAGS: usize = 13;
     pub const CHECKSUM: Field = 16..18;
     pub const MIN_HEADER_LEN: usize = 20;
@@ -58,6 +60,7 @@ pub(crate) mod udp {
     use super::Field;
     pub const SRC_PORT: Field = 0..2;
     pub const DST_PORT: Field = 2..4;
+    pub const LENGTH: Field = 4..6;
     pub const CHECKSUM: Field = 6..8;
     pub const HEADER_LEN: usize = 8;
 }

@@ -1,17 +1,14 @@
 //! Parsing a received frame into the compact header view the pipeline works with.
 //!
-//! Validation happens once, here, at the edge: etherparse's zero-copy slices check the header
-//! structure, and this module adds the length and checksum rules a forwarder needs. Everything
+//! Validation happens once, here, at the edge: the header structure (lengths, version, IHL,
+//! TCP data offset, UDP length) and the rules a forwarder needs (IPv4 header checksum,
+//! fragments), read straight from the bytes at the offsets `field` names. Everything
 //! downstream (classification, conntrack, the rewrites) reads the `PacketView` and never
 //! re-parses.
 
 use core::net::Ipv4Addr;
 
-use etherparse::{
-    Ethernet2HeaderSlice, Icmpv4Slice, Ipv4HeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
-};
-
-use crate::field::{self, eth, icmp, ipv4, tcp, udp};
+use crate::field::{eth, icmp, ipv4, tcp, udp};
 use crate::fragments::Fragmentation;
 use crate::{Frame, Reason, checksum};
 
@@ -182,90 +179,110 @@ pub fn parse(frame: &Frame<'_>) -> Result<PacketView, Reason> {
 /// and read back (a store-forwarding stall measured at several ns per packet).
 #[inline(always)]
 pub fn parse_bytes(data: &[u8]) -> Result<PacketView, Reason> {
-    let ethernet = Ethernet2HeaderSlice::from_slice(data).map_err(|_| Reason::Truncated)?;
-    if ethernet.ether_type().0 != eth::ETHERTYPE_IPV4 {
+    if data.len() < eth::HEADER_LEN {
+        return Err(Reason::Truncated);
+    }
+    if be16(data, eth::ETHERTYPE.start) != eth::ETHERTYPE_IPV4 {
         return Err(Reason::NotIpv4);
     }
-    let ip_bytes = data.get(eth::HEADER_LEN..).ok_or(Reason::Truncated)?;
-    let ip = Ipv4HeaderSlice::from_slice(ip_bytes).map_err(ipv4_error)?;
-    let header_len = usize::from(ip.ihl()) * 4;
-    let total_len = usize::from(ip.total_len());
+    let ip_bytes = &data[eth::HEADER_LEN..];
+    // The checks and their order are the IPv4 header's own: length, version, IHL.
+    if ip_bytes.len() < ipv4::MIN_HEADER_LEN {
+        return Err(Reason::Truncated);
+    }
+    let version_ihl = ip_bytes[ipv4::VERSION_IHL];
+    if version_ihl >> 4 != 4 {
+        return Err(Reason::BadIpVersion);
+    }
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    if header_len < ipv4::MIN_HEADER_LEN {
+        return Err(Reason::BadIpHeaderLength);
+    }
+    if ip_bytes.len() < header_len {
+        return Err(Reason::Truncated);
+    }
+    let total_len = usize::from(be16(ip_bytes, ipv4::TOTAL_LEN.start));
     if total_len < header_len || total_len > ip_bytes.len() {
         return Err(Reason::BadIpTotalLength);
     }
-    if !checksum::verifies(ip.slice()) {
+    let header = &ip_bytes[..header_len];
+    if !checksum::verifies(header) {
         return Err(Reason::BadIpChecksum);
     }
-    let flags_word = field::read_u16(ip.slice(), ipv4::FLAGS_FRAGMENT).ok_or(Reason::Truncated)?;
+    let flags_word = be16(header, ipv4::FLAGS_FRAGMENT.start);
     Fragmentation::from_flags_word(flags_word).admit()?;
 
-    let l4_bytes = ip_bytes
-        .get(header_len..total_len)
-        .ok_or(Reason::BadIpTotalLength)?;
-    let l4 = parse_l4(ip.protocol().0, l4_bytes)?;
+    let l4 = parse_l4(header[ipv4::PROTOCOL], &ip_bytes[header_len..total_len])?;
     Ok(PacketView {
         ip_offset: eth::HEADER_LEN as u16,
         l4_offset: (eth::HEADER_LEN + header_len) as u16,
         ip_total_len: total_len as u16,
-        src: ip.source_addr(),
-        dst: ip.destination_addr(),
-        ttl: ip.ttl(),
-        tos: ip_bytes.get(ipv4::TOS).copied().unwrap_or(0),
-        ident: ip.identification(),
-        dont_fragment: ip.dont_fragment(),
+        src: Ipv4Addr::from(be32(header, ipv4::SOURCE.start)),
+        dst: Ipv4Addr::from(be32(header, ipv4::DESTINATION.start)),
+        ttl: header[ipv4::TTL],
+        tos: header[ipv4::TOS],
+        ident: be16(header, ipv4::IDENTIFICATION.start),
+        dont_fragment: flags_word & ipv4::FLAG_DF != 0,
         l4,
     })
 }
 
-fn ipv4_error(error: etherparse::err::ipv4::HeaderSliceError) -> Reason {
-    use etherparse::err::ipv4::{HeaderError, HeaderSliceError};
-    match error {
-        HeaderSliceError::Len(_) => Reason::Truncated,
-        HeaderSliceError::Content(HeaderError::UnexpectedVersion { .. }) => Reason::BadIpVersion,
-        HeaderSliceError::Content(HeaderError::HeaderLengthSmallerThanHeader { .. }) => {
-            Reason::BadIpHeaderLength
-        }
-    }
+/// The big-endian 16-bit word at `at` (the caller checked the length).
+#[inline(always)]
+fn be16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+/// The big-endian 32-bit word at `at` (the caller checked the length).
+#[inline(always)]
+fn be32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 /// Reads the transport fields from `l4_bytes`, the IP payload (padding excluded).
+#[inline(always)]
 fn parse_l4(protocol: u8, l4_bytes: &[u8]) -> Result<L4, Reason> {
     match protocol {
         ipv4::PROTO_TCP => {
             if l4_bytes.len() < tcp::MIN_HEADER_LEN {
                 return Err(Reason::Truncated);
             }
-            let header = TcpHeaderSlice::from_slice(l4_bytes).map_err(|_| Reason::BadTcpHeader)?;
-            let flags = l4_bytes.get(tcp::FLAGS).copied().unwrap_or(0);
+            // Data offset: at least the fixed header, and all of it present.
+            let header_len = usize::from(l4_bytes[tcp::DATA_OFFSET] >> 4) * 4;
+            if header_len < tcp::MIN_HEADER_LEN || header_len > l4_bytes.len() {
+                return Err(Reason::BadTcpHeader);
+            }
             Ok(L4::Tcp {
-                src_port: header.source_port(),
-                dst_port: header.destination_port(),
-                flags: TcpFlags(flags),
+                src_port: be16(l4_bytes, tcp::SRC_PORT.start),
+                dst_port: be16(l4_bytes, tcp::DST_PORT.start),
+                flags: TcpFlags(l4_bytes[tcp::FLAGS]),
             })
         }
         ipv4::PROTO_UDP => {
-            let header = UdpHeaderSlice::from_slice(l4_bytes).map_err(|_| Reason::Truncated)?;
-            let length = usize::from(header.length());
+            if l4_bytes.len() < udp::HEADER_LEN {
+                return Err(Reason::Truncated);
+            }
+            let length = usize::from(be16(l4_bytes, udp::LENGTH.start));
             if length < udp::HEADER_LEN || length > l4_bytes.len() {
                 return Err(Reason::BadUdpLength);
             }
             Ok(L4::Udp {
-                src_port: header.source_port(),
-                dst_port: header.destination_port(),
+                src_port: be16(l4_bytes, udp::SRC_PORT.start),
+                dst_port: be16(l4_bytes, udp::DST_PORT.start),
             })
         }
         ipv4::PROTO_ICMP => {
-            let message = Icmpv4Slice::from_slice(l4_bytes).map_err(|_| Reason::Truncated)?;
-            let kind = message.type_u8();
+            if l4_bytes.len() < icmp::HEADER_LEN {
+                return Err(Reason::Truncated);
+            }
+            let kind = l4_bytes[icmp::TYPE];
             let echo_id = match kind {
-                icmp::ECHO_REQUEST | icmp::ECHO_REPLY => {
-                    field::read_u16(l4_bytes, icmp::ECHO_ID).unwrap_or(0)
-                }
+                icmp::ECHO_REQUEST | icmp::ECHO_REPLY => be16(l4_bytes, icmp::ECHO_ID.start),
                 _ => 0,
             };
             Ok(L4::Icmp {
                 kind,
-                code: message.code_u8(),
+                code: l4_bytes[icmp::CODE],
                 echo_id,
             })
         }
