@@ -301,6 +301,22 @@ impl Shard {
         if self.find_inbound(&new.key).is_some() {
             return Err(InsertError::Exists);
         }
+        self.insert_missing(new, now, counters)
+    }
+
+    /// [`insert`](Self::insert) for a key the caller just looked up in this shard and missed
+    /// (the data path's case: only the shard's worker inserts, so nothing can have added it
+    /// since), without looking it up a second time.
+    pub fn insert_missing(
+        &mut self,
+        new: NewConn,
+        now: Secs,
+        counters: &mut impl DestCounters,
+    ) -> Result<Conn, InsertError> {
+        debug_assert!(
+            self.find_inbound(&new.key).is_none(),
+            "insert_missing of a key the shard holds"
+        );
         let Some(index) = self.alloc() else {
             bump(&self.shared().stats.refused);
             return Err(InsertError::Full);

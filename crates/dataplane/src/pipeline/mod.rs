@@ -754,7 +754,8 @@ fn open(
         return_path,
         template,
     };
-    match shard.insert(new, now, loads) {
+    // The lookup just missed, and only this worker inserts into its shard.
+    match shard.insert_missing(new, now, loads) {
         Ok(conn) => Ok(conn),
         Err(InsertError::Full) => Err(Drop::TableFull),
         // The template expired between lookup and attach: keep its choice, unattached.
@@ -763,13 +764,11 @@ fn open(
                 template: None,
                 ..new
             };
-            shard.insert(retry, now, loads).map_err(|_| Drop::TableFull)
+            shard
+                .insert_missing(retry, now, loads)
+                .map_err(|_| Drop::TableFull)
         }
-        // The lookup just missed, and only this worker inserts into its shard.
-        Err(InsertError::Exists) => {
-            debug_assert!(false, "insert after a missed lookup found the key");
-            Err(Drop::NoConnection)
-        }
+        Err(InsertError::Exists) => Err(Drop::NoConnection),
     }
 }
 
