@@ -190,6 +190,9 @@ impl Director {
                     pipeline,
                     counters,
                     buf: vec![0; HEADROOM + MAX_FRAME + 64],
+                    batch: (0..SEND_BATCH)
+                        .map(|_| vec![0; HEADROOM + MAX_FRAME + 64])
+                        .collect(),
                     last_len: 0,
                     last_start: HEADROOM,
                 }
@@ -302,9 +305,14 @@ pub struct MemoryWorker {
     pipeline: Pipeline,
     counters: Arc<WorkerCounters>,
     buf: Vec<u8>,
+    /// One buffer per frame of a batch ([`MemoryWorker::send`]), as an RX ring's UMEM chunks.
+    batch: Vec<Vec<u8>>,
     last_start: usize,
     last_len: usize,
 }
+
+/// Frames [`MemoryWorker::send`] hands the pipeline at once, as a worker's RX batch.
+pub const SEND_BATCH: usize = 32;
 
 impl MemoryWorker {
     /// This worker's index (its shard).
@@ -342,12 +350,26 @@ impl MemoryWorker {
         tally
     }
 
-    /// Feeds the next `packets` packets of `pattern` to the pipeline.
+    /// Feeds the next `packets` packets of `pattern` to the pipeline, [`SEND_BATCH`] at a
+    /// time, as a worker hands it an RX batch.
     #[inline]
     pub fn send(&mut self, pattern: &mut Pattern, packets: u64) -> Tally {
         let mut tally = Tally::default();
-        for _ in 0..packets {
-            tally.count(self.send_one(pattern));
+        let mut left = packets;
+        let mut verdicts = [Verdict::Drop; SEND_BATCH];
+        while left > 0 {
+            let n = left.min(SEND_BATCH as u64) as usize;
+            let mut frames: arrayvec::ArrayVec<Frame<'_>, SEND_BATCH> = arrayvec::ArrayVec::new();
+            for buf in self.batch.iter_mut().take(n) {
+                let len = pattern.write_next(&mut buf[HEADROOM..], 0);
+                frames.push(Frame::new(buf, HEADROOM, len).expect("the buffer holds any frame"));
+            }
+            self.pipeline
+                .process_batch(&mut frames, 0, &mut verdicts[..n]);
+            for verdict in &verdicts[..n] {
+                tally.count(*verdict);
+            }
+            left -= n as u64;
         }
         tally
     }

@@ -55,9 +55,7 @@ pub fn run<P: PacketIo>(
         pipeline.set_clock(clock(inputs.epoch, now));
         pipeline.install_synced();
         let summary = io.poll(BATCH_SIZE, &mut |ingress, frames, verdicts| {
-            for (frame, verdict) in frames.iter_mut().zip(verdicts.iter_mut()) {
-                *verdict = pipeline.process(frame, ingress);
-            }
+            pipeline.process_batch(frames, ingress, verdicts);
         })?;
         if now.duration_since(last_housekeeping) >= HOUSEKEEPING_EVERY {
             pipeline.housekeeping();
