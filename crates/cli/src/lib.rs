@@ -13,6 +13,7 @@
 //! | [`config`] | the TOML configuration file, validated into [`config::DaemonConfig`] |
 //! | [`daemon`] | `xvs run`: signals, reload, the control thread and the dataplane seam |
 //! | [`forwarding`] | the AF_XDP dataplane behind that seam |
+//! | [`metrics`] | the Prometheus endpoint: node_exporter's IPVS metrics and xvs's own |
 //! | [`lab`] | `xvs lab`: the seed labs in network namespaces, for people and for tests |
 
 pub mod config;
@@ -23,4 +24,5 @@ pub mod forwarding;
 pub mod ipvsadm;
 pub mod lab;
 pub mod listing;
+pub mod metrics;
 pub mod names;
