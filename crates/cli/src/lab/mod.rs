@@ -60,6 +60,8 @@ impl Programs {
 pub struct Lab {
     /// The namespaces and addresses.
     pub topology: Topology,
+    /// More of the director's configuration file (see [`config_text`]'s `extra`).
+    extra: String,
     dir: PathBuf,
     director: XvsDaemon,
     helpers: Children,
@@ -69,11 +71,18 @@ impl Lab {
     /// Builds the topology for `mode`, starts the servers and the director (with an empty
     /// table, as an operator's freshly started ipvsadm).
     pub fn start(mode: Mode, programs: Programs) -> LabResult<Lab> {
+        Lab::start_with(mode, programs, "")
+    }
+
+    /// [`Lab::start`] with `extra` in the director's configuration file, kept across
+    /// reloads: more `[daemon]` keys or whole sections (`[metrics]`, `[sync]`).
+    pub fn start_with(mode: Mode, programs: Programs, extra: &str) -> LabResult<Lab> {
         let topology = Topology::build(mode)?;
         let dir = lab_dir("lab")?;
         let director = XvsDaemon::new(programs.clone(), &dir, "director");
         let mut lab = Lab {
             topology,
+            extra: extra.to_string(),
             dir,
             director,
             helpers: Children::default(),
@@ -94,7 +103,7 @@ impl Lab {
     /// The director's configuration file: its interfaces, then `services` (TOML
     /// `[[service]]` tables, possibly empty).
     pub fn config_text(&self, services: &str) -> String {
-        config_text(&self.topology.director_ifaces, "", services)
+        config_text(&self.topology.director_ifaces, &self.extra, services)
     }
 
     /// Path of the director's configuration file.
