@@ -25,7 +25,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use netns::{LabError, LabResult, Namespace};
-pub use topology::{Mode, RealServerHost, Topology};
+pub use topology::{Mode, RealServerHost, RealServerSetup, Topology};
 
 /// HTTP port of the lab services (the seeds balance a web cluster on port 80).
 pub const HTTP_PORT: u16 = 80;
@@ -77,8 +77,11 @@ impl Lab {
     /// [`Lab::start`] with `extra` in the director's configuration file, kept across
     /// reloads: more `[daemon]` keys or whole sections (`[metrics]`, `[sync]`).
     pub fn start_with(mode: Mode, programs: Programs, extra: &str) -> LabResult<Lab> {
-        let topology = Topology::build(mode)?;
         let dir = lab_dir("lab")?;
+        let setup = RealServerSetup::new(&programs.xvs, &dir);
+        let topology = Topology::build(mode, &setup).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })?;
         let director = XvsDaemon::new(programs.clone(), &dir, "director");
         let mut lab = Lab {
             topology,
