@@ -3,9 +3,12 @@
 //! lists at the same moment. Needs root.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::Duration;
 
-use xvs_cli::lab::{Conversation, HTTP_PORT, LINES_PORT, Lab, Mode, Programs, UDP_PORT};
+use xvs_cli::lab::{
+    Children, Conversation, HTTP_PORT, LINES_PORT, Lab, Mode, Programs, UDP_PORT, wait_for,
+};
 
 const LISTEN: &str = "127.0.0.1:9111";
 
@@ -395,11 +398,137 @@ fn scrape_matches_xvsadm_during_and_after_lab_traffic() {
         0.0
     );
 
+    // node_exporter itself, reading a /proc/net/ip_vs written from the same listing, says
+    // exactly what xvs says: the dashboards see no difference.
+    let theirs = node_ipvs(&node_exporter(&lab, &listed));
+    assert_eq!(
+        theirs.0.len(),
+        2 * 8,
+        "HELP and TYPE of node_exporter's 8 IPVS metrics"
+    );
+    assert_eq!(theirs.1.len(), 5 + 3 * backends, "{theirs:#?}");
+    assert_eq!(node_ipvs(&scrape(&lab)), theirs);
+
     // -Z zeroes the counters the endpoint shows, as it zeroes the kernel's.
     lab.xvsadm("-Z").unwrap();
     let zeroed = parse(&scrape(&lab));
     assert_eq!(value(&zeroed, "node_ipvs_connections_total", &[]), 0.0);
     drop(session);
+}
+
+/// `/proc/net/ip_vs` as the kernel writes it (`ip_vs_info_seq_show`) for an `-L -n` listing.
+fn proc_ip_vs(table: &[Line]) -> String {
+    let hex = |addr: &str, port: &str| {
+        let ip: std::net::Ipv4Addr = addr.parse().unwrap();
+        format!("{:08X}:{:04X}", u32::from(ip), port.parse::<u16>().unwrap())
+    };
+    let mut out = String::from(
+        "IP Virtual Server version 1.2.1 (size=4096)\n\
+         Prot LocalAddress:Port Scheduler Flags\n  \
+         -> RemoteAddress:Port Forward Weight ActiveConn InActConn\n",
+    );
+    for line in table {
+        match line {
+            Line::Service(proto, addr, port, columns) => {
+                out.push_str(&format!("{proto}  {} {} \n", hex(addr, port), columns[0]))
+            }
+            Line::Server(addr, port, c) => out.push_str(&format!(
+                "  -> {}      {:<7} {:<6} {:<10} {:<10}\n",
+                hex(addr, port),
+                c[0],
+                c[1],
+                c[2],
+                c[3]
+            )),
+        }
+    }
+    out
+}
+
+/// `/proc/net/ip_vs_stats` (`ip_vs_stats_show`) for the totals of an `--stats` listing.
+fn proc_ip_vs_stats(stats: &[Line]) -> String {
+    let mut totals = [0u64; 5];
+    for line in stats {
+        if let Line::Service(_, _, _, columns) = line {
+            for (total, column) in totals.iter_mut().zip(columns) {
+                *total += column.parse::<u64>().unwrap();
+            }
+        }
+    }
+    let [c, ip, op, ib, ob] = totals;
+    format!(
+        "   Total Incoming Outgoing         Incoming         Outgoing\n   \
+         Conns  Packets  Packets            Bytes            Bytes\n\
+         {c:8X} {ip:8X} {op:8X} {ib:16X} {ob:16X}\n\n \
+         Conns/s   Pkts/s   Pkts/s          Bytes/s          Bytes/s\n\
+         {:8X} {:8X} {:8X} {:16X} {:16X}\n",
+        0, 0, 0, 0, 0
+    )
+}
+
+/// Debian's node_exporter (Makefile's DEB_PACKAGES), run with only its IPVS collector on a
+/// proc directory holding `listed`, inside the director's namespace; its scrape.
+fn node_exporter(lab: &Lab, listed: &Listed) -> String {
+    const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+    assert!(
+        Path::new(NODE_EXPORTER).exists(),
+        "{NODE_EXPORTER} missing: install prometheus-node-exporter (make deps)"
+    );
+    let proc = tempfile::tempdir().unwrap();
+    std::fs::create_dir(proc.path().join("net")).unwrap();
+    std::fs::write(proc.path().join("net/ip_vs"), proc_ip_vs(&listed.table)).unwrap();
+    std::fs::write(
+        proc.path().join("net/ip_vs_stats"),
+        proc_ip_vs_stats(&listed.stats),
+    )
+    .unwrap();
+    let listen = "127.0.0.1:9100";
+    let mut command = lab.topology.director.command(NODE_EXPORTER);
+    command
+        .arg(format!("--path.procfs={}", proc.path().display()))
+        .args(["--collector.disable-defaults", "--collector.ipvs"])
+        .arg(format!("--web.listen-address={listen}"));
+    let mut children = Children::default();
+    children
+        .spawn(command, &proc.path().join("node_exporter.log"))
+        .unwrap();
+    let url = format!("http://{listen}/metrics");
+    let mut text = String::new();
+    wait_for("node_exporter", Duration::from_secs(10), || {
+        match lab.topology.director.exec("curl", &["-s", "--fail", &url]) {
+            Ok(out) => {
+                text = String::from_utf8_lossy(&out.stdout).into_owned();
+                true
+            }
+            Err(_) => false,
+        }
+    })
+    .unwrap();
+    text
+}
+
+/// The `node_ipvs_*` part of a scrape: HELP and TYPE lines, and the samples, in a fixed
+/// order (node_exporter sorts families and labels by name, xvs keeps its own order).
+fn node_ipvs(text: &str) -> (BTreeSet<String>, Vec<String>) {
+    let ipvs: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            ["node_ipvs_", "# HELP node_ipvs_", "# TYPE node_ipvs_"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect();
+    let comments = ipvs
+        .iter()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| l.to_string())
+        .collect();
+    let mut samples: Vec<String> = parse(&ipvs.join("\n"))
+        .into_iter()
+        .map(|s| format!("{} {:?} {}", s.name, s.labels, s.value))
+        .collect();
+    samples.sort();
+    (comments, samples)
 }
 
 #[test]
