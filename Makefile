@@ -13,6 +13,9 @@ DEB_PACKAGES += clang llvm m4 libelf-dev zlib1g-dev iproute2 ethtool iputils-pin
 # the HA lab (crates/cli/tests/ha.rs): keepalived moves the VIP between two directors (VRRP),
 # nftables keeps a dead director's kernel from resetting the VIP's connections.
 DEB_PACKAGES += curl python3 keepalived nftables
+# The metrics test (crates/cli/tests/metrics.rs) checks xvs's endpoint against node_exporter's
+# own IPVS collector reading the same numbers.
+DEB_PACKAGES += prometheus-node-exporter
 
 .PHONY: lab test deps toolchain fmt clippy unit bench
 

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use xvs_cli::lab::netns::{LabError, LabResult, unique_tag};
-use xvs_cli::lab::{Mode, Topology, wait_for};
+use xvs_cli::lab::{Mode, RealServerSetup, Topology, wait_for};
 
 use crate::report::Summary;
 use crate::tcp::CpsResult;
@@ -164,11 +164,15 @@ fn err(e: impl std::fmt::Display) -> LabError {
 
 impl Bench {
     fn new(options: CompareOptions) -> LabResult<Bench> {
-        let topology = Topology::build(Mode::Nat)?;
-        topology.director.sysctl("net.ipv4.ip_forward", "1")?;
-        let director_mac = topology.director.mac(&topology.director_ifaces[0])?;
         let dir = std::env::temp_dir().join(format!("xvs-compare-{}", unique_tag()));
         std::fs::create_dir_all(&dir).map_err(err)?;
+        // NAT real servers need no `xvs realserver` setup; the setup names where it would go.
+        let setup = RealServerSetup::new(&options.xvs, &dir);
+        let topology = Topology::build(Mode::Nat, &setup).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })?;
+        topology.director.sysctl("net.ipv4.ip_forward", "1")?;
+        let director_mac = topology.director.mac(&topology.director_ifaces[0])?;
         let mut bench = Bench {
             topology,
             options,

@@ -9,7 +9,7 @@
 //! key (`service[1].real_server[0]: Destination already exists`); all of them are
 //! reported, one per line. The keys, with examples, are documented in crates/cli/README.md.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -72,6 +72,15 @@ pub struct DaemonConfig {
     pub options: DirectorOptions,
     /// Connection sync daemons (`[sync]`).
     pub sync: SyncConfig,
+    /// The Prometheus endpoint (`[metrics]`).
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `listen`: where `GET /metrics` is served; `None` (the default): no endpoint.
+    pub listen: Option<SocketAddr>,
 }
 
 /// The `[sync]` section: the daemons `--start-daemon` would start, IPVS's `sync_threshold`,
@@ -104,6 +113,7 @@ impl Default for DaemonConfig {
             timeouts: Timeouts::default(),
             options: DirectorOptions::default(),
             sync: SyncConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -136,7 +146,14 @@ struct RawConfig {
     timeouts: RawTimeouts,
     options: DirectorOptions,
     sync: RawSync,
+    metrics: RawMetrics,
     service: Vec<RawService>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +337,14 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
     };
     daemon.options = raw.options;
     daemon.sync = sync_config(raw.sync, &mut errors);
+    if let Some(text) = raw.metrics.listen {
+        match text.parse::<SocketAddr>() {
+            Ok(addr) => daemon.metrics.listen = Some(addr),
+            Err(_) => errors.push(format!(
+                "metrics.listen: '{text}' is not ADDRESS:PORT (e.g. 127.0.0.1:9111 or [::1]:9111)"
+            )),
+        }
+    }
 
     let mut table = ServiceTableSpec::default();
     for (i, service) in raw.service.into_iter().enumerate() {
@@ -676,6 +701,36 @@ mod tests {
         assert!(sync.resync && sync.key.is_some() && sync.peers.len() == 1);
         assert_eq!(sync.master.as_ref().unwrap().syncid, Some(7));
         assert!(sync.backup.is_some());
+        assert_eq!(
+            c.daemon.metrics.listen,
+            Some("127.0.0.1:9111".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_checked() {
+        assert_eq!(
+            parse_str("", &Names::none()).unwrap().daemon.metrics.listen,
+            None
+        );
+        let v6 = parse_str("[metrics]\nlisten = \"[::1]:9111\"\n", &Names::none()).unwrap();
+        assert_eq!(
+            v6.daemon.metrics.listen,
+            Some("[::1]:9111".parse().unwrap())
+        );
+        for bad in ["localhost:9111", "127.0.0.1", ":9111"] {
+            let errs = parse_str(&format!("[metrics]\nlisten = \"{bad}\"\n"), &Names::none())
+                .unwrap_err()
+                .0;
+            assert_eq!(
+                errs,
+                vec![format!(
+                    "metrics.listen: '{bad}' is not ADDRESS:PORT (e.g. 127.0.0.1:9111 or [::1]:9111)"
+                )]
+            );
+        }
+        let e = parse_str("[metrics]\nport = 9111\n", &Names::none()).unwrap_err();
+        assert!(e.to_string().contains("port"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::director::{
     DaemonArgs, Director, Edit, EditFailure, ListRequest, NO_SYNC, TableOnlyDirector,
 };
 use crate::listing::{ListData, Timeouts};
+use crate::metrics::{DataplaneMetrics, MetricsServer, Scrape};
 use xvs_dataplane::sync::Role;
 
 /// `xvs run`'s arguments.
@@ -74,6 +75,14 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    /// The metrics endpoint could not listen.
+    #[error("metrics.listen {listen}: {source}")]
+    Metrics {
+        /// The address.
+        listen: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The dataplane refused to start.
     #[error("dataplane: {0}")]
     Dataplane(String),
@@ -103,6 +112,13 @@ pub trait Dataplane: Send + 'static {
 
     /// `-Z`: zeroes the counters of one service (known to exist) or all.
     fn zero(&mut self, service: Option<&ServiceAddr>);
+
+    /// The dataplane's own numbers for the metrics endpoint (totals, workers, ports, drops,
+    /// connection table, sync); `None` when it forwards nothing. Called on the metrics
+    /// thread under the director lock: it must only read counters.
+    fn metrics(&self) -> Option<DataplaneMetrics> {
+        None
+    }
 
     /// Stops forwarding (SIGTERM/SIGINT).
     fn stop(&mut self);
@@ -224,6 +240,20 @@ impl<P: Dataplane> DataplaneDirector<P> {
         self.dataplane.stop();
     }
 
+    /// What the metrics endpoint shows, read at one moment: the listing of `-L -n --stats`
+    /// and the dataplane's own numbers.
+    pub fn scrape(&self) -> Scrape {
+        let services = self
+            .list(&ListRequest::Services)
+            .map(|data| data.services)
+            .unwrap_or_default();
+        Scrape {
+            services,
+            dataplane: self.dataplane.metrics(),
+            health: Vec::new(),
+        }
+    }
+
     /// The first edit after which the dataplane refuses the table (for `-R`'s line number).
     fn first_refused(&self, edits: &[Edit]) -> usize {
         (0..edits.len())
@@ -340,7 +370,7 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
             tracing::info!(
                 file = %path.display(),
                 services = d.table().services.len(),
-                "reloaded (interfaces, queues, cores and socket change on restart only)"
+                "reloaded (interfaces, queues, cores, socket and metrics.listen change on restart only)"
             );
             true
         }
@@ -360,6 +390,15 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
     // Install the handlers first, so a signal during start-up is not the default action.
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(DaemonError::Signals)?;
 
+    // Bound before anything starts, so an address in use changes nothing.
+    let mut metrics = match loaded.daemon.metrics.listen {
+        Some(listen) => Some(
+            MetricsServer::bind(listen)
+                .map_err(|source| DaemonError::Metrics { listen, source })?,
+        ),
+        None => None,
+    };
+
     let timeouts = loaded.daemon.timeouts;
     dataplane
         .start(&loaded.daemon, &loaded.table, &timeouts)
@@ -371,6 +410,15 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
         .reload_sync(&loaded.daemon.sync)
         .map_err(DaemonError::Dataplane)?;
     let director = Arc::new(Mutex::new(director));
+
+    if let Some(metrics) = metrics.as_mut() {
+        let listen = metrics.local_addr();
+        let scraped = Arc::clone(&director);
+        metrics
+            .serve(move || scraped.lock().unwrap_or_else(|p| p.into_inner()).scrape())
+            .map_err(|source| DaemonError::Metrics { listen, source })?;
+        tracing::info!(%listen, "metrics at http://{listen}/metrics");
+    }
 
     let server = ControlServer::bind(&socket).map_err(|source| DaemonError::Socket {
         path: socket.clone(),
@@ -404,6 +452,9 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
     stop.stop();
     if control_thread.join().is_err() {
         tracing::error!("control thread panicked");
+    }
+    if let Some(mut metrics) = metrics.take() {
+        metrics.stop();
     }
     director.lock().unwrap_or_else(|p| p.into_inner()).stop();
     tracing::info!("stopped");

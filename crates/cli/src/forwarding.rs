@@ -13,13 +13,14 @@ use xvs_dataplane::afxdp::XskConfig;
 use xvs_dataplane::runtime::{PortMode, Runtime, RuntimeConfig, ipv4_of};
 use xvs_dataplane::service::snapshot::{Snapshot, check_supported};
 use xvs_dataplane::service::spec::{ServiceAddr, ServiceTableSpec, SocketText};
-use xvs_dataplane::stats::{Rates as RuntimeRates, Totals};
+use xvs_dataplane::stats::{FrameCounters, Rates as RuntimeRates, Totals};
 use xvs_dataplane::xdp::AttachMode;
 
 use crate::config::{DaemonConfig, Interfaces, SyncConfig};
 use crate::daemon::Dataplane;
 use crate::director::{DaemonArgs, ListRequest};
 use crate::listing::{ConnEntry, DataplaneInfo, ListData, PortInfo, Rates, Stats, Timeouts};
+use crate::metrics::{ConnTableMetrics, DataplaneMetrics, PortMetrics, WorkerMetrics};
 use xvs_dataplane::pipeline::counters::Drop;
 use xvs_dataplane::sync::{Role, SyncControl, SyncOptions};
 use xvs_forwarders::Reason;
@@ -187,6 +188,10 @@ impl Dataplane for AfXdpDataplane {
         }
     }
 
+    fn metrics(&self) -> Option<DataplaneMetrics> {
+        self.runtime.as_ref().map(dataplane_metrics)
+    }
+
     fn stop(&mut self) {
         if let Some(mut runtime) = self.runtime.take() {
             runtime.stop();
@@ -273,6 +278,24 @@ fn dataplane_info(runtime: &Runtime) -> DataplaneInfo {
             xdp: m.xdp.to_string(),
         })
         .collect();
+    let mut drops = drop_counts(&frames);
+    drops.retain(|(_, n)| *n > 0);
+    let (workers_running, workers) = runtime.workers_running();
+    DataplaneInfo {
+        ports,
+        workers_running,
+        workers,
+        rx_frames: frames.rx,
+        tx_frames: frames.tx,
+        icmp_sent: frames.icmp_sent,
+        drops,
+    }
+}
+
+/// Every drop reason with its count, zeros included: the pipeline's reasons (less
+/// `refused`, which the forwarders' reasons break down), the forwarders', and the frame
+/// I/O's own losses; so each dropped frame is counted once.
+fn drop_counts(frames: &FrameCounters) -> Vec<(String, u64)> {
     let mut drops: Vec<(String, u64)> = Drop::ALL
         .iter()
         .filter(|&&why| why != Drop::Refused)
@@ -289,16 +312,70 @@ fn dataplane_info(runtime: &Runtime) -> DataplaneInfo {
         ("bad_verdict".to_string(), frames.bad_verdict),
         ("invalid_descriptor".to_string(), frames.invalid_descs),
     ]);
-    drops.retain(|(_, n)| *n > 0);
-    let (workers_running, workers) = runtime.workers_running();
-    DataplaneInfo {
-        ports,
-        workers_running,
+    drops
+}
+
+/// The metrics endpoint's view: director totals, each worker and port, every drop reason,
+/// the connection table's fill and the sync counters. Reads counters only.
+fn dataplane_metrics(runtime: &Runtime) -> DataplaneMetrics {
+    let (totals, frames, per_worker) = runtime.with_stats(|stats| {
+        let per_worker: Vec<_> = (0..stats.worker_count()).map(|w| stats.worker(w)).collect();
+        (stats.total().0, stats.frames(), per_worker)
+    });
+    let running = runtime.worker_states();
+    let workers = per_worker
+        .iter()
+        .enumerate()
+        .map(|(queue, w)| WorkerMetrics {
+            queue: queue as u32,
+            running: running.get(queue).copied().unwrap_or(false),
+            rx_frames: w.frames.rx,
+            tx_frames: w.frames.tx,
+            icmp_sent: w.frames.icmp_sent,
+        })
+        .collect();
+    // Ports are listed queue by queue, each queue's interfaces in port order.
+    let ifaces = runtime
+        .modes()
+        .iter()
+        .filter(|m| m.queue == 0)
+        .count()
+        .max(1);
+    let ports = runtime
+        .modes()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let losses = per_worker
+                .get(m.queue as usize)
+                .and_then(|w| w.ports.get(i % ifaces))
+                .copied()
+                .unwrap_or_default();
+            PortMetrics {
+                iface: m.iface.clone(),
+                queue: m.queue,
+                af_xdp: m.copy.to_string(),
+                xdp: m.xdp.to_string(),
+                tx_ring_full: losses.tx_ring_full,
+                bad_verdict: losses.bad_verdict,
+                invalid_descs: losses.invalid_descs,
+            }
+        })
+        .collect();
+    let table = runtime.conn_table_use();
+    DataplaneMetrics {
+        totals: stats_of(totals),
         workers,
-        rx_frames: frames.rx,
-        tx_frames: frames.tx,
-        icmp_sent: frames.icmp_sent,
-        drops,
+        ports,
+        drops: drop_counts(&frames),
+        conn_table: ConnTableMetrics {
+            capacity: table.capacity,
+            connections: table.stats.conns,
+            templates: table.stats.templates,
+            refused: table.stats.refused,
+            expired: table.stats.expired,
+        },
+        sync: runtime.sync().map(SyncControl::status),
     }
 }
 

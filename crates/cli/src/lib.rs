@@ -13,6 +13,8 @@
 //! | [`config`] | the TOML configuration file, validated into [`config::DaemonConfig`] |
 //! | [`daemon`] | `xvs run`: signals, reload, the control thread and the dataplane seam |
 //! | [`forwarding`] | the AF_XDP dataplane behind that seam |
+//! | [`metrics`] | the Prometheus endpoint: node_exporter's IPVS metrics and xvs's own |
+//! | [`realserver`] | `xvs realserver`: a DR or TUN real server's VIP and ARP sysctls, applied and undone |
 //! | [`lab`] | `xvs lab`: the seed labs in network namespaces, for people and for tests |
 
 pub mod config;
@@ -23,4 +25,6 @@ pub mod forwarding;
 pub mod ipvsadm;
 pub mod lab;
 pub mod listing;
+pub mod metrics;
 pub mod names;
+pub mod realserver;

@@ -4,7 +4,7 @@
 //! Each test builds its own lab (uniquely named namespaces, removed even when the test
 //! fails) and drives it with the seed's own ipvsadm lines through `xvsadm`.
 
-use xvs_cli::lab::{HTTP_PORT, LINES_PORT, Lab, Mode, Programs, UDP_PORT};
+use xvs_cli::lab::{HTTP_PORT, LINES_PORT, Lab, Mode, Programs, RealServerSetup, UDP_PORT};
 
 fn programs() -> Programs {
     Programs {
@@ -45,6 +45,23 @@ fn dr_round_robin_alternates_over_tcp_and_udp() {
         .unwrap();
     let http = gets(&lab, 6);
     assert!(alternates(&http), "rr over HTTP: {http:?}");
+    // The real servers were set up as an operator would, with `xvs realserver start`.
+    let setup = RealServerSetup::new(&programs().xvs, lab.dir());
+    for rs in &lab.topology.real_servers {
+        let state = setup.state_file(&rs.name);
+        let args = [
+            "realserver",
+            "status",
+            "--vip",
+            &lab.topology.vip,
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        // Exit 0: started and in place.
+        let status = rs.ns.exec(env!("CARGO_BIN_EXE_xvs"), &args).unwrap();
+        let shown = String::from_utf8_lossy(&status.stdout);
+        assert!(shown.contains("(dr): started"), "{shown}");
+    }
     let udp = udp_asks(&lab, 4);
     assert!(alternates(&udp), "rr over UDP: {udp:?}");
     // The stats count what went through: 6 connections over TCP, one entry per datagram

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use xvs_conntrack::{Config, ConnTable, Listed, Options, SetTimeouts};
+use xvs_conntrack::{Config, ConnTable, Listed, Options, SetTimeouts, ShardStats};
 
 use crate::afxdp::{AfXdpPorts, CopyMode, XskConfig};
 use crate::neigh::NeighbourCache;
@@ -103,11 +103,22 @@ pub struct PortMode {
     pub xdp: XdpMode,
 }
 
+/// The connection table's fill and its lifetime counters, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnTableUse {
+    /// Entries the table holds at most (connections and templates together).
+    pub capacity: u64,
+    /// Live entries by kind, and counts since start, summed over the shards.
+    pub stats: ShardStats,
+}
+
 /// The running director.
 pub struct Runtime {
     builder: SnapshotBuilder,
     snapshot: Arc<Published<Snapshot>>,
     conns: ConnTable,
+    /// Sum of the shards' slot counts (fixed at start).
+    conn_capacity: u64,
     filters: Vec<XdpFilter>,
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<io::Result<()>>>,
@@ -212,6 +223,7 @@ impl Runtime {
         table_config.options = config.options;
         let (conns, shards) = ConnTable::new(table_config);
         conns.timeouts().set(config.timeouts);
+        let conn_capacity = shards.iter().map(|s| s.capacity() as u64).sum();
 
         let stop = Arc::new(AtomicBool::new(false));
         // Workers started before a later queue fails are stopped and joined on the way out.
@@ -302,6 +314,7 @@ impl Runtime {
             builder,
             snapshot,
             conns,
+            conn_capacity,
             filters,
             stop,
             workers,
@@ -389,6 +402,19 @@ impl Runtime {
     pub fn workers_running(&self) -> (usize, usize) {
         let running = self.workers.iter().filter(|w| !w.is_finished()).count();
         (running, self.workers.len())
+    }
+
+    /// Whether each worker still runs, in queue order (see [`Runtime::workers_running`]).
+    pub fn worker_states(&self) -> Vec<bool> {
+        self.workers.iter().map(|w| !w.is_finished()).collect()
+    }
+
+    /// How full the connection table is; reads counters only, never walks the table.
+    pub fn conn_table_use(&self) -> ConnTableUse {
+        ConnTableUse {
+            capacity: self.conn_capacity,
+            stats: self.conns.stats(),
+        }
     }
 
     /// How each port runs.

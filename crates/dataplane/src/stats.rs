@@ -21,7 +21,7 @@ use xvs_conntrack::DestId;
 
 use xvs_forwarders::Reason;
 
-use crate::pipeline::counters::{DestCells, Drop, WorkerCounters};
+use crate::pipeline::counters::{DestCells, Drop, MAX_PORTS, PortCells, WorkerCounters};
 use crate::service::snapshot::{Snapshot, dest_slot};
 use crate::service::spec::ServiceAddr;
 
@@ -122,6 +122,37 @@ impl Default for FrameCounters {
             invalid_descs: 0,
         }
     }
+}
+
+/// The frame I/O's own losses on one port of one worker.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PortLosses {
+    /// Frames dropped at a full transmit ring.
+    pub tx_ring_full: u64,
+    /// Frames with a verdict for a port that does not exist.
+    pub bad_verdict: u64,
+    /// Descriptors the kernel returned that xvs had not handed it.
+    pub invalid_descs: u64,
+}
+
+impl PortLosses {
+    fn read(cells: &PortCells) -> PortLosses {
+        PortLosses {
+            tx_ring_full: cells.tx_ring_full.load(Ordering::Relaxed),
+            bad_verdict: cells.bad_verdict.load(Ordering::Relaxed),
+            invalid_descs: cells.invalid_descs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One worker's frame counters, for per-worker metrics (see [`StatsRollup::worker`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerFrames {
+    /// Frames received, sent on, ICMP errors sent, drops and refusals (its ports' losses
+    /// summed into `tx_ring_full`, `bad_verdict`, `invalid_descs`).
+    pub frames: FrameCounters,
+    /// Each port's losses, in port order (one arm: only the first is used).
+    pub ports: [PortLosses; MAX_PORTS],
 }
 
 /// IPVS's rate estimator for one set of counters.
@@ -290,23 +321,53 @@ impl StatsRollup {
     /// [`xvs_forwarders::Reason`].
     pub fn frames(&self) -> FrameCounters {
         let mut sum = FrameCounters::default();
-        for w in &self.workers {
-            sum.rx += w.rx_frames.load(Ordering::Relaxed);
-            sum.tx += w.tx_frames.load(Ordering::Relaxed);
-            sum.icmp_sent += w.icmp_sent.load(Ordering::Relaxed);
-            for why in Drop::ALL {
-                sum.drops[why as usize] += w.drops_of(why);
+        for worker in 0..self.workers.len() {
+            let w = self.worker(worker).frames;
+            sum.rx += w.rx;
+            sum.tx += w.tx;
+            sum.icmp_sent += w.icmp_sent;
+            for (total, n) in sum.drops.iter_mut().zip(w.drops) {
+                *total += n;
             }
-            for reason in Reason::ALL {
-                sum.refused[reason as usize] += w.refused_of(reason);
+            for (total, n) in sum.refused.iter_mut().zip(w.refused) {
+                *total += n;
             }
-            for port in &w.ports {
-                sum.tx_ring_full += port.tx_ring_full.load(Ordering::Relaxed);
-                sum.bad_verdict += port.bad_verdict.load(Ordering::Relaxed);
-                sum.invalid_descs += port.invalid_descs.load(Ordering::Relaxed);
-            }
+            sum.tx_ring_full += w.tx_ring_full;
+            sum.bad_verdict += w.bad_verdict;
+            sum.invalid_descs += w.invalid_descs;
         }
         sum
+    }
+
+    /// Workers counted (one per queue, in queue order).
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// One worker's frame counters (`index` below [`StatsRollup::worker_count`]), read
+    /// straight from its cells.
+    pub fn worker(&self, index: usize) -> WorkerFrames {
+        let w = &self.workers[index];
+        let mut frames = FrameCounters {
+            rx: w.rx_frames.load(Ordering::Relaxed),
+            tx: w.tx_frames.load(Ordering::Relaxed),
+            icmp_sent: w.icmp_sent.load(Ordering::Relaxed),
+            ..FrameCounters::default()
+        };
+        for why in Drop::ALL {
+            frames.drops[why as usize] = w.drops_of(why);
+        }
+        for reason in Reason::ALL {
+            frames.refused[reason as usize] = w.refused_of(reason);
+        }
+        let ports: [PortLosses; MAX_PORTS] =
+            std::array::from_fn(|port| PortLosses::read(&w.ports[port]));
+        for port in &ports {
+            frames.tx_ring_full += port.tx_ring_full;
+            frames.bad_verdict += port.bad_verdict;
+            frames.invalid_descs += port.invalid_descs;
+        }
+        WorkerFrames { frames, ports }
     }
 
     /// The whole director's totals and rates.
@@ -379,6 +440,32 @@ mod tests {
         add(&workers[0].dests[dest_slot(a)].in_pkts, 2);
         rollup.collect(&s);
         assert_eq!(rollup.dest(a).0.in_pkts, 2);
+    }
+
+    #[test]
+    fn frame_counters_per_worker_and_summed() {
+        let workers = vec![
+            Arc::new(WorkerCounters::default()),
+            Arc::new(WorkerCounters::default()),
+        ];
+        add(&workers[0].rx_frames, 5);
+        add(&workers[1].rx_frames, 7);
+        add(&workers[1].tx_frames, 6);
+        WorkerCounters::drop(&workers[1], Drop::NoConnection);
+        workers[0].refuse(Reason::ALL[0]);
+        workers[1].ports[1].tx_ring_full.store(3, Ordering::Relaxed);
+        let rollup = StatsRollup::new(workers);
+        assert_eq!(rollup.worker_count(), 2);
+        let second = rollup.worker(1);
+        assert_eq!((second.frames.rx, second.frames.tx), (7, 6));
+        assert_eq!(second.ports[1].tx_ring_full, 3);
+        assert_eq!(second.ports[0], PortLosses::default());
+        assert_eq!(second.frames.tx_ring_full, 3, "ports summed per worker");
+        let all = rollup.frames();
+        assert_eq!((all.rx, all.tx, all.tx_ring_full), (12, 6, 3));
+        assert_eq!(all.drops[Drop::NoConnection as usize], 1);
+        assert_eq!(all.drops[Drop::Refused as usize], 1);
+        assert_eq!(all.refused[Reason::ALL[0] as usize], 1);
     }
 
     #[test]

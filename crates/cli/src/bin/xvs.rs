@@ -5,7 +5,10 @@
 //! - `xvs check --config FILE` validates a file: prints `OK`, or each problem on a line
 //!   and exits 1;
 //! - `xvs lab [--mode dr|nat|tun] [--scheduler NAME] [--requests N]` runs a seed lab in
-//!   network namespaces and prints how many requests each real server answered.
+//!   network namespaces and prints how many requests each real server answered;
+//! - `xvs realserver start|stop|status --vip ADDR [--mode dr|tun] [--iface IF]...
+//!   [--state FILE]` sets a real server up for LVS-DR or LVS-TUN, and undoes it (see
+//!   [`xvs_cli::realserver`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use xvs_cli::daemon::{self, ControlOnly, RunArgs};
 use xvs_cli::forwarding::AfXdpDataplane;
 use xvs_cli::lab;
+use xvs_cli::realserver::{self, RealServerArgs, RsMode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,6 +53,24 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         requests: u32,
     },
+    /// Set this host up as an LVS-DR or LVS-TUN real server (the VIP on lo or tunl0, the
+    /// ARP sysctls), or undo it: `stop` restores exactly what `start` changed.
+    Realserver {
+        /// start, stop or status.
+        action: RealserverAction,
+        /// The virtual IP the director balances.
+        #[arg(long)]
+        vip: std::net::Ipv4Addr,
+        /// dr (VIP on lo) or tun (VIP on tunl0, needs the kernel's ipip module).
+        #[arg(long, default_value = "dr")]
+        mode: RsMode,
+        /// Interfaces that get the ARP sysctls (default: every one with an IPv4 address).
+        #[arg(long = "iface", value_name = "IFACE")]
+        ifaces: Vec<String>,
+        /// Where start records what it changed (default /run/xvs/realserver-VIP.json).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
     /// The TUN lab's IPIP decapsulator on a real server (started by `xvs lab`).
     #[command(hide = true)]
     LabDecap {
@@ -68,6 +90,17 @@ enum Cmd {
         #[arg(long)]
         report: PathBuf,
     },
+}
+
+/// `xvs realserver`'s actions.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RealserverAction {
+    /// Apply the VIP and the sysctls, recording the previous values.
+    Start,
+    /// Restore the previous values and remove what start added.
+    Stop,
+    /// Show what is applied (exit 0 in place, 1 changed since start, 3 not started).
+    Status,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +153,35 @@ fn main() -> ExitCode {
             scheduler,
             requests,
         } => run_lab(mode, &scheduler, requests),
+        Cmd::Realserver {
+            action,
+            vip,
+            mode,
+            ifaces,
+            state,
+        } => {
+            let args = RealServerArgs {
+                vip,
+                mode,
+                ifaces,
+                state,
+            };
+            let result = match action {
+                RealserverAction::Start => realserver::start(&args).map(|line| (line + "\n", 0)),
+                RealserverAction::Stop => realserver::stop(&args).map(|line| (line + "\n", 0)),
+                RealserverAction::Status => realserver::status(&args),
+            };
+            match result {
+                Ok((text, code)) => {
+                    print!("{text}");
+                    ExitCode::from(code)
+                }
+                Err(e) => {
+                    eprintln!("xvs realserver: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::LabDecap {
             iface,
             tun,

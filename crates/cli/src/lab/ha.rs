@@ -36,7 +36,7 @@ use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use super::netns::{LabError, LabResult, Namespace};
-use super::topology::{HaTopology, Mode};
+use super::topology::{HaTopology, Mode, RealServerSetup};
 use super::{
     Children, Conversation, HTTP_PORT, LINES_PORT, Programs, UDP_PORT, XvsDaemon, config_text,
     end_child, http_get, lab_dir, service_toml, spawn_logged, start_real_servers, wait_for,
@@ -75,8 +75,11 @@ impl HaLab {
         programs: Programs,
         sync_section: &dyn Fn(usize) -> String,
     ) -> LabResult<HaLab> {
-        let topology = HaTopology::build(mode)?;
         let dir = lab_dir("ha")?;
+        let setup = RealServerSetup::new(&programs.xvs, &dir);
+        let topology = HaTopology::build(mode, &setup).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })?;
         let directors = (0..topology.directors.len())
             .map(|i| XvsDaemon::new(programs.clone(), &dir, &format!("director{}", i + 1)))
             .collect();

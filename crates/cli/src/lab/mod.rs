@@ -25,7 +25,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use netns::{LabError, LabResult, Namespace};
-pub use topology::{Mode, RealServerHost, Topology};
+pub use topology::{Mode, RealServerHost, RealServerSetup, Topology};
 
 /// HTTP port of the lab services (the seeds balance a web cluster on port 80).
 pub const HTTP_PORT: u16 = 80;
@@ -60,6 +60,8 @@ impl Programs {
 pub struct Lab {
     /// The namespaces and addresses.
     pub topology: Topology,
+    /// More of the director's configuration file (see [`config_text`]'s `extra`).
+    extra: String,
     dir: PathBuf,
     director: XvsDaemon,
     helpers: Children,
@@ -69,11 +71,21 @@ impl Lab {
     /// Builds the topology for `mode`, starts the servers and the director (with an empty
     /// table, as an operator's freshly started ipvsadm).
     pub fn start(mode: Mode, programs: Programs) -> LabResult<Lab> {
-        let topology = Topology::build(mode)?;
+        Lab::start_with(mode, programs, "")
+    }
+
+    /// [`Lab::start`] with `extra` in the director's configuration file, kept across
+    /// reloads: more `[daemon]` keys or whole sections (`[metrics]`, `[sync]`).
+    pub fn start_with(mode: Mode, programs: Programs, extra: &str) -> LabResult<Lab> {
         let dir = lab_dir("lab")?;
+        let setup = RealServerSetup::new(&programs.xvs, &dir);
+        let topology = Topology::build(mode, &setup).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })?;
         let director = XvsDaemon::new(programs.clone(), &dir, "director");
         let mut lab = Lab {
             topology,
+            extra: extra.to_string(),
             dir,
             director,
             helpers: Children::default(),
@@ -94,7 +106,7 @@ impl Lab {
     /// The director's configuration file: its interfaces, then `services` (TOML
     /// `[[service]]` tables, possibly empty).
     pub fn config_text(&self, services: &str) -> String {
-        config_text(&self.topology.director_ifaces, "", services)
+        config_text(&self.topology.director_ifaces, &self.extra, services)
     }
 
     /// Path of the director's configuration file.

@@ -4,8 +4,11 @@
 //! DR and TUN (seed "LVS-DR"): the client sits behind a router; the router, the director and
 //! the real servers share one LAN (a bridge); the router routes the VIP to the director, and
 //! the director also carries the VIP on its interface as the seed does. Real servers hold the
-//! VIP on `lo` with `arp_ignore=1`, `arp_announce=2` and route replies through the router,
-//! never through the director.
+//! VIP on `lo` with `arp_ignore=1`, `arp_announce=2`, set up by `xvs realserver start` as an
+//! operator would ([`RealServerSetup`]), and route replies through the router, never
+//! through the director. TUN's real servers are set up the same way (`--mode dr`: this
+//! kernel has no ipip module for `--mode tun`, so the lab's own decapsulator delivers the
+//! inner packets to the VIP on `lo`).
 //!
 //! NAT (seed "LVS-NAT"): a two-arm director. The client is on the external network with the
 //! VIP; the real servers are on a private network whose gateway is the director's internal
@@ -18,8 +21,55 @@
 //! also the real servers' gateway) floating between them.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
-use super::netns::{LabResult, Namespace, unique_tag, veth};
+use super::netns::{LabError, LabResult, Namespace, unique_tag, veth};
+
+/// How the lab sets up its DR and TUN real servers: `xvs realserver start` from `xvs`,
+/// each real server's state file in `dir`.
+#[derive(Debug, Clone)]
+pub struct RealServerSetup {
+    /// The `xvs` binary.
+    pub xvs: PathBuf,
+    /// Where the state files go (the lab's directory).
+    pub dir: PathBuf,
+}
+
+impl RealServerSetup {
+    /// `xvs realserver start --vip VIP --mode dr --iface DEV` in `ns`; the state file is
+    /// `dir/NAME-realserver.json` (`/run` is shared by the namespaces).
+    fn start(&self, ns: &Namespace, name: &str, vip: &str, dev: &str) -> LabResult<()> {
+        let state = self.state_file(name);
+        let state = state.to_string_lossy();
+        let xvs = self.xvs.to_string_lossy();
+        let args = [
+            "realserver",
+            "start",
+            "--vip",
+            vip,
+            "--mode",
+            "dr",
+            "--iface",
+            dev,
+            "--state",
+            &state,
+        ];
+        ns.exec(&xvs, &args).map(|_| ())
+    }
+
+    /// The state file of real server `name`.
+    pub fn state_file(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}-realserver.json"))
+    }
+
+    /// A setup with its files in `dir`.
+    pub fn new(xvs: &Path, dir: &Path) -> RealServerSetup {
+        RealServerSetup {
+            xvs: xvs.to_path_buf(),
+            dir: dir.to_path_buf(),
+        }
+    }
+}
 
 /// LVS's three forwarding methods, as the lab builds them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +153,10 @@ pub struct Topology {
 
 impl Topology {
     /// Builds the seed topology for `mode`, tagged uniquely for this run.
-    pub fn build(mode: Mode) -> LabResult<Topology> {
+    pub fn build(mode: Mode, setup: &RealServerSetup) -> LabResult<Topology> {
         let tag = unique_tag();
         match mode {
-            Mode::Dr | Mode::Tun => one_arm(mode, &tag),
+            Mode::Dr | Mode::Tun => one_arm(mode, &tag, setup),
             Mode::Nat => two_arm(&tag),
         }
     }
@@ -144,26 +194,24 @@ impl Lan {
 }
 
 /// A real server: RIP on `dev`, default route via `gateway`; for DR and TUN also the VIP on
-/// `lo`, with the ARP sysctls that keep it from answering for the VIP.
+/// `lo`, with the ARP sysctls that keep it from answering for the VIP (`xvs realserver`).
 fn real_server(
     tag: &str,
     name: &str,
     lan: &mut Lan,
     rip_cidr: &str,
     gateway: &str,
-    vip: Option<&str>,
+    vip: Option<(&str, &RealServerSetup)>,
 ) -> LabResult<RealServerHost> {
     let ns = namespace(tag, name)?;
     lan.plug(&ns, "eth0")?;
     ns.addr("eth0", rip_cidr)?;
     ns.no_tx_offload("eth0")?;
     ns.ip(&["route", "add", "default", "via", gateway])?;
-    if let Some(vip) = vip {
-        ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
-        ns.sysctl("net.ipv4.conf.eth0.arp_ignore", "1")?;
-        ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
-        ns.sysctl("net.ipv4.conf.eth0.arp_announce", "2")?;
-        ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
+    if let Some((vip, setup)) = vip {
+        setup
+            .start(&ns, name, vip, "eth0")
+            .map_err(|e| LabError(format!("{name}: {e}")))?;
     }
     let rip = rip_cidr.split('/').next().unwrap_or_default().to_string();
     Ok(RealServerHost {
@@ -210,6 +258,7 @@ fn one_arm_real_servers(
     tag: &str,
     lan: &mut Lan,
     vip: &str,
+    setup: &RealServerSetup,
 ) -> LabResult<Vec<RealServerHost>> {
     let mut real_servers = Vec::new();
     for (i, rip) in ["192.168.40.12/24", "192.168.40.13/24"].iter().enumerate() {
@@ -219,7 +268,7 @@ fn one_arm_real_servers(
             lan,
             rip,
             "192.168.40.254",
-            Some(vip),
+            Some((vip, setup)),
         )?;
         if mode == Mode::Tun {
             // The decapsulated packet enters on the tunnel device while the route to the
@@ -254,7 +303,7 @@ const NAT_VIP: &str = "192.168.0.11";
 /// The NAT real servers' gateway: the (active) director's internal address.
 const NAT_GATEWAY: &str = "10.168.0.90";
 
-fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
+fn one_arm(mode: Mode, tag: &str, setup: &RealServerSetup) -> LabResult<Topology> {
     let vip = DR_VIP;
     let mut lan = Lan::new(tag, "lan")?;
     let (client, router) = routed_client(tag, &mut lan)?;
@@ -262,7 +311,7 @@ fn one_arm(mode: Mode, tag: &str) -> LabResult<Topology> {
     router.ip(&["route", "add", &format!("{vip}/32"), "via", "192.168.40.11"])?;
     let director = one_arm_director(tag, "director", &mut lan, "192.168.40.11")?;
     director.ip(&["addr", "add", &format!("{vip}/32"), "dev", "eth0"])?;
-    let real_servers = one_arm_real_servers(mode, tag, &mut lan, vip)?;
+    let real_servers = one_arm_real_servers(mode, tag, &mut lan, vip, setup)?;
     Ok(Topology {
         mode,
         vip: vip.to_string(),
@@ -364,19 +413,17 @@ pub struct HaTopology {
 
 impl HaTopology {
     /// Builds the HA topology for `mode` (DR or NAT), tagged uniquely for this run.
-    pub fn build(mode: Mode) -> LabResult<HaTopology> {
+    pub fn build(mode: Mode, setup: &RealServerSetup) -> LabResult<HaTopology> {
         let tag = unique_tag();
         match mode {
-            Mode::Dr => ha_one_arm(&tag),
+            Mode::Dr => ha_one_arm(&tag, setup),
             Mode::Nat => ha_two_arm(&tag),
-            Mode::Tun => Err(super::LabError(
-                "the HA lab is built for DR and NAT only".into(),
-            )),
+            Mode::Tun => Err(LabError("the HA lab is built for DR and NAT only".into())),
         }
     }
 }
 
-fn ha_one_arm(tag: &str) -> LabResult<HaTopology> {
+fn ha_one_arm(tag: &str, setup: &RealServerSetup) -> LabResult<HaTopology> {
     let vip = DR_VIP;
     let mut lan = Lan::new(tag, "lan")?;
     let (client, router) = routed_client(tag, &mut lan)?;
@@ -391,7 +438,7 @@ fn ha_one_arm(tag: &str) -> LabResult<HaTopology> {
             address: address.to_string(),
         });
     }
-    let real_servers = one_arm_real_servers(Mode::Dr, tag, &mut lan, vip)?;
+    let real_servers = one_arm_real_servers(Mode::Dr, tag, &mut lan, vip, setup)?;
     Ok(HaTopology {
         mode: Mode::Dr,
         vip: vip.to_string(),
