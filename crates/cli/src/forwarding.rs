@@ -332,6 +332,7 @@ fn dataplane_metrics(runtime: &Runtime) -> DataplaneMetrics {
             rx_frames: w.frames.rx,
             tx_frames: w.frames.tx,
             icmp_sent: w.frames.icmp_sent,
+            rx_batches: w.rx_batches,
         })
         .collect();
     // Ports are listed queue by queue, each queue's interfaces in port order.

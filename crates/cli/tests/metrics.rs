@@ -337,6 +337,12 @@ fn scrape_matches_xvsadm_during_and_after_lab_traffic() {
         sum("xvs_worker_tx_frames_total"),
         words[3].parse::<f64>().unwrap()
     );
+    // Every received frame came in some batch: at least one batch, at most one per frame.
+    let batches = sum("xvs_worker_rx_batches_total");
+    assert!(
+        batches >= 1.0 && batches <= sum("xvs_worker_rx_frames_total"),
+        "{batches}"
+    );
     assert!(sum("xvs_worker_rx_frames_total") >= totals[1]);
     let drops_listed: Vec<(String, f64)> = listed
         .dataplane

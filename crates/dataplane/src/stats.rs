@@ -21,7 +21,9 @@ use xvs_conntrack::DestId;
 
 use xvs_forwarders::Reason;
 
-use crate::pipeline::counters::{DestCells, Drop, MAX_PORTS, PortCells, WorkerCounters};
+use crate::pipeline::counters::{
+    DestCells, Drop, MAX_PORTS, PortCells, RX_BATCH_BUCKETS, WorkerCounters,
+};
 use crate::service::snapshot::{Snapshot, dest_slot};
 use crate::service::spec::ServiceAddr;
 
@@ -153,6 +155,8 @@ pub struct WorkerFrames {
     pub frames: FrameCounters,
     /// Each port's losses, in port order (one arm: only the first is used).
     pub ports: [PortLosses; MAX_PORTS],
+    /// Receive batches by size bucket (see [`WorkerCounters::rx_batches`]).
+    pub rx_batches: [u64; RX_BATCH_BUCKETS],
 }
 
 /// IPVS's rate estimator for one set of counters.
@@ -367,7 +371,12 @@ impl StatsRollup {
             frames.bad_verdict += port.bad_verdict;
             frames.invalid_descs += port.invalid_descs;
         }
-        WorkerFrames { frames, ports }
+        let rx_batches = std::array::from_fn(|k| w.rx_batches[k].load(Ordering::Relaxed));
+        WorkerFrames {
+            frames,
+            ports,
+            rx_batches,
+        }
     }
 
     /// The whole director's totals and rates.

@@ -57,6 +57,9 @@ pub fn run<P: PacketIo>(
         let summary = io.poll(BATCH_SIZE, &mut |ingress, frames, verdicts| {
             pipeline.process_batch(frames, ingress, verdicts);
         })?;
+        if summary.received > 0 {
+            pipeline.counters().count_batch(summary.received);
+        }
         if now.duration_since(last_housekeeping) >= HOUSEKEEPING_EVERY {
             pipeline.housekeeping();
             publish_port_losses(io, pipeline.counters());

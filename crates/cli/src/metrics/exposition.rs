@@ -351,6 +351,26 @@ fn xvs_dataplane(encoder: &mut DescriptorEncoder, d: &DataplaneMetrics) -> fmt::
         counter,
         workers(|w| w.icmp_sent),
     )?;
+    let batches: Vec<_> = d
+        .workers
+        .iter()
+        .flat_map(|w| {
+            w.rx_batches.iter().enumerate().map(|(k, n)| {
+                let labels = vec![
+                    ("worker", w.queue.to_string()),
+                    ("frames_le", (1u32 << k).to_string()),
+                ];
+                (labels, *n)
+            })
+        })
+        .collect();
+    family(
+        encoder,
+        "xvs_worker_rx_batches",
+        "Receive batches of the worker by size: frames_le=N counts batches of more than N/2 and at most N frames (full batches of 64 mean a saturated worker).",
+        counter,
+        batches,
+    )?;
 
     if !d.ports.is_empty() {
         let mut info = encoder.encode_descriptor(
@@ -652,6 +672,7 @@ mod tests {
                     rx_frames: 52,
                     tx_frames: 51,
                     icmp_sent: 0,
+                    rx_batches: [3, 0, 1, 0, 0, 0, 2],
                 }],
                 ports: vec![PortMetrics {
                     iface: "eth0".into(),
@@ -692,6 +713,9 @@ mod tests {
             "xvs_worker_up{worker=\"0\"} 1".to_string(),
             "xvs_worker_rx_frames_total{worker=\"0\"} 52".to_string(),
             "xvs_worker_tx_frames_total{worker=\"0\"} 51".to_string(),
+            "xvs_worker_rx_batches_total{worker=\"0\",frames_le=\"1\"} 3".to_string(),
+            "xvs_worker_rx_batches_total{worker=\"0\",frames_le=\"4\"} 1".to_string(),
+            "xvs_worker_rx_batches_total{worker=\"0\",frames_le=\"64\"} 2".to_string(),
             "xvs_port_info{iface=\"eth0\",queue=\"0\",af_xdp=\"copy\",xdp=\"drv\"} 1".to_string(),
             "xvs_port_tx_ring_full_total{iface=\"eth0\",queue=\"0\"} 2".to_string(),
             "xvs_drops_total{reason=\"no_connection\"} 0".to_string(),

@@ -70,6 +70,9 @@ pub struct WorkerMetrics {
     pub tx_frames: u64,
     /// ICMP errors sent back to senders.
     pub icmp_sent: u64,
+    /// Receive batches by size: batches of at most 1, 2, 4 ... 64 frames (each bucket
+    /// counts those above the previous bound).
+    pub rx_batches: [u64; xvs_dataplane::pipeline::counters::RX_BATCH_BUCKETS],
 }
 
 /// One AF_XDP port: an interface's queue.

@@ -122,7 +122,14 @@ pub struct WorkerCounters {
     pub icmp_sent: AtomicU64,
     /// The frame I/O's losses, per port.
     pub ports: [PortCells; MAX_PORTS],
+    /// Receive batches by size: bucket `k` counts batches of more than `2^(k-1)` and at
+    /// most `2^k` frames (1, 2, 4 ... 64), so an operator sees whether the worker keeps up
+    /// (small batches) or is saturated (full ones).
+    pub rx_batches: [AtomicU64; RX_BATCH_BUCKETS],
 }
+
+/// Buckets of [`WorkerCounters::rx_batches`]: 1, 2, 4, 8, 16, 32 and 64 frames.
+pub const RX_BATCH_BUCKETS: usize = 7;
 
 impl Default for WorkerCounters {
     fn default() -> Self {
@@ -133,12 +140,21 @@ impl Default for WorkerCounters {
             rx_frames: AtomicU64::new(0),
             tx_frames: AtomicU64::new(0),
             icmp_sent: AtomicU64::new(0),
+            rx_batches: Default::default(),
             ports: Default::default(),
         }
     }
 }
 
 impl WorkerCounters {
+    /// Counts one receive batch of `frames` frames (more than 0).
+    #[inline]
+    pub fn count_batch(&self, frames: usize) {
+        let bucket =
+            (frames.max(1).next_power_of_two().trailing_zeros() as usize).min(RX_BATCH_BUCKETS - 1);
+        add(&self.rx_batches[bucket], 1);
+    }
+
     /// Counts a drop.
     #[inline]
     pub fn drop(&self, why: Drop) {
@@ -160,5 +176,25 @@ impl WorkerCounters {
     /// The refusal counter of `reason`.
     pub fn refused_of(&self, reason: Reason) -> u64 {
         self.refused[reason as usize].load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn batches_fall_in_power_of_two_buckets() {
+        let c = WorkerCounters::default();
+        for frames in [1, 2, 3, 4, 5, 32, 33, 64, 64, 200] {
+            c.count_batch(frames);
+        }
+        let got: Vec<u64> = c
+            .rx_batches
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        // <=1, <=2, <=4 (3, 4), <=8 (5), <=16, <=32, <=64 (33, 64, 64, and 200 capped)
+        assert_eq!(got, vec![1, 1, 2, 1, 0, 1, 4]);
     }
 }
