@@ -13,6 +13,7 @@
 //! | [`config`] | the TOML configuration file, validated into [`config::DaemonConfig`] |
 //! | [`daemon`] | `xvs run`: signals, reload, the control thread and the dataplane seam |
 //! | [`forwarding`] | the AF_XDP dataplane behind that seam |
+//! | [`health`] | real servers' health checks and the table in force they derive |
 //! | [`lab`] | `xvs lab`: the seed labs in network namespaces, for people and for tests |
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod control;
 pub mod daemon;
 pub mod director;
 pub mod forwarding;
+pub mod health;
 pub mod ipvsadm;
 pub mod lab;
 pub mod listing;
