@@ -13,6 +13,9 @@ DEB_PACKAGES += clang llvm m4 libelf-dev zlib1g-dev iproute2 ethtool iputils-pin
 # the HA lab (crates/cli/tests/ha.rs): keepalived moves the VIP between two directors (VRRP),
 # nftables keeps a dead director's kernel from resetting the VIP's connections.
 DEB_PACKAGES += curl python3 keepalived nftables
+# The health-check tests (crates/cli/tests/health.rs): openssl makes the HTTPS real server's CA
+# and certificate.
+DEB_PACKAGES += openssl
 
 .PHONY: lab test deps toolchain fmt clippy unit bench
 
