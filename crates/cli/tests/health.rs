@@ -239,6 +239,16 @@ fn a_stopped_web_server_is_quiesced_and_restored_when_it_restarts() {
     );
     assert!(answers(&lab, 8).iter().any(|a| a == "rs1"));
 
+    // A server the operator (or ldirectord) quiesces stays quiesced while its check passes.
+    lab.xvsadm(&format!(
+        "-e -t {}:80 -r {rs1}:80 -g -w 0",
+        lab.topology.vip
+    ))
+    .unwrap();
+    std::thread::sleep(interval_times(RISE) + SLACK);
+    assert_eq!(weight(&lab, &rs1), Some(0));
+    assert_eq!(dest_json(&lab, &rs1)["check"]["state"], "up");
+
     // A server the operator removes is not re-added by its check.
     lab.xvsadm(&format!("-d -t {}:80 -r {rs1}:80", lab.topology.vip))
         .unwrap();

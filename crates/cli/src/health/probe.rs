@@ -299,6 +299,33 @@ mod tests {
     }
 
     #[test]
+    fn the_host_header_and_path_are_sent_as_configured() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 2048];
+            let n = std::io::Read::read(&mut c, &mut buf).unwrap();
+            c.write_all(OK.as_bytes()).unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_string()
+        });
+        let Probe::Http(mut h) = http_probe(200, None, None) else {
+            unreachable!()
+        };
+        h.host = Some("www.example.com".into());
+        assert_eq!(
+            Prober::new(spec(Probe::Http(h), port), localhost()).run(),
+            Ok(())
+        );
+        let request = seen.join().unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("get /health http/1.1\r\n"), "{request}");
+        assert!(
+            request.contains("\r\nhost: www.example.com\r\n"),
+            "{request}"
+        );
+    }
+
+    #[test]
     fn a_server_that_never_answers_times_out() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -7,7 +7,10 @@
 //! lab's directory. [`Lab::xvsadm`] then configures it with the seed's own ipvsadm lines, and
 //! the client namespace's real `curl` and python sockets send traffic through the VIP.
 //! Dropping the lab stops every process and deletes every namespace and link, also after a
-//! failure; `xvs lab` also does so on Ctrl-C.
+//! failure; `xvs lab` also does so on Ctrl-C. Tests of health checks stop, start and pause
+//! one real server's programs ([`Lab::stop_server`], [`Lab::start_server`],
+//! [`Lab::signal_server`]), change the files it serves ([`Lab::site`]) and run an HTTPS
+//! server with a certificate of its own CA ([`Lab::start_https`]).
 //!
 //! [`ha::HaLab`] is the high-availability lab: two directors, keepalived moving the VIP
 //! between them, and a [`Conversation`] to watch one connection across a failover.
