@@ -10,6 +10,9 @@
 //! - signals: SIGHUP reloads the file (an invalid file is refused with one log line per
 //!   problem and the running configuration stays), SIGTERM and SIGINT stop the control
 //!   socket and the dataplane and return;
+//! - health checks ([`crate::health`]): one thread per checked real server and one walking
+//!   the connection table for passive detection, reporting to the [`DataplaneDirector`],
+//!   which publishes the operator's table with the checks' decisions laid over it;
 //! - logging through `tracing` (set up by the binary, `RUST_LOG` filters).
 //!
 //! Packets are the [`Dataplane`]'s: the seam through which the AF_XDP runtime
@@ -637,6 +640,43 @@ mod tests {
             SyncConfig::default(),
             "a section removed stops the daemons"
         );
+    }
+
+    #[test]
+    fn a_failed_check_publishes_weight_0_and_the_operators_table_stays() {
+        let text = "[[service]]\ntcp = \"10.0.0.1:80\"\n[service.check]\ntype = \"tcp\"\n\
+                    [[service.real_server]]\naddress = \"10.0.1.1\"\nweight = 4\n";
+        let loaded = config::parse_str(text, &Names::none()).unwrap();
+        let (key, spec) = loaded.health.checks().next().unwrap().clone();
+        let mut d = DataplaneDirector::new(
+            TableOnlyDirector::new(loaded.table, loaded.daemon.timeouts),
+            Recorder::default(),
+        )
+        .with_health(Health::new(loaded.health.clone(), Instant::now()));
+        let listed = |d: &DataplaneDirector<Recorder>| {
+            let data = d.list(&ListRequest::Services).unwrap();
+            let dest = data.services[0].dests[0].clone();
+            (dest.weight, dest.check.map(|c| c.state))
+        };
+        assert_eq!(listed(&d), (4, Some("up".to_string())));
+        d.record_check(&key, &spec, Err("connect: refused".into()));
+        assert_eq!(d.dataplane().updates.len(), 1, "published once");
+        assert_eq!(listed(&d), (0, Some("down".to_string())));
+        assert_eq!(d.effective().services[0].dests[0].weight, 0);
+        assert_eq!(
+            d.table().services[0].dests[0].weight,
+            4,
+            "the operator's table"
+        );
+        d.record_check(&key, &spec, Err("connect: refused".into()));
+        assert_eq!(
+            d.dataplane().updates.len(),
+            1,
+            "no change, nothing published"
+        );
+        d.record_check(&key, &spec, Ok(()));
+        assert_eq!(listed(&d), (4, Some("up".to_string())));
+        assert_eq!(d.dataplane().updates.len(), 2);
     }
 
     fn vip() -> ServiceAddr {
