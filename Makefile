@@ -16,6 +16,9 @@ DEB_PACKAGES += curl python3 keepalived nftables
 # The metrics test (crates/cli/tests/metrics.rs) checks xvs's endpoint against node_exporter's
 # own IPVS collector reading the same numbers.
 DEB_PACKAGES += prometheus-node-exporter
+# The health-check tests (crates/cli/tests/health.rs): openssl makes the HTTPS real server's CA
+# and certificate.
+DEB_PACKAGES += openssl
 
 .PHONY: lab test deps toolchain fmt clippy unit bench
 

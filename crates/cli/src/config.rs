@@ -13,9 +13,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use xvs_dataplane::service::spec::ServiceTableSpec;
+use xvs_dataplane::service::spec::{DestSpec, ServiceAddr, ServiceTableSpec};
 
 use crate::director::{DaemonArgs, Edit};
+use crate::health::spec::{
+    self as health, DestKey, HealthConfig, RawCheck, RawPassive, ServiceHealth,
+};
 use crate::ipvsadm::{self, Command, MAX_TIMEOUT};
 use crate::listing::{DEFAULT_CONN_TABLE_SIZE, Timeouts};
 use crate::names::Names;
@@ -125,6 +128,8 @@ pub struct LoadedConfig {
     pub daemon: DaemonConfig,
     /// The services to start with.
     pub table: ServiceTableSpec,
+    /// The real servers' health checks, sorry servers and passive detection.
+    pub health: HealthConfig,
 }
 
 /// What is wrong with a file: one line per problem, each naming its key.
@@ -221,6 +226,12 @@ struct RawService {
     netmask: Option<String>,
     ops: bool,
     mh_table_size: Option<u32>,
+    /// The check of every real server that has none of its own.
+    check: Option<RawCheck>,
+    on_failure: Option<String>,
+    sorry_server: Option<String>,
+    sorry_method: Option<String>,
+    passive_check: Option<RawPassive>,
     real_server: Vec<RawRealServer>,
 }
 
@@ -232,6 +243,7 @@ struct RawRealServer {
     weight: Option<u32>,
     upper_threshold: Option<u32>,
     lower_threshold: Option<u32>,
+    check: Option<RawCheck>,
 }
 
 /// Reads and validates `path` (host and port names from /etc/hosts and /etc/services).
@@ -347,11 +359,16 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
     }
 
     let mut table = ServiceTableSpec::default();
+    let mut health = HealthConfig::default();
     for (i, service) in raw.service.into_iter().enumerate() {
-        add_service(&mut table, i, service, names, &mut errors);
+        add_service(&mut table, &mut health, i, service, names, &mut errors);
     }
     if errors.is_empty() {
-        Ok(LoadedConfig { daemon, table })
+        Ok(LoadedConfig {
+            daemon,
+            table,
+            health,
+        })
     } else {
         Err(ConfigErrors(errors))
     }
@@ -432,10 +449,21 @@ fn sync_config(raw: RawSync, errors: &mut Vec<String>) -> SyncConfig {
     out
 }
 
+/// The ipvsadm option of a `method` key.
+fn method_option(method: Option<&str>) -> Result<&'static str, String> {
+    match method.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("dr" | "route" | "gatewaying" | "g") => Ok("-g"),
+        Some("nat" | "masq" | "masquerading" | "m") => Ok("-m"),
+        Some("tun" | "tunnel" | "ipip" | "i") => Ok("-i"),
+        Some(other) => Err(format!("unknown method '{other}' (dr, nat or tun)")),
+    }
+}
+
 /// One `[[service]]`: its `-A` line, then one `-a` line per real server, each parsed by
-/// the ipvsadm parser and applied to `table`.
+/// the ipvsadm parser and applied to `table`; its health settings go to `health`.
 fn add_service(
     table: &mut ServiceTableSpec,
+    health_config: &mut HealthConfig,
     i: usize,
     s: RawService,
     names: &Names,
@@ -484,38 +512,39 @@ fn add_service(
     }
     // When the service is refused its real servers are still read, so every mistake in
     // them is reported too, but none is applied.
-    let service_ok = match ipvsadm::parse(&words, "xvs", names) {
+    let added = match ipvsadm::parse(&words, "xvs", names) {
         Ok(Command::Edit(mut edit @ Edit::AddService { .. })) => {
             if let (Edit::AddService { service }, Some(size)) = (&mut edit, s.mh_table_size) {
                 service.mh_table_size = size;
             }
             match edit.apply_to(table) {
-                Ok(()) => true,
+                Ok(()) => match edit {
+                    Edit::AddService { service } => Some(service.addr),
+                    _ => None,
+                },
                 Err(e) => {
                     errors.push(format!("{key}: {}", file_message(&edit, &e)));
-                    false
+                    None
                 }
             }
         }
         Ok(other) => {
             errors.push(format!("{key}: not a service ({other:?})"));
-            false
+            None
         }
         Err(e) => {
             errors.push(format!("{key}: {}", e.message));
-            false
+            None
         }
     };
+    let service_ok = added.is_some();
+    let mut dests: Vec<(String, DestSpec, Option<RawCheck>)> = Vec::new();
     for (j, rs) in s.real_server.into_iter().enumerate() {
         let key = format!("{key}.real_server[{j}]");
-        let method = match rs.method.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("dr" | "route" | "gatewaying" | "g") => "-g",
-            Some("nat" | "masq" | "masquerading" | "m") => "-m",
-            Some("tun" | "tunnel" | "ipip" | "i") => "-i",
-            Some(other) => {
-                errors.push(format!(
-                    "{key}.method: unknown method '{other}' (dr, nat or tun)"
-                ));
+        let method = match method_option(rs.method.as_deref()) {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(format!("{key}.method: {e}"));
                 continue;
             }
         };
@@ -536,16 +565,171 @@ fn add_service(
             }
         }
         match ipvsadm::parse(&words, "xvs", names) {
-            Ok(Command::Edit(edit)) if service_ok => {
-                if let Err(e) = edit.apply_to(table) {
-                    errors.push(format!("{key}: {}", file_message(&edit, &e)));
+            Ok(Command::Edit(edit)) if service_ok => match edit.apply_to(table) {
+                Ok(()) => {
+                    if let Edit::AddDest { dest, .. } = edit {
+                        dests.push((key, dest, rs.check));
+                    }
                 }
-            }
+                Err(e) => errors.push(format!("{key}: {}", file_message(&edit, &e))),
+            },
             Ok(Command::Edit(_)) => {}
             Ok(other) => errors.push(format!("{key}: not a real server ({other:?})")),
             Err(e) => errors.push(format!("{key}: {}", e.message)),
         }
     }
+    let Some(service) = added else {
+        return;
+    };
+    let policy = ServiceHealthRaw {
+        check: s.check,
+        on_failure: s.on_failure,
+        sorry_server: s.sorry_server,
+        sorry_method: s.sorry_method,
+        passive_check: s.passive_check,
+    };
+    if let Some(h) = service_health(
+        table, service, &selector, &key, policy, &dests, names, errors,
+    ) {
+        health_config.services.push(h);
+    }
+}
+
+/// The health keys of one `[[service]]`.
+struct ServiceHealthRaw {
+    check: Option<RawCheck>,
+    on_failure: Option<String>,
+    sorry_server: Option<String>,
+    sorry_method: Option<String>,
+    passive_check: Option<RawPassive>,
+}
+
+/// Validates a service's health settings against its real servers `dests` (each with
+/// its key and its own check); `None` if it has none (or they are invalid).
+#[allow(clippy::too_many_arguments)]
+fn service_health(
+    table: &ServiceTableSpec,
+    service: ServiceAddr,
+    selector: &[String],
+    key: &str,
+    raw: ServiceHealthRaw,
+    dests: &[(String, DestSpec, Option<RawCheck>)],
+    names: &Names,
+    errors: &mut Vec<String>,
+) -> Option<ServiceHealth> {
+    let before = errors.len();
+    let on_failure = health::on_failure(
+        raw.on_failure.as_deref(),
+        &format!("{key}.on_failure"),
+        errors,
+    );
+    let mut checks = Vec::new();
+    // The service's check is read once for its own errors, then for each real server
+    // without a check of its own (whose port it defaults to).
+    if let Some(check) = &raw.check {
+        let port = match service {
+            ServiceAddr::Inet { port, .. } if port != 0 => port,
+            _ => 80,
+        };
+        let probe_dest = DestSpec {
+            port,
+            ..dests.first().map(|d| d.1).unwrap_or(DestSpec {
+                addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
+                port,
+                method: xvs_dataplane::service::spec::ForwardMethod::Route,
+                weight: 1,
+                upper_threshold: 0,
+                lower_threshold: 0,
+            })
+        };
+        health::check_spec(check, &format!("{key}.check"), &probe_dest, errors);
+    }
+    for (dest_key, dest, own) in dests {
+        let (check, check_key) = match (own, &raw.check) {
+            (Some(own), _) => (own, format!("{dest_key}.check")),
+            (None, Some(shared)) => (shared, format!("{key}.check")),
+            (None, None) => continue,
+        };
+        let mut found = Vec::new();
+        if let Some(spec) = health::check_spec(check, &check_key, dest, &mut found) {
+            checks.push((DestKey::of(service, dest), spec));
+        }
+        for e in found {
+            if !errors.contains(&e) {
+                errors.push(e);
+            }
+        }
+    }
+    let sorry = raw.sorry_server.as_ref().and_then(|address| {
+        let key = format!("{key}.sorry_server");
+        let default_method = dests.first().map(|d| d.1.method.option()).unwrap_or("-g");
+        let method = match raw.sorry_method.as_deref() {
+            None => default_method,
+            Some(m) => match method_option(Some(m)) {
+                Ok(m) => m,
+                Err(e) => {
+                    errors.push(format!("{key}.sorry_method: {e}"));
+                    return None;
+                }
+            },
+        };
+        let mut words = vec!["-a".to_string()];
+        words.extend(selector.iter().cloned());
+        words.extend(["-r".to_string(), address.clone(), method.to_string()]);
+        let dest = match ipvsadm::parse(&words, "xvs", names) {
+            Ok(Command::Edit(Edit::AddDest { dest, .. })) => dest,
+            Ok(other) => {
+                errors.push(format!("{key}: not a real server ({other:?})"));
+                return None;
+            }
+            Err(e) => {
+                errors.push(format!("{key}: {}", e.message));
+                return None;
+            }
+        };
+        let edit = Edit::AddDest { service, dest };
+        if let Err(e) = edit.apply_to(&mut table.clone()) {
+            let message = match e {
+                xvs_dataplane::service::spec::EditError::DestExists => {
+                    "is also a real server of the service".to_string()
+                }
+                other => file_message(&edit, &other),
+            };
+            errors.push(format!("{key}: {message}"));
+            return None;
+        }
+        Some(dest)
+    });
+    if raw.sorry_method.is_some() && raw.sorry_server.is_none() {
+        errors.push(format!("{key}.sorry_method: only with a sorry_server"));
+    }
+    let passive = raw.passive_check.as_ref().and_then(|p| {
+        let key = format!("{key}.passive_check");
+        match service {
+            ServiceAddr::Inet {
+                protocol: xvs_dataplane::service::spec::Protocol::Tcp,
+                ..
+            } => health::passive_spec(p, &key, errors),
+            _ => {
+                errors.push(format!(
+                    "{key}: only for TCP services (it watches connections in SYN_RECV)"
+                ));
+                None
+            }
+        }
+    });
+    if errors.len() != before
+        || (checks.is_empty() && sorry.is_none() && passive.is_none() && raw.on_failure.is_none())
+    {
+        return None;
+    }
+    Some(ServiceHealth {
+        service,
+        on_failure,
+        sorry,
+        passive,
+        checks,
+    })
 }
 
 /// ipvsadm's message, except for an unknown scheduler, where a file's reader is better
@@ -697,6 +881,27 @@ mod tests {
         assert_eq!(mh.mh_table_size, 65_521);
         assert!(mh.flags.port);
         assert_eq!(c.table.services[0].dests[0].upper_threshold, 1000);
+        let health = &c.health;
+        assert_eq!(health.services.len(), 2);
+        let web = &health.services[0];
+        assert_eq!(web.on_failure, crate::health::spec::OnFailure::Quiesce);
+        let sorry = web.sorry.unwrap();
+        assert_eq!(
+            (sorry.port, sorry.method),
+            (8443, xvs_dataplane::service::spec::ForwardMethod::Masq)
+        );
+        assert_eq!(web.passive.unwrap().min_stuck, 2);
+        assert_eq!(web.checks.len(), 2);
+        let (_, shared) = &web.checks[0];
+        assert_eq!(shared.probe.kind(), "https");
+        assert_eq!((shared.rise, shared.fall, shared.port), (2, 3, 443));
+        assert_eq!(shared.interval, std::time::Duration::from_millis(2500));
+        let (key, own) = &web.checks[1];
+        assert_eq!(
+            (key.port, own.port, own.probe.kind()),
+            (443, 8443, "external")
+        );
+        assert_eq!(health.services[1].checks[0].1.probe.kind(), "udp");
         let sync = &c.daemon.sync;
         assert!(sync.resync && sync.key.is_some() && sync.peers.len() == 1);
         assert_eq!(sync.master.as_ref().unwrap().syncid, Some(7));
@@ -776,6 +981,63 @@ address = "10.0.1.3"
             assert!(e.starts_with(w), "{e} / {w}");
             assert!(!e.contains('\n'));
         }
+    }
+
+    #[test]
+    fn health_keys_are_checked_against_their_service() {
+        let text = r#"
+[[service]]
+udp = "10.0.0.1:53"
+on_failure = "drop"
+sorry_server = "10.0.1.1"
+[service.passive_check]
+syn_recv = 2
+[[service.real_server]]
+address = "10.0.1.1"
+[service.real_server.check]
+type = "udp"
+path = "/"
+
+[[service]]
+tcp = "10.0.0.2:80"
+sorry_method = "nat"
+[service.check]
+type = "http"
+rise = 0
+[[service.real_server]]
+address = "10.0.1.2"
+[[service.real_server]]
+address = "10.0.1.3"
+"#;
+        let errs = parse_str(text, &Names::none()).unwrap_err().0;
+        assert_eq!(
+            errs,
+            vec![
+                "service[0].on_failure: unknown action 'drop' (quiesce or remove)",
+                "service[0].real_server[0].check.path: only for http and https checks",
+                "service[0].sorry_server: is also a real server of the service",
+                "service[0].passive_check: only for TCP services (it watches connections in SYN_RECV)",
+                "service[1].check.rise: 0 is outside 1..=1000",
+                "service[1].sorry_method: only with a sorry_server",
+            ]
+        );
+        let ok = parse_str(
+            "[[service]]\ntcp = \"10.0.0.2:80\"\n[service.check]\ntype = \"tcp\"\n\
+             [[service.real_server]]\naddress = \"10.0.1.2\"\n[[service.real_server]]\naddress = \"10.0.1.3\"\n\
+             [service.real_server.check]\ntype = \"none\"\n",
+            &Names::none(),
+        )
+        .unwrap();
+        let checks: Vec<_> = ok
+            .health
+            .checks()
+            .map(|(k, _)| k.addr.to_string())
+            .collect();
+        assert_eq!(
+            checks,
+            vec!["10.0.1.2"],
+            "type none turns the service's check off"
+        );
     }
 
     #[test]

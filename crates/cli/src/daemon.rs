@@ -10,6 +10,9 @@
 //! - signals: SIGHUP reloads the file (an invalid file is refused with one log line per
 //!   problem and the running configuration stays), SIGTERM and SIGINT stop the control
 //!   socket and the dataplane and return;
+//! - health checks ([`crate::health`]): one thread per checked real server and one walking
+//!   the connection table for passive detection, reporting to the [`DataplaneDirector`],
+//!   which publishes the operator's table with the checks' decisions laid over it;
 //! - logging through `tracing` (set up by the binary, `RUST_LOG` filters).
 //!
 //! Packets are the [`Dataplane`]'s: the seam through which the AF_XDP runtime
@@ -19,8 +22,10 @@
 //! --control-only` and tests: it forwards nothing, says so in the log, and lists every
 //! counter as zero, because it counted nothing.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -31,8 +36,12 @@ use crate::control::{self, ControlServer};
 use crate::director::{
     DaemonArgs, Director, Edit, EditFailure, ListRequest, NO_SYNC, TableOnlyDirector,
 };
-use crate::listing::{ListData, Timeouts};
-use crate::metrics::{DataplaneMetrics, MetricsServer, Scrape};
+use crate::health::runner::{Checkers, PassiveSink, PassiveWalker, ReportCheck};
+use crate::health::spec::CheckSpec;
+use crate::health::{DestKey, Health, HealthConfig};
+use crate::listing::{ListData, ServiceEntry, Timeouts};
+use crate::metrics::{BackendHealth, DataplaneMetrics, MetricsServer, Scrape};
+use xvs_conntrack::ConnTable;
 use xvs_dataplane::sync::Role;
 
 /// `xvs run`'s arguments.
@@ -138,6 +147,11 @@ pub trait Dataplane: Send + 'static {
     fn configure_sync(&mut self, _sync: &SyncConfig) -> Result<(), String> {
         Ok(())
     }
+
+    /// The connection table, for passive health detection's walks (`None`: no table).
+    fn conn_table(&self) -> Option<ConnTable> {
+        None
+    }
 }
 
 /// The stand-in [`Dataplane`] while none is plugged in: forwards nothing, counts nothing.
@@ -182,6 +196,10 @@ impl Dataplane for ControlOnly {
 
 /// The daemon's [`Director`]: [`TableOnlyDirector`] decides every edit, the [`Dataplane`]
 /// receives the result and adds its counters to listings.
+///
+/// The core holds the operator's table (the file and xvsadm's edits); the dataplane gets,
+/// and listings show, the table in force: the operator's with the health checks'
+/// decisions laid over it ([`Health::effective`]).
 #[derive(Debug)]
 pub struct DataplaneDirector<P: Dataplane> {
     core: TableOnlyDirector,
@@ -189,16 +207,72 @@ pub struct DataplaneDirector<P: Dataplane> {
     /// The `[sync]` section last applied from the file: a reload applies it again only if
     /// it changed, so daemons started with xvsadm survive reloads that leave it alone.
     file_sync: SyncConfig,
+    health: Health,
+    /// The table in force, as last published.
+    effective: ServiceTableSpec,
 }
 
 impl<P: Dataplane> DataplaneDirector<P> {
-    /// Joins the edit core and the dataplane.
+    /// Joins the edit core and the dataplane (no health checks).
     pub fn new(core: TableOnlyDirector, dataplane: P) -> Self {
+        let effective = core.table().clone();
         DataplaneDirector {
             core,
             dataplane,
             file_sync: SyncConfig::default(),
+            health: Health::default(),
+            effective,
         }
+    }
+
+    /// With the health checks of `health`; the dataplane was started with
+    /// `health.effective(core.table())`.
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        let effective = self.health.effective(self.core.table());
+        self.health.committed(self.core.table(), &effective);
+        self.effective = effective;
+        self
+    }
+
+    /// The health settings in force (what the check threads run).
+    pub fn health_config(&self) -> &HealthConfig {
+        self.health.config()
+    }
+
+    /// The table in force: the configured one with the health checks' decisions.
+    pub fn effective(&self) -> &ServiceTableSpec {
+        &self.effective
+    }
+
+    /// Counts one check's outcome; a transition publishes the changed table.
+    pub fn record_check(&mut self, key: &DestKey, spec: &CheckSpec, outcome: Result<(), String>) {
+        if self
+            .health
+            .record(key, spec, outcome, self.core.table(), Instant::now())
+        {
+            self.publish_health();
+        }
+    }
+
+    /// One walk's connections in SYN_RECV for passive detection; a change publishes.
+    pub fn observe_passive(&mut self, seen: &HashMap<DestKey, Vec<Instant>>, now: Instant) {
+        if self.health.observe_passive(seen, self.core.table(), now) {
+            self.publish_health();
+        }
+    }
+
+    /// Publishes what a health change made of the table, if anything.
+    fn publish_health(&mut self) {
+        let effective = self.health.effective(self.core.table());
+        if effective == self.effective {
+            return;
+        }
+        if let Err(reason) = self.dataplane.check(&effective) {
+            tracing::error!("health: the change cannot be applied: {reason}");
+            return;
+        }
+        self.publish();
     }
 
     /// Applies the file's `[sync]` section if it differs from the one applied last.
@@ -227,9 +301,25 @@ impl<P: Dataplane> DataplaneDirector<P> {
     }
 
     /// Replaces table and timeouts (SIGHUP) and publishes them, unless the dataplane cannot
-    /// serve the table: then nothing changes and the reason is returned.
+    /// serve the table: then nothing changes and the reason is returned. The health
+    /// settings stay.
     pub fn reload(&mut self, table: ServiceTableSpec, timeouts: Timeouts) -> Result<(), String> {
-        self.dataplane.check(&table)?;
+        let health = self.health.config().clone();
+        self.reload_with_health(table, timeouts, health)
+    }
+
+    /// [`DataplaneDirector::reload`] with new health settings too: unchanged checks keep
+    /// their state ([`Health::reconfigure`]).
+    pub fn reload_with_health(
+        &mut self,
+        table: ServiceTableSpec,
+        timeouts: Timeouts,
+        health: HealthConfig,
+    ) -> Result<(), String> {
+        let mut next = self.health.clone();
+        next.reconfigure(health, Instant::now());
+        self.dataplane.check(&next.effective(&table))?;
+        self.health = next;
         self.core.replace(table, timeouts);
         self.publish();
         Ok(())
@@ -247,10 +337,21 @@ impl<P: Dataplane> DataplaneDirector<P> {
             .list(&ListRequest::Services)
             .map(|data| data.services)
             .unwrap_or_default();
+        let mut health: Vec<BackendHealth> = self
+            .health
+            .states()
+            .map(|(key, up)| BackendHealth {
+                service: key.service,
+                addr: key.addr,
+                port: key.port,
+                up,
+            })
+            .collect();
+        health.sort_by_key(|h| (h.service, h.addr, h.port));
         Scrape {
             services,
             dataplane: self.dataplane.metrics(),
-            health: Vec::new(),
+            health,
         }
     }
 
@@ -260,14 +361,20 @@ impl<P: Dataplane> DataplaneDirector<P> {
             .find(|&k| {
                 let mut trial = self.core.clone();
                 trial.apply_batch(&edits[..=k]).is_ok()
-                    && self.dataplane.check(trial.table()).is_err()
+                    && self
+                        .dataplane
+                        .check(&self.health.effective(trial.table()))
+                        .is_err()
             })
             .unwrap_or(0)
     }
 
     fn publish(&mut self) {
         let timeouts = self.core.timeouts();
-        self.dataplane.update(self.core.table(), &timeouts);
+        let effective = self.health.effective(self.core.table());
+        self.health.committed(&self.effective, &effective);
+        self.effective = effective;
+        self.dataplane.update(&self.effective, &timeouts);
     }
 }
 
@@ -275,7 +382,7 @@ impl<P: Dataplane> Director for DataplaneDirector<P> {
     fn apply_batch(&mut self, edits: &[Edit]) -> Result<(), EditFailure> {
         let mut trial = self.core.clone();
         trial.apply_batch(edits)?;
-        if let Err(message) = self.dataplane.check(trial.table()) {
+        if let Err(message) = self.dataplane.check(&self.health.effective(trial.table())) {
             return Err(EditFailure {
                 index: self.first_refused(edits),
                 message,
@@ -288,6 +395,14 @@ impl<P: Dataplane> Director for DataplaneDirector<P> {
 
     fn list(&self, what: &ListRequest) -> Result<ListData, EditError> {
         let mut data = self.core.list(what)?;
+        // What is in force, with each real server's health for --json.
+        let now = Instant::now();
+        for entry in &mut data.services {
+            if let Some(service) = self.effective.service(&entry.addr) {
+                *entry = ServiceEntry::from_spec(service);
+            }
+            self.health.annotate(entry, self.core.table(), now);
+        }
         self.dataplane.fill(what, &mut data);
         Ok(data)
     }
@@ -360,7 +475,9 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
     match config::load(path) {
         Ok(loaded) => {
             let mut d = director.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(reason) = d.reload(loaded.table, loaded.daemon.timeouts) {
+            if let Err(reason) =
+                d.reload_with_health(loaded.table, loaded.daemon.timeouts, loaded.health)
+            {
                 tracing::error!(file = %path.display(), "reload refused, the running configuration stays: {reason}");
                 return false;
             }
@@ -370,6 +487,7 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
             tracing::info!(
                 file = %path.display(),
                 services = d.table().services.len(),
+                checks = d.health_config().checks().count(),
                 "reloaded (interfaces, queues, cores, socket and metrics.listen change on restart only)"
             );
             true
@@ -380,6 +498,32 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
             }
             false
         }
+    }
+}
+
+fn lock<P: Dataplane>(
+    director: &Mutex<DataplaneDirector<P>>,
+) -> std::sync::MutexGuard<'_, DataplaneDirector<P>> {
+    director.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The check threads' callback: the director's lock is held only to count the outcome
+/// (and, on a transition, to publish the table).
+fn check_reports<P: Dataplane>(director: &Arc<Mutex<DataplaneDirector<P>>>) -> ReportCheck {
+    let director = Arc::clone(director);
+    Arc::new(move |key, spec, outcome| lock(&director).record_check(key, spec, outcome))
+}
+
+/// Passive detection's walks, reported to the director.
+struct PassiveReports<P: Dataplane>(Arc<Mutex<DataplaneDirector<P>>>);
+
+impl<P: Dataplane> PassiveSink for PassiveReports<P> {
+    fn wanted(&self) -> bool {
+        lock(&self.0).health_config().any_passive()
+    }
+
+    fn observe(&self, seen: &HashMap<DestKey, Vec<Instant>>, now: Instant) {
+        lock(&self.0).observe_passive(seen, now);
     }
 }
 
@@ -400,16 +544,36 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
     };
 
     let timeouts = loaded.daemon.timeouts;
+    // Checks that start down hold their servers out from the first packet on.
+    let health = Health::new(loaded.health.clone(), Instant::now());
     dataplane
-        .start(&loaded.daemon, &loaded.table, &timeouts)
+        .start(&loaded.daemon, &health.effective(&loaded.table), &timeouts)
         .map_err(DaemonError::Dataplane)?;
+    let conn_table = dataplane.conn_table();
     let core = TableOnlyDirector::new(loaded.table, timeouts)
         .with_conn_table_size(loaded.daemon.conn_table_size);
-    let mut director = DataplaneDirector::new(core, dataplane);
+    let mut director = DataplaneDirector::new(core, dataplane).with_health(health);
     director
         .reload_sync(&loaded.daemon.sync)
         .map_err(DaemonError::Dataplane)?;
     let director = Arc::new(Mutex::new(director));
+    let mut checkers = Checkers::new(check_reports(&director));
+    checkers.follow(&loaded.health);
+    let _passive = match conn_table {
+        Some(table) => {
+            match PassiveWalker::spawn(table, Arc::new(PassiveReports(director.clone()))) {
+                Ok(walker) => Some(walker),
+                Err(e) => {
+                    tracing::error!("health: cannot start passive detection: {e}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    if !checkers.is_empty() {
+        tracing::info!(checks = checkers.len(), "health checks running");
+    }
 
     if let Some(metrics) = metrics.as_mut() {
         let listen = metrics.local_addr();
@@ -440,6 +604,8 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
             SIGHUP => match &args.config {
                 Some(path) => {
                     reload(path, &director);
+                    let health = lock(&director).health_config().clone();
+                    checkers.follow(&health);
                 }
                 None => tracing::warn!("SIGHUP: no --config file to reload"),
             },
@@ -450,6 +616,7 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
         }
     }
     stop.stop();
+    checkers.stop();
     if control_thread.join().is_err() {
         tracing::error!("control thread panicked");
     }
@@ -535,6 +702,43 @@ mod tests {
             SyncConfig::default(),
             "a section removed stops the daemons"
         );
+    }
+
+    #[test]
+    fn a_failed_check_publishes_weight_0_and_the_operators_table_stays() {
+        let text = "[[service]]\ntcp = \"10.0.0.1:80\"\n[service.check]\ntype = \"tcp\"\n\
+                    [[service.real_server]]\naddress = \"10.0.1.1\"\nweight = 4\n";
+        let loaded = config::parse_str(text, &Names::none()).unwrap();
+        let (key, spec) = loaded.health.checks().next().unwrap().clone();
+        let mut d = DataplaneDirector::new(
+            TableOnlyDirector::new(loaded.table, loaded.daemon.timeouts),
+            Recorder::default(),
+        )
+        .with_health(Health::new(loaded.health.clone(), Instant::now()));
+        let listed = |d: &DataplaneDirector<Recorder>| {
+            let data = d.list(&ListRequest::Services).unwrap();
+            let dest = data.services[0].dests[0].clone();
+            (dest.weight, dest.check.map(|c| c.state))
+        };
+        assert_eq!(listed(&d), (4, Some("up".to_string())));
+        d.record_check(&key, &spec, Err("connect: refused".into()));
+        assert_eq!(d.dataplane().updates.len(), 1, "published once");
+        assert_eq!(listed(&d), (0, Some("down".to_string())));
+        assert_eq!(d.effective().services[0].dests[0].weight, 0);
+        assert_eq!(
+            d.table().services[0].dests[0].weight,
+            4,
+            "the operator's table"
+        );
+        d.record_check(&key, &spec, Err("connect: refused".into()));
+        assert_eq!(
+            d.dataplane().updates.len(),
+            1,
+            "no change, nothing published"
+        );
+        d.record_check(&key, &spec, Ok(()));
+        assert_eq!(listed(&d), (4, Some("up".to_string())));
+        assert_eq!(d.dataplane().updates.len(), 2);
     }
 
     fn vip() -> ServiceAddr {

@@ -221,6 +221,10 @@ impl Dataplane for AfXdpDataplane {
         sync.configure(settings(&config.master), settings(&config.backup), options)
             .map_err(|e| e.to_string())
     }
+
+    fn conn_table(&self) -> Option<xvs_conntrack::ConnTable> {
+        self.runtime.as_ref().map(Runtime::conn_table)
+    }
 }
 
 impl AfXdpDataplane {

@@ -15,6 +15,7 @@
 //! | [`forwarding`] | the AF_XDP dataplane behind that seam |
 //! | [`metrics`] | the Prometheus endpoint: node_exporter's IPVS metrics and xvs's own |
 //! | [`realserver`] | `xvs realserver`: a DR or TUN real server's VIP and ARP sysctls, applied and undone |
+//! | [`health`] | real servers' health checks and the table in force they derive |
 //! | [`lab`] | `xvs lab`: the seed labs in network namespaces, for people and for tests |
 
 pub mod config;
@@ -22,6 +23,7 @@ pub mod control;
 pub mod daemon;
 pub mod director;
 pub mod forwarding;
+pub mod health;
 pub mod ipvsadm;
 pub mod lab;
 pub mod listing;

@@ -101,6 +101,66 @@ pub struct DestEntry {
     pub stats: Stats,
     /// Rates.
     pub rates: Rates,
+    /// Its health check, if it has one (`--json` only: the text listings are ipvsadm's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckStatus>,
+    /// Passive detection's view of it, if its service has passive detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<PassiveStatus>,
+    /// It is the service's sorry server, put in by the health checks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sorry_server: bool,
+}
+
+/// A real server's health check as listed (`--json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckStatus {
+    /// `tcp`, `http`, `https`, `udp` or `external`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The port checked.
+    pub port: u16,
+    /// `up` or `down`.
+    pub state: String,
+    /// What the check does to the server now: `none`, `quiesced` (weight 0) or `removed`.
+    pub action: String,
+    /// The operator's weight: the server's weight whenever the check lets it serve.
+    pub restore_weight: u32,
+    /// Passed checks in a row.
+    pub passed_in_row: u32,
+    /// Failed checks in a row.
+    pub failed_in_row: u32,
+    /// Passes in a row that bring it up.
+    pub rise: u32,
+    /// Failures in a row that take it down.
+    pub fall: u32,
+    /// Checks run.
+    pub checks: u64,
+    /// Checks failed.
+    pub failures: u64,
+    /// Whether the last check passed (`null` before the first).
+    pub last_passed: Option<bool>,
+    /// Why the last failed check failed.
+    pub last_error: Option<String>,
+    /// Seconds in its current state.
+    pub for_secs: u64,
+    /// Between checks, ms.
+    pub interval_ms: u64,
+    /// A check's time limit, ms.
+    pub timeout_ms: u64,
+}
+
+/// Passive detection's view of a real server (`--json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassiveStatus {
+    /// Its new connections stuck in SYN_RECV past the threshold, at the last walk.
+    pub stuck_syn_recv: u32,
+    /// Whether it is suspect now.
+    pub suspect: bool,
+    /// How often it became suspect.
+    pub times_suspected: u64,
+    /// Whether passive detection holds it at weight 0 now.
+    pub quiesced: bool,
 }
 
 impl DestEntry {
@@ -118,6 +178,9 @@ impl DestEntry {
             persist_conns: 0,
             stats: Stats::default(),
             rates: Rates::default(),
+            check: None,
+            passive: None,
+            sorry_server: false,
         }
     }
 }
@@ -141,6 +204,11 @@ pub struct ServiceEntry {
     pub rates: Rates,
     /// Real servers.
     pub dests: Vec<DestEntry>,
+    /// Real servers of the operator's table that their health check took out
+    /// (`on_failure = "remove"`), with their check; `--json` only, as IPVS lists only
+    /// what is in its table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_out: Vec<DestEntry>,
 }
 
 impl ServiceEntry {
@@ -155,6 +223,7 @@ impl ServiceEntry {
             stats: Stats::default(),
             rates: Rates::default(),
             dests: s.dests.iter().map(DestEntry::from_spec).collect(),
+            held_out: Vec::new(),
         }
     }
 

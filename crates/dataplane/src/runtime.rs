@@ -563,6 +563,15 @@ pub fn ipv4_of(addr: IpAddr) -> Option<Ipv4Addr> {
     }
 }
 
+impl Runtime {
+    /// A read-only handle on the connection table for control-side walks off the packet
+    /// path (the health checker's count of connections stuck in SYN_RECV): walking with
+    /// [`ConnTable::for_each_entry`] takes no lock the workers wait for.
+    pub fn conn_table(&self) -> ConnTable {
+        self.conns.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

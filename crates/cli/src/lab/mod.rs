@@ -7,7 +7,10 @@
 //! lab's directory. [`Lab::xvsadm`] then configures it with the seed's own ipvsadm lines, and
 //! the client namespace's real `curl` and python sockets send traffic through the VIP.
 //! Dropping the lab stops every process and deletes every namespace and link, also after a
-//! failure; `xvs lab` also does so on Ctrl-C.
+//! failure; `xvs lab` also does so on Ctrl-C. Tests of health checks stop, start and pause
+//! one real server's programs ([`Lab::stop_server`], [`Lab::start_server`],
+//! [`Lab::signal_server`]), change the files it serves ([`Lab::site`]) and run an HTTPS
+//! server with a certificate of its own CA ([`Lab::start_https`]).
 //!
 //! [`ha::HaLab`] is the high-availability lab: two directors, keepalived moving the VIP
 //! between them, and a [`Conversation`] to watch one connection across a failover.
@@ -227,6 +230,131 @@ impl Lab {
     pub fn stop_director(&mut self) -> LabResult<std::process::ExitStatus> {
         self.director.stop()
     }
+
+    /// Stops real server `index`'s `program` (SIGKILL, as a crash), as health checks see
+    /// a server fail.
+    pub fn stop_server(&mut self, index: usize, program: ServerProgram) -> LabResult<()> {
+        let name = program.child_name(&self.topology.real_servers[index].name);
+        match self.helpers.kill(&name) {
+            true => Ok(()),
+            false => Err(LabError(format!("{name} does not run"))),
+        }
+    }
+
+    /// Starts real server `index`'s `program` again; returns once it answers.
+    pub fn start_server(&mut self, index: usize, program: ServerProgram) -> LabResult<()> {
+        let rs = &self.topology.real_servers[index];
+        let name = program.child_name(&rs.name);
+        if self.helpers.pid(&name).is_some() {
+            return Err(LabError(format!("{name} already runs")));
+        }
+        let log = self.dir.join(format!("{name}.log"));
+        self.helpers
+            .spawn_named(&name, server_command(rs, program, &self.dir), &log)?;
+        wait_ready(rs, program)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to real server `index`'s `program`: a stopped
+    /// server's kernel still accepts connections, and nothing answers them.
+    pub fn signal_server(
+        &self,
+        index: usize,
+        program: ServerProgram,
+        signal: &str,
+    ) -> LabResult<()> {
+        let name = program.child_name(&self.topology.real_servers[index].name);
+        let pid = self
+            .helpers
+            .pid(&name)
+            .ok_or_else(|| LabError(format!("{name} does not run")))?;
+        netns::run("kill", &[&format!("-{signal}"), &pid.to_string()]).map(|_| ())
+    }
+
+    /// The directory real server `index`'s HTTP server serves (`index.html` holds its
+    /// name): change its files to change what it answers.
+    pub fn site(&self, index: usize) -> PathBuf {
+        self.dir.join(&self.topology.real_servers[index].name)
+    }
+
+    /// Starts an HTTPS server on real server `index`, port `port`, serving its site with a
+    /// certificate for its address signed by a new CA of its own (made with openssl);
+    /// returns the CA's certificate (a CA file that verifies the server) once it answers.
+    pub fn start_https(&mut self, index: usize, port: u16) -> LabResult<PathBuf> {
+        let rs = &self.topology.real_servers[index];
+        let name = format!("{}-https", rs.name);
+        let file = |what: &str| self.dir.join(format!("{name}-{what}"));
+        let text = |p: &Path| p.to_string_lossy().into_owned();
+        let (ca, ca_key) = (file("ca.pem"), file("ca-key.pem"));
+        let (cert, key, csr, ext) = (
+            file("cert.pem"),
+            file("key.pem"),
+            file("csr.pem"),
+            file("ext.cnf"),
+        );
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut make_ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=xvs lab CA"];
+        make_ca.extend(ec);
+        let (ca_s, ca_key_s) = (text(&ca), text(&ca_key));
+        make_ca.extend(["-keyout", &ca_key_s, "-out", &ca_s]);
+        netns::run("openssl", &make_ca)?;
+        let subject = format!("/CN={}", rs.name);
+        let mut make_csr = vec!["req", "-subj", &subject];
+        make_csr.extend(ec);
+        let (key_s, csr_s, cert_s, ext_s) = (text(&key), text(&csr), text(&cert), text(&ext));
+        make_csr.extend(["-keyout", &key_s, "-out", &csr_s]);
+        netns::run("openssl", &make_csr)?;
+        std::fs::write(&ext, format!("subjectAltName=IP:{}\n", rs.rip))
+            .map_err(|e| LabError(format!("{}: {e}", ext.display())))?;
+        netns::run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                &csr_s,
+                "-CA",
+                &ca_s,
+                "-CAkey",
+                &ca_key_s,
+                "-CAcreateserial",
+                "-extfile",
+                &ext_s,
+                "-out",
+                &cert_s,
+            ],
+        )?;
+        let mut command = rs.ns.command(servers::python());
+        command
+            .args(["-c", servers::HTTPS, &port.to_string()])
+            .arg(self.dir.join(&rs.name))
+            .args([&cert_s, &key_s]);
+        let log = self.dir.join(format!("{name}.log"));
+        self.helpers.spawn_named(&name, command, &log)?;
+        let url = format!("https://127.0.0.1:{port}/");
+        wait_for(&name, Duration::from_secs(10), || {
+            rs.ns
+                .exec("curl", &["-s", "-k", "--max-time", "1", &url])
+                .is_ok()
+        })?;
+        Ok(ca)
+    }
+
+    /// Stops the HTTPS server of real server `index`.
+    pub fn stop_https(&mut self, index: usize) -> LabResult<()> {
+        let name = format!("{}-https", self.topology.real_servers[index].name);
+        match self.helpers.kill(&name) {
+            true => Ok(()),
+            false => Err(LabError(format!("{name} does not run"))),
+        }
+    }
 }
 
 impl Drop for Lab {
@@ -288,7 +416,8 @@ pub fn service_toml(
 
 /// Starts on each real server its HTTP server (page: the server's name, in `dir`), TCP line
 /// server and UDP server, and with `tunnel_source` (TUN) the IPIP decapsulator; their
-/// output goes to `dir/NAME-PROGRAM.log`. Returns once every HTTP server answers.
+/// output goes to `dir/NAME-PROGRAM.log`, and each is kept in `children` as `NAME-PROGRAM`
+/// (`rs1-http`, ...). Returns once every HTTP server answers.
 fn start_real_servers(
     real_servers: &[RealServerHost],
     tunnel_source: Option<&str>,
@@ -296,30 +425,23 @@ fn start_real_servers(
     dir: &Path,
     children: &mut Children,
 ) -> LabResult<()> {
-    let python = servers::python();
     for rs in real_servers {
         let name = &rs.name;
         let site = dir.join(name);
         std::fs::create_dir_all(&site).map_err(|e| LabError(e.to_string()))?;
         std::fs::write(site.join("index.html"), format!("{name}\n"))
             .map_err(|e| LabError(e.to_string()))?;
-        let mut http = rs.ns.command(python);
-        http.args([
-            "-m",
-            "http.server",
-            &HTTP_PORT.to_string(),
-            "--bind",
-            "0.0.0.0",
-            "--directory",
-        ])
-        .arg(&site);
-        children.spawn(http, &dir.join(format!("{name}-http.log")))?;
-        let mut lines = rs.ns.command(python);
-        lines.args(["-c", servers::TCP_LINES, name, &LINES_PORT.to_string()]);
-        children.spawn(lines, &dir.join(format!("{name}-lines.log")))?;
-        let mut udp = rs.ns.command(python);
-        udp.args(["-c", servers::UDP_NAME, name, &UDP_PORT.to_string()]);
-        children.spawn(udp, &dir.join(format!("{name}-udp.log")))?;
+        for program in [
+            ServerProgram::Http,
+            ServerProgram::Lines,
+            ServerProgram::Udp,
+        ] {
+            children.spawn_named(
+                &program.child_name(name),
+                server_command(rs, program, dir),
+                &dir.join(format!("{}.log", program.child_name(name))),
+            )?;
+        }
         if let Some(source) = tunnel_source {
             let mut decap = rs.ns.command(&programs.xvs.to_string_lossy());
             decap.args([
@@ -339,14 +461,93 @@ fn start_real_servers(
     }
     // Ready when each answers on loopback from inside its namespace.
     for rs in real_servers {
-        let url = format!("http://127.0.0.1:{HTTP_PORT}/");
-        wait_for(
-            &format!("{}'s HTTP server", rs.name),
-            Duration::from_secs(10),
-            || rs.ns.exec("curl", &["-s", "--max-time", "1", &url]).is_ok(),
-        )?;
+        wait_ready(rs, ServerProgram::Http)?;
     }
     Ok(())
+}
+
+/// The programs every real server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerProgram {
+    /// python's http.server on HTTP_PORT, serving the server's site directory.
+    Http,
+    /// The TCP line server on LINES_PORT.
+    Lines,
+    /// The UDP server on UDP_PORT.
+    Udp,
+}
+
+impl ServerProgram {
+    /// Its name among a lab's children: `rs1-http`, `rs1-lines`, `rs1-udp`.
+    fn child_name(self, server: &str) -> String {
+        let program = match self {
+            ServerProgram::Http => "http",
+            ServerProgram::Lines => "lines",
+            ServerProgram::Udp => "udp",
+        };
+        format!("{server}-{program}")
+    }
+}
+
+/// The command that runs `program` on `rs` (its site in `dir/NAME`).
+fn server_command(rs: &RealServerHost, program: ServerProgram, dir: &Path) -> Command {
+    let mut command = rs.ns.command(servers::python());
+    let name = rs.name.as_str();
+    match program {
+        ServerProgram::Http => {
+            command
+                .args([
+                    "-m",
+                    "http.server",
+                    &HTTP_PORT.to_string(),
+                    "--bind",
+                    "0.0.0.0",
+                    "--directory",
+                ])
+                .arg(dir.join(name));
+        }
+        ServerProgram::Lines => {
+            command.args(["-c", servers::TCP_LINES, name, &LINES_PORT.to_string()]);
+        }
+        ServerProgram::Udp => {
+            command.args(["-c", servers::UDP_NAME, name, &UDP_PORT.to_string()]);
+        }
+    }
+    command
+}
+
+/// Waits until `program` answers on `rs`'s loopback.
+fn wait_ready(rs: &RealServerHost, program: ServerProgram) -> LabResult<()> {
+    let what = program.child_name(&rs.name);
+    let limit = Duration::from_secs(10);
+    match program {
+        ServerProgram::Http => {
+            let url = format!("http://127.0.0.1:{HTTP_PORT}/");
+            wait_for(&what, limit, || {
+                rs.ns.exec("curl", &["-s", "--max-time", "1", &url]).is_ok()
+            })
+        }
+        ServerProgram::Lines => wait_for(&what, limit, || {
+            rs.ns
+                .exec(
+                    servers::python(),
+                    &[
+                        "-c",
+                        "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)",
+                        &LINES_PORT.to_string(),
+                    ],
+                )
+                .is_ok()
+        }),
+        ServerProgram::Udp => wait_for(&what, limit, || {
+            rs.ns
+                .exec(
+                    servers::python(),
+                    &["-c", servers::UDP_ASK, "127.0.0.1", &UDP_PORT.to_string()],
+                )
+                .is_ok_and(|o| !o.stdout.is_empty())
+        }),
+    }
 }
 
 /// One HTTP GET from `client` to `http://VIP:HTTP_PORT/` (a new connection); the body.
@@ -356,20 +557,42 @@ pub fn http_get(client: &Namespace, vip: &str) -> LabResult<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Helper processes of a lab (servers, decapsulators), killed and reaped on drop.
+/// Helper processes of a lab (servers, decapsulators), killed and reaped on drop; some
+/// by name, to be stopped and started again by tests.
 #[derive(Default)]
-pub struct Children(Vec<Child>);
+pub struct Children(Vec<(String, Child)>);
 
 impl Children {
     /// Starts `command` with its output in `log` and keeps it.
     pub fn spawn(&mut self, command: Command, log: &Path) -> LabResult<()> {
-        self.0.push(spawn_logged(command, log)?);
+        self.spawn_named("", command, log)
+    }
+
+    /// [`Children::spawn`], kept as `name`.
+    pub fn spawn_named(&mut self, name: &str, command: Command, log: &Path) -> LabResult<()> {
+        self.0.push((name.to_string(), spawn_logged(command, log)?));
         Ok(())
+    }
+
+    /// The process kept as `name`, if it runs.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, c)| c.id())
+    }
+
+    /// Kills and reaps the process kept as `name`; whether there was one.
+    pub fn kill(&mut self, name: &str) -> bool {
+        let Some(at) = self.0.iter().position(|(n, _)| n == name) else {
+            return false;
+        };
+        let (_, mut child) = self.0.remove(at);
+        let _ = child.kill();
+        let _ = child.wait();
+        true
     }
 
     /// Kills and reaps every process.
     pub fn kill_all(&mut self) {
-        for mut child in self.0.drain(..) {
+        for (_, mut child) in self.0.drain(..) {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -53,6 +53,18 @@ for line in sys.stdin:
 c.close()
 "#;
 
+/// `python3 -c HTTPS PORT DIR CERT KEY`: python's http.server over TLS, serving DIR.
+pub const HTTPS: &str = r#"
+import functools, http.server, ssl, sys
+port, directory, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
+httpd = http.server.ThreadingHTTPServer(("0.0.0.0", port), handler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+httpd.serve_forever()
+"#;
+
 /// The python interpreter: Debian's if present (the one with the system packages), else
 /// whatever `python3` the PATH gives.
 pub fn python() -> &'static str {
