@@ -169,6 +169,7 @@ impl Dataplane for AfXdpDataplane {
                     let found = service.dests.iter().zip(&service.servers).find(|(d, _)| {
                         d.spec.addr == dest_entry.addr && d.spec.port == dest_entry.port
                     });
+                    dest_entry.local = runtime.is_local(dest_entry.addr);
                     if let Some((dest, server)) = found {
                         dest_entry.active_conns = server.load.active();
                         dest_entry.inact_conns = server.load.inactive();
@@ -292,6 +293,7 @@ fn dataplane_info(runtime: &Runtime) -> DataplaneInfo {
         rx_frames: frames.rx,
         tx_frames: frames.tx,
         icmp_sent: frames.icmp_sent,
+        local_delivered: frames.local_delivered,
         drops,
     }
 }

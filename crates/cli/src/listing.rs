@@ -85,6 +85,10 @@ pub struct DestEntry {
     pub port: u16,
     /// Forwarding method.
     pub method: ForwardMethod,
+    /// The address is the director's own: IPVS lists it `Local` and its packets go to the
+    /// director's kernel.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
     /// Weight.
     pub weight: u32,
     /// `-x`.
@@ -164,12 +168,33 @@ pub struct PassiveStatus {
 }
 
 impl DestEntry {
+    /// ipvsadm's Forward column: `Local` for the director's own address (IPVS replaces
+    /// the method then), else the method.
+    pub fn forward_label(&self) -> &'static str {
+        if self.local {
+            "Local"
+        } else {
+            self.method.label()
+        }
+    }
+
+    /// ipvsadm's `-S` switch: a local server saves as `-g`, as ipvsadm's `fwd_switch`
+    /// writes IPVS's LOCALNODE.
+    pub fn forward_option(&self) -> &'static str {
+        if self.local {
+            ForwardMethod::Route.option()
+        } else {
+            self.method.option()
+        }
+    }
+
     /// The configured real server with all counters zero.
     pub fn from_spec(d: &DestSpec) -> Self {
         DestEntry {
             addr: d.addr,
             port: d.port,
             method: d.method,
+            local: false,
             weight: d.weight,
             upper_threshold: d.upper_threshold,
             lower_threshold: d.lower_threshold,
@@ -313,6 +338,9 @@ pub struct DataplaneInfo {
     pub tx_frames: u64,
     /// ICMP errors sent back to senders (fragmentation needed, time exceeded).
     pub icmp_sent: u64,
+    /// Packets handed to the director's own kernel for local real servers.
+    #[serde(default)]
+    pub local_delivered: u64,
     /// Non-zero drop counters by reason, in a fixed order.
     pub drops: Vec<(String, u64)>,
 }
@@ -331,8 +359,8 @@ pub fn render_dataplane(info: &DataplaneInfo) -> String {
         info.workers_running, info.workers
     ));
     out.push_str(&format!(
-        "Frames: rx {} tx {} icmp_sent {}\n",
-        info.rx_frames, info.tx_frames, info.icmp_sent
+        "Frames: rx {} tx {} icmp_sent {} local {}\n",
+        info.rx_frames, info.tx_frames, info.icmp_sent, info.local_delivered
     ));
     out.push_str("Drops:");
     if info.drops.is_empty() {
@@ -779,7 +807,7 @@ fn service_entry(out: &mut String, s: &ServiceEntry, f: &ListFormat, names: &Nam
             let _ = writeln!(
                 out,
                 "  -> {name:<28} {:<7} {:<13} {:<6} {:<10} {:<10}",
-                d.method.label(),
+                d.forward_label(),
                 info,
                 d.weight,
                 d.active_conns,
@@ -790,7 +818,7 @@ fn service_entry(out: &mut String, s: &ServiceEntry, f: &ListFormat, names: &Nam
             let _ = writeln!(
                 out,
                 "  -> {name:<28} {:<7} {:<6} {:<10} {:<10}",
-                d.method.label(),
+                d.forward_label(),
                 d.weight,
                 d.active_conns,
                 d.inact_conns
@@ -859,7 +887,7 @@ pub fn render_save(data: &ListData, numeric: bool, names: &Names) -> String {
             let _ = write!(
                 out,
                 "-a {svc} -r {dname} {} -w {}",
-                d.method.option(),
+                d.forward_option(),
                 d.weight
             );
             if d.method == ForwardMethod::Tunnel {
@@ -1035,6 +1063,37 @@ TCP  172.16.21.10:80 rr\n\
             &Names::none(),
         );
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_local_real_server_lists_as_local_and_saves_as_g() {
+        let mut data = seed_dr();
+        let dest = data.services[0]
+            .dests
+            .iter_mut()
+            .find(|d| d.addr == v4(192, 168, 40, 13))
+            .unwrap();
+        dest.method = ForwardMethod::Masq;
+        dest.local = true;
+        let got = render_all(
+            &data,
+            &ListFormat {
+                numeric: true,
+                ..Default::default()
+            },
+            &Names::none(),
+        );
+        assert!(
+            got.contains(
+                "  -> 192.168.40.13:80             Local   1      0          0         \n"
+            ),
+            "{got}"
+        );
+        let saved = render_save(&data, true, &Names::none());
+        assert!(
+            saved.contains("-a -t 172.16.21.10:80 -r 192.168.40.13:80 -g -w 1\n"),
+            "{saved}"
+        );
     }
 
     #[test]

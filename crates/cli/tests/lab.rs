@@ -278,3 +278,86 @@ fn removing_a_real_server_ends_its_flows() {
     let answer = fresh.ask("new").unwrap();
     assert!(!answer.starts_with(&first[..3]), "{answer}");
 }
+
+/// A process in a lab namespace, killed when the test ends (passed or not).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_local_real_server_is_served_by_the_directors_own_kernel() {
+    let lab = lab(Mode::Dr);
+    // The director's own web server (on every address, as a local real server listens).
+    let site = lab.dir().join("director-site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("index.html"), "director\n").unwrap();
+    let _web = Killed(
+        lab.topology
+            .director
+            .command(xvs_cli::lab::servers::python())
+            .args([
+                "-m",
+                "http.server",
+                "80",
+                "--bind",
+                "0.0.0.0",
+                "--directory",
+            ])
+            .arg(&site)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    xvs_cli::lab::wait_for(
+        "the director's web server",
+        std::time::Duration::from_secs(10),
+        || {
+            lab.topology
+                .director
+                .exec("curl", &["-s", "--max-time", "1", "http://127.0.0.1:80/"])
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "director")
+        },
+    )
+    .unwrap();
+    let vip = &lab.topology.vip;
+    lab.xvsadm(&format!("-A -t {vip}:80 -s rr")).unwrap();
+    lab.xvsadm(&format!("-a -t {vip}:80 -r 192.168.40.12 -g"))
+        .unwrap();
+    // 192.168.40.11 is the director's own address: IPVS's Local.
+    lab.xvsadm(&format!("-a -t {vip}:80 -r 192.168.40.11 -g"))
+        .unwrap();
+    let listing = lab.xvsadm("-L -n").unwrap();
+    assert!(
+        listing.contains("  -> 192.168.40.11:80             Local   1      "),
+        "{listing}"
+    );
+    assert!(
+        lab.xvsadm("-S -n")
+            .unwrap()
+            .contains("-r 192.168.40.11:80 -g -w 1"),
+        "saved as ipvsadm saves a local server"
+    );
+    let answers = gets(&lab, 6);
+    assert!(
+        answers.iter().filter(|a| *a == "director").count() == 3
+            && answers.iter().filter(|a| *a == "rs1").count() == 3,
+        "rr over rs1 and the director itself: {answers:?}"
+    );
+    let dataplane = lab.xvsadm("--dataplane").unwrap();
+    let local: u64 = dataplane
+        .lines()
+        .find_map(|l| l.strip_prefix("Frames: "))
+        .and_then(|l| l.split_whitespace().nth(7))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        local >= 9,
+        "3 connections' packets went to the kernel: {dataplane}"
+    );
+}

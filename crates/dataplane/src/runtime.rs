@@ -225,6 +225,15 @@ impl Runtime {
         conns.timeouts().set(config.timeouts);
         let conn_capacity = shards.iter().map(|s| s.capacity() as u64).sum();
 
+        // Local real servers (the director's own addresses) are served through a TUN device;
+        // without one their packets are dropped and counted.
+        let local = match crate::local::LocalDelivery::open() {
+            Ok(local) => Some(Arc::new(local)),
+            Err(e) => {
+                tracing::warn!(error = %e, device = crate::local::DEVICE, "no TUN device: local real servers cannot be served");
+                None
+            }
+        };
         let stop = Arc::new(AtomicBool::new(false));
         // Workers started before a later queue fails are stopped and joined on the way out.
         let mut started = StartedWorkers {
@@ -269,6 +278,7 @@ impl Runtime {
                 resolve: resolve.clone(),
                 tunnel_source,
                 sync: sync_port,
+                local: local.clone(),
             };
             let inputs = WorkerInputs {
                 snapshot: snapshot.subscribe(),
@@ -326,6 +336,11 @@ impl Runtime {
             resolve,
             sync: Some(sync),
         })
+    }
+
+    /// Whether `addr` is the director's own, so a real server there is `Local`.
+    pub fn is_local(&self, addr: IpAddr) -> bool {
+        ipv4_of(addr).is_some_and(|a| self.routes.is_own(a))
     }
 
     /// The connection sync daemons.

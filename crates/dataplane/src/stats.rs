@@ -99,6 +99,8 @@ pub struct FrameCounters {
     pub tx: u64,
     /// ICMP errors sent back to senders.
     pub icmp_sent: u64,
+    /// Packets handed to the director's kernel for local real servers.
+    pub local_delivered: u64,
     /// Pipeline drops, indexed by `Drop as usize`.
     pub drops: [u64; Drop::COUNT],
     /// Forwarders refusals, indexed by `Reason as usize`.
@@ -117,6 +119,7 @@ impl Default for FrameCounters {
             rx: 0,
             tx: 0,
             icmp_sent: 0,
+            local_delivered: 0,
             drops: [0; Drop::COUNT],
             refused: [0; Reason::COUNT],
             tx_ring_full: 0,
@@ -330,6 +333,7 @@ impl StatsRollup {
             sum.rx += w.rx;
             sum.tx += w.tx;
             sum.icmp_sent += w.icmp_sent;
+            sum.local_delivered += w.local_delivered;
             for (total, n) in sum.drops.iter_mut().zip(w.drops) {
                 *total += n;
             }
@@ -356,6 +360,7 @@ impl StatsRollup {
             rx: w.rx_frames.load(Ordering::Relaxed),
             tx: w.tx_frames.load(Ordering::Relaxed),
             icmp_sent: w.icmp_sent.load(Ordering::Relaxed),
+            local_delivered: w.local_delivered.load(Ordering::Relaxed),
             ..FrameCounters::default()
         };
         for why in Drop::ALL {

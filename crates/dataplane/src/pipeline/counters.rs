@@ -32,11 +32,14 @@ pub enum Drop {
     IcmpNoConnection,
     /// The forwarders refused the frame (see the forwarders reason counters).
     Refused,
+    /// A packet for a local real server could not be handed to the kernel (no TUN device,
+    /// or its write failed).
+    LocalDeliveryFailed,
 }
 
 impl Drop {
     /// Every variant, in discriminant order.
-    pub const ALL: [Drop; 9] = [
+    pub const ALL: [Drop; 10] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::NoDestAvailable,
@@ -46,6 +49,7 @@ impl Drop {
         Drop::NeighbourUnresolved,
         Drop::IcmpNoConnection,
         Drop::Refused,
+        Drop::LocalDeliveryFailed,
     ];
     /// Number of variants.
     pub const COUNT: usize = Self::ALL.len();
@@ -62,6 +66,7 @@ impl Drop {
             Drop::NeighbourUnresolved => "neighbour_unresolved",
             Drop::IcmpNoConnection => "icmp_no_connection",
             Drop::Refused => "refused",
+            Drop::LocalDeliveryFailed => "local_delivery_failed",
         }
     }
 }
@@ -120,6 +125,8 @@ pub struct WorkerCounters {
     pub tx_frames: AtomicU64,
     /// ICMP errors the director sent back to a sender (fragmentation needed, time exceeded).
     pub icmp_sent: AtomicU64,
+    /// Packets handed to the director's own kernel for a local real server.
+    pub local_delivered: AtomicU64,
     /// The frame I/O's losses, per port.
     pub ports: [PortCells; MAX_PORTS],
     /// Receive batches by size: bucket `k` counts batches of more than `2^(k-1)` and at
@@ -140,6 +147,7 @@ impl Default for WorkerCounters {
             rx_frames: AtomicU64::new(0),
             tx_frames: AtomicU64::new(0),
             icmp_sent: AtomicU64::new(0),
+            local_delivered: AtomicU64::new(0),
             rx_batches: Default::default(),
             ports: Default::default(),
         }

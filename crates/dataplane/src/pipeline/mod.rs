@@ -30,6 +30,7 @@ use xvs_forwarders::tun::Tunnel;
 use xvs_forwarders::{Egress, Frame, L4, PacketView, Reason, Transmit, dr, nat, parse, tun};
 use xvs_sched::{Request, SchedOptions, Scheduler};
 
+use crate::local::LocalDelivery;
 use crate::route::{Neighbours, Routes};
 use crate::service::snapshot::{LoadCounters, Service, Snapshot, dest_slot};
 use crate::service::spec::{ForwardMethod, ServiceAddr};
@@ -69,6 +70,8 @@ pub struct Shared {
     pub tunnel_source: Option<Ipv4Addr>,
     /// This worker's end of the connection sync (idle unless a sync daemon runs).
     pub sync: Arc<SyncPort>,
+    /// Where packets for local real servers go (the director's kernel); `None`: dropped.
+    pub local: Option<Arc<LocalDelivery>>,
 }
 
 /// One worker's packet pipeline.
@@ -100,12 +103,13 @@ struct CachedEgress {
 }
 
 /// Where a frame to one real server leaves: the port, the link parameters and, for TUN,
-/// the outer source.
+/// the outer source; or, for a local real server, the director's own kernel.
 #[derive(Clone, Copy)]
 struct Hop {
     port: u8,
     egress: Egress,
     tunnel_source: Option<Ipv4Addr>,
+    local: bool,
 }
 
 impl EgressCache {
@@ -132,11 +136,25 @@ impl EgressCache {
     #[inline(never)]
     fn fill(&mut self, shared: &Shared, dest: DestId, addr: Ipv4Addr) -> Result<Hop, Drop> {
         let slot = dest_slot(dest);
-        let (port, egress) = egress_to(shared, addr)?;
-        let hop = Hop {
-            port,
-            egress,
-            tunnel_source: tunnel_source(shared, addr),
+        let hop = if shared.routes.is_own(addr) {
+            Hop {
+                port: 0,
+                egress: Egress {
+                    src_mac: [0; 6],
+                    dst_mac: [0; 6],
+                    mtu: 0,
+                },
+                tunnel_source: None,
+                local: true,
+            }
+        } else {
+            let (port, egress) = egress_to(shared, addr)?;
+            Hop {
+                port,
+                egress,
+                tunnel_source: tunnel_source(shared, addr),
+                local: false,
+            }
         };
         if self.by_slot.len() <= slot {
             self.by_slot.resize(
@@ -523,7 +541,7 @@ impl Pipeline {
                             let target = socket(choice.dest_addr);
                             let hop = self.egress.hop(shared, dest.id, *target.ip())?;
                             return Ok(forward(
-                                &shared.counters,
+                                shared,
                                 &mut self.tunnel_ident,
                                 frame,
                                 view,
@@ -564,7 +582,7 @@ impl Pipeline {
         let target = socket(dest_addr);
         let hop = self.egress.hop(shared, dest_id, *target.ip())?;
         Ok(forward(
-            &shared.counters,
+            shared,
             &mut self.tunnel_ident,
             frame,
             view,
@@ -668,7 +686,7 @@ impl Pipeline {
             if dest.spec.method != ForwardMethod::Masq {
                 let hop = self.egress.hop(shared, conn.dest, *target.ip())?;
                 return Ok(forward(
-                    &shared.counters,
+                    shared,
                     &mut self.tunnel_ident,
                     frame,
                     view,
@@ -840,7 +858,7 @@ fn open(
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward(
-    counters: &WorkerCounters,
+    shared: &Shared,
     tunnel_ident: &mut u16,
     frame: &mut Frame<'_>,
     view: &PacketView,
@@ -849,6 +867,10 @@ fn forward(
     hop: Hop,
     ingress: u8,
 ) -> Verdict {
+    let counters = &*shared.counters;
+    if hop.local {
+        return deliver_locally(shared, frame, view);
+    }
     let result = match method {
         ForwardMethod::Tunnel => match hop.tunnel_source {
             Some(source) => {
@@ -869,6 +891,25 @@ fn forward(
         ForwardMethod::Route => dr::forward(frame, view, &hop.egress),
     };
     finish(counters, result, hop.port, ingress)
+}
+
+/// A packet for a local real server: its IP datagram, unchanged (still to VIP:port, as IPVS
+/// delivers it), goes to the director's kernel; the frame's memory is reused.
+#[cold]
+fn deliver_locally(shared: &Shared, frame: &Frame<'_>, view: &PacketView) -> Verdict {
+    let counters = &*shared.counters;
+    let start = usize::from(view.ip_offset);
+    let end = start + usize::from(view.ip_total_len);
+    let delivered = match (&shared.local, frame.data().get(start..end)) {
+        (Some(local), Some(packet)) => local.deliver(packet).is_ok(),
+        _ => false,
+    };
+    if delivered {
+        add(&counters.local_delivered, 1);
+    } else {
+        counters.drop(Drop::LocalDeliveryFailed);
+    }
+    Verdict::Drop
 }
 
 /// Looks the egress toward `to` up, lets `rewrite` build the frame for it, and turns the
