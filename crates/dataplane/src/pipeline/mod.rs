@@ -39,7 +39,6 @@ use counters::{Drop, WorkerCounters, add};
 
 use crate::packet_io::BATCH_SIZE;
 pub use crate::packet_io::Verdict;
-use arrayvec::ArrayVec;
 
 /// Neighbours to resolve, from the workers to the side thread.
 pub type ResolveQueue = ArrayQueue<(u8, Ipv4Addr)>;
@@ -327,72 +326,44 @@ impl Pipeline {
 
     /// Processes a batch of received frames in place, `verdicts[i]` for `frames[i]`, in
     /// stages over the whole batch, as DPDK's l3fwd and VPP do:
-    /// 1. parse every frame;
-    /// 2. start loading the connection-table bucket of every client packet to a service,
-    ///    then the first entry of each bucket (at millions of flows each lookup would
-    ///    otherwise wait for two cache misses in turn);
-    /// 3. track, schedule, rewrite each frame ([`process_parsed`](Self::process_parsed)).
+    /// 1. start loading the connection-table bucket of every TCP/UDP packet (from a quick
+    ///    read of its addresses and ports), then the first entry of each bucket: at millions
+    ///    of flows each lookup would otherwise wait for two cache misses in turn;
+    /// 2. parse, track, schedule and rewrite each frame ([`process`](Self::process)), its
+    ///    entry in cache by now.
     pub fn process_batch(
         &mut self,
         frames: &mut [Frame<'_>],
         ingress: u8,
         verdicts: &mut [Verdict],
     ) {
-        let mut views: ArrayVec<Result<PacketView, Reason>, BATCH_SIZE> = ArrayVec::new();
-        let mut buckets: ArrayVec<usize, BATCH_SIZE> = ArrayVec::new();
-        for chunk in frames.chunks_mut(BATCH_SIZE) {
-            views.clear();
-            buckets.clear();
-            for frame in chunk.iter() {
-                let view = parse(frame);
-                if let Ok(v) = &view
-                    && let Some(key) = self.inbound_key(v)
-                {
-                    buckets.push(self.shard.prefetch_inbound(&key));
+        let mut buckets = [0usize; BATCH_SIZE];
+        for (frames, verdicts) in frames
+            .chunks_mut(BATCH_SIZE)
+            .zip(verdicts.chunks_mut(BATCH_SIZE))
+        {
+            let mut n = 0;
+            for frame in frames.iter() {
+                if let Some(key) = quick_key(frame.data()) {
+                    buckets[n] = self.shard.prefetch_inbound(&key);
+                    n += 1;
                 }
-                views.push(view);
             }
-            for &bucket in &buckets {
+            for &bucket in &buckets[..n] {
                 self.shard.prefetch_inbound_chain(bucket);
             }
-            for ((frame, view), verdict) in chunk.iter_mut().zip(&views).zip(verdicts.iter_mut()) {
-                *verdict = self.process_parsed(frame, *view, ingress);
+            for (frame, verdict) in frames.iter_mut().zip(verdicts.iter_mut()) {
+                *verdict = self.process(frame, ingress);
             }
         }
-    }
-
-    /// The connection-table key of a client packet to a virtual service, if `view` is one.
-    #[inline]
-    fn inbound_key(&self, view: &PacketView) -> Option<FlowKey> {
-        let (sport, dport) = view.ports()?;
-        self.shared
-            .snapshot
-            .classify(view.protocol(), view.dst, dport)?;
-        Some(FlowKey::new(
-            conn_protocol(view.protocol()),
-            endpoint(view.src, sport),
-            endpoint(view.dst, dport),
-        ))
     }
 
     /// Processes one received frame in place.
     #[inline]
     pub fn process(&mut self, frame: &mut Frame<'_>, ingress: u8) -> Verdict {
-        let view = parse(frame);
-        self.process_parsed(frame, view, ingress)
-    }
-
-    /// [`process`](Self::process) of a frame already parsed into `view`.
-    #[inline]
-    fn process_parsed(
-        &mut self,
-        frame: &mut Frame<'_>,
-        view: Result<PacketView, Reason>,
-        ingress: u8,
-    ) -> Verdict {
         let counters = &*self.shared.counters;
         add(&counters.rx_frames, 1);
-        let view = match view {
+        let view = match parse(frame) {
             Ok(view) => view,
             Err(reason) => return refuse(counters, reason),
         };
@@ -726,6 +697,29 @@ fn sync_out(table: &ConnTable, port: &SyncPort, flow: FlowRef) {
     if let Some(template) = table.template_of(flow).and_then(|t| table.export(t)) {
         port.send(template);
     }
+}
+
+/// The inbound key of a TCP or UDP packet in an Ethernet/IPv4 frame, read without any
+/// validation (for prefetching only: [`parse`] decides what the frame is).
+#[inline(always)]
+fn quick_key(data: &[u8]) -> Option<FlowKey> {
+    let ip = data.get(14..)?;
+    if data[12] != 0x08 || data[13] != 0x00 || ip.len() < 20 {
+        return None;
+    }
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    let protocol = match ip[9] {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        _ => return None,
+    };
+    let ports = ip.get(header_len..header_len + 4)?;
+    let addr = |at: usize| xvs_conntrack::Addr::v4([ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]);
+    Some(FlowKey::new(
+        protocol,
+        Endpoint::new(addr(12), u16::from_be_bytes([ports[0], ports[1]])),
+        Endpoint::new(addr(16), u16::from_be_bytes([ports[2], ports[3]])),
+    ))
 }
 
 /// Counts one packet client -> real server.
