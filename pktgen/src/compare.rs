@@ -1,6 +1,6 @@
 //! `make bench-compare`: xvs against the kernel's own answer on this machine, in one run.
 //!
-//! The lab's NAT topology (`xvs_cli::lab::Topology`: client — director ext0 | int0 — bridge —
+//! The lab's NAT topology (`xvs_lab::Topology`: client — director ext0 | int0 — bridge —
 //! two real servers) carries the traffic. In alternating rounds of a fixed length either
 //!
 //! - **xvs** forwards: `xvs run` on ext0 + int0 with `-A -u VIP:80 -s rr` and the two real
@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use xvs_cli::lab::netns::{LabError, LabResult, unique_tag};
-use xvs_cli::lab::{Mode, RealServerSetup, Topology, wait_for};
+use xvs_lab::netns::{LabError, LabResult, unique_tag};
+use xvs_lab::{Mode, RealServerSetup, Topology, wait_for};
 
 use crate::report::Summary;
 use crate::tcp::CpsResult;
@@ -358,7 +358,7 @@ impl Bench {
         ];
         all.push(&pktgen);
         all.extend_from_slice(args);
-        xvs_cli::lab::netns::run("taskset", &all).map(|out| out.stdout)
+        xvs_lab::netns::run("taskset", &all).map(|out| out.stdout)
     }
 
     /// Runs `xvs-pktgen send` in the client namespace, listening at the real servers when

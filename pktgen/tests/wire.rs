@@ -8,7 +8,7 @@
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
-use xvs_cli::lab::netns::{Namespace, unique_tag, veth};
+use xvs_lab::netns::{Namespace, unique_tag, veth};
 use xvs_pktgen::frame::Addressing;
 use xvs_pktgen::pattern::{FlowSpace, FrameSize, Mode, Pattern};
 use xvs_pktgen::wire::{ListenSpec, Listener, SendOptions, Sender, enter_netns};

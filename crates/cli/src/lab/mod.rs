@@ -17,9 +17,9 @@
 
 pub mod decap;
 pub mod ha;
-pub mod netns;
 pub mod servers;
-pub mod topology;
+
+pub use xvs_lab::{netns, topology, wait_for};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -939,18 +939,6 @@ fn spawn_logged(mut command: Command, log: &Path) -> LabResult<Child> {
         .stderr(err)
         .spawn()
         .map_err(|e| LabError(format!("cannot start {command:?}: {e}")))
-}
-
-/// Polls `ready` every 100 ms until it holds or `limit` passes.
-pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> LabResult<()> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if ready() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err(LabError(format!("timed out waiting for {what}")))
 }
 
 /// What `xvs lab` found.

@@ -378,7 +378,7 @@ pub struct Floating {
 }
 
 /// A high-availability lab: the seed topology with two directors, active and standby,
-/// between which the VIP floats (moved by keepalived, see [`super::ha`]).
+/// between which the VIP floats (moved by keepalived: `xvs_cli::lab::ha`).
 ///
 /// DR: the client behind the router; the router, director1 (192.168.40.11), director2
 /// (192.168.40.14) and the real servers share one LAN. The router routes the VIP on-link
