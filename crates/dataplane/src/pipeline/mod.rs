@@ -510,17 +510,17 @@ impl Pipeline {
                             add(&counters.dests[dest_slot(dest.id)].conns, 1);
                             count_in(counters, dest.id, view);
                             let target = socket(choice.dest_addr);
-                            let hop = self.egress.hop(shared, dest.id, *target.ip())?;
-                            return Ok(forward(
+                            return send_to_dest(
                                 shared,
+                                &mut self.egress,
                                 &mut self.tunnel_ident,
                                 frame,
                                 view,
+                                dest.id,
                                 dest.spec.method,
                                 target,
-                                hop,
                                 ingress,
-                            ));
+                            );
                         }
                         let conn = open(
                             &mut self.shard,
@@ -551,17 +551,17 @@ impl Pipeline {
         let (_, dest, _) = snapshot.dest(dest_id).ok_or(Drop::DestRemoved)?;
         count_in(counters, dest_id, view);
         let target = socket(dest_addr);
-        let hop = self.egress.hop(shared, dest_id, *target.ip())?;
-        Ok(forward(
+        send_to_dest(
             shared,
+            &mut self.egress,
             &mut self.tunnel_ident,
             frame,
             view,
+            dest_id,
             dest.spec.method,
             target,
-            hop,
             ingress,
-        ))
+        )
     }
 
     /// Real server -> client, the reply of a NAT connection.
@@ -655,17 +655,17 @@ impl Pipeline {
             let (_, dest, _) = snapshot.dest(conn.dest).ok_or(Drop::DestRemoved)?;
             let target = socket(conn.dest_addr);
             if dest.spec.method != ForwardMethod::Masq {
-                let hop = self.egress.hop(shared, conn.dest, *target.ip())?;
-                return Ok(forward(
+                return send_to_dest(
                     shared,
+                    &mut self.egress,
                     &mut self.tunnel_ident,
                     frame,
                     view,
+                    conn.dest,
                     dest.spec.method,
                     target,
-                    hop,
                     ingress,
-                ));
+                );
             }
             return relay(shared, *target.ip(), ingress, |egress| {
                 icmp::rewrite_toward_real_server(frame, view, &error, target, egress)
@@ -846,6 +846,34 @@ fn open(
         }
         Err(InsertError::Exists) => Err(Drop::NoConnection),
     }
+}
+
+/// Sends the frame to real server `dest` at `target` by `method`: the hop from the cache,
+/// then [`forward`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn send_to_dest(
+    shared: &Shared,
+    egress: &mut EgressCache,
+    tunnel_ident: &mut u16,
+    frame: &mut Frame<'_>,
+    view: &PacketView,
+    dest: DestId,
+    method: ForwardMethod,
+    target: SocketAddrV4,
+    ingress: u8,
+) -> Result<Verdict, Drop> {
+    let hop = egress.hop(shared, dest, *target.ip())?;
+    Ok(forward(
+        shared,
+        tunnel_ident,
+        frame,
+        view,
+        method,
+        target,
+        hop,
+        ingress,
+    ))
 }
 
 /// Rewrites for the real server's forwarding method toward `target`, leaving by `hop`.
