@@ -101,75 +101,79 @@ pub enum ReturnPath {
     Bypass,
 }
 
-/// The TCP flags IPVS looks at.
+/// The TCP flags IPVS looks at, as the header's flags byte keeps them (FIN 0x01, SYN 0x02,
+/// RST 0x04, ACK 0x10; the others are cleared), so taking them from a packet is one mask.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct TcpFlags {
-    pub syn: bool,
-    pub fin: bool,
-    pub ack: bool,
-    pub rst: bool,
-}
+pub struct TcpFlags(u8);
 
 impl TcpFlags {
-    pub const SYN: TcpFlags = TcpFlags {
-        syn: true,
-        fin: false,
-        ack: false,
-        rst: false,
-    };
-    pub const SYN_ACK: TcpFlags = TcpFlags {
-        syn: true,
-        fin: false,
-        ack: true,
-        rst: false,
-    };
-    pub const ACK: TcpFlags = TcpFlags {
-        syn: false,
-        fin: false,
-        ack: true,
-        rst: false,
-    };
-    pub const FIN_ACK: TcpFlags = TcpFlags {
-        syn: false,
-        fin: true,
-        ack: true,
-        rst: false,
-    };
-    pub const RST: TcpFlags = TcpFlags {
-        syn: false,
-        fin: false,
-        ack: false,
-        rst: true,
-    };
-    pub const NONE: TcpFlags = TcpFlags {
-        syn: false,
-        fin: false,
-        ack: false,
-        rst: false,
-    };
+    const FIN_BIT: u8 = 0x01;
+    const SYN_BIT: u8 = 0x02;
+    const RST_BIT: u8 = 0x04;
+    const ACK_BIT: u8 = 0x10;
+    const KNOWN: u8 = Self::FIN_BIT | Self::SYN_BIT | Self::RST_BIT | Self::ACK_BIT;
 
-    /// From the flags byte of a TCP header (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10).
+    pub const NONE: TcpFlags = TcpFlags(0);
+    pub const SYN: TcpFlags = TcpFlags(Self::SYN_BIT);
+    pub const SYN_ACK: TcpFlags = TcpFlags(Self::SYN_BIT | Self::ACK_BIT);
+    pub const ACK: TcpFlags = TcpFlags(Self::ACK_BIT);
+    pub const FIN_ACK: TcpFlags = TcpFlags(Self::FIN_BIT | Self::ACK_BIT);
+    pub const RST: TcpFlags = TcpFlags(Self::RST_BIT);
+
+    /// From the flags byte of a TCP header.
     #[inline]
     pub const fn from_byte(b: u8) -> TcpFlags {
-        TcpFlags {
-            fin: b & 0x01 != 0,
-            syn: b & 0x02 != 0,
-            rst: b & 0x04 != 0,
-            ack: b & 0x10 != 0,
-        }
+        TcpFlags(b & Self::KNOWN)
+    }
+
+    /// Each flag by name.
+    #[inline]
+    pub const fn new(syn: bool, fin: bool, ack: bool, rst: bool) -> TcpFlags {
+        TcpFlags(
+            ((syn as u8) * Self::SYN_BIT)
+                | ((fin as u8) * Self::FIN_BIT)
+                | ((ack as u8) * Self::ACK_BIT)
+                | ((rst as u8) * Self::RST_BIT),
+        )
+    }
+
+    #[inline]
+    pub const fn syn(self) -> bool {
+        self.0 & Self::SYN_BIT != 0
+    }
+
+    #[inline]
+    pub const fn fin(self) -> bool {
+        self.0 & Self::FIN_BIT != 0
+    }
+
+    #[inline]
+    pub const fn ack(self) -> bool {
+        self.0 & Self::ACK_BIT != 0
+    }
+
+    #[inline]
+    pub const fn rst(self) -> bool {
+        self.0 & Self::RST_BIT != 0
+    }
+
+    /// A SYN without ACK: the packet that opens a connection.
+    #[inline]
+    pub const fn opens(self) -> bool {
+        self.0 & (Self::SYN_BIT | Self::ACK_BIT) == Self::SYN_BIT
     }
 
     /// The table row a packet selects. IPVS `tcp_state_idx`: RST wins, then SYN, then FIN,
     /// then ACK; a segment with none of them has no row.
     #[inline]
     pub const fn event(self) -> Option<TcpEvent> {
-        if self.rst {
+        if self.rst() {
             Some(TcpEvent::Rst)
-        } else if self.syn {
+        } else if self.syn() {
             Some(TcpEvent::Syn)
-        } else if self.fin {
+        } else if self.fin() {
             Some(TcpEvent::Fin)
-        } else if self.ack {
+        } else if self.ack() {
             Some(TcpEvent::Ack)
         } else {
             None
@@ -304,5 +308,30 @@ pub fn transition(
     match flags.event() {
         Some(event) => next_state(set, table, event, current),
         None => TcpState::Close,
+    }
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::*;
+
+    #[test]
+    fn flags_read_the_header_byte_and_ignore_the_rest() {
+        // PSH|ACK with ECE and CWR set: only ACK matters to IPVS.
+        let f = TcpFlags::from_byte(0x18 | 0x40 | 0x80);
+        assert_eq!(f, TcpFlags::ACK);
+        assert!(f.ack() && !f.syn() && !f.fin() && !f.rst() && !f.opens());
+        for byte in 0..=255u8 {
+            let f = TcpFlags::from_byte(byte);
+            let named = TcpFlags::new(
+                byte & 0x02 != 0,
+                byte & 0x01 != 0,
+                byte & 0x10 != 0,
+                byte & 0x04 != 0,
+            );
+            assert_eq!(f, named, "{byte:#04x}");
+            assert_eq!(f.opens(), f.syn() && !f.ack());
+        }
+        assert!(TcpFlags::SYN.opens() && !TcpFlags::SYN_ACK.opens());
     }
 }

@@ -344,11 +344,7 @@ mod tests {
         // SYN_RECV is never synced; ESTABLISHED at packets 3, 53, 103.
         assert_eq!(due, vec![3, 53, 103]);
         // A client FIN moves to FIN_WAIT (DR: input only): synced at once, once.
-        let fin = TcpFlags {
-            fin: true,
-            ack: true,
-            ..TcpFlags::default()
-        };
+        let fin = TcpFlags::FIN_ACK;
         shard
             .on_packet(conn.flow, Direction::Input, fin, 10, &mut NoCounters)
             .unwrap();

@@ -439,7 +439,7 @@ impl Pipeline {
         let flags = TcpFlags::from_byte(view.tcp_flags().map_or(0, |f| f.0));
         let mut loads = LoadCounters(snapshot);
         let now = self.clock.secs;
-        let opening = flags.syn && !flags.ack;
+        let opening = flags.opens();
         // The common case first: a packet of a flow this worker knows, looked up and its
         // state updated in one step.
         let tracked = if opening {
@@ -482,7 +482,7 @@ impl Pipeline {
                         // IPVS opens TCP connections on a SYN only; anything else for an
                         // unknown flow is stray (a flow from before a restart, a scan) and
                         // is dropped.
-                        if matches!(view.l4, L4::Tcp { .. }) && (!flags.syn || flags.rst) {
+                        if matches!(view.l4, L4::Tcp { .. }) && (!flags.syn() || flags.rst()) {
                             return Err(Drop::NoConnection);
                         }
                         let request = Request {
