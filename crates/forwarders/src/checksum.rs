@@ -40,7 +40,7 @@ pub fn checksum(data: &[u8]) -> u16 {
 pub fn verifies(data: &[u8]) -> bool {
     // The common option-less IPv4 header gets a fixed-length, fully unrolled sum.
     let sum = match data.first_chunk::<20>() {
-        Some(header) if data.len() == 20 => sum_words_20(header),
+        Some(header) if data.len() == 20 => sum_words_20_native(header),
         _ => sum_words(data, 0),
     };
     fold(sum) == 0xffff
@@ -53,6 +53,18 @@ fn sum_words_20(header: &[u8; 20]) -> u64 {
     let mut sum = 0u64;
     for quad in header.chunks_exact(4) {
         sum += u64::from(u32::from_be_bytes([quad[0], quad[1], quad[2], quad[3]]));
+    }
+    sum
+}
+
+/// [`sum_words_20`] with the words in the machine's byte order, for checking only: the one's
+/// complement sum is byte-order independent (RFC 1071, 2.(B)) and a valid header sums to
+/// 0xffff, which reads the same both ways.
+#[inline(always)]
+fn sum_words_20_native(header: &[u8; 20]) -> u64 {
+    let mut sum = 0u64;
+    for quad in header.chunks_exact(4) {
+        sum += u64::from(u32::from_ne_bytes([quad[0], quad[1], quad[2], quad[3]]));
     }
     sum
 }

@@ -228,5 +228,11 @@ proptest! {
         let mut with_checksum = zeroed.clone();
         with_checksum[10..12].copy_from_slice(&header.calc_header_checksum().to_be_bytes());
         prop_assert!(checksum::verifies(&with_checksum));
+        // Any single changed bit breaks it (the check reads words in the machine's order).
+        for bit in 0..160 {
+            let mut broken = with_checksum.clone();
+            broken[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(!checksum::verifies(&broken), "bit {}", bit);
+        }
     }
 }
