@@ -182,7 +182,7 @@ impl Director {
                     resolve: Arc::new(ResolveQueue::new(64)),
                     tunnel_source: Some(DIP),
                     sync: Default::default(),
-                    local: None,
+                    local: Default::default(),
                 };
                 let mut pipeline = Pipeline::new(i as u16, shard, shared);
                 pipeline.set_clock(clock);

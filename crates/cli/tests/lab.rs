@@ -329,9 +329,20 @@ fn a_local_real_server_is_served_by_the_directors_own_kernel() {
     lab.xvsadm(&format!("-A -t {vip}:80 -s rr")).unwrap();
     lab.xvsadm(&format!("-a -t {vip}:80 -r 192.168.40.12 -g"))
         .unwrap();
+    let tun = || {
+        lab.topology
+            .director
+            .ip(&["link", "show", "xvslocal0"])
+            .is_ok()
+    };
+    assert!(!tun(), "no TUN device while no real server is local");
     // 192.168.40.11 is the director's own address: IPVS's Local.
     lab.xvsadm(&format!("-a -t {vip}:80 -r 192.168.40.11 -g"))
         .unwrap();
+    assert!(
+        tun(),
+        "the TUN device opens with the first local real server"
+    );
     let listing = lab.xvsadm("-L -n").unwrap();
     assert!(
         listing.contains("  -> 192.168.40.11:80             Local   1      "),

@@ -17,13 +17,14 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use xvs_conntrack::{Config, ConnTable, Listed, Options, SetTimeouts, ShardStats};
 
 use crate::afxdp::{AfXdpPorts, CopyMode, XskConfig};
+use crate::local::LocalDelivery;
 use crate::neigh::NeighbourCache;
 use crate::netdev::NetDev;
 use crate::pipeline::counters::WorkerCounters;
@@ -129,6 +130,7 @@ pub struct Runtime {
     routes: Arc<Routes>,
     resolve: Arc<ResolveQueue>,
     sync: Option<SyncControl>,
+    local: Arc<OnceLock<LocalDelivery>>,
 }
 
 /// Stops and joins the workers of a start that failed halfway.
@@ -145,6 +147,36 @@ impl Drop for StartedWorkers {
         self.stop.store(true, Ordering::Relaxed);
         for handle in self.handles.drain(..) {
             let _ = handle.join();
+        }
+    }
+}
+
+/// Opens the TUN device for local real servers once `snapshot` has one (a failure is logged
+/// and retried at the next change; meanwhile their packets are dropped and counted).
+fn open_local_delivery_if_needed(
+    local: &OnceLock<LocalDelivery>,
+    routes: &Routes,
+    snapshot: &Snapshot,
+) {
+    if local.get().is_some() {
+        return;
+    }
+    let wanted = snapshot
+        .dests()
+        .any(|(_, d, _)| ipv4_of(d.spec.addr).is_some_and(|a| routes.is_own(a)));
+    if !wanted {
+        return;
+    }
+    match LocalDelivery::open() {
+        Ok(device) => {
+            let _ = local.set(device);
+            tracing::info!(
+                device = crate::local::DEVICE,
+                "local real servers are served through the TUN device"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, device = crate::local::DEVICE, "no TUN device: local real servers cannot be served");
         }
     }
 }
@@ -225,15 +257,10 @@ impl Runtime {
         conns.timeouts().set(config.timeouts);
         let conn_capacity = shards.iter().map(|s| s.capacity() as u64).sum();
 
-        // Local real servers (the director's own addresses) are served through a TUN device;
-        // without one their packets are dropped and counted.
-        let local = match crate::local::LocalDelivery::open() {
-            Ok(local) => Some(Arc::new(local)),
-            Err(e) => {
-                tracing::warn!(error = %e, device = crate::local::DEVICE, "no TUN device: local real servers cannot be served");
-                None
-            }
-        };
+        // Local real servers (the director's own addresses) are served through a TUN device,
+        // opened when the first one appears.
+        let local = Arc::new(OnceLock::new());
+        open_local_delivery_if_needed(&local, &routes, &first);
         let stop = Arc::new(AtomicBool::new(false));
         // Workers started before a later queue fails are stopped and joined on the way out.
         let mut started = StartedWorkers {
@@ -335,6 +362,7 @@ impl Runtime {
             routes,
             resolve,
             sync: Some(sync),
+            local,
         })
     }
 
@@ -365,6 +393,7 @@ impl Runtime {
             source: Box::new(source),
         })?;
         resolve_next_hops(&self.routes, &next, &self.resolve);
+        open_local_delivery_if_needed(&self.local, &self.routes, &next);
         self.snapshot.publish(next);
         self.builder = builder;
         Ok(())

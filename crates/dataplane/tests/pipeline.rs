@@ -140,7 +140,7 @@ impl Lab {
             resolve: resolve.clone(),
             tunnel_source: Some(Ipv4Addr::new(192, 168, 0, 10)),
             sync: sync.clone(),
-            local: None,
+            local: Default::default(),
         };
         let mut pipeline = Pipeline::new(0, shards.remove(0), shared);
         pipeline.set_clock(Clock {

@@ -18,7 +18,7 @@
 pub mod counters;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crossbeam::queue::ArrayQueue;
 use xvs_conntrack::{
@@ -69,8 +69,9 @@ pub struct Shared {
     pub tunnel_source: Option<Ipv4Addr>,
     /// This worker's end of the connection sync (idle unless a sync daemon runs).
     pub sync: Arc<SyncPort>,
-    /// Where packets for local real servers go (the director's kernel); `None`: dropped.
-    pub local: Option<Arc<LocalDelivery>>,
+    /// Where packets for local real servers go (the director's kernel), once opened; until
+    /// then they are dropped and counted.
+    pub local: Arc<OnceLock<LocalDelivery>>,
 }
 
 /// One worker's packet pipeline.
@@ -922,7 +923,7 @@ fn deliver_locally(shared: &Shared, frame: &Frame<'_>, view: &PacketView) -> Ver
     let counters = &*shared.counters;
     let start = usize::from(view.ip_offset);
     let end = start + usize::from(view.ip_total_len);
-    let delivered = match (&shared.local, frame.data().get(start..end)) {
+    let delivered = match (shared.local.get(), frame.data().get(start..end)) {
         (Some(local), Some(packet)) => local.deliver(packet).is_ok(),
         _ => false,
     };
