@@ -245,27 +245,12 @@ impl ShardShared {
 /// Reads a connection slot into a [`Conn`] (the caller has matched its key).
 pub(crate) fn snapshot(shard: u16, index: u32, slot: &Slot, word: StateWord, meta: Meta) -> Conn {
     let family = meta.family();
-    Conn {
-        flow: FlowRef {
-            shard,
-            slot: index,
-            generation: word.generation(),
-        },
-        proto: meta.protocol(),
-        client: slot.endpoint(&slot.caddr, meta.cport(), family),
-        vip: slot.endpoint(&slot.vaddr, meta.vport(), family),
-        dest_addr: slot.endpoint(&slot.daddr, meta.dport(), family),
-        dest: DestId(slot.dest.load(Ordering::Relaxed)),
-        state: word.state(),
-        active: !word.has(flag::INACTIVE),
-        return_path: if meta.is(kind::VIA_DIRECTOR) {
-            ReturnPath::ViaDirector
-        } else {
-            ReturnPath::Bypass
-        },
-        expires: word.deadline(),
-        persistent: slot.control.load(Ordering::Relaxed) != 0,
-    }
+    let key = FlowKey::new(
+        meta.protocol(),
+        slot.endpoint(&slot.caddr, meta.cport(), family),
+        slot.endpoint(&slot.vaddr, meta.vport(), family),
+    );
+    snapshot_inbound(shard, index, slot, word, meta, &key)
 }
 
 /// Reads any live slot (connection or template) into a [`Listed`]; the caller re-checks the

@@ -106,8 +106,8 @@ fn set_up(name: &str) -> io::Result<()> {
 
 /// Whether `addr` is the director's own: a loopback address or one of `locals` (its
 /// interfaces' addresses). IPVS marks such a real server `Local`.
-pub fn is_local(addr: Ipv4Addr, locals: &[Ipv4Addr]) -> bool {
-    addr.is_loopback() || locals.contains(&addr)
+pub fn is_local(addr: Ipv4Addr, mut locals: impl Iterator<Item = Ipv4Addr>) -> bool {
+    addr.is_loopback() || locals.any(|a| a == addr)
 }
 
 #[cfg(test)]
@@ -117,9 +117,9 @@ mod tests {
     #[test]
     fn loopback_and_own_addresses_are_local() {
         let own = [Ipv4Addr::new(192, 168, 40, 11)];
-        assert!(is_local(Ipv4Addr::new(127, 0, 0, 1), &own));
-        assert!(is_local(Ipv4Addr::new(192, 168, 40, 11), &own));
-        assert!(!is_local(Ipv4Addr::new(192, 168, 40, 12), &own));
+        assert!(is_local(Ipv4Addr::new(127, 0, 0, 1), own.into_iter()));
+        assert!(is_local(Ipv4Addr::new(192, 168, 40, 11), own.into_iter()));
+        assert!(!is_local(Ipv4Addr::new(192, 168, 40, 12), own.into_iter()));
     }
 
     #[test]

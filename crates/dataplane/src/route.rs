@@ -74,12 +74,12 @@ impl Routes {
     /// Whether `addr` is the director's own (a loopback address or one of its links'): a
     /// real server there is IPVS's `Local`.
     pub fn is_own(&self, addr: Ipv4Addr) -> bool {
-        let locals: Vec<Ipv4Addr> = self
-            .links
-            .iter()
-            .flat_map(|l| l.nets.iter().map(|&(a, _)| a))
-            .collect();
-        crate::local::is_local(addr, &locals)
+        crate::local::is_local(
+            addr,
+            self.links
+                .iter()
+                .flat_map(|l| l.nets.iter().map(|&(a, _)| a)),
+        )
     }
 
     /// `(port, next hop)` toward `dst`: the first link with `dst` on-link, else the first link
