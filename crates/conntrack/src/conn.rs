@@ -69,6 +69,19 @@ pub struct Hit {
     pub state: TcpState,
 }
 
+/// A connection found by [`crate::Shard::peek_inbound`], nothing changed yet: what the fast
+/// path needs to decide, and what [`crate::Shard::touch`] needs to apply the packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peeked {
+    pub(crate) slot: u32,
+    /// The entry's state word as read; `touch` applies the packet only if it is unchanged.
+    pub(crate) word: u64,
+    pub(crate) proto: Protocol,
+    pub dest: DestId,
+    /// Where the packet goes.
+    pub dest_addr: Endpoint,
+}
+
 /// Result of [`crate::Shard::track_inbound`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tracked {

@@ -60,7 +60,7 @@ pub mod timeouts;
 mod wheel;
 
 pub use conn::{
-    Conn, FlowRef, Gone, Hit, Inbound, InsertError, Listed, NewConn, TemplateRef, Tracked,
+    Conn, FlowRef, Gone, Hit, Inbound, InsertError, Listed, NewConn, Peeked, TemplateRef, Tracked,
 };
 pub use dest::{AllAvailable, DestCounters, DestId, DestStatus, NoCounters};
 pub use key::{Addr, Endpoint, Family, FlowKey, Protocol, ServiceKey};

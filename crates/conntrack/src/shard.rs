@@ -6,13 +6,16 @@
 //! any worker, but only the owner re-files timers directly; others hand shortened deadlines
 //! over through the shard's retime queue.
 
+use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 
-use crate::conn::{Conn, FlowRef, Gone, Hit, Inbound, InsertError, NewConn, TemplateRef, Tracked};
+use crate::conn::{
+    Conn, FlowRef, Gone, Hit, Inbound, InsertError, NewConn, Peeked, TemplateRef, Tracked,
+};
 use crate::dest::{DestCounters, DestId, DestStatus};
 use crate::entry::{Meta, StateWord, control, flag, kind};
 use crate::key::{Addr, Endpoint, FlowKey, Protocol};
-use crate::state::{Direction, ReturnPath, TcpFlags, TcpState};
+use crate::state::{Direction, ReturnPath, TcpFlags, TcpState, select_table, transition};
 use crate::table::{
     BATCH_GROUP, ConnTable, ShardShared, ShardStats, bump, drop_one, kind_of, matches_inbound,
     prefetch_slot, snapshot, snapshot_inbound, template_proto_byte,
@@ -41,6 +44,8 @@ fn find_inbound_in(shared: &ShardShared, bucket: usize, key: &FlowKey) -> Option
 pub struct Shard {
     /// The table this shard belongs to (its shared half lives there).
     table: ConnTable,
+    /// This shard's half in `table` (the same `Arc`), one load away on the per-packet path.
+    own: Arc<ShardShared>,
     id: u16,
     wheel: Wheel,
     free: Vec<u32>,
@@ -49,9 +54,16 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(table: ConnTable, id: u16, capacity: u32, now: Secs) -> Self {
+    pub(crate) fn new(
+        table: ConnTable,
+        own: Arc<ShardShared>,
+        id: u16,
+        capacity: u32,
+        now: Secs,
+    ) -> Self {
         Shard {
             table,
+            own,
             id,
             wheel: Wheel::new(capacity as usize, now),
             // Reserved up front (untouched until used) so expiry never reallocates.
@@ -91,7 +103,7 @@ impl Shard {
 
     #[inline]
     pub(crate) fn shared(&self) -> &ShardShared {
-        self.table.shard(self.id)
+        &self.own
     }
 
     #[inline]
@@ -187,9 +199,25 @@ impl Shard {
         status: &impl DestStatus,
         counters: &mut impl DestCounters,
     ) -> Tracked {
+        let bucket = self.inbound_bucket(key);
+        self.track_inbound_at(bucket, key, flags, now, status, counters)
+    }
+
+    /// [`track_inbound`](Self::track_inbound) in the bucket that
+    /// [`prefetch_inbound`](Self::prefetch_inbound) returned for `key` (the tuple is hashed
+    /// once per packet).
+    #[inline]
+    pub fn track_inbound_at(
+        &mut self,
+        bucket: usize,
+        key: &FlowKey,
+        flags: TcpFlags,
+        now: Secs,
+        status: &impl DestStatus,
+        counters: &mut impl DestCounters,
+    ) -> Tracked {
         let table = &self.table;
-        let shared = table.shard(self.id);
-        let bucket = shared.inbound.bucket(table.inbound_hash(key));
+        let shared = &*self.own;
         let Some(index) = find_inbound_in(shared, bucket, key) else {
             return Tracked::Miss;
         };
@@ -221,6 +249,65 @@ impl Shard {
             self.refile(index);
         }
         Tracked::Hit(hit)
+    }
+
+    /// The fast path's read-only lookup: the live connection (not a template) `key` names in
+    /// `bucket` (from [`prefetch_inbound`](Self::prefetch_inbound)), with its state word as
+    /// read. Changes nothing, so a caller that finds a reason to take the full path instead
+    /// (an unavailable real server, an uncached egress) leaves no trace.
+    #[inline(always)]
+    pub fn peek_inbound(&self, bucket: usize, key: &FlowKey) -> Option<Peeked> {
+        let shared = self.shared();
+        let index = find_inbound_in(shared, bucket, key)?;
+        let slot = &shared.slots[index as usize];
+        let word = slot.word();
+        if word.has(flag::DEAD) {
+            return None;
+        }
+        let meta = slot.meta();
+        Some(Peeked {
+            slot: index,
+            word: word.0,
+            proto: key.proto,
+            dest: DestId(slot.dest.load(Ordering::Relaxed)),
+            dest_addr: slot.endpoint(&slot.daddr, meta.dport(), meta.family()),
+        })
+    }
+
+    /// Applies an input packet to a [`peek`](Self::peek_inbound)ed connection if it changes
+    /// nothing but the timer (IPVS's state tables keep the state and no flag changes), the
+    /// common case of an established flow. Returns `None`, having changed nothing, when the
+    /// packet would change the state or a flag, or the entry changed since it was peeked:
+    /// the full path ([`track_inbound`](Self::track_inbound)) then handles the packet.
+    #[inline(always)]
+    pub fn touch(&mut self, peeked: &Peeked, flags: TcpFlags, now: Secs) -> Option<FlowRef> {
+        let table = &self.table;
+        let slot = &self.own.slots[peeked.slot as usize];
+        let word = StateWord(peeked.word);
+        let current = word.state();
+        let next = match peeked.proto {
+            Protocol::Tcp => {
+                let (direction, _) = select_table(Direction::Input, word.has(flag::NO_OUTPUT));
+                transition(table.table_set(), direction, flags, current)
+            }
+            Protocol::Udp | Protocol::Icmp => current,
+        };
+        if next != current || word.has(flag::SYNCED) {
+            return None;
+        }
+        let deadline = now.saturating_add(table.timeouts().for_state(peeked.proto, next));
+        let new = word.with(deadline, next, word.flags());
+        if new != word {
+            slot.cas_word(word, new).ok()?;
+            if deadline < word.deadline() {
+                self.refile(peeked.slot);
+            }
+        }
+        Some(FlowRef {
+            shard: self.id,
+            slot: peeked.slot,
+            generation: word.generation(),
+        })
     }
 
     /// [`lookup_inbound`](Self::lookup_inbound) for a packet that opens a connection (a SYN
@@ -355,7 +442,7 @@ impl Shard {
         };
         let family = new.key.family();
         let via_director = new.return_path == ReturnPath::ViaDirector;
-        let shared = self.table.shard(self.id);
+        let shared = &*self.own;
         let slot = &shared.slots[index as usize];
         // The kill that freed this slot is ordered before its new contents (readers of a
         // stale handle re-check the word after reading fields).
@@ -420,7 +507,7 @@ impl Shard {
             bump(&self.shared().stats.refused);
             return Err(InsertError::Full);
         };
-        let shared = self.table.shard(self.id);
+        let shared = &*self.own;
         let slot = &shared.slots[index as usize];
         let family = key.client_net.family();
         fence(Ordering::Release);
@@ -536,7 +623,7 @@ impl Shard {
     /// Marks the slot dead (racing CASes from other workers decide the last state once) and
     /// releases it. Returns false if it was already dead.
     pub(crate) fn kill(&mut self, index: u32, counters: &mut impl DestCounters) -> bool {
-        let slot = &self.table.shard(self.id).slots[index as usize];
+        let slot = &self.own.slots[index as usize];
         let mut word = slot.word();
         loop {
             if word.has(flag::DEAD) {
@@ -556,7 +643,7 @@ impl Shard {
     /// before death.
     fn release(&mut self, index: u32, last: StateWord, counters: &mut impl DestCounters) {
         let table = self.table.clone();
-        let shared = table.shard(self.id);
+        let shared = &*self.own;
         let slots = &shared.slots;
         let slot = &slots[index as usize];
         let meta = slot.meta();
@@ -704,8 +791,8 @@ impl Shard {
 
     /// A due timer: the entry goes if its deadline really passed, else it is re-filed.
     fn expire_one(&mut self, index: u32, now: Secs, counters: &mut impl DestCounters) -> bool {
-        let table = self.table.clone();
-        let slot = &table.shard(self.id).slots[index as usize];
+        let own = Arc::clone(&self.own);
+        let slot = &own.slots[index as usize];
         let is_template = slot.meta().is(kind::TEMPLATE);
         loop {
             let word = slot.word();

@@ -158,7 +158,8 @@ pub(crate) struct ShardShared {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub(crate) shards: Box<[ShardShared]>,
+    /// Each shard's shared half; its owner holds a second `Arc` to reach its own in one load.
+    pub(crate) shards: Box<[Arc<ShardShared>]>,
     pub(crate) timeouts: Timeouts,
     pub(crate) seed: u64,
     pub(crate) expire_nodest_conn: AtomicBool,
@@ -386,7 +387,9 @@ impl ConnTable {
             .div_ceil(shards)
             .clamp(1, u32::MAX as usize - 1);
         let inner = Inner {
-            shards: (0..shards).map(|_| ShardShared::new(per_shard)).collect(),
+            shards: (0..shards)
+                .map(|_| Arc::new(ShardShared::new(per_shard)))
+                .collect(),
             timeouts: Timeouts::default(),
             seed: config.seed.unwrap_or_else(random_seed),
             expire_nodest_conn: AtomicBool::new(config.options.expire_nodest_conn),
@@ -398,7 +401,16 @@ impl ConnTable {
             inner: Arc::new(inner),
         };
         let owners = (0..shards)
-            .map(|id| Shard::new(table.clone(), id as u16, per_shard as u32, config.now))
+            .map(|id| {
+                let shared = Arc::clone(&table.inner.shards[id]);
+                Shard::new(
+                    table.clone(),
+                    shared,
+                    id as u16,
+                    per_shard as u32,
+                    config.now,
+                )
+            })
             .collect();
         (table, owners)
     }
@@ -465,7 +477,7 @@ impl ConnTable {
         self.inner
             .shards
             .iter()
-            .map(ShardShared::stats)
+            .map(|shard| shard.stats())
             .fold(ShardStats::default(), |a, b| ShardStats {
                 conns: a.conns + b.conns,
                 templates: a.templates + b.templates,

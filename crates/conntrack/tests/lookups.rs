@@ -527,3 +527,37 @@ fn track_inbound_is_lookup_and_state_update_in_one() {
         }
     }
 }
+
+#[test]
+fn touch_applies_only_packets_that_keep_the_state() {
+    let (table, mut shards) = ConnTable::new(config(1, 64));
+    let mut rec = Recorder::default();
+    let c = client(1, 1);
+    let key = FlowKey::tcp(c, vip(80));
+    let s = &mut shards[0];
+    let bucket = s.prefetch_inbound(&key);
+    assert!(s.peek_inbound(bucket, &key).is_none());
+    let conn = s.insert(nat_conn(c, 1), 0, &mut rec).unwrap();
+    s.on_packet(conn.flow, Direction::Input, TcpFlags::SYN, 0, &mut rec)
+        .unwrap();
+    // SYN_RECV + ACK would become ESTABLISHED: not the fast path's, nothing changes.
+    let peeked = s.peek_inbound(bucket, &key).unwrap();
+    assert_eq!((peeked.dest, peeked.dest_addr), (DestId(1), real_server(1)));
+    let before = table.get(conn.flow).unwrap();
+    assert_eq!(s.touch(&peeked, TcpFlags::ACK, 5), None);
+    assert_eq!(table.get(conn.flow).unwrap(), before);
+    s.on_packet(conn.flow, Direction::Input, TcpFlags::ACK, 5, &mut rec)
+        .unwrap();
+    let counts = rec.total();
+    // ESTABLISHED + ACK stays: the timer restarts, no counter moves.
+    let peeked = s.peek_inbound(bucket, &key).unwrap();
+    assert_eq!(s.touch(&peeked, TcpFlags::ACK, 9), Some(conn.flow));
+    let now = table.get(conn.flow).unwrap();
+    assert_eq!((now.state, now.expires), (TcpState::Established, 9 + 900));
+    assert_eq!(rec.total(), counts);
+    // A stale peek (the entry changed since) is refused, and so is a FIN.
+    assert_eq!(s.touch(&peeked, TcpFlags::ACK, 10), None);
+    let peeked = s.peek_inbound(bucket, &key).unwrap();
+    assert_eq!(s.touch(&peeked, TcpFlags::FIN_ACK, 10), None);
+    assert_eq!(table.get(conn.flow).unwrap().expires, 9 + 900);
+}

@@ -70,5 +70,5 @@ pub mod tun;
 
 pub use egress::{Egress, Transmit};
 pub use frame::{Frame, RECOMMENDED_HEADROOM};
-pub use parse::{L4, PacketView, TcpFlags, parse, parse_bytes};
+pub use parse::{L4, PacketView, TcpFlags, parse, parse_bytes, parse_common};
 pub use reason::Reason;

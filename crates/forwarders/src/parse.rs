@@ -227,6 +227,75 @@ pub fn parse_bytes(data: &[u8]) -> Result<PacketView, Reason> {
     })
 }
 
+/// The frame nearly every packet is, checked in one pass with fixed offsets: Ethernet II,
+/// IPv4 without options, not a fragment, a correct header checksum, and a TCP or UDP header
+/// that fits. `None` for anything else, which [`parse`] then decides about (and refuses, with
+/// its reason, if it must). Where this returns a view it is exactly the view [`parse_bytes`]
+/// returns (a test holds the two to it).
+#[inline(always)]
+pub fn parse_common(data: &[u8]) -> Option<PacketView> {
+    const IP: usize = eth::HEADER_LEN;
+    const L4: usize = IP + ipv4::MIN_HEADER_LEN;
+    let head = data.first_chunk::<{ L4 + udp::HEADER_LEN }>()?;
+    let ip: &[u8; ipv4::MIN_HEADER_LEN] = head[IP..L4].try_into().ok()?;
+    let flags_word = u16::from_be_bytes([ip[6], ip[7]]);
+    if u16::from_be_bytes([head[12], head[13]]) != eth::ETHERTYPE_IPV4
+        || ip[ipv4::VERSION_IHL] != 0x45
+        || flags_word & (ipv4::FLAG_MF | ipv4::OFFSET_MASK) != 0
+    {
+        return None;
+    }
+    let total_len = u16::from_be_bytes([ip[2], ip[3]]);
+    let l4_len = usize::from(total_len).checked_sub(ipv4::MIN_HEADER_LEN)?;
+    if IP + usize::from(total_len) > data.len() || !checksum::verifies_20(ip) {
+        return None;
+    }
+    let ports = (
+        u16::from_be_bytes([head[L4], head[L4 + 1]]),
+        u16::from_be_bytes([head[L4 + 2], head[L4 + 3]]),
+    );
+    let l4 = match ip[ipv4::PROTOCOL] {
+        ipv4::PROTO_TCP => {
+            let tcp = data.get(L4..L4 + tcp::MIN_HEADER_LEN)?;
+            let header_len = usize::from(tcp[tcp::DATA_OFFSET] >> 4) * 4;
+            if l4_len < tcp::MIN_HEADER_LEN
+                || header_len < tcp::MIN_HEADER_LEN
+                || header_len > l4_len
+            {
+                return None;
+            }
+            L4::Tcp {
+                src_port: ports.0,
+                dst_port: ports.1,
+                flags: TcpFlags(tcp[tcp::FLAGS]),
+            }
+        }
+        ipv4::PROTO_UDP => {
+            let length = usize::from(u16::from_be_bytes([head[L4 + 4], head[L4 + 5]]));
+            if length < udp::HEADER_LEN || length > l4_len {
+                return None;
+            }
+            L4::Udp {
+                src_port: ports.0,
+                dst_port: ports.1,
+            }
+        }
+        _ => return None,
+    };
+    Some(PacketView {
+        ip_offset: IP as u16,
+        l4_offset: L4 as u16,
+        ip_total_len: total_len,
+        src: Ipv4Addr::from(be32(ip, ipv4::SOURCE.start)),
+        dst: Ipv4Addr::from(be32(ip, ipv4::DESTINATION.start)),
+        ttl: ip[ipv4::TTL],
+        tos: ip[ipv4::TOS],
+        ident: be16(ip, ipv4::IDENTIFICATION.start),
+        dont_fragment: flags_word & ipv4::FLAG_DF != 0,
+        l4,
+    })
+}
+
 /// The big-endian 16-bit word at `at` (the caller checked the length).
 #[inline(always)]
 fn be16(bytes: &[u8], at: usize) -> u16 {
@@ -477,5 +546,71 @@ mod tests {
         let view = parse_bytes(&frame).unwrap();
         assert_eq!(view.ip_total_len, 40);
         assert_eq!(view.ip_end(), 54);
+    }
+
+    /// Frames near the common case: a valid TCP or UDP frame with a few bytes changed where
+    /// the checks look (EtherType, version/IHL, lengths, fragment bits, protocol, data
+    /// offset, UDP length), the checksum fixed up or not.
+    fn near_common() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let offsets = prop::sample::select(vec![
+            12usize, 13, 14, 16, 17, 20, 21, 23, 38, 39, 46, 47, 60,
+        ]);
+        (
+            any::<bool>(),
+            prop::collection::vec((offsets, any::<u8>()), 0..3),
+            any::<bool>(),
+            0usize..24,
+            any::<bool>(),
+        )
+            .prop_map(|(udp, edits, fix_checksum, padding, truncate)| {
+                let mut frame = TCP_SYN.to_vec();
+                frame.extend_from_slice(&[0xaa; 12]);
+                if udp {
+                    frame[23] = 17;
+                    frame[38..40].copy_from_slice(&8u16.to_be_bytes());
+                }
+                // Room for a 32-byte TCP header too.
+                frame[16..18].copy_from_slice(&52u16.to_be_bytes());
+                for (at, byte) in edits {
+                    if at < frame.len() {
+                        frame[at] = byte;
+                    }
+                }
+                if fix_checksum {
+                    frame = with_ip_checksum(frame);
+                }
+                frame.extend(std::iter::repeat_n(0, padding));
+                if truncate {
+                    frame.truncate(frame.len() / 2 + padding);
+                }
+                frame
+            })
+    }
+
+    proptest::proptest! {
+        /// The fast path's parser accepts a subset of what `parse_bytes` accepts, and where
+        /// it accepts a frame it describes it exactly as `parse_bytes` does.
+        #[test]
+        fn parse_common_agrees_with_parse(frame in near_common()) {
+            if let Some(view) = parse_common(&frame) {
+                proptest::prop_assert_eq!(Ok(view), parse_bytes(&frame));
+            }
+        }
+
+        #[test]
+        fn parse_common_takes_the_common_frames(udp: bool, tail in 0usize..16) {
+            let mut frame = TCP_SYN.to_vec();
+            if udp {
+                frame[23] = 17;
+                frame[16..18].copy_from_slice(&28u16.to_be_bytes());
+                frame[38..40].copy_from_slice(&8u16.to_be_bytes());
+                frame.truncate(42);
+            }
+            frame.extend(std::iter::repeat_n(0, tail));
+            let frame = with_ip_checksum(frame);
+            proptest::prop_assert_eq!(parse_common(&frame), parse_bytes(&frame).ok());
+            proptest::prop_assert!(parse_common(&frame).is_some());
+        }
     }
 }

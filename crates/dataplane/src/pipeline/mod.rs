@@ -16,6 +16,9 @@
 //! Nothing here allocates, takes a lock or makes a system call per packet.
 
 pub mod counters;
+mod established;
+
+use established::Fast;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, OnceLock};
@@ -128,6 +131,15 @@ impl EgressCache {
         match self.by_slot.get(dest_slot(dest)) {
             Some(c) if c.epoch == self.epoch => Ok(c.hop),
             _ => self.fill(shared, dest, addr),
+        }
+    }
+
+    /// The hop toward `dest` if it is cached (the fast path never resolves).
+    #[inline(always)]
+    fn cached(&self, dest: DestId) -> Option<Hop> {
+        match self.by_slot.get(dest_slot(dest)) {
+            Some(c) if c.epoch == self.epoch => Some(c.hop),
+            _ => None,
         }
     }
 
@@ -328,33 +340,41 @@ impl Pipeline {
     /// Processes a batch of received frames in place, `verdicts[i]` for `frames[i]`, in
     /// stages over the whole batch, as DPDK's l3fwd and VPP do:
     /// 1. start loading the connection-table bucket of every TCP/UDP packet (from a quick
-    ///    read of its addresses and ports), then the first entry of each bucket: at millions
-    ///    of flows each lookup would otherwise wait for two cache misses in turn;
-    /// 2. parse, track, schedule and rewrite each frame ([`process`](Self::process)), its
-    ///    entry in cache by now.
+    ///    read of its addresses and ports): at millions of flows each lookup would otherwise
+    ///    wait for two cache misses in turn;
+    /// 2. then the first entry of each bucket's chain (the heads are in cache by now);
+    /// 3. forward each frame, its entry in cache by now: an established flow's common packet
+    ///    by the fast path (`established.rs`), every other by [`process`](Self::process).
     pub fn process_batch(
         &mut self,
         frames: &mut [Frame<'_>],
         ingress: u8,
         verdicts: &mut [Verdict],
     ) {
-        let mut buckets = [0usize; BATCH_SIZE];
+        let mut buckets = [NO_BUCKET; BATCH_SIZE];
         for (frames, verdicts) in frames
             .chunks_mut(BATCH_SIZE)
             .zip(verdicts.chunks_mut(BATCH_SIZE))
         {
-            let mut n = 0;
-            for frame in frames.iter() {
-                if let Some(key) = quick_key(frame.data()) {
-                    buckets[n] = self.shard.prefetch_inbound(&key);
-                    n += 1;
+            for (frame, bucket) in frames.iter().zip(buckets.iter_mut()) {
+                *bucket = match quick_key(frame.data()) {
+                    Some(key) => self.shard.prefetch_inbound(&key),
+                    None => NO_BUCKET,
+                };
+            }
+            for &bucket in &buckets[..frames.len()] {
+                if bucket != NO_BUCKET {
+                    self.shard.prefetch_inbound_chain(bucket);
                 }
             }
-            for &bucket in &buckets[..n] {
-                self.shard.prefetch_inbound_chain(bucket);
-            }
-            for (frame, verdict) in frames.iter_mut().zip(verdicts.iter_mut()) {
-                *verdict = self.process(frame, ingress);
+            for ((frame, verdict), &bucket) in
+                frames.iter_mut().zip(verdicts.iter_mut()).zip(&buckets)
+            {
+                *verdict = match self.established(frame, bucket, ingress) {
+                    Fast::Done(verdict) => verdict,
+                    Fast::Parsed(view) => self.process_parsed(frame, &view, ingress),
+                    Fast::Unparsed => self.process(frame, ingress),
+                };
             }
         }
     }
@@ -362,12 +382,22 @@ impl Pipeline {
     /// Processes one received frame in place.
     #[inline]
     pub fn process(&mut self, frame: &mut Frame<'_>, ingress: u8) -> Verdict {
-        let counters = &*self.shared.counters;
-        add(&counters.rx_frames, 1);
         let view = match parse(frame) {
             Ok(view) => view,
-            Err(reason) => return refuse(counters, reason),
+            Err(reason) => {
+                let counters = &*self.shared.counters;
+                add(&counters.rx_frames, 1);
+                return refuse(counters, reason);
+            }
         };
+        self.process_parsed(frame, &view, ingress)
+    }
+
+    /// [`process`](Self::process) after [`parse`], for a frame whose `view` is known.
+    #[inline(always)]
+    fn process_parsed(&mut self, frame: &mut Frame<'_>, view: &PacketView, ingress: u8) -> Verdict {
+        add(&self.shared.counters.rx_frames, 1);
+        let view = *view;
         let outcome = if view.is_icmp_error() {
             self.icmp_error(frame, &view, ingress)
         } else {
@@ -699,6 +729,9 @@ fn sync_out(table: &ConnTable, port: &SyncPort, flow: FlowRef) {
         port.send(template);
     }
 }
+
+/// Stage 1 found no TCP/UDP tuple in the frame.
+const NO_BUCKET: usize = usize::MAX;
 
 /// The inbound key of a TCP or UDP packet in an Ethernet/IPv4 frame, read without any
 /// validation (for prefetching only: [`parse`] decides what the frame is).

@@ -143,6 +143,7 @@ pub fn ip_protocol(protocol: Protocol) -> u8 {
 /// The connection table's view of real servers: available while in the snapshot, quiescent at
 /// weight 0.
 impl DestStatus for Snapshot {
+    #[inline]
     fn is_available(&self, dest: DestId) -> bool {
         self.dest(dest).is_some()
     }

@@ -1,0 +1,127 @@
+//! The established fast path: a packet of a flow this worker already tracks, in the form
+//! nearly every packet has, forwarded with the fewest steps (VPP and Katran split their
+//! paths the same way).
+//!
+//! The steps: [`parse_common`] (fixed offsets, no options, no fragment), the service by
+//! `(protocol, VIP, port)`, a read-only [`Shard::peek_inbound`] in the bucket stage 1
+//! hashed, the real server and its egress from the caches, then [`Shard::touch`]: the
+//! packet changes nothing but the timer. Every condition that does not hold sends the frame
+//! to the full path ([`Pipeline::process`]) before anything changed, so both paths give the
+//! same result for every frame; only the number of instructions differs.
+//!
+//! [`Shard::peek_inbound`]: xvs_conntrack::Shard::peek_inbound
+//! [`Shard::touch`]: xvs_conntrack::Shard::touch
+
+use xvs_conntrack::{FlowKey, Protocol, TcpFlags};
+use xvs_forwarders::{Frame, L4, PacketView, parse_common};
+
+use super::counters::add;
+use super::{NO_BUCKET, Pipeline, Verdict, count_in, endpoint, forward, socket};
+use crate::service::snapshot::dest_slot;
+
+/// What the fast path did with a frame.
+pub(super) enum Fast {
+    /// Forwarded or dropped, and counted.
+    Done(Verdict),
+    /// Not its case, nothing changed; the frame parsed as `view` (what [`parse`] gives).
+    ///
+    /// [`parse`]: xvs_forwarders::parse
+    Parsed(PacketView),
+    /// Not its case, nothing changed; not parsed.
+    Unparsed,
+}
+
+impl Pipeline {
+    /// Forwards `frame` if it is an established flow's common packet; for every other frame
+    /// changes and counts nothing, and hands back the view if it parsed one.
+    #[inline(always)]
+    pub(super) fn established(
+        &mut self,
+        frame: &mut Frame<'_>,
+        bucket: usize,
+        ingress: u8,
+    ) -> Fast {
+        if bucket == NO_BUCKET {
+            return Fast::Unparsed;
+        }
+        let Some(view) = parse_common(frame.data()) else {
+            return Fast::Unparsed;
+        };
+        match self.established_view(frame, &view, bucket, ingress) {
+            Some(verdict) => Fast::Done(verdict),
+            None => Fast::Parsed(view),
+        }
+    }
+
+    #[inline(always)]
+    fn established_view(
+        &mut self,
+        frame: &mut Frame<'_>,
+        view: &PacketView,
+        bucket: usize,
+        ingress: u8,
+    ) -> Option<Verdict> {
+        let view = *view;
+        let (protocol, sport, dport, flags) = match view.l4 {
+            L4::Tcp {
+                src_port,
+                dst_port,
+                flags,
+            } => (
+                Protocol::Tcp,
+                src_port,
+                dst_port,
+                TcpFlags::from_byte(flags.0),
+            ),
+            L4::Udp { src_port, dst_port } => {
+                (Protocol::Udp, src_port, dst_port, TcpFlags::from_byte(0))
+            }
+            L4::Icmp { .. } => return None,
+        };
+        if flags.opens() {
+            return None;
+        }
+        let shared = &self.shared;
+        let snapshot = &*shared.snapshot;
+        snapshot.classify(protocol as u8, view.dst, dport)?;
+        let key = FlowKey::new(
+            protocol,
+            endpoint(view.src, sport),
+            endpoint(view.dst, dport),
+        );
+        let peeked = self.shard.peek_inbound(bucket, &key)?;
+        let (_, dest, _) = snapshot.dest(peeked.dest)?;
+        let method = dest.spec.method;
+        let hop = self.egress.cached(peeked.dest)?;
+        if hop.local {
+            return None;
+        }
+        let flow = self.shard.touch(&peeked, flags, self.clock.secs)?;
+        // Committed: from here on the packet is this path's.
+        let counters = &*shared.counters;
+        add(&counters.rx_frames, 1);
+        if shared
+            .sync
+            .master
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            super::sync_out(self.shard.table(), &shared.sync, flow);
+        }
+        count_in(counters, peeked.dest, &view);
+        let verdict = forward(
+            shared,
+            &mut self.tunnel_ident,
+            frame,
+            &view,
+            method,
+            socket(peeked.dest_addr),
+            hop,
+            ingress,
+        );
+        if let Verdict::Transmit { .. } = verdict {
+            add(&counters.tx_frames, 1);
+        }
+        debug_assert_eq!(dest_slot(peeked.dest), dest_slot(dest.id));
+        Some(verdict)
+    }
+}
