@@ -327,7 +327,20 @@ impl Shard {
         status: &impl DestStatus,
         counters: &mut impl DestCounters,
     ) -> Inbound {
-        let found = self.lookup_inbound(key, status, counters);
+        let bucket = self.inbound_bucket(key);
+        self.lookup_inbound_new_at(bucket, key, status, counters)
+    }
+
+    /// [`lookup_inbound_new`](Self::lookup_inbound_new) in the bucket that
+    /// [`prefetch_inbound`](Self::prefetch_inbound) returned for `key`.
+    pub fn lookup_inbound_new_at(
+        &mut self,
+        bucket: usize,
+        key: &FlowKey,
+        status: &impl DestStatus,
+        counters: &mut impl DestCounters,
+    ) -> Inbound {
+        let found = self.lookup_inbound_at(bucket, key, status, counters);
         let Inbound::Hit(old) = found else {
             return found;
         };
@@ -422,10 +435,61 @@ impl Shard {
         now: Secs,
         counters: &mut impl DestCounters,
     ) -> Result<Conn, InsertError> {
+        let bucket = self.inbound_bucket(&new.key);
+        let (index, word, meta) = self.fill_missing(&new, bucket, now, counters)?;
+        Ok(snapshot(
+            self.id,
+            index,
+            &self.own.slots[index as usize],
+            word,
+            meta,
+        ))
+    }
+
+    /// The data path's new connection: [`insert_missing`](Self::insert_missing) in the
+    /// inbound `bucket` the caller hashed `new.key` to, followed by the input packet that
+    /// opened it ([`on_packet`](Self::on_packet) with `flags`), without reading the entry
+    /// back. The handle of the connection, which goes to `new.dest` at `new.dest_addr`.
+    pub fn open_missing(
+        &mut self,
+        new: &NewConn,
+        bucket: usize,
+        flags: TcpFlags,
+        now: Secs,
+        counters: &mut impl DestCounters,
+    ) -> Result<FlowRef, InsertError> {
+        let (index, word, _) = self.fill_missing(new, bucket, now, counters)?;
+        let flow = FlowRef {
+            shard: self.id,
+            slot: index,
+            generation: word.generation(),
+        };
+        let slot = &self.own.slots[index as usize];
+        // Only this worker can touch a slot it just filled, so the packet applies.
+        if let Ok(applied) =
+            self.table
+                .apply_to_slot(slot, flow, Direction::Input, flags, now, counters)
+            && applied.shortened
+        {
+            self.refile(index);
+        }
+        Ok(flow)
+    }
+
+    /// Fills a free slot with `new` and links it (`bucket`: its inbound bucket); the slot,
+    /// its state word and its meta word.
+    fn fill_missing(
+        &mut self,
+        new: &NewConn,
+        bucket: usize,
+        now: Secs,
+        counters: &mut impl DestCounters,
+    ) -> Result<(u32, StateWord, Meta), InsertError> {
         debug_assert!(
             self.find_inbound(&new.key).is_none(),
             "insert_missing of a key the shard holds"
         );
+        debug_assert_eq!(bucket, self.inbound_bucket(&new.key));
         let Some(index) = self.alloc() else {
             bump(&self.shared().stats.refused);
             return Err(InsertError::Full);
@@ -473,11 +537,7 @@ impl Shard {
         slot.word.store(word.0, Ordering::Release);
 
         let table = &self.table;
-        shared.inbound.link(
-            shared.inbound.bucket(table.inbound_hash(&new.key)),
-            index,
-            &slot.next_primary,
-        );
+        shared.inbound.link(bucket, index, &slot.next_primary);
         if via_director {
             let reply = FlowKey::new(new.key.proto, new.dest_addr, new.key.src);
             shared.outbound.link(
@@ -489,7 +549,7 @@ impl Shard {
         self.wheel.schedule(index, deadline);
         bump(&shared.stats.conns);
         counters.conn_bound(new.dest);
-        Ok(snapshot(self.id, index, slot, word, meta))
+        Ok((index, word, meta))
     }
 
     /// Creates a persistence template for `key` pointing at `dest` (PersistConn += 1), with

@@ -2,10 +2,10 @@
 //! nearly every packet has, forwarded with the fewest steps (VPP and Katran split their
 //! paths the same way).
 //!
-//! The steps: [`parse_common`] (fixed offsets, no options, no fragment), the service by
-//! `(protocol, VIP, port)`, a read-only [`Shard::peek_inbound`] in the bucket stage 1
-//! hashed, the real server and its egress from the caches, then [`Shard::touch`]: the
-//! packet changes nothing but the timer. Every condition that does not hold sends the frame
+//! The steps: [`parse_common`] (fixed offsets, no options, no fragment), a read-only
+//! [`Shard::peek_inbound`] in the bucket stage 1 hashed, the real server (which implies its
+//! service) and its egress from the caches, then [`Shard::touch`]: the packet changes
+//! nothing but the timer. Every condition that does not hold sends the frame
 //! to the full path ([`Pipeline::process`]) before anything changed, so both paths give the
 //! same result for every frame; only the number of instructions differs.
 //!
@@ -83,14 +83,18 @@ impl Pipeline {
         }
         let shared = &self.shared;
         let snapshot = &*shared.snapshot;
-        snapshot.classify(protocol as u8, view.dst, dport)?;
         let key = FlowKey::new(
             protocol,
             endpoint(view.src, sport),
             endpoint(view.dst, dport),
         );
         let peeked = self.shard.peek_inbound(bucket, &key)?;
+        // No classification needed: a real server is live only inside its service (its
+        // identity includes the service's address), and the connection was made for that
+        // service's (protocol, VIP, port) or its port-0 form, so the full path's `classify`
+        // finds a service for this packet whenever `dest` is found.
         let (_, dest, _) = snapshot.dest(peeked.dest)?;
+        debug_assert!(snapshot.classify(protocol as u8, view.dst, dport).is_some());
         let method = dest.spec.method;
         let hop = self.egress.cached(peeked.dest)?;
         if hop.local {

@@ -372,7 +372,7 @@ impl Pipeline {
             {
                 *verdict = match self.established(frame, bucket, ingress) {
                     Fast::Done(verdict) => verdict,
-                    Fast::Parsed(view) => self.process_parsed(frame, &view, ingress),
+                    Fast::Parsed(view) => self.process_parsed(frame, &view, bucket, ingress),
                     Fast::Unparsed => self.process(frame, ingress),
                 };
             }
@@ -390,19 +390,28 @@ impl Pipeline {
                 return refuse(counters, reason);
             }
         };
-        self.process_parsed(frame, &view, ingress)
+        self.process_parsed(frame, &view, NO_BUCKET, ingress)
     }
 
-    /// [`process`](Self::process) after [`parse`], for a frame whose `view` is known.
+    /// [`process`](Self::process) after [`parse`], for a frame whose `view` is known and, for
+    /// TCP and UDP, its inbound `bucket` if stage 1 hashed it (else [`NO_BUCKET`]).
     #[inline(always)]
-    fn process_parsed(&mut self, frame: &mut Frame<'_>, view: &PacketView, ingress: u8) -> Verdict {
+    fn process_parsed(
+        &mut self,
+        frame: &mut Frame<'_>,
+        view: &PacketView,
+        bucket: usize,
+        ingress: u8,
+    ) -> Verdict {
         add(&self.shared.counters.rx_frames, 1);
         let view = *view;
         let outcome = if view.is_icmp_error() {
             self.icmp_error(frame, &view, ingress)
         } else {
             match view.ports() {
-                Some((sport, dport)) => self.tcp_or_udp(frame, &view, sport, dport, ingress),
+                Some((sport, dport)) => {
+                    self.tcp_or_udp(frame, &view, sport, dport, bucket, ingress)
+                }
                 None => Err(Drop::NotForUs),
             }
         };
@@ -429,11 +438,12 @@ impl Pipeline {
         view: &PacketView,
         sport: u16,
         dport: u16,
+        bucket: usize,
         ingress: u8,
     ) -> Result<Verdict, Drop> {
         let protocol = view.protocol();
         if let Some(service) = self.shared.snapshot.classify(protocol, view.dst, dport) {
-            return self.inbound(frame, view, service, sport, dport, ingress);
+            return self.inbound(frame, view, service, (sport, dport), bucket, ingress);
         }
         let key = FlowKey::new(
             conn_protocol(protocol),
@@ -454,8 +464,8 @@ impl Pipeline {
         frame: &mut Frame<'_>,
         view: &PacketView,
         service_index: usize,
-        sport: u16,
-        dport: u16,
+        (sport, dport): (u16, u16),
+        bucket: usize,
         ingress: u8,
     ) -> Result<Verdict, Drop> {
         let shared = &self.shared;
@@ -471,13 +481,18 @@ impl Pipeline {
         let mut loads = LoadCounters(snapshot);
         let now = self.clock.secs;
         let opening = flags.opens();
+        let bucket = if bucket == NO_BUCKET {
+            self.shard.prefetch_inbound(&key)
+        } else {
+            bucket
+        };
         // The common case first: a packet of a flow this worker knows, looked up and its
         // state updated in one step.
         let tracked = if opening {
             Tracked::Miss
         } else {
             self.shard
-                .track_inbound(&key, flags, now, snapshot, &mut loads)
+                .track_inbound_at(bucket, &key, flags, now, snapshot, &mut loads)
         };
         let (flow, dest_id, dest_addr) = match tracked {
             Tracked::Hit(hit) => (hit.flow, hit.dest, hit.dest_addr),
@@ -486,7 +501,8 @@ impl Pipeline {
                 // A SYN may reopen a finished connection's tuple: IPVS's conn_reuse_mode
                 // then schedules it afresh instead of reusing the old entry's real server.
                 let found = if opening {
-                    self.shard.lookup_inbound_new(&key, snapshot, &mut loads)
+                    self.shard
+                        .lookup_inbound_new_at(bucket, &key, snapshot, &mut loads)
                 } else {
                     Inbound::Miss
                 };
@@ -506,8 +522,17 @@ impl Pipeline {
                     }
                     other => other,
                 };
-                let conn = match found {
-                    Inbound::Hit(conn) => conn,
+                match found {
+                    Inbound::Hit(conn) => {
+                        let _ = self.shard.on_packet(
+                            conn.flow,
+                            Direction::Input,
+                            flags,
+                            now,
+                            &mut loads,
+                        );
+                        (conn.flow, conn.dest, conn.dest_addr)
+                    }
                     Inbound::Drop => return Err(Drop::DestRemoved),
                     Inbound::Miss => {
                         // IPVS opens TCP connections on a SYN only; anything else for an
@@ -553,23 +578,19 @@ impl Pipeline {
                                 ingress,
                             );
                         }
-                        let conn = open(
+                        let opened = open(
                             &mut self.shard,
                             scheduler,
                             service,
-                            key,
+                            Opening { key, bucket, flags },
                             &request,
                             now,
                             &mut loads,
                         )?;
-                        add(&counters.dests[dest_slot(conn.dest)].conns, 1);
-                        conn
+                        add(&counters.dests[dest_slot(opened.1)].conns, 1);
+                        opened
                     }
-                };
-                let _ = self
-                    .shard
-                    .on_packet(conn.flow, Direction::Input, flags, now, &mut loads);
-                (conn.flow, conn.dest, conn.dest_addr)
+                }
             }
         };
         if shared
@@ -840,16 +861,26 @@ fn choose(
     })
 }
 
-/// A new connection for `key`, to the real server [`choose`] gives.
+/// The packet that opens a connection: its tuple, the inbound bucket the tuple hashes to,
+/// and its TCP flags.
+struct Opening {
+    key: FlowKey,
+    bucket: usize,
+    flags: TcpFlags,
+}
+
+/// A new connection for `opening`'s tuple, to the real server [`choose`] gives, with the
+/// opening packet applied: its handle, real server and where packets go.
 fn open(
     shard: &mut Shard,
     scheduler: &mut dyn Scheduler,
     service: &Service,
-    key: FlowKey,
+    opening: Opening,
     request: &Request,
     now: Secs,
     loads: &mut LoadCounters<'_>,
-) -> Result<Conn, Drop> {
+) -> Result<(FlowRef, DestId, Endpoint), Drop> {
+    let Opening { key, bucket, flags } = opening;
     let choice = choose(shard, scheduler, service, &key, request, now, loads)?;
     let dest = service.dests[choice.index].id;
     let return_path = match service.dests[choice.index].spec.method {
@@ -865,9 +896,9 @@ fn open(
         template,
     };
     // The lookup just missed, and only this worker inserts into its shard.
-    match shard.insert_missing(new, now, loads) {
-        Ok(conn) => Ok(conn),
-        Err(InsertError::Full) => Err(Drop::TableFull),
+    let flow = match shard.open_missing(&new, bucket, flags, now, loads) {
+        Ok(flow) => flow,
+        Err(InsertError::Full) => return Err(Drop::TableFull),
         // The template expired between lookup and attach: keep its choice, unattached.
         Err(InsertError::TemplateGone) => {
             let retry = NewConn {
@@ -875,11 +906,12 @@ fn open(
                 ..new
             };
             shard
-                .insert_missing(retry, now, loads)
-                .map_err(|_| Drop::TableFull)
+                .open_missing(&retry, bucket, flags, now, loads)
+                .map_err(|_| Drop::TableFull)?
         }
-        Err(InsertError::Exists) => Err(Drop::NoConnection),
-    }
+        Err(InsertError::Exists) => return Err(Drop::NoConnection),
+    };
+    Ok((flow, dest, dest_addr))
 }
 
 /// Sends the frame to real server `dest` at `target` by `method`: the hop from the cache,
