@@ -28,6 +28,13 @@ pub fn forward(
     if let Some(reply) = egress::mtu_gate(frame, view, egress.mtu, view.dst)? {
         return Ok(reply);
     }
+    readdress(frame, egress)
+}
+
+/// The DR rewrite itself, for a frame already known to fit `egress.mtu` (the fast path
+/// checked it): only the Ethernet addresses change.
+#[inline(always)]
+pub fn readdress(frame: &mut Frame<'_>, egress: &Egress) -> Result<Transmit, Reason> {
     egress::write_macs(frame.data_mut(), egress)?;
     Ok(Transmit::Forward)
 }

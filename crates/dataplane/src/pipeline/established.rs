@@ -13,11 +13,11 @@
 //! [`Shard::touch`]: xvs_conntrack::Shard::touch
 
 use xvs_conntrack::{FlowKey, Protocol, TcpFlags};
-use xvs_forwarders::{Frame, L4, PacketView, parse_common};
+use xvs_forwarders::{Frame, L4, PacketView, dr, parse_common};
 
 use super::counters::add;
-use super::{NO_BUCKET, Pipeline, Verdict, count_in, endpoint, forward, socket};
-use crate::service::snapshot::dest_slot;
+use super::{NO_BUCKET, Pipeline, Verdict, count_in, endpoint, finish, forward, socket};
+use crate::service::spec::ForwardMethod;
 
 /// What the fast path did with a frame.
 pub(super) enum Fast {
@@ -61,7 +61,6 @@ impl Pipeline {
         bucket: usize,
         ingress: u8,
     ) -> Option<Verdict> {
-        let view = *view;
         let (protocol, sport, dport, flags) = match view.l4 {
             L4::Tcp {
                 src_port,
@@ -93,9 +92,8 @@ impl Pipeline {
         // identity includes the service's address), and the connection was made for that
         // service's (protocol, VIP, port) or its port-0 form, so the full path's `classify`
         // finds a service for this packet whenever `dest` is found.
-        let (_, dest, _) = snapshot.dest(peeked.dest)?;
+        let method = snapshot.dest_method(peeked.dest)?;
         debug_assert!(snapshot.classify(protocol as u8, view.dst, dport).is_some());
-        let method = dest.spec.method;
         let hop = self.egress.cached(peeked.dest)?;
         if hop.local {
             return None;
@@ -111,12 +109,25 @@ impl Pipeline {
         {
             super::sync_out(self.shard.table(), &shared.sync, flow);
         }
-        count_in(counters, peeked.dest, &view);
+        count_in(counters, peeked.dest, view);
+        // DR within the MTU, the most common forward of all: the MAC rewrite alone.
+        if method == ForwardMethod::Route && view.ip_total_len <= hop.egress.mtu {
+            let verdict = finish(
+                counters,
+                dr::readdress(frame, &hop.egress),
+                hop.port,
+                ingress,
+            );
+            if let Verdict::Transmit { .. } = verdict {
+                add(&counters.tx_frames, 1);
+            }
+            return Some(verdict);
+        }
         let verdict = forward(
             shared,
             &mut self.tunnel_ident,
             frame,
-            &view,
+            view,
             method,
             socket(peeked.dest_addr),
             hop,
@@ -125,7 +136,6 @@ impl Pipeline {
         if let Verdict::Transmit { .. } = verdict {
             add(&counters.tx_frames, 1);
         }
-        debug_assert_eq!(dest_slot(peeked.dest), dest_slot(dest.id));
         Some(verdict)
     }
 }

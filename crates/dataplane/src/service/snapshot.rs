@@ -74,12 +74,25 @@ pub struct Snapshot {
 }
 
 /// Where a live real server sits in a snapshot, by its [`DestId`] slot.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct SlotRef {
     /// `generation + 1` of the id in the slot; 0: no live server there.
     tag: u32,
     service: u16,
     index: u16,
+    /// Its forwarding method, here so the fast path reads one entry.
+    method: ForwardMethod,
+}
+
+impl Default for SlotRef {
+    fn default() -> Self {
+        SlotRef {
+            tag: 0,
+            service: 0,
+            index: 0,
+            method: ForwardMethod::Route,
+        }
+    }
 }
 
 impl Snapshot {
@@ -107,6 +120,13 @@ impl Snapshot {
             service.dests.get(slot.index as usize)?,
             service.servers.get(slot.index as usize)?,
         ))
+    }
+
+    /// The forwarding method of the live real server behind `id` (the fast path's one load).
+    #[inline(always)]
+    pub fn dest_method(&self, id: DestId) -> Option<ForwardMethod> {
+        let slot = self.by_slot.get(dest_slot(id))?;
+        (slot.tag == (id.0 >> 16) + 1).then_some(slot.method)
     }
 
     /// Every live real server's load, by id (statistics and listings).
@@ -287,6 +307,7 @@ impl SnapshotBuilder {
                     tag: (known.id.0 >> 16) + 1,
                     service: service_index as u16,
                     index: dest_index as u16,
+                    method: dest_spec.method,
                 };
             }
             if let ServiceAddr::Inet {
