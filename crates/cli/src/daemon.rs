@@ -475,6 +475,10 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
     match config::load(path) {
         Ok(loaded) => {
             let mut d = director.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(reason) = loaded.reload_refusal(d.table().services.len()) {
+                tracing::error!(file = %path.display(), "reload refused, configuration unchanged: {reason}");
+                return false;
+            }
             if let Err(reason) =
                 d.reload_with_health(loaded.table, loaded.daemon.timeouts, loaded.health)
             {
@@ -692,7 +696,7 @@ mod tests {
             1,
             "applied once"
         );
-        std::fs::write(&path, "").unwrap();
+        std::fs::write(&path, "service = []\n").unwrap();
         assert!(reload(&path, &director));
         let syncs = director.lock().unwrap().dataplane().syncs.clone();
         assert_eq!(syncs.len(), 2);
@@ -868,6 +872,58 @@ mod tests {
         std::fs::write(&path, "[[service]]\ntcp = \"bad\"\n").unwrap();
         assert!(!reload(&path, &director));
         assert_eq!(director.lock().unwrap().table(), &nat.table);
+    }
+
+    #[test]
+    fn a_reload_of_an_empty_missing_or_serviceless_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xvs.toml");
+        std::fs::write(&path, include_str!("../examples/dr.toml")).unwrap();
+        let loaded = config::load(&path).unwrap();
+        let director = Mutex::new(DataplaneDirector::new(
+            TableOnlyDirector::new(loaded.table.clone(), loaded.daemon.timeouts),
+            Recorder::default(),
+        ));
+        let unchanged = |director: &Mutex<DataplaneDirector<Recorder>>| {
+            let d = director.lock().unwrap();
+            d.table() == &loaded.table && d.dataplane().updates.is_empty()
+        };
+        for text in ["", "\n# nothing yet\n", "[daemon]\ninterface = \"eth1\"\n"] {
+            std::fs::write(&path, text).unwrap();
+            assert!(!reload(&path, &director), "{text:?}");
+            assert!(unchanged(&director), "{text:?}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(!reload(&path, &director), "missing");
+        assert!(unchanged(&director));
+        // Said explicitly, no services is a valid configuration.
+        // (At the top: under a [section] header the key would be that section's.)
+        std::fs::write(&path, "service = []\n[daemon]\ninterface = \"eth1\"\n").unwrap();
+        assert!(reload(&path, &director));
+        assert!(director.lock().unwrap().table().services.is_empty());
+        assert_eq!(director.lock().unwrap().dataplane().updates, vec![0]);
+    }
+
+    #[test]
+    fn reload_refusals_say_what_to_write() {
+        let empty = LoadedConfig::default();
+        assert_eq!(
+            empty.reload_refusal(0).unwrap(),
+            "the file is empty: a reload would remove every service; write `service = []` to mean no services"
+        );
+        let daemon_only =
+            config::parse_str("[daemon]\ninterface = \"eth1\"\n", &Names::none()).unwrap();
+        assert_eq!(
+            daemon_only.reload_refusal(0),
+            None,
+            "nothing would be removed"
+        );
+        assert_eq!(
+            daemon_only.reload_refusal(2).unwrap(),
+            "the file has no [[service]]: a reload would remove the 2 running service(s); write `service = []` to mean no services"
+        );
+        let none = config::parse_str("service = []\n", &Names::none()).unwrap();
+        assert_eq!(none.reload_refusal(5), None);
     }
 
     #[test]
