@@ -273,10 +273,10 @@ fn send(path: &Path, request: &Request, limit: usize) -> Result<Reply, ClientErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::net::UnixListener;
     use crate::director::TableOnlyDirector;
     use std::net::{IpAddr, Ipv4Addr};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixListener;
     use xvs_dataplane::service::spec::{DestSpec, ForwardMethod, Protocol, ServiceSpec};
 
     fn vip() -> ServiceAddr {

@@ -486,7 +486,12 @@ impl<'a> Connection<'a> {
                 // A last line without its newline is still a request.
                 Ok(0) => return Ok((std::mem::take(&mut self.pending), large)),
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Err(ReadFailure::TimedOut);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -511,7 +516,9 @@ impl<'a> Connection<'a> {
             let left = deadline
                 .checked_duration_since(Instant::now())
                 .filter(|d| !d.is_zero())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "reply not taken in time"))?;
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::TimedOut, "reply not taken in time")
+                })?;
             self.stream.set_write_timeout(Some(left))?;
             let end = rest.len().min(64 * 1024);
             match self.stream.write(&rest[..end]) {
@@ -651,5 +658,517 @@ impl Throttle {
                 Some(std::mem::take(&mut self.unlogged))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{ClientError, send};
+    use crate::director::{Edit, TableOnlyDirector};
+    use std::io::{BufRead, BufReader};
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::process::Command;
+    use xvs_dataplane::service::spec::{Protocol, ServiceAddr, ServiceSpec};
+
+    /// Set in a child process this test binary runs again: which part it plays.
+    const CHILD: &str = "XVS_CONTROL_TEST_CHILD";
+    /// The socket (or directory) the child works with.
+    const CHILD_PATH: &str = "XVS_CONTROL_TEST_PATH";
+    /// What a child prints once its part ran (a filtered-out test prints nothing).
+    const CHILD_DONE: &str = "child part done";
+
+    /// This test binary again, running only `test` (a name in this module).
+    fn rerun(exe: &Path, test: &str, part: &str, path: &Path) -> Command {
+        let mut c = Command::new(exe);
+        c.args([
+            &format!("control::server::tests::{test}"),
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, part)
+        .env(CHILD_PATH, path);
+        c
+    }
+
+    fn child_part() -> Option<(String, PathBuf)> {
+        let part = std::env::var(CHILD).ok()?;
+        Some((part, PathBuf::from(std::env::var_os(CHILD_PATH)?)))
+    }
+
+    fn vip(port: u16) -> ServiceAddr {
+        ServiceAddr::Inet {
+            protocol: Protocol::Tcp,
+            addr: IpAddr::V4(Ipv4Addr::new(172, 16, 21, 10)),
+            port,
+        }
+    }
+
+    type Running = (
+        StopHandle,
+        Arc<Mutex<TableOnlyDirector>>,
+        std::thread::JoinHandle<()>,
+    );
+
+    fn serve(path: &Path, limits: Limits) -> Running {
+        let server = ControlServer::bind(path).unwrap().with_limits(limits);
+        let stop = server.stop_handle();
+        let director = Arc::new(Mutex::new(TableOnlyDirector::default()));
+        let served = Arc::clone(&director);
+        let thread = std::thread::spawn(move || server.serve(served));
+        (stop, director, thread)
+    }
+
+    fn add_services(ports: std::ops::Range<u16>) -> Request {
+        Request::Apply {
+            edits: ports
+                .map(|p| Edit::AddService {
+                    service: ServiceSpec::new(vip(p)),
+                })
+                .collect(),
+        }
+    }
+
+    /// One reply line; `""` once the daemon closed (a reset counts: the daemon closed with
+    /// a request of ours unread).
+    fn read_reply(stream: &UnixStream) -> String {
+        let mut line = String::new();
+        match BufReader::new(stream).read_line(&mut line) {
+            Ok(_) => line,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && line.is_empty() => line,
+            Err(e) => panic!("reading a reply: {e}"),
+        }
+    }
+
+    fn failed(message: &str) -> String {
+        String::from_utf8(reply_line(&Reply::failed(message))).unwrap()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_socket_has_its_final_mode_whatever_the_umask() {
+        if let Some((part, dir)) = child_part() {
+            assert_eq!(part, "umask");
+            // SAFETY: umask has no preconditions; this process runs only this test.
+            unsafe { libc::umask(0) };
+            // The socket is 0600 inside a 0700 directory before it is moved to its path.
+            let private = PrivateDir::create(&dir).unwrap();
+            assert_eq!(mode(&private.dir), 0o700);
+            let listener = private.bind().unwrap();
+            assert_eq!(mode(&private.socket()), 0o600);
+            drop((listener, private));
+            let created = dir.join("run/xvs.sock");
+            let existing = dir.join("xvs.sock");
+            let a = ControlServer::bind(&created).unwrap();
+            let b = ControlServer::bind(&existing).unwrap();
+            assert_eq!(mode(&created), 0o600);
+            assert_eq!(mode(&existing), 0o600);
+            assert_eq!(mode(&dir.join("run")), 0o700);
+            // No private directory is left behind.
+            assert_eq!(entries(&dir.join("run")), vec!["xvs.sock"]);
+            assert_eq!(entries(&dir), vec!["run", "xvs.sock"]);
+            drop((a, b));
+            println!("{CHILD_DONE}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let out = rerun(
+            &exe,
+            "the_socket_has_its_final_mode_whatever_the_umask",
+            "umask",
+            dir.path(),
+        )
+        .output()
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(CHILD_DONE),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn a_long_path_is_bound_through_its_directory_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut long = dir.path().to_path_buf();
+        while long.as_os_str().len() < 90 {
+            long.push("d");
+        }
+        let path = long.join("xvs.sock");
+        assert!(path.as_os_str().len() < 107);
+        let (stop, _, thread) = serve(&path, Limits::default());
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(
+            send(&path, &Request::Zero { service: None }, MAX_REQUEST).unwrap(),
+            Reply::Done
+        );
+        stop.stop();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_path_that_is_not_a_socket_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, "keep me\n").unwrap();
+        let e = ControlServer::bind(&file).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} exists and is a regular file, not a socket: refusing to replace it (remove it, or give another --socket)",
+                file.display()
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n");
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let e = ControlServer::bind(&sub).unwrap_err();
+        assert!(
+            e.to_string().contains("is a directory, not a socket"),
+            "{e}"
+        );
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let e = ControlServer::bind(&link).unwrap_err();
+        assert!(
+            e.to_string().contains("is a symbolic link, not a socket"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "keep me\n");
+        assert_eq!(entries(dir.path()), vec!["link.sock", "notes.txt", "sub"]);
+    }
+
+    /// Runs this test binary as user nobody: from a directory nobody can enter.
+    fn nobody_exe(dir: &Path) -> PathBuf {
+        let exe = std::env::current_exe().unwrap();
+        let copy = dir.join("test-binary");
+        if std::fs::hard_link(&exe, &copy).is_err() {
+            std::fs::copy(&exe, &copy).unwrap();
+        }
+        copy
+    }
+
+    #[test]
+    fn peers_other_than_root_and_its_own_user_are_refused() {
+        const TEST: &str = "peers_other_than_root_and_its_own_user_are_refused";
+        if let Some((part, socket)) = child_part() {
+            // SAFETY: getuid has no preconditions.
+            assert_eq!(unsafe { libc::getuid() }, 65_534, "runs as nobody");
+            match part.as_str() {
+                // Through a socket whose mode lets anyone connect: the credentials decide.
+                "raw" => {
+                    let mut s = UnixStream::connect(&socket).unwrap();
+                    // The refusal may come (and the socket close) before the request goes.
+                    let _ =
+                        s.write_all(b"{\"request\":\"apply\",\"edits\":[{\"op\":\"clear\"}]}\n");
+                    print!("reply: {}", read_reply(&s));
+                }
+                // Through the socket as bound: its mode decides.
+                _ => match crate::control::request(&socket, &Request::Zero { service: None }) {
+                    Ok(reply) => println!("reply: {reply:?}"),
+                    Err(e) => println!("error: {e}"),
+                },
+            }
+            println!("{CHILD_DONE}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("xvs.sock");
+        let (stop, director, thread) = serve(&socket, Limits::default());
+        assert_eq!(
+            send(&socket, &add_services(80..81), MAX_REQUEST).unwrap(),
+            Reply::Done
+        );
+        let exe = nobody_exe(dir.path());
+        let as_nobody = |part: &str| {
+            let out = rerun(&exe, TEST, part, &socket)
+                .uid(65_534)
+                .gid(65_534)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success() && stdout.contains(CHILD_DONE),
+                "{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout
+        };
+        use std::os::unix::process::CommandExt;
+
+        let out = as_nobody("request");
+        assert!(
+            out.contains(&format!(
+                "error: Can't connect to xvs at {}: {PERMISSION_DENIED}",
+                socket.display()
+            )),
+            "{out}"
+        );
+        // As if the umask had left it open: the credentials still keep nobody out.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let out = as_nobody("raw");
+        assert!(
+            out.contains(&format!("reply: {}", failed(PERMISSION_DENIED))),
+            "{out}"
+        );
+        assert_eq!(
+            director.lock().unwrap().table().services.len(),
+            1,
+            "nothing cleared"
+        );
+        // Root is served.
+        assert_eq!(
+            send(&socket, &Request::Zero { service: None }, MAX_REQUEST).unwrap(),
+            Reply::Done
+        );
+        stop.stop();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_slow_sender_is_cut_off_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("xvs.sock");
+        let limits = Limits {
+            deadline: Duration::from_secs(1),
+            ..Limits::default()
+        };
+        let (stop, _, thread) = serve(&socket, limits);
+        let slow = UnixStream::connect(&socket).unwrap();
+        let start = Instant::now();
+        let writer = slow.try_clone().unwrap();
+        let dribble = std::thread::spawn(move || {
+            // One byte every 200 ms: each read is quick, the request never complete.
+            for b in b"{\"request\":\"zero\",\"service\":null}"
+                .iter()
+                .cycle()
+                .take(40)
+            {
+                if (&writer).write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        slow.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        assert_eq!(
+            read_reply(&slow),
+            failed("request not received in full within 1 s")
+        );
+        assert_eq!(read_reply(&slow), "", "closed after the reply");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        // An idle connection is closed the same way.
+        let idle = UnixStream::connect(&socket).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        assert_eq!(
+            read_reply(&idle),
+            failed("request not received in full within 1 s")
+        );
+        dribble.join().unwrap();
+        stop.stop();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn connections_past_the_limit_are_told_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("xvs.sock");
+        let limits = Limits {
+            connections: 3,
+            ..Limits::default()
+        };
+        let (stop, _, thread) = serve(&socket, limits);
+        let held: Vec<UnixStream> = (0..3)
+            .map(|_| UnixStream::connect(&socket).unwrap())
+            .collect();
+        let extra = UnixStream::connect(&socket).unwrap();
+        assert_eq!(
+            read_reply(&extra),
+            failed("busy: 3 control connections are open, the most xvs serves at once; try again")
+        );
+        assert_eq!(read_reply(&extra), "");
+        // The held connections are served as usual.
+        (&held[0])
+            .write_all(b"{\"request\":\"zero\",\"service\":null}\n")
+            .unwrap();
+        assert_eq!(read_reply(&held[0]), "{\"reply\":\"done\"}\n");
+        drop(held);
+        let start = Instant::now();
+        loop {
+            match send(&socket, &Request::Zero { service: None }, MAX_REQUEST) {
+                Ok(Reply::Done) => break,
+                other => assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "still busy: {other:?}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.stop();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_request_over_the_limit_is_refused_with_a_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("xvs.sock");
+        let limits = Limits {
+            request_bytes: 64 << 10,
+            ..Limits::default()
+        };
+        let (stop, director, thread) = serve(&socket, limits);
+        let big = add_services(1..4000);
+        // xvsadm refuses it before it connects...
+        let e = send(&socket, &big, 64 << 10).unwrap_err();
+        assert!(matches!(e, ClientError::TooLong { .. }));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("the request is ")
+                && text.ends_with(
+                    "more than the 64 KiB xvs reads in one request (for -R: restore the rules in parts)"
+                ),
+            "{text}"
+        );
+        // ...and the daemon refuses it in words, not with a broken pipe.
+        assert_eq!(
+            send(&socket, &big, usize::MAX).unwrap(),
+            Reply::failed("request too long: xvs reads at most 64 KiB per request")
+        );
+        assert!(director.lock().unwrap().table().services.is_empty());
+        stop.stop();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn large_requests_are_read_one_at_a_time_and_all_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("xvs.sock");
+        let (stop, director, thread) = serve(&socket, Limits::default());
+        // Three requests of over 1 MiB each at once (cheap edits: the test is the reading).
+        let clients: Vec<_> = (0..3u16)
+            .map(|k| {
+                let socket = socket.clone();
+                std::thread::spawn(move || {
+                    let mut edits = vec![Edit::Clear; 80_000];
+                    edits.push(Edit::AddService {
+                        service: ServiceSpec::new(vip(80 + k)),
+                    });
+                    let request = Request::Apply { edits };
+                    let len = serde_json::to_vec(&request).unwrap().len();
+                    assert!(len > SMALL_REQUEST, "{len}");
+                    send(&socket, &request, MAX_REQUEST).unwrap()
+                })
+            })
+            .collect();
+        for c in clients {
+            assert_eq!(c.join().unwrap(), Reply::Done);
+        }
+        assert_eq!(
+            director.lock().unwrap().table().services.len(),
+            1,
+            "the last batch applied"
+        );
+        stop.stop();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn out_of_descriptors_the_accept_loop_backs_off_and_logs_once() {
+        const TEST: &str = "out_of_descriptors_the_accept_loop_backs_off_and_logs_once";
+        if let Some((_, dir)) = child_part() {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+            let socket = dir.join("xvs.sock");
+            let server = ControlServer::bind(&socket).unwrap();
+            let stop = server.stop_handle();
+            let limit = libc::rlimit {
+                rlim_cur: 128,
+                rlim_max: 128,
+            };
+            // SAFETY: `limit` is a valid rlimit for the call.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            let mut fillers = Vec::new();
+            while let Ok(f) = std::fs::File::open("/dev/null") {
+                fillers.push(f);
+            }
+            // One descriptor for the client: the daemon has none left to accept with. (The
+            // kernel takes accept's descriptor before it waits, so the server starts after.)
+            fillers.pop();
+            let client = UnixStream::connect(&socket).unwrap();
+            let director = Arc::new(Mutex::new(TableOnlyDirector::default()));
+            let thread = std::thread::spawn(move || server.serve(director));
+            let cpu = || {
+                // SAFETY: `usage` is valid for writes.
+                let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+                assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
+                let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+                t(usage.ru_utime) + t(usage.ru_stime)
+            };
+            let before = cpu();
+            std::thread::sleep(Duration::from_secs(2));
+            let used = cpu() - before;
+            assert!(
+                used < 0.1,
+                "the accept loop spun: {used:.2} s of CPU in 2 s"
+            );
+            drop(fillers);
+            (&client)
+                .write_all(b"{\"request\":\"zero\",\"service\":null}\n")
+                .unwrap();
+            assert_eq!(read_reply(&client), "{\"reply\":\"done\"}\n");
+            stop.stop();
+            thread.join().unwrap();
+            println!("{CHILD_DONE}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let out = rerun(&exe, TEST, "fdlimit", dir.path()).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stdout.contains(CHILD_DONE),
+            "{stdout}{stderr}"
+        );
+        let failures: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("accept failed"))
+            .collect();
+        assert_eq!(failures.len(), 1, "{stderr}");
+        assert!(failures[0].contains("Too many open files"), "{stderr}");
+        assert_eq!(
+            stderr
+                .lines()
+                .filter(|l| l.contains("accepting connections again"))
+                .count(),
+            1,
+            "{stderr}"
+        );
     }
 }
