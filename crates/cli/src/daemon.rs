@@ -154,13 +154,15 @@ pub trait Dataplane: Send + 'static {
     }
 }
 
-/// The stand-in [`Dataplane`] while none is plugged in: forwards nothing, counts nothing.
+/// The stand-in [`Dataplane`] while none is plugged in: forwards nothing, counts nothing,
+/// and refuses what the AF_XDP dataplane refuses (fwmark and IPv6 services), with its
+/// words, so a table tried with `--control-only` is one the real daemon takes.
 #[derive(Debug, Default)]
 pub struct ControlOnly;
 
 impl Dataplane for ControlOnly {
-    fn check(&self, _table: &ServiceTableSpec) -> Result<(), String> {
-        Ok(())
+    fn check(&self, table: &ServiceTableSpec) -> Result<(), String> {
+        xvs_dataplane::service::snapshot::check_supported(table).map_err(|e| e.to_string())
     }
 
     fn start(
@@ -169,6 +171,7 @@ impl Dataplane for ControlOnly {
         table: &ServiceTableSpec,
         _timeouts: &Timeouts,
     ) -> Result<(), String> {
+        self.check(table)?;
         tracing::warn!(
             interfaces = ?config.interfaces,
             services = table.services.len(),
@@ -849,6 +852,36 @@ mod tests {
         assert!(d.table().services.is_empty());
         d.apply_batch(&edits[..1]).unwrap();
         assert_eq!((d.table().services.len(), d.dataplane().updates), (1, 1));
+    }
+
+    #[test]
+    fn control_only_refuses_what_the_afxdp_dataplane_refuses_in_its_words() {
+        use crate::daemon::Dataplane as _;
+        let afxdp = crate::forwarding::AfXdpDataplane::default();
+        for line in ["-A -f 7", "-A -t [2001:db8::10]:80 -s rr"] {
+            let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            let crate::ipvsadm::Command::Edit(edit) =
+                crate::ipvsadm::parse(&words, "xvsadm", &Names::none()).unwrap()
+            else {
+                panic!("{line}")
+            };
+            let mut d = DataplaneDirector::new(TableOnlyDirector::default(), ControlOnly);
+            let refused = d.apply_batch(std::slice::from_ref(&edit)).unwrap_err();
+            let mut table = ServiceTableSpec::default();
+            edit.apply_to(&mut table).unwrap();
+            assert_eq!(Err(refused.message.clone()), afxdp.check(&table), "{line}");
+            assert!(d.table().services.is_empty());
+            assert_eq!(
+                ControlOnly.start(&DaemonConfig::default(), &table, &Timeouts::default()),
+                Err(refused.message),
+                "a file with it does not start either"
+            );
+        }
+        let mut d = DataplaneDirector::new(TableOnlyDirector::default(), ControlOnly);
+        d.apply(Edit::AddService {
+            service: ServiceSpec::new(vip()),
+        })
+        .unwrap();
     }
 
     #[test]
