@@ -534,8 +534,60 @@ impl<P: Dataplane> PassiveSink for PassiveReports<P> {
     }
 }
 
+/// How the dataplane's start ended.
+enum Started<P> {
+    /// It runs; `hup`: a SIGHUP came meanwhile.
+    Running { dataplane: P, hup: Option<i32> },
+    /// SIGTERM or SIGINT came first.
+    Stopped,
+}
+
+/// Starts the dataplane on a thread of its own while this one answers signals, so a
+/// SIGTERM or SIGINT during a slow start (a large connection table, a slow driver) stops
+/// the daemon at once instead of after the start: the start is abandoned, and what it set
+/// up goes with the process (XDP links, AF_XDP sockets and the TUN device are file
+/// descriptors, which the kernel releases at exit; nothing was bound to the control
+/// socket yet).
+fn start_or_stop<P: Dataplane>(
+    mut dataplane: P,
+    config: &DaemonConfig,
+    table: &ServiceTableSpec,
+    timeouts: &Timeouts,
+    signals: &mut Signals,
+) -> Result<Started<P>, DaemonError> {
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let (config, table, timeouts) = (config.clone(), table.clone(), *timeouts);
+    std::thread::Builder::new()
+        .name("xvs-start".into())
+        .spawn(move || {
+            let result = dataplane.start(&config, &table, &timeouts);
+            let _ = done_tx.send(result.map(|()| dataplane));
+        })
+        .map_err(|e| DaemonError::Dataplane(format!("cannot start a thread: {e}")))?;
+    let mut hup = None;
+    loop {
+        for signal in signals.pending() {
+            match signal {
+                SIGHUP => hup = Some(SIGHUP),
+                _ => {
+                    tracing::info!(signal, "stopping during start-up (the start is abandoned)");
+                    return Ok(Started::Stopped);
+                }
+            }
+        }
+        match done.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(Ok(dataplane)) => return Ok(Started::Running { dataplane, hup }),
+            Ok(Err(reason)) => return Err(DaemonError::Dataplane(reason)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(DaemonError::Dataplane("the start panicked".to_string()));
+            }
+        }
+    }
+}
+
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
-pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonError> {
+pub fn run<P: Dataplane>(args: RunArgs, dataplane: P) -> Result<(), DaemonError> {
     let loaded = initial_config(&args)?;
     let socket = control::socket_path(args.socket.as_deref(), loaded.daemon.socket.as_deref());
     // Install the handlers first, so a signal during start-up is not the default action.
@@ -553,9 +605,12 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
     let timeouts = loaded.daemon.timeouts;
     // Checks that start down hold their servers out from the first packet on.
     let health = Health::new(loaded.health.clone(), Instant::now());
-    dataplane
-        .start(&loaded.daemon, &health.effective(&loaded.table), &timeouts)
-        .map_err(DaemonError::Dataplane)?;
+    let first = health.effective(&loaded.table);
+    let (dataplane, hup_during_start) =
+        match start_or_stop(dataplane, &loaded.daemon, &first, &timeouts, &mut signals)? {
+            Started::Running { dataplane, hup } => (dataplane, hup),
+            Started::Stopped => return Ok(()),
+        };
     let conn_table = dataplane.conn_table();
     let core = TableOnlyDirector::new(loaded.table, timeouts)
         .with_conn_table_size(loaded.daemon.conn_table_size);
@@ -606,7 +661,8 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
         })?;
     tracing::info!(socket = %socket.display(), config = ?args.config, "xvs running");
 
-    for signal in signals.forever() {
+    // A SIGHUP during start-up reloads now: the file may have changed after it was read.
+    for signal in hup_during_start.into_iter().chain(signals.forever()) {
         match signal {
             SIGHUP => match &args.config {
                 Some(path) => {
@@ -957,6 +1013,83 @@ mod tests {
         );
         let none = config::parse_str("service = []\n", &Names::none()).unwrap();
         assert_eq!(none.reload_refusal(5), None);
+    }
+
+    /// A dataplane whose start takes a minute (as a very large connection table can).
+    struct SlowStart;
+
+    const START_BEGAN: &str = "slow start began";
+    const CHILD: &str = "XVS_DAEMON_TEST_CHILD";
+
+    impl Dataplane for SlowStart {
+        fn start(
+            &mut self,
+            _: &DaemonConfig,
+            _: &ServiceTableSpec,
+            _: &Timeouts,
+        ) -> Result<(), String> {
+            println!("{START_BEGAN}");
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            Ok(())
+        }
+        fn check(&self, _: &ServiceTableSpec) -> Result<(), String> {
+            Ok(())
+        }
+        fn update(&mut self, _: &ServiceTableSpec, _: &Timeouts) {}
+        fn fill(&self, _: &ListRequest, _: &mut ListData) {}
+        fn zero(&mut self, _: Option<&ServiceAddr>) {}
+        fn stop(&mut self) {}
+    }
+
+    #[test]
+    fn a_sigterm_during_a_slow_start_stops_at_once() {
+        use std::io::BufRead;
+        const TEST: &str = "daemon::tests::a_sigterm_during_a_slow_start_stops_at_once";
+        if let Some(dir) = std::env::var_os(CHILD) {
+            // The child: signals go to this process only.
+            let result = run(
+                RunArgs {
+                    socket: Some(PathBuf::from(dir).join("xvs.sock")),
+                    ..Default::default()
+                },
+                SlowStart,
+            );
+            println!("run returned {result:?}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains(START_BEGAN) {
+            line.clear();
+            assert_ne!(out.read_line(&mut line).unwrap(), 0, "child ended early");
+        }
+        let pid = i32::try_from(child.id()).unwrap();
+        // SAFETY: kill has no memory preconditions; `pid` is our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let asked = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if asked.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("still starting 20 s after SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert!(status.success(), "{status:?} {rest}");
+        assert!(rest.contains("run returned Ok(())"), "{rest}");
+        assert!(!dir.path().join("xvs.sock").exists(), "never served");
     }
 
     #[test]
