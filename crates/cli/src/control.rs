@@ -43,8 +43,14 @@ pub use server::{ControlServer, Limits, MAX_REQUEST, PERMISSION_DENIED, StopHand
 pub const DEFAULT_SOCKET: &str = "/run/xvs/xvs.sock";
 /// The environment variable that names the socket for both the daemon and xvsadm.
 pub const SOCKET_ENV: &str = "XVS_SOCKET";
-/// How long xvsadm waits for the daemon's reply.
+/// How long xvsadm waits for the daemon to take its request, and for a short one's reply.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long xvsadm waits for the reply to a request of `bytes`: a large `-R` takes the
+/// daemon a while to apply (a second per MiB more than a short request).
+fn reply_timeout(base: Duration, bytes: usize) -> Duration {
+    base + Duration::from_secs((bytes >> 20) as u64)
+}
 
 /// The socket path: `--socket` if given, else `XVS_SOCKET`, else `fallback` (the config
 /// file's value for the daemon), else [`DEFAULT_SOCKET`].
@@ -207,6 +213,16 @@ pub enum ClientError {
         /// The daemon's limit.
         limit: usize,
     },
+    /// The daemon took the request but did not answer in time; it may still apply it.
+    #[error(
+        "control socket {path}: no reply within {secs} s; the daemon may still be applying the request (see xvsadm -L -n)"
+    )]
+    NoReply {
+        /// The socket path.
+        path: PathBuf,
+        /// How long xvsadm waited.
+        secs: f64,
+    },
     /// The daemon's reply was not a reply.
     #[error("control socket {path}: bad reply: {detail}")]
     Protocol {
@@ -219,11 +235,17 @@ pub enum ClientError {
 
 /// xvsadm's side: sends `request` to the daemon at `path` and returns its reply.
 pub fn request(path: &Path, request: &Request) -> Result<Reply, ClientError> {
-    send(path, request, MAX_REQUEST)
+    send(path, request, MAX_REQUEST, IO_TIMEOUT)
 }
 
-/// [`request`], refusing before it connects a request longer than `limit` bytes.
-fn send(path: &Path, request: &Request, limit: usize) -> Result<Reply, ClientError> {
+/// [`request`], refusing before it connects a request longer than `limit` bytes, and
+/// waiting `wait` (and a second per MiB sent) for the reply.
+fn send(
+    path: &Path,
+    request: &Request,
+    limit: usize,
+    wait: Duration,
+) -> Result<Reply, ClientError> {
     let mut text = serde_json::to_string(request).map_err(|e| ClientError::Protocol {
         path: path.to_path_buf(),
         detail: e.to_string(),
@@ -248,7 +270,8 @@ fn send(path: &Path, request: &Request, limit: usize) -> Result<Reply, ClientErr
         path: path.to_path_buf(),
         source,
     };
-    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io_err)?;
+    let waited = reply_timeout(wait, text.len());
+    stream.set_read_timeout(Some(waited)).map_err(io_err)?;
     stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io_err)?;
     let written = (&stream).write_all(text.as_bytes());
     let mut line = String::new();
@@ -257,6 +280,18 @@ fn send(path: &Path, request: &Request, limit: usize) -> Result<Reply, ClientErr
     // closes, which can break the write: its reply is the better message.
     match (written, read) {
         (Err(e), _) if line.is_empty() => return Err(io_err(e)),
+        (_, Err(e))
+            if line.is_empty()
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+        {
+            return Err(ClientError::NoReply {
+                path: path.to_path_buf(),
+                secs: waited.as_secs_f64(),
+            });
+        }
         (_, Err(e)) if line.is_empty() => return Err(io_err(e)),
         _ => {}
     }
@@ -394,6 +429,40 @@ mod tests {
             r#"{"reply":"done"}"#
         );
         assert_eq!(d.timeouts().tcpfin, 60);
+    }
+
+    #[test]
+    fn a_reply_that_does_not_come_is_said_so_in_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xvs.sock");
+        // A daemon busy with something long: it takes the request and does not answer.
+        let listener = UnixListener::bind(&path).unwrap();
+        let busy = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        let e = send(
+            &path,
+            &Request::Zero { service: None },
+            MAX_REQUEST,
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "control socket {}: no reply within 0.2 s; the daemon may still be applying the request (see xvsadm -L -n)",
+                path.display()
+            )
+        );
+        busy.join().unwrap();
+        assert_eq!(
+            reply_timeout(IO_TIMEOUT, 31 << 20),
+            Duration::from_secs(41),
+            "a large restore is given longer"
+        );
     }
 
     #[test]

@@ -671,6 +671,8 @@ mod tests {
     use std::process::Command;
     use xvs_dataplane::service::spec::{Protocol, ServiceAddr, ServiceSpec};
 
+    /// How long the tests' clients wait for a reply.
+    const WAIT: Duration = Duration::from_secs(10);
     /// Set in a child process this test binary runs again: which part it plays.
     const CHILD: &str = "XVS_CONTROL_TEST_CHILD";
     /// The socket (or directory) the child works with.
@@ -818,7 +820,7 @@ mod tests {
         let (stop, _, thread) = serve(&path, Limits::default());
         assert_eq!(mode(&path), 0o600);
         assert_eq!(
-            send(&path, &Request::Zero { service: None }, MAX_REQUEST).unwrap(),
+            send(&path, &Request::Zero { service: None }, MAX_REQUEST, WAIT).unwrap(),
             Reply::Done
         );
         stop.stop();
@@ -896,7 +898,7 @@ mod tests {
         let socket = dir.path().join("xvs.sock");
         let (stop, director, thread) = serve(&socket, Limits::default());
         assert_eq!(
-            send(&socket, &add_services(80..81), MAX_REQUEST).unwrap(),
+            send(&socket, &add_services(80..81), MAX_REQUEST, WAIT).unwrap(),
             Reply::Done
         );
         let exe = nobody_exe(dir.path());
@@ -938,7 +940,7 @@ mod tests {
         );
         // Root is served.
         assert_eq!(
-            send(&socket, &Request::Zero { service: None }, MAX_REQUEST).unwrap(),
+            send(&socket, &Request::Zero { service: None }, MAX_REQUEST, WAIT).unwrap(),
             Reply::Done
         );
         stop.stop();
@@ -1019,7 +1021,7 @@ mod tests {
         drop(held);
         let start = Instant::now();
         loop {
-            match send(&socket, &Request::Zero { service: None }, MAX_REQUEST) {
+            match send(&socket, &Request::Zero { service: None }, MAX_REQUEST, WAIT) {
                 Ok(Reply::Done) => break,
                 other => assert!(
                     start.elapsed() < Duration::from_secs(5),
@@ -1043,7 +1045,7 @@ mod tests {
         let (stop, director, thread) = serve(&socket, limits);
         let big = add_services(1..4000);
         // xvsadm refuses it before it connects...
-        let e = send(&socket, &big, 64 << 10).unwrap_err();
+        let e = send(&socket, &big, 64 << 10, WAIT).unwrap_err();
         assert!(matches!(e, ClientError::TooLong { .. }));
         let text = e.to_string();
         assert!(
@@ -1055,7 +1057,7 @@ mod tests {
         );
         // ...and the daemon refuses it in words, not with a broken pipe.
         assert_eq!(
-            send(&socket, &big, usize::MAX).unwrap(),
+            send(&socket, &big, usize::MAX, WAIT).unwrap(),
             Reply::failed("request too long: xvs reads at most 64 KiB per request")
         );
         assert!(director.lock().unwrap().table().services.is_empty());
@@ -1080,7 +1082,7 @@ mod tests {
                     let request = Request::Apply { edits };
                     let len = serde_json::to_vec(&request).unwrap().len();
                     assert!(len > SMALL_REQUEST, "{len}");
-                    send(&socket, &request, MAX_REQUEST).unwrap()
+                    send(&socket, &request, MAX_REQUEST, WAIT).unwrap()
                 })
             })
             .collect();
