@@ -7,9 +7,10 @@
 //! - the control socket ([`crate::control`]) on its own thread, serving a
 //!   [`DataplaneDirector`]: every xvsadm edit goes through [`TableOnlyDirector`] (IPVS's
 //!   rules and ipvsadm's messages) and, when accepted, to the [`Dataplane`];
-//! - signals: SIGHUP reloads the file (an invalid file is refused with one log line per
-//!   problem and the running configuration stays), SIGTERM and SIGINT stop the control
-//!   socket and the dataplane and return;
+//! - signals: SIGHUP reloads the file (an invalid, missing or empty file, or one without
+//!   services while services run, is refused with one log line per problem and the
+//!   running configuration stays), SIGTERM and SIGINT stop the control socket and the
+//!   dataplane and return, also while the dataplane is still starting;
 //! - health checks ([`crate::health`]): one thread per checked real server and one walking
 //!   the connection table for passive detection, reporting to the [`DataplaneDirector`],
 //!   which publishes the operator's table with the checks' decisions laid over it;
