@@ -33,6 +33,8 @@ pub const MAX_REQUEST: usize = 64 << 20;
 /// Requests up to this size are read by every connection at once; a longer one waits for
 /// the one large-request slot.
 pub const SMALL_REQUEST: usize = 1 << 20;
+/// The longest socket path (`sun_path` less its NUL).
+const MAX_PATH: usize = 107;
 /// ipvsadm's words (libipvs's `EPERM`) for a user who may not change the table.
 pub const PERMISSION_DENIED: &str = "Permission denied (you must be root)";
 
@@ -88,6 +90,16 @@ impl ControlServer {
     /// 0700; a stale socket (nobody listening) is replaced; a live one is an error, so two
     /// daemons never share a socket; anything else at `path` is refused and kept.
     pub fn bind(path: &Path) -> io::Result<Self> {
+        // Clients connect by the path: it must fit a socket address.
+        if path.as_os_str().len() > MAX_PATH {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: a socket path is at most {MAX_PATH} bytes long",
+                    path.display()
+                ),
+            ));
+        }
         let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
             Some(dir) => dir.to_path_buf(),
             None => PathBuf::from("."),
@@ -277,7 +289,7 @@ impl PrivateDir {
         // A socket path is at most 107 bytes; inside /proc/self/fd/N the name is short
         // whatever the directory's path.
         let dir_handle;
-        let bind_path = if socket.as_os_str().len() < 100 {
+        let bind_path = if socket.as_os_str().len() <= MAX_PATH {
             socket.clone()
         } else {
             dir_handle = std::fs::File::open(&self.dir)?;
@@ -816,8 +828,14 @@ mod tests {
             long.push("d");
         }
         let path = long.join("xvs.sock");
-        assert!(path.as_os_str().len() < 107);
+        assert!(path.as_os_str().len() <= MAX_PATH);
         let (stop, _, thread) = serve(&path, Limits::default());
+        let private = PrivateDir::create(&long).unwrap();
+        assert!(
+            private.socket().as_os_str().len() > MAX_PATH,
+            "needs the handle"
+        );
+        drop(private);
         assert_eq!(mode(&path), 0o600);
         assert_eq!(
             send(&path, &Request::Zero { service: None }, MAX_REQUEST, WAIT).unwrap(),
@@ -825,6 +843,14 @@ mod tests {
         );
         stop.stop();
         thread.join().unwrap();
+        let too_long = long.join("d".repeat(20)).join("xvs.sock");
+        assert_eq!(
+            ControlServer::bind(&too_long).unwrap_err().to_string(),
+            format!(
+                "{}: a socket path is at most 107 bytes long",
+                too_long.display()
+            )
+        );
     }
 
     #[test]
