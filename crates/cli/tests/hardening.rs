@@ -145,8 +145,7 @@ fn a_socket_path_that_is_a_regular_file_stops_xvs_and_stays() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
-            "control socket {}: {} exists and is a regular file, not a socket: refusing to replace it",
-            file.display(),
+            "control socket {}: the path exists and is a regular file, not a socket: refusing to replace it",
             file.display()
         )),
         "{err}"

@@ -237,8 +237,7 @@ fn clear_stale(path: &Path) -> io::Result<()> {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             format!(
-                "{} exists and is {what}, not a socket: refusing to replace it (remove it, or give another --socket)",
-                path.display()
+                "the path exists and is {what}, not a socket: refusing to replace it (remove it, or give another --socket)"
             ),
         ));
     }
@@ -861,10 +860,7 @@ mod tests {
         let e = ControlServer::bind(&file).unwrap_err();
         assert_eq!(
             e.to_string(),
-            format!(
-                "{} exists and is a regular file, not a socket: refusing to replace it (remove it, or give another --socket)",
-                file.display()
-            )
+            "the path exists and is a regular file, not a socket: refusing to replace it (remove it, or give another --socket)"
         );
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n");
         let sub = dir.path().join("sub");
