@@ -906,6 +906,15 @@ mod tests {
                         s.write_all(b"{\"request\":\"apply\",\"edits\":[{\"op\":\"clear\"}]}\n");
                     print!("reply: {}", read_reply(&s));
                 }
+                // A daemon run as nobody serves nobody: its own user.
+                "own" => {
+                    let own = socket.join("own.sock");
+                    let (stop, _, thread) = serve(&own, Limits::default());
+                    let reply = send(&own, &Request::Zero { service: None }, MAX_REQUEST, WAIT);
+                    println!("own: {reply:?}");
+                    stop.stop();
+                    thread.join().unwrap();
+                }
                 // Through the socket as bound: its mode decides.
                 _ => match crate::control::request(&socket, &Request::Zero { service: None }) {
                     Ok(reply) => println!("reply: {reply:?}"),
@@ -959,6 +968,21 @@ mod tests {
             director.lock().unwrap().table().services.len(),
             1,
             "nothing cleared"
+        );
+        // A daemon's own user is served too.
+        let own_dir = dir.path().join("own");
+        std::fs::create_dir(&own_dir).unwrap();
+        std::fs::set_permissions(&own_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let out = rerun(&exe, TEST, "own", &own_dir)
+            .uid(65_534)
+            .gid(65_534)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("own: Ok(Done)"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
         );
         // Root is served.
         assert_eq!(
