@@ -7,9 +7,10 @@
 //! - the control socket ([`crate::control`]) on its own thread, serving a
 //!   [`DataplaneDirector`]: every xvsadm edit goes through [`TableOnlyDirector`] (IPVS's
 //!   rules and ipvsadm's messages) and, when accepted, to the [`Dataplane`];
-//! - signals: SIGHUP reloads the file (an invalid file is refused with one log line per
-//!   problem and the running configuration stays), SIGTERM and SIGINT stop the control
-//!   socket and the dataplane and return;
+//! - signals: SIGHUP reloads the file (an invalid, missing or empty file, or one without
+//!   services while services run, is refused with one log line per problem and the
+//!   running configuration stays), SIGTERM and SIGINT stop the control socket and the
+//!   dataplane and return, also while the dataplane is still starting;
 //! - health checks ([`crate::health`]): one thread per checked real server and one walking
 //!   the connection table for passive detection, reporting to the [`DataplaneDirector`],
 //!   which publishes the operator's table with the checks' decisions laid over it;
@@ -154,13 +155,15 @@ pub trait Dataplane: Send + 'static {
     }
 }
 
-/// The stand-in [`Dataplane`] while none is plugged in: forwards nothing, counts nothing.
+/// The stand-in [`Dataplane`] while none is plugged in: forwards nothing, counts nothing,
+/// and refuses what the AF_XDP dataplane refuses (fwmark and IPv6 services), with its
+/// words, so a table tried with `--control-only` is one the real daemon takes.
 #[derive(Debug, Default)]
 pub struct ControlOnly;
 
 impl Dataplane for ControlOnly {
-    fn check(&self, _table: &ServiceTableSpec) -> Result<(), String> {
-        Ok(())
+    fn check(&self, table: &ServiceTableSpec) -> Result<(), String> {
+        xvs_dataplane::service::snapshot::check_supported(table).map_err(|e| e.to_string())
     }
 
     fn start(
@@ -169,6 +172,7 @@ impl Dataplane for ControlOnly {
         table: &ServiceTableSpec,
         _timeouts: &Timeouts,
     ) -> Result<(), String> {
+        self.check(table)?;
         tracing::warn!(
             interfaces = ?config.interfaces,
             services = table.services.len(),
@@ -475,6 +479,10 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
     match config::load(path) {
         Ok(loaded) => {
             let mut d = director.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(reason) = loaded.reload_refusal(d.table().services.len()) {
+                tracing::error!(file = %path.display(), "reload refused, configuration unchanged: {reason}");
+                return false;
+            }
             if let Err(reason) =
                 d.reload_with_health(loaded.table, loaded.daemon.timeouts, loaded.health)
             {
@@ -527,8 +535,60 @@ impl<P: Dataplane> PassiveSink for PassiveReports<P> {
     }
 }
 
+/// How the dataplane's start ended.
+enum Started<P> {
+    /// It runs; `hup`: a SIGHUP came meanwhile.
+    Running { dataplane: P, hup: Option<i32> },
+    /// SIGTERM or SIGINT came first.
+    Stopped,
+}
+
+/// Starts the dataplane on a thread of its own while this one answers signals, so a
+/// SIGTERM or SIGINT during a slow start (a large connection table, a slow driver) stops
+/// the daemon at once instead of after the start: the start is abandoned, and what it set
+/// up goes with the process (XDP links, AF_XDP sockets and the TUN device are file
+/// descriptors, which the kernel releases at exit; nothing was bound to the control
+/// socket yet).
+fn start_or_stop<P: Dataplane>(
+    mut dataplane: P,
+    config: &DaemonConfig,
+    table: &ServiceTableSpec,
+    timeouts: &Timeouts,
+    signals: &mut Signals,
+) -> Result<Started<P>, DaemonError> {
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let (config, table, timeouts) = (config.clone(), table.clone(), *timeouts);
+    std::thread::Builder::new()
+        .name("xvs-start".into())
+        .spawn(move || {
+            let result = dataplane.start(&config, &table, &timeouts);
+            let _ = done_tx.send(result.map(|()| dataplane));
+        })
+        .map_err(|e| DaemonError::Dataplane(format!("cannot start a thread: {e}")))?;
+    let mut hup = None;
+    loop {
+        for signal in signals.pending() {
+            match signal {
+                SIGHUP => hup = Some(SIGHUP),
+                _ => {
+                    tracing::info!(signal, "stopping during start-up (the start is abandoned)");
+                    return Ok(Started::Stopped);
+                }
+            }
+        }
+        match done.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(Ok(dataplane)) => return Ok(Started::Running { dataplane, hup }),
+            Ok(Err(reason)) => return Err(DaemonError::Dataplane(reason)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(DaemonError::Dataplane("the start panicked".to_string()));
+            }
+        }
+    }
+}
+
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
-pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonError> {
+pub fn run<P: Dataplane>(args: RunArgs, dataplane: P) -> Result<(), DaemonError> {
     let loaded = initial_config(&args)?;
     let socket = control::socket_path(args.socket.as_deref(), loaded.daemon.socket.as_deref());
     // Install the handlers first, so a signal during start-up is not the default action.
@@ -546,9 +606,12 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
     let timeouts = loaded.daemon.timeouts;
     // Checks that start down hold their servers out from the first packet on.
     let health = Health::new(loaded.health.clone(), Instant::now());
-    dataplane
-        .start(&loaded.daemon, &health.effective(&loaded.table), &timeouts)
-        .map_err(DaemonError::Dataplane)?;
+    let first = health.effective(&loaded.table);
+    let (dataplane, hup_during_start) =
+        match start_or_stop(dataplane, &loaded.daemon, &first, &timeouts, &mut signals)? {
+            Started::Running { dataplane, hup } => (dataplane, hup),
+            Started::Stopped => return Ok(()),
+        };
     let conn_table = dataplane.conn_table();
     let core = TableOnlyDirector::new(loaded.table, timeouts)
         .with_conn_table_size(loaded.daemon.conn_table_size);
@@ -599,7 +662,8 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
         })?;
     tracing::info!(socket = %socket.display(), config = ?args.config, "xvs running");
 
-    for signal in signals.forever() {
+    // A SIGHUP during start-up reloads now: the file may have changed after it was read.
+    for signal in hup_during_start.into_iter().chain(signals.forever()) {
         match signal {
             SIGHUP => match &args.config {
                 Some(path) => {
@@ -692,7 +756,7 @@ mod tests {
             1,
             "applied once"
         );
-        std::fs::write(&path, "").unwrap();
+        std::fs::write(&path, "service = []\n").unwrap();
         assert!(reload(&path, &director));
         let syncs = director.lock().unwrap().dataplane().syncs.clone();
         assert_eq!(syncs.len(), 2);
@@ -848,6 +912,36 @@ mod tests {
     }
 
     #[test]
+    fn control_only_refuses_what_the_afxdp_dataplane_refuses_in_its_words() {
+        use crate::daemon::Dataplane as _;
+        let afxdp = crate::forwarding::AfXdpDataplane::default();
+        for line in ["-A -f 7", "-A -t [2001:db8::10]:80 -s rr"] {
+            let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            let crate::ipvsadm::Command::Edit(edit) =
+                crate::ipvsadm::parse(&words, "xvsadm", &Names::none()).unwrap()
+            else {
+                panic!("{line}")
+            };
+            let mut d = DataplaneDirector::new(TableOnlyDirector::default(), ControlOnly);
+            let refused = d.apply_batch(std::slice::from_ref(&edit)).unwrap_err();
+            let mut table = ServiceTableSpec::default();
+            edit.apply_to(&mut table).unwrap();
+            assert_eq!(Err(refused.message.clone()), afxdp.check(&table), "{line}");
+            assert!(d.table().services.is_empty());
+            assert_eq!(
+                ControlOnly.start(&DaemonConfig::default(), &table, &Timeouts::default()),
+                Err(refused.message),
+                "a file with it does not start either"
+            );
+        }
+        let mut d = DataplaneDirector::new(TableOnlyDirector::default(), ControlOnly);
+        d.apply(Edit::AddService {
+            service: ServiceSpec::new(vip()),
+        })
+        .unwrap();
+    }
+
+    #[test]
     fn reload_keeps_the_running_table_on_a_bad_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("xvs.toml");
@@ -868,6 +962,135 @@ mod tests {
         std::fs::write(&path, "[[service]]\ntcp = \"bad\"\n").unwrap();
         assert!(!reload(&path, &director));
         assert_eq!(director.lock().unwrap().table(), &nat.table);
+    }
+
+    #[test]
+    fn a_reload_of_an_empty_missing_or_serviceless_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xvs.toml");
+        std::fs::write(&path, include_str!("../examples/dr.toml")).unwrap();
+        let loaded = config::load(&path).unwrap();
+        let director = Mutex::new(DataplaneDirector::new(
+            TableOnlyDirector::new(loaded.table.clone(), loaded.daemon.timeouts),
+            Recorder::default(),
+        ));
+        let unchanged = |director: &Mutex<DataplaneDirector<Recorder>>| {
+            let d = director.lock().unwrap();
+            d.table() == &loaded.table && d.dataplane().updates.is_empty()
+        };
+        for text in ["", "\n# nothing yet\n", "[daemon]\ninterface = \"eth1\"\n"] {
+            std::fs::write(&path, text).unwrap();
+            assert!(!reload(&path, &director), "{text:?}");
+            assert!(unchanged(&director), "{text:?}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(!reload(&path, &director), "missing");
+        assert!(unchanged(&director));
+        // Said explicitly, no services is a valid configuration.
+        // (At the top: under a [section] header the key would be that section's.)
+        std::fs::write(&path, "service = []\n[daemon]\ninterface = \"eth1\"\n").unwrap();
+        assert!(reload(&path, &director));
+        assert!(director.lock().unwrap().table().services.is_empty());
+        assert_eq!(director.lock().unwrap().dataplane().updates, vec![0]);
+    }
+
+    #[test]
+    fn reload_refusals_say_what_to_write() {
+        let empty = LoadedConfig::default();
+        assert_eq!(
+            empty.reload_refusal(0).unwrap(),
+            "the file is empty: a reload would remove every service; write `service = []` to mean no services"
+        );
+        let daemon_only =
+            config::parse_str("[daemon]\ninterface = \"eth1\"\n", &Names::none()).unwrap();
+        assert_eq!(
+            daemon_only.reload_refusal(0),
+            None,
+            "nothing would be removed"
+        );
+        assert_eq!(
+            daemon_only.reload_refusal(2).unwrap(),
+            "the file has no [[service]]: a reload would remove the 2 running service(s); write `service = []` to mean no services"
+        );
+        let none = config::parse_str("service = []\n", &Names::none()).unwrap();
+        assert_eq!(none.reload_refusal(5), None);
+    }
+
+    /// A dataplane whose start takes a minute (as a very large connection table can).
+    struct SlowStart;
+
+    const START_BEGAN: &str = "slow start began";
+    const CHILD: &str = "XVS_DAEMON_TEST_CHILD";
+
+    impl Dataplane for SlowStart {
+        fn start(
+            &mut self,
+            _: &DaemonConfig,
+            _: &ServiceTableSpec,
+            _: &Timeouts,
+        ) -> Result<(), String> {
+            println!("{START_BEGAN}");
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            Ok(())
+        }
+        fn check(&self, _: &ServiceTableSpec) -> Result<(), String> {
+            Ok(())
+        }
+        fn update(&mut self, _: &ServiceTableSpec, _: &Timeouts) {}
+        fn fill(&self, _: &ListRequest, _: &mut ListData) {}
+        fn zero(&mut self, _: Option<&ServiceAddr>) {}
+        fn stop(&mut self) {}
+    }
+
+    #[test]
+    fn a_sigterm_during_a_slow_start_stops_at_once() {
+        use std::io::BufRead;
+        const TEST: &str = "daemon::tests::a_sigterm_during_a_slow_start_stops_at_once";
+        if let Some(dir) = std::env::var_os(CHILD) {
+            // The child: signals go to this process only.
+            let result = run(
+                RunArgs {
+                    socket: Some(PathBuf::from(dir).join("xvs.sock")),
+                    ..Default::default()
+                },
+                SlowStart,
+            );
+            println!("run returned {result:?}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains(START_BEGAN) {
+            line.clear();
+            assert_ne!(out.read_line(&mut line).unwrap(), 0, "child ended early");
+        }
+        let pid = i32::try_from(child.id()).unwrap();
+        // SAFETY: kill has no memory preconditions; `pid` is our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let asked = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if asked.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("still starting 20 s after SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert!(status.success(), "{status:?} {rest}");
+        assert!(rest.contains("run returned Ok(())"), "{rest}");
+        assert!(!dir.path().join("xvs.sock").exists(), "never served");
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! file obeys ipvsadm's rules and refuses with ipvsadm's messages. Every error names its
 //! key (`service[1].real_server[0]: Destination already exists`); all of them are
 //! reported, one per line. The keys, with examples, are documented in crates/cli/README.md.
+//!
+//! The file is read strictly ([`read`]): UTF-8 text only, TOML's types as written (no
+//! string-to-number coercion), and no byte of the file repeated unescaped in a message.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -23,6 +26,8 @@ use crate::ipvsadm::{self, Command, MAX_TIMEOUT};
 use crate::listing::{DEFAULT_CONN_TABLE_SIZE, Timeouts};
 use crate::names::Names;
 use xvs_conntrack::SyncPolicy;
+
+pub mod read;
 
 /// Which interfaces xvs drives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,11 +135,38 @@ pub struct LoadedConfig {
     pub table: ServiceTableSpec,
     /// The real servers' health checks, sorry servers and passive detection.
     pub health: HealthConfig,
+    /// Whether the file says which services there are: `[[service]]` tables, or
+    /// `service = []` for none. A reload of a file that does not is refused while services
+    /// run, so a truncated file cannot remove them all.
+    pub services_given: bool,
 }
 
 /// What is wrong with a file: one line per problem, each naming its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<String>);
+
+impl LoadedConfig {
+    /// Why a reload of this file must not replace a running configuration with
+    /// `running_services` services: an empty file (a truncated write, a wrong path's empty
+    /// file) or one without a `service` key would remove every service. An operator who
+    /// means none writes `service = []`.
+    pub fn reload_refusal(&self, running_services: usize) -> Option<String> {
+        if self.services_given {
+            return None;
+        }
+        let explicit = "write `service = []` to mean no services";
+        if *self == LoadedConfig::default() {
+            return Some(format!(
+                "the file is empty: a reload would remove every service; {explicit}"
+            ));
+        }
+        (running_services > 0).then(|| {
+            format!(
+                "the file has no [[service]]: a reload would remove the {running_services} running service(s); {explicit}"
+            )
+        })
+    }
+}
 
 impl std::fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,6 +176,13 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+impl ConfigErrors {
+    /// The problems, each made safe for a log line ([`read::escaped`]).
+    pub fn new(lines: Vec<String>) -> Self {
+        ConfigErrors(lines.iter().map(|l| read::escaped(l)).collect())
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
@@ -152,7 +191,7 @@ struct RawConfig {
     options: DirectorOptions,
     sync: RawSync,
     metrics: RawMetrics,
-    service: Vec<RawService>,
+    service: Option<Vec<RawService>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,11 +245,63 @@ struct RawTimeouts {
     udp: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `persistent`: `true` (ipvsadm's `-p` alone), `false`, or seconds.
+#[derive(Debug)]
 enum Persistent {
     On(bool),
     Seconds(u32),
+}
+
+impl<'de> Deserialize<'de> for Persistent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Persistent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or seconds")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Persistent, E> {
+                Ok(Persistent::On(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Persistent, E> {
+                u32::try_from(v)
+                    .map(Persistent::Seconds)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Persistent, E> {
+                u32::try_from(v)
+                    .map(Persistent::Seconds)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `netmask`: a dotted IPv4 mask, or an IPv6 prefix length (written `64` or `"64"`).
+#[derive(Debug)]
+struct Netmask(String);
+
+impl<'de> Deserialize<'de> for Netmask {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Netmask;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mask or a prefix length")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Netmask, E> {
+                Ok(Netmask(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Netmask, E> {
+                match v {
+                    1..=128 => Ok(Netmask(v.to_string())),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,7 +314,7 @@ struct RawService {
     scheduler: Option<String>,
     flags: Option<String>,
     persistent: Option<Persistent>,
-    netmask: Option<String>,
+    netmask: Option<Netmask>,
     ops: bool,
     mh_table_size: Option<u32>,
     /// The check of every real server that has none of its own.
@@ -248,27 +339,16 @@ struct RawRealServer {
 
 /// Reads and validates `path` (host and port names from /etc/hosts and /etc/services).
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
-    let source = config::File::from(path).format(config::FileFormat::Toml);
-    let raw = config::Config::builder()
-        .add_source(source)
-        .build()
-        .and_then(|c| c.try_deserialize::<RawConfig>())
-        .map_err(|e| ConfigErrors(vec![one_line(&e.to_string())]))?;
-    validate(raw, &Names::system())
+    let text = read::read_text(path).map_err(|e| ConfigErrors::new(vec![e]))?;
+    parse_str(&text, &Names::system())
 }
 
 /// Validates the text of a TOML file.
 pub fn parse_str(text: &str, names: &Names) -> Result<LoadedConfig, ConfigErrors> {
-    let raw = config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
-        .build()
-        .and_then(|c| c.try_deserialize::<RawConfig>())
-        .map_err(|e| ConfigErrors(vec![one_line(&e.to_string())]))?;
-    validate(raw, names)
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let one = |e| ConfigErrors::new(vec![e]);
+    read::check_text(text).map_err(one)?;
+    let raw: RawConfig = read::from_toml(text).map_err(one)?;
+    validate(raw, names).map_err(|ConfigErrors(lines)| ConfigErrors::new(lines))
 }
 
 fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors> {
@@ -360,7 +440,8 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
 
     let mut table = ServiceTableSpec::default();
     let mut health = HealthConfig::default();
-    for (i, service) in raw.service.into_iter().enumerate() {
+    let services_given = raw.service.is_some();
+    for (i, service) in raw.service.into_iter().flatten().enumerate() {
         add_service(&mut table, &mut health, i, service, names, &mut errors);
     }
     if errors.is_empty() {
@@ -368,6 +449,7 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
             daemon,
             table,
             health,
+            services_given,
         })
     } else {
         Err(ConfigErrors(errors))
@@ -501,7 +583,7 @@ fn add_service(
         Some(Persistent::On(true)) => words.push("-p".into()),
         Some(Persistent::Seconds(secs)) => words.push(format!("-p{secs}")),
     }
-    if let Some(mask) = &s.netmask {
+    if let Some(Netmask(mask)) = &s.netmask {
         words.extend(["-M".to_string(), mask.clone()]);
     }
     if let Some(flags) = &s.flags {
@@ -812,7 +894,7 @@ mod tests {
 
     #[test]
     fn dr_example_reproduces_the_dr_seed() {
-        let c = parse_str(include_str!("../examples/dr.toml"), &Names::none()).unwrap();
+        let c = parse_str(include_str!("../../examples/dr.toml"), &Names::none()).unwrap();
         assert_eq!(
             c.table,
             table_of(&[
@@ -831,7 +913,7 @@ mod tests {
 
     #[test]
     fn nat_example_reproduces_the_nat_seed() {
-        let c = parse_str(include_str!("../examples/nat.toml"), &Names::none()).unwrap();
+        let c = parse_str(include_str!("../../examples/nat.toml"), &Names::none()).unwrap();
         assert_eq!(
             c.table,
             table_of(&[
@@ -848,7 +930,7 @@ mod tests {
 
     #[test]
     fn tun_example_parses() {
-        let c = parse_str(include_str!("../examples/tun.toml"), &Names::none()).unwrap();
+        let c = parse_str(include_str!("../../examples/tun.toml"), &Names::none()).unwrap();
         assert_eq!(
             c.table,
             table_of(&[
@@ -862,7 +944,7 @@ mod tests {
 
     #[test]
     fn full_example_sets_every_key() {
-        let c = parse_str(include_str!("../examples/full.toml"), &Names::none()).unwrap();
+        let c = parse_str(include_str!("../../examples/full.toml"), &Names::none()).unwrap();
         assert_eq!(c.daemon.queues, Some(2));
         assert_eq!(c.daemon.cores, Some(vec![2, 3]));
         assert_eq!(c.daemon.conn_table_size, 1 << 20);
@@ -1052,11 +1134,136 @@ address = "10.0.1.3"
         );
     }
 
+    fn refusal(text: &str) -> Vec<String> {
+        parse_str(text, &Names::none()).unwrap_err().0
+    }
+
+    #[test]
+    fn types_are_strict_and_refusals_use_xvsadms_words() {
+        let rs =
+            "[[service]]\ntcp = \"10.0.0.1:80\"\n[[service.real_server]]\naddress = \"10.0.0.2\"\n";
+        assert_eq!(
+            refusal(&format!("{rs}weight = \"5\"\n")),
+            vec![
+                "service[0].real_server[0].weight: illegal weight specified: string \"5\" is not allowed (a number from 0 to 65535)"
+            ]
+        );
+        assert_eq!(
+            refusal("[daemon]\ninterface = 5\n"),
+            vec!["daemon.interface: integer 5 is not allowed (a string: an interface's name)"]
+        );
+        assert_eq!(
+            refusal("[[service]]\ntcp = \"10.0.0.1:80\"\npersistent = \"yes\"\n"),
+            vec![
+                "service[0].persistent: invalid timeout value specified: string \"yes\" is not allowed (true, false or seconds from 1 to 2678400)"
+            ]
+        );
+        assert_eq!(
+            refusal("[[service]]\ntcp = 5\n"),
+            vec![
+                "service[0].tcp: illegal virtual server address[:port] specified: integer 5 is not allowed (a string such as \"172.16.21.10:80\" or \"[2001:db8::10]:80\")"
+            ]
+        );
+        assert_eq!(
+            refusal("[timeouts]\ntcp = \"900\"\n"),
+            vec![
+                "timeouts.tcp: invalid timeout value specified: string \"900\" is not allowed (seconds from 1 to 2678400)"
+            ]
+        );
+        assert_eq!(
+            refusal("[sync.master]\nsyncid = \"7\"\n"),
+            vec![
+                "sync.master.syncid: illegal syncid specified: string \"7\" is not allowed (a number from 0 to 255)"
+            ]
+        );
+        assert_eq!(
+            refusal("[options]\nexpire_nodest_conn = \"yes\"\n"),
+            vec!["options.expire_nodest_conn: string \"yes\" is not allowed (true or false)"]
+        );
+        assert_eq!(
+            refusal(
+                "[[service]]\ntcp = \"10.0.0.1:80\"\n[service.check]\ntype = \"http\"\nstatus = \"200\"\n"
+            ),
+            vec![
+                "service[0].check.status: string \"200\" is not allowed (an HTTP status such as 200, or a list such as [200, 204])"
+            ]
+        );
+        assert_eq!(
+            refusal("[daemon]\nqueues = -1\n"),
+            vec!["daemon.queues: integer -1 is not allowed (a number from 1)"]
+        );
+        // A syntax error says where, in one line.
+        assert_eq!(
+            refusal("[daemon]\n[sync\n"),
+            vec!["line 2: unclosed table, expected `]`"]
+        );
+        // What stays allowed: persistent true or seconds, an IPv6 prefix length as a number.
+        let ok = parse_str(
+            "[[service]]\ntcp = \"[2001:db8::1]:80\"\npersistent = 600\nnetmask = 64\n",
+            &Names::none(),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.table,
+            table_of(&["-A -t [2001:db8::1]:80 -s wlc -p 600 -M 64"])
+        );
+    }
+
+    #[test]
+    fn no_byte_of_the_file_reaches_a_message_unescaped() {
+        // TOML escapes put control characters into values; messages show them escaped.
+        let errs = refusal("[[service]]\ntcp = \"10.0.0.1:80\"\nscheduler = \"\\u001b[2Jx\"\n");
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("service[0]: scheduler: unknown scheduler '\\u{1b}[2Jx'"),
+            "{errs:?}"
+        );
+        let key = refusal("[daemon]\n\"\\u0007\" = 1\n");
+        assert!(
+            !key[0].contains('\u{7}') && key[0].contains("\\u{7}"),
+            "{key:?}"
+        );
+        // Raw control characters and binary files are not read at all.
+        assert_eq!(
+            refusal("[daemon]\ninterface = \"eth0\u{1b}[2J\"\n"),
+            vec!["not a text file: line 2 holds the control character U+001B"]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xvs.toml");
+        std::fs::write(&path, b"\x7fELF\x02\x01\x01\x00\x00\xff\xfe").unwrap();
+        assert_eq!(
+            load(&path).unwrap_err().0,
+            vec!["not a text file: line 1 holds a byte that is not UTF-8 (0xff)"]
+        );
+        std::fs::write(&path, b"# notes\n\xff\xfe[daemon]\n").unwrap();
+        assert_eq!(
+            load(&path).unwrap_err().0,
+            vec!["not a text file: line 2 holds a byte that is not UTF-8 (0xff)"]
+        );
+    }
+
+    #[test]
+    fn services_given_tells_an_explicit_empty_list_from_none() {
+        assert!(!parse_str("", &Names::none()).unwrap().services_given);
+        assert!(
+            !parse_str("[daemon]\ninterface = \"eth0\"\n", &Names::none())
+                .unwrap()
+                .services_given
+        );
+        let none = parse_str("service = []\n", &Names::none()).unwrap();
+        assert!(none.services_given && none.table.services.is_empty());
+        assert!(
+            parse_str(include_str!("../../examples/dr.toml"), &Names::none())
+                .unwrap()
+                .services_given
+        );
+    }
+
     #[test]
     fn load_reads_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("xvs.toml");
-        std::fs::write(&path, include_str!("../examples/dr.toml")).unwrap();
+        std::fs::write(&path, include_str!("../../examples/dr.toml")).unwrap();
         assert_eq!(load(&path).unwrap().table.services.len(), 1);
         let missing = load(&dir.path().join("nope.toml")).unwrap_err();
         assert_eq!(missing.0.len(), 1);
