@@ -104,6 +104,7 @@ impl Dataplane for AfXdpDataplane {
             options: xvs_conntrack::Options {
                 expire_nodest_conn: config.options.expire_nodest_conn,
                 expire_quiescent_template: config.options.expire_quiescent_template,
+                sloppy_tcp: config.options.sloppy_tcp,
                 ..Default::default()
             },
             timeouts: set_timeouts(timeouts),

@@ -56,6 +56,11 @@ pub struct DirectorOptions {
     /// `expire_quiescent_template`: expire persistence templates that point at a real
     /// server with weight 0.
     pub expire_quiescent_template: bool,
+    /// `sloppy_tcp` (scale-out): schedule a mid-flow TCP packet of an unknown flow instead of
+    /// dropping it, for every service; `[[service]] sloppy_tcp` asks for one service only.
+    pub sloppy_tcp: bool,
+    /// `sloppy_sctp`: IPVS's name, refused when set (xvs has no SCTP services).
+    pub sloppy_sctp: bool,
 }
 
 /// Everything about the daemon that is not the service table.
@@ -317,6 +322,8 @@ struct RawService {
     netmask: Option<Netmask>,
     ops: bool,
     mh_table_size: Option<u32>,
+    /// Scale-out: this service's `sloppy_tcp` (else `[options] sloppy_tcp` decides).
+    sloppy_tcp: bool,
     /// The check of every real server that has none of its own.
     check: Option<RawCheck>,
     on_failure: Option<String>,
@@ -428,6 +435,9 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
         udp: timeout("udp", raw.timeouts.udp, defaults.udp),
     };
     daemon.options = raw.options;
+    if daemon.options.sloppy_sctp {
+        errors.push("options.sloppy_sctp: xvs has no SCTP services (sloppy_tcp is for TCP)".into());
+    }
     daemon.sync = sync_config(raw.sync, &mut errors);
     if let Some(text) = raw.metrics.listen {
         match text.parse::<SocketAddr>() {
@@ -598,6 +608,9 @@ fn add_service(
         Ok(Command::Edit(mut edit @ Edit::AddService { .. })) => {
             if let (Edit::AddService { service }, Some(size)) = (&mut edit, s.mh_table_size) {
                 service.mh_table_size = size;
+            }
+            if let Edit::AddService { service } = &mut edit {
+                service.sloppy_tcp = s.sloppy_tcp;
             }
             match edit.apply_to(table) {
                 Ok(()) => match edit {
@@ -940,6 +953,23 @@ mod tests {
             ])
         );
         assert!(c.daemon.director_address.is_some());
+    }
+
+    // Scale-out keys (sloppy_tcp): kept together, apart from the other options' tests.
+    #[test]
+    fn sloppy_tcp_is_global_or_per_service_and_sloppy_sctp_is_refused() {
+        let text = "[options]\nsloppy_tcp = true\n\
+                    [[service]]\ntcp = \"10.0.0.1:80\"\nscheduler = \"mh\"\nsloppy_tcp = true\n\
+                    [[service]]\ntcp = \"10.0.0.1:81\"\nscheduler = \"mh\"\n";
+        let c = parse_str(text, &Names::none()).unwrap();
+        assert!(c.daemon.options.sloppy_tcp);
+        assert!(c.table.services[0].sloppy_tcp);
+        assert!(!c.table.services[1].sloppy_tcp);
+        let e = parse_str("[options]\nsloppy_sctp = true\n", &Names::none()).unwrap_err();
+        assert_eq!(
+            e.0,
+            vec!["options.sloppy_sctp: xvs has no SCTP services (sloppy_tcp is for TCP)"]
+        );
     }
 
     #[test]

@@ -541,8 +541,14 @@ impl Pipeline {
                     Inbound::Miss => {
                         // IPVS opens TCP connections on a SYN only; anything else for an
                         // unknown flow is stray (a flow from before a restart, a scan) and
-                        // is dropped.
-                        if matches!(view.l4, L4::Tcp { .. }) && (!flags.syn() || flags.rst()) {
+                        // is dropped. Under sloppy_tcp any segment but an RST opens one (a
+                        // flow ECMP moved here from another director: mh picks its server).
+                        if matches!(view.l4, L4::Tcp { .. })
+                            && (flags.rst()
+                                || !(flags.syn()
+                                    || service.spec.sloppy_tcp
+                                    || self.shard.table().sloppy_tcp()))
+                        {
                             return Err(Drop::NoConnection);
                         }
                         let request = Request {
