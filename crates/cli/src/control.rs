@@ -102,6 +102,11 @@ pub enum Request {
         /// Which daemon.
         role: Role,
     },
+    /// `xvs drain` (`drained: true`) or `xvs drain --undo`.
+    Drain {
+        /// Withdraw the VIPs (true) or announce them again.
+        drained: bool,
+    },
 }
 
 /// One reply line.
@@ -160,6 +165,10 @@ pub fn handle<D: Director + ?Sized>(director: &mut D, request: Request) -> Reply
             Err(e) => Reply::failed(e),
         },
         Request::StopDaemon { role } => match director.stop_daemon(role) {
+            Ok(()) => Reply::Done,
+            Err(e) => Reply::failed(e),
+        },
+        Request::Drain { drained } => match director.set_drained(drained) {
             Ok(()) => Reply::Done,
             Err(e) => Reply::failed(e),
         },

@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -35,7 +36,7 @@ use xvs_dataplane::service::spec::{EditError, ServiceAddr, ServiceTableSpec};
 use crate::config::{self, DaemonConfig, Interfaces, LoadedConfig, SyncConfig};
 use crate::control::{self, ControlServer};
 use crate::director::{
-    DaemonArgs, Director, Edit, EditFailure, ListRequest, NO_SYNC, TableOnlyDirector,
+    DaemonArgs, Director, Edit, EditFailure, ListRequest, NO_ANNOUNCE, NO_SYNC, TableOnlyDirector,
 };
 use crate::health::runner::{Checkers, PassiveSink, PassiveWalker, ReportCheck};
 use crate::health::spec::CheckSpec;
@@ -153,6 +154,12 @@ pub trait Dataplane: Send + 'static {
     fn conn_table(&self) -> Option<ConnTable> {
         None
     }
+
+    /// Whether this director forwards: `Err(reason)` when a worker stopped or an interface
+    /// is down (the VIP announcement withdraws then, see [`crate::announce`]).
+    fn forwarding_health(&self) -> Result<(), String> {
+        Err("no dataplane forwards (--control-only)".into())
+    }
 }
 
 /// The stand-in [`Dataplane`] while none is plugged in: forwards nothing, counts nothing,
@@ -214,6 +221,9 @@ pub struct DataplaneDirector<P: Dataplane> {
     health: Health,
     /// The table in force, as last published.
     effective: ServiceTableSpec,
+    /// Scale-out: the announcer's drain switch, and the file's `drain` as last applied (a
+    /// reload applies the file's value only when it changed, so `xvs drain` lasts).
+    drain: Option<(Arc<AtomicBool>, bool)>,
 }
 
 impl<P: Dataplane> DataplaneDirector<P> {
@@ -226,6 +236,48 @@ impl<P: Dataplane> DataplaneDirector<P> {
             file_sync: SyncConfig::default(),
             health: Health::default(),
             effective,
+            drain: None,
+        }
+    }
+
+    /// With the announcer's drain switch (its value is the file's `drain`).
+    pub fn with_drain(mut self, drained: Arc<AtomicBool>) -> Self {
+        let file = drained.load(Ordering::Relaxed);
+        self.drain = Some((drained, file));
+        self
+    }
+
+    /// A reload's `[announce] drain`: applied if it differs from the file's last value.
+    pub fn reload_drain(&mut self, file_drain: bool) {
+        if let Some((switch, last)) = &mut self.drain
+            && *last != file_drain
+        {
+            *last = file_drain;
+            switch.store(file_drain, Ordering::Relaxed);
+            tracing::info!(drained = file_drain, "announce.drain changed by the reload");
+        }
+    }
+
+    /// What the VIP announcer asks every period: the IPv4 VIPs in force and whether the
+    /// dataplane forwards.
+    pub fn announce_status(&self) -> crate::announce::Status {
+        let mut vips: Vec<std::net::Ipv4Addr> = self
+            .effective
+            .services
+            .iter()
+            .filter_map(|s| match s.addr {
+                ServiceAddr::Inet {
+                    addr: std::net::IpAddr::V4(v4),
+                    ..
+                } => Some(v4),
+                _ => None,
+            })
+            .collect();
+        vips.sort_unstable();
+        vips.dedup();
+        crate::announce::Status {
+            vips,
+            health: self.dataplane.forwarding_health(),
         }
     }
 
@@ -430,6 +482,13 @@ impl<P: Dataplane> Director for DataplaneDirector<P> {
     fn stop_daemon(&mut self, role: Role) -> Result<(), String> {
         self.dataplane.stop_daemon(role)
     }
+
+    fn set_drained(&mut self, drained: bool) -> Result<(), String> {
+        let (switch, _) = self.drain.as_ref().ok_or(NO_ANNOUNCE)?;
+        switch.store(drained, Ordering::Relaxed);
+        tracing::info!(drained, "xvs drain");
+        Ok(())
+    }
 }
 
 /// The configuration `xvs run` starts with: the file if any, command-line flags on top.
@@ -492,6 +551,8 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
             if let Err(reason) = d.reload_sync(&loaded.daemon.sync) {
                 tracing::error!(file = %path.display(), "sync settings refused, the running sync daemons stay: {reason}");
             }
+            // [announce] device, addresses and interval change on restart; drain at once.
+            d.reload_drain(loaded.daemon.announce.as_ref().is_some_and(|a| a.drain));
             tracing::info!(
                 file = %path.display(),
                 services = d.table().services.len(),
@@ -520,6 +581,15 @@ fn lock<P: Dataplane>(
 fn check_reports<P: Dataplane>(director: &Arc<Mutex<DataplaneDirector<P>>>) -> ReportCheck {
     let director = Arc::clone(director);
     Arc::new(move |key, spec, outcome| lock(&director).record_check(key, spec, outcome))
+}
+
+/// The announcer's question, answered under the director's lock (a short one: it reads
+/// the table in force and the workers' and interfaces' state).
+fn announce_status<P: Dataplane>(
+    director: &Arc<Mutex<DataplaneDirector<P>>>,
+) -> Arc<crate::announce::StatusFn> {
+    let director = Arc::clone(director);
+    Arc::new(move || lock(&director).announce_status())
 }
 
 /// Passive detection's walks, reported to the director.
@@ -619,7 +689,23 @@ pub fn run<P: Dataplane>(args: RunArgs, dataplane: P) -> Result<(), DaemonError>
     director
         .reload_sync(&loaded.daemon.sync)
         .map_err(DaemonError::Dataplane)?;
+    // Scale-out: the VIPs on the announce device while this director forwards.
+    let drained = Arc::new(AtomicBool::new(
+        loaded.daemon.announce.as_ref().is_some_and(|a| a.drain),
+    ));
+    if loaded.daemon.announce.is_some() {
+        director = director.with_drain(drained.clone());
+    }
     let director = Arc::new(Mutex::new(director));
+    let mut announcer = match &loaded.daemon.announce {
+        Some(config) => Some(
+            crate::announce::Announcer::start(config, drained, announce_status(&director))
+                .map_err(|e| {
+                    DaemonError::Dataplane(format!("announce.device {}: {e}", config.device))
+                })?,
+        ),
+        None => None,
+    };
     let mut checkers = Checkers::new(check_reports(&director));
     checkers.follow(&loaded.health);
     let _passive = match conn_table {
@@ -678,6 +764,10 @@ pub fn run<P: Dataplane>(args: RunArgs, dataplane: P) -> Result<(), DaemonError>
                 break;
             }
         }
+    }
+    // Withdraw first, so the router moves the flows while this director still forwards.
+    if let Some(announcer) = announcer.as_mut() {
+        announcer.stop();
     }
     stop.stop();
     checkers.stop();

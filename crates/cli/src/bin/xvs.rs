@@ -6,6 +6,8 @@
 //!   and exits 1;
 //! - `xvs lab [--mode dr|nat|tun] [--scheduler NAME] [--requests N]` runs a seed lab in
 //!   network namespaces and prints how many requests each real server answered;
+//! - `xvs drain [--undo] [--socket PATH]` withdraws the VIPs a scale-out director announces
+//!   (see [`xvs_cli::announce`]), or announces them again;
 //! - `xvs realserver start|stop|status --vip ADDR [--mode dr|tun] [--iface IF]...
 //!   [--state FILE]` sets a real server up for LVS-DR or LVS-TUN, and undoes it (see
 //!   [`xvs_cli::realserver`]).
@@ -52,6 +54,16 @@ enum Cmd {
         /// HTTP requests to send.
         #[arg(long, default_value_t = 20)]
         requests: u32,
+    },
+    /// Scale-out: withdraw this director's announced VIPs (the router moves its flows to the
+    /// other directors), or with --undo announce them again. Needs an [announce] section.
+    Drain {
+        /// Announce the VIPs again.
+        #[arg(long)]
+        undo: bool,
+        /// Control socket (else XVS_SOCKET, /run/xvs/xvs.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
     },
     /// Set this host up as an LVS-DR or LVS-TUN real server (the VIP on lo or tunl0, the
     /// ARP sysctls), or undo it: `stop` restores exactly what `start` changed.
@@ -153,6 +165,25 @@ fn main() -> ExitCode {
             scheduler,
             requests,
         } => run_lab(mode, &scheduler, requests),
+        Cmd::Drain { undo, socket } => {
+            let path = xvs_cli::control::socket_path(socket.as_deref(), None);
+            let request = xvs_cli::control::Request::Drain { drained: !undo };
+            match xvs_cli::control::request(&path, &request) {
+                Ok(xvs_cli::control::Reply::Done) => ExitCode::SUCCESS,
+                Ok(xvs_cli::control::Reply::Failed { message, .. }) => {
+                    eprintln!("xvs drain: {message}");
+                    ExitCode::FAILURE
+                }
+                Ok(other) => {
+                    eprintln!("xvs drain: unexpected reply {other:?}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("xvs drain: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Realserver {
             action,
             vip,

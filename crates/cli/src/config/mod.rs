@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use xvs_dataplane::service::spec::{DestSpec, ServiceAddr, ServiceTableSpec};
 
+use crate::announce::AnnounceConfig;
 use crate::director::{DaemonArgs, Edit};
 use crate::health::spec::{
     self as health, DestKey, HealthConfig, RawCheck, RawPassive, ServiceHealth,
@@ -87,6 +88,8 @@ pub struct DaemonConfig {
     pub sync: SyncConfig,
     /// The Prometheus endpoint (`[metrics]`).
     pub metrics: MetricsConfig,
+    /// Scale-out: hold the VIPs for a BGP daemon to announce (`[announce]`), if present.
+    pub announce: Option<AnnounceConfig>,
 }
 
 /// The `[metrics]` section.
@@ -127,6 +130,7 @@ impl Default for DaemonConfig {
             options: DirectorOptions::default(),
             sync: SyncConfig::default(),
             metrics: MetricsConfig::default(),
+            announce: None,
         }
     }
 }
@@ -196,7 +200,18 @@ struct RawConfig {
     options: DirectorOptions,
     sync: RawSync,
     metrics: RawMetrics,
+    announce: Option<RawAnnounce>,
     service: Option<Vec<RawService>>,
+}
+
+/// Scale-out's `[announce]` (see [`crate::announce`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAnnounce {
+    device: Option<String>,
+    addresses: Vec<String>,
+    drain: bool,
+    interval_ms: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -448,6 +463,8 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
         }
     }
 
+    daemon.announce = raw.announce.map(|a| announce_config(a, &mut errors));
+
     let mut table = ServiceTableSpec::default();
     let mut health = HealthConfig::default();
     let services_given = raw.service.is_some();
@@ -464,6 +481,37 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// `[announce]`: a device name the kernel accepts, IPv4 VIPs, a period of 10 ms to 10 s.
+fn announce_config(raw: RawAnnounce, errors: &mut Vec<String>) -> AnnounceConfig {
+    let mut out = AnnounceConfig {
+        drain: raw.drain,
+        ..AnnounceConfig::default()
+    };
+    if let Some(device) = raw.device {
+        if device.is_empty() || device.len() >= 16 || device.contains(['/', ' ']) {
+            errors.push(format!(
+                "announce.device: '{device}' is not an interface name (1 to 15 characters, no '/' or space)"
+            ));
+        } else {
+            out.device = device;
+        }
+    }
+    for a in raw.addresses {
+        match a.parse::<std::net::Ipv4Addr>() {
+            Ok(v) => out.addresses.push(v),
+            Err(_) => errors.push(format!("announce.addresses: '{a}' is not an IPv4 address")),
+        }
+    }
+    match raw.interval_ms {
+        Some(ms) if !(10..=10_000).contains(&ms) => {
+            errors.push(format!("announce.interval_ms: {ms} is outside 10..=10000"))
+        }
+        Some(ms) => out.interval_ms = ms,
+        None => {}
+    }
+    out
 }
 
 /// `[sync]`, with ipvsadm's ranges for each daemon's options.
@@ -970,6 +1018,30 @@ mod tests {
             e.0,
             vec!["options.sloppy_sctp: xvs has no SCTP services (sloppy_tcp is for TCP)"]
         );
+    }
+
+    #[test]
+    fn announce_section_with_defaults_and_its_errors() {
+        let c = parse_str("[announce]\n", &Names::none()).unwrap();
+        assert_eq!(c.daemon.announce, Some(AnnounceConfig::default()));
+        assert_eq!(parse_str("", &Names::none()).unwrap().daemon.announce, None);
+        let c = parse_str(
+            "[announce]\ndevice = \"vip1\"\naddresses = [\"172.16.21.10\"]\ndrain = true\ninterval_ms = 50\n",
+            &Names::none(),
+        )
+        .unwrap();
+        let a = c.daemon.announce.unwrap();
+        assert_eq!(
+            (a.device.as_str(), a.addresses.len(), a.drain, a.interval_ms),
+            ("vip1", 1, true, 50)
+        );
+        let e = parse_str(
+            "[announce]\ndevice = \"a-very-long-device-name\"\naddresses = [\"::1\"]\ninterval_ms = 5\n",
+            &Names::none(),
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 3, "{e}");
+        assert!(e.0[1].starts_with("announce.addresses: '::1'"), "{e}");
     }
 
     #[test]
