@@ -54,6 +54,11 @@ enum Cmd {
         /// HTTP requests to send.
         #[arg(long, default_value_t = 20)]
         requests: u32,
+        /// Instead: the scale-out lab with N directors (2 or 3) behind a router's ECMP,
+        /// announcing the VIP with bird2; 50 conversations survive killing, restarting and
+        /// draining one director (needs bird2).
+        #[arg(long, value_name = "N")]
+        scale_out: Option<usize>,
     },
     /// Scale-out: withdraw this director's announced VIPs (the router moves its flows to the
     /// other directors), or with --undo announce them again. Needs an [announce] section.
@@ -161,9 +166,14 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Lab {
+            scale_out: Some(n),
+            ..
+        } => run_scale_out_lab(n),
+        Cmd::Lab {
             mode,
             scheduler,
             requests,
+            scale_out: None,
         } => run_lab(mode, &scheduler, requests),
         Cmd::Drain { undo, socket } => {
             let path = xvs_cli::control::socket_path(socket.as_deref(), None);
@@ -249,6 +259,37 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `xvs lab --scale-out N`: the scale-out lab's exercise, its figures printed.
+fn run_scale_out_lab(n: usize) -> ExitCode {
+    let programs = match lab::Programs::beside_current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("xvs lab: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("xvs lab: scale-out, {n} directors behind ECMP (bird2 BGP + BFD), mh with sloppy_tcp");
+    let result = lab::scaleout::ScaleOutLab::start(n, programs)
+        .and_then(|mut lab| lab::scaleout::exercise(&mut lab, 0, 50));
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            if report.client.broken().is_empty() && report.client.lost() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                for c in report.client.broken() {
+                    println!("broken: {c:?}");
+                }
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("xvs lab: {e}");
+            ExitCode::FAILURE
         }
     }
 }
