@@ -166,8 +166,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Lab {
-            scale_out: Some(n),
-            ..
+            scale_out: Some(n), ..
         } => run_scale_out_lab(n),
         Cmd::Lab {
             mode,

@@ -100,15 +100,16 @@ impl ScaleOutLab {
         self.directors.len()
     }
 
-    /// The services every director runs: TCP LINES_PORT and HTTP_PORT on the VIP, mh with
-    /// `sloppy_tcp`, both real servers by DR.
+    /// The services every director runs: TCP LINES_PORT and HTTP_PORT on the VIP, mh
+    /// hashing the client's address and port (`mh-port`) with `sloppy_tcp`, both real
+    /// servers by DR.
     pub fn services(&self) -> String {
         let t = &self.topology;
         [LINES_PORT, HTTP_PORT]
             .iter()
             .map(|port| {
                 let mut text = format!(
-                    "[[service]]\ntcp = \"{}:{port}\"\nscheduler = \"mh\"\nsloppy_tcp = true\n",
+                    "[[service]]\ntcp = \"{}:{port}\"\nscheduler = \"mh\"\nflags = \"mh-port\"\nsloppy_tcp = true\n",
                     t.vip
                 );
                 for rs in &t.real_servers {
@@ -194,7 +195,10 @@ impl ScaleOutLab {
 
     /// The router's next hops for the VIP now (`ip route show VIP` in its namespace).
     pub fn next_hops(&self) -> Vec<String> {
-        let Ok(out) = self.topology.router.ip(&["-4", "route", "show", &self.topology.vip])
+        let Ok(out) = self
+            .topology
+            .router
+            .ip(&["-4", "route", "show", &self.topology.vip])
         else {
             return Vec::new();
         };
@@ -243,7 +247,10 @@ impl ScaleOutLab {
         let socket = self.bird_file(n, "ctl");
         self.topology
             .router
-            .exec(BIRDC, &["-s", &socket.to_string_lossy(), "show", "protocols"])
+            .exec(
+                BIRDC,
+                &["-s", &socket.to_string_lossy(), "show", "protocols"],
+            )
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_else(|e| e.to_string())
     }
@@ -291,7 +298,10 @@ impl ScaleOutLab {
         let reader = std::thread::spawn(move || {
             use std::io::BufRead;
             let mut last = String::new();
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Some(n) = line.strip_prefix("progress ") {
                     let n = n.trim().parse().unwrap_or(0);
                     counter.store(n, std::sync::atomic::Ordering::Relaxed);
@@ -605,7 +615,8 @@ pub struct ExerciseReport {
     pub packets_before_kill: Vec<u64>,
     /// From the SIGKILL to the router's route losing the victim's next hop.
     pub withdrawn_after_kill: Duration,
-    /// From the restarted xvs answering to the router's route having every next hop again.
+    /// From starting xvs again (its AF_XDP set-up included) to the router's route having
+    /// every next hop again.
     pub announced_after_restart: Duration,
     /// From `xvs drain` returning to the victim's next hop leaving the route.
     pub withdrawn_after_drain: Duration,
@@ -675,8 +686,8 @@ pub fn exercise(
     lab.wait_paths(n - 1, limit)?;
     let withdrawn_after_kill = killed.elapsed();
     std::thread::sleep(Duration::from_secs(2));
-    lab.start_director(victim)?;
     let restarted = Instant::now();
+    lab.start_director(victim)?;
     lab.wait_paths(n, limit)?;
     let announced_after_restart = restarted.elapsed();
     std::thread::sleep(Duration::from_secs(2));

@@ -127,6 +127,8 @@ while True:
             broken(e)
             continue
     wake = start + seq * INTERVAL if sending else end + GRACE
+    if sending:
+        wake = min(wake, now + INTERVAL / n)
     readable, _, _ = select.select([c], [], [], max(0.0, wake - time.monotonic()))
     if not readable:
         continue
@@ -239,11 +241,14 @@ while True:
     live = [c for c in convs if not c["done"]]
     if not sending and (now >= end + GRACE or all(len(c["answered"]) == c["sent"] for c in live)):
         break
+    # Conversation i sends its line k at start + (k + i / n) * INTERVAL: staggered, so
+    # some line is always in flight whenever a director dies.
     if sending and now >= start + seq * INTERVAL:
-        for c in live:
-            c["out"] += b"%d\n" % seq
-            c["sent"] += 1
         seq += 1
+    for c in live:
+        if c["sent"] < seq and now >= start + (c["sent"] + c["i"] / n) * INTERVAL:
+            c["out"] += b"%d\n" % c["sent"]
+            c["sent"] += 1
     for c in live:
         if c["out"]:
             try:
@@ -256,6 +261,8 @@ while True:
         progress = now
         print("progress %d" % sum(len(c["answered"]) for c in convs), flush=True)
     wake = start + seq * INTERVAL if sending else end + GRACE
+    if sending:
+        wake = min(wake, now + INTERVAL / n)
     socks = [c["sock"] for c in convs if not c["done"]]
     if not socks:
         time.sleep(max(0.0, min(wake, end + GRACE) - time.monotonic()))
