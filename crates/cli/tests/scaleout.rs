@@ -79,3 +79,29 @@ fn conversations_survive_a_director_killed_restarted_and_drained() {
     println!("director1 adopted {adopted} conversations after its restart");
     assert!(adopted > 0, "{listed}");
 }
+
+/// A director that goes silent (its link cut: no BGP notification can leave) is taken out
+/// of the route by the router's BFD (100 ms x 3), and new connections keep being answered
+/// by the others.
+#[test]
+fn a_silent_director_is_withdrawn_by_bfd() {
+    let lab = match ScaleOutLab::start(2, programs()) {
+        Ok(lab) => lab,
+        Err(e) => panic!("scale-out lab: {e} (this test needs root, ip, curl, python3 and bird2)"),
+    };
+    let cut = std::time::Instant::now();
+    lab.cut_link(1).unwrap();
+    lab.wait_paths(1, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let withdrawn = cut.elapsed();
+    println!(
+        "director2's link cut -> route withdrawn by BFD in {:.0} ms",
+        withdrawn.as_secs_f64() * 1000.0
+    );
+    assert!(withdrawn < WITHDRAW_BOUND, "{withdrawn:?}");
+    let talk = lab.conversations(10, Duration::from_secs(1)).unwrap();
+    let report = talk.finish().unwrap();
+    assert!(report.broken().is_empty(), "{:#?}", report.broken());
+    assert_eq!(report.lost(), 0);
+    assert_eq!(report.probe.failed, 0, "{:?}", report.probe.failures);
+}

@@ -151,6 +151,13 @@ impl ScaleOutLab {
         self.directors[i].stop()
     }
 
+    /// Takes director `i`'s LAN interface down, as a dead host or a cut cable would: its
+    /// BGP session cannot say goodbye, so only the router's BFD notices.
+    pub fn cut_link(&self, i: usize) -> LabResult<()> {
+        let d = &self.topology.directors[i];
+        d.ns.ip(&["link", "set", &d.iface, "down"]).map(|_| ())
+    }
+
     /// `xvs drain` (or with `undo`, `xvs drain --undo`) against director `i`.
     pub fn drain(&self, i: usize, undo: bool) -> LabResult<()> {
         let socket = self.dir.join(format!("director{}.sock", i + 1));
