@@ -69,7 +69,6 @@ pub struct Status {
 /// The running announcer; dropping it (or [`Announcer::stop`]) removes the device, so the
 /// VIPs are withdrawn.
 pub struct Announcer {
-    drained: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -115,15 +114,9 @@ impl Announcer {
             })?;
         tracing::info!(device = %config.device, "announcing the VIPs while healthy");
         Ok(Announcer {
-            drained,
             stop,
             thread: Some(thread),
         })
-    }
-
-    /// Whether it is drained now.
-    pub fn is_drained(&self) -> bool {
-        self.drained.load(Ordering::Relaxed)
     }
 
     /// Withdraws everything and removes the device.

@@ -830,6 +830,30 @@ mod tests {
     }
 
     #[test]
+    fn drain_is_refused_without_an_announcer_and_a_reload_applies_only_a_changed_value() {
+        let mut plain = DataplaneDirector::new(TableOnlyDirector::default(), Recorder::default());
+        assert_eq!(plain.set_drained(true), Err(NO_ANNOUNCE.to_string()));
+        let switch = Arc::new(AtomicBool::new(false));
+        let mut d = DataplaneDirector::new(TableOnlyDirector::default(), Recorder::default())
+            .with_drain(switch.clone());
+        assert_eq!(d.set_drained(true), Ok(()));
+        assert!(switch.load(Ordering::Relaxed), "xvs drain");
+        d.reload_drain(false);
+        assert!(
+            switch.load(Ordering::Relaxed),
+            "the file still says false: xvs drain lasts"
+        );
+        d.reload_drain(true);
+        d.reload_drain(false);
+        assert!(!switch.load(Ordering::Relaxed), "the file changed to false");
+        assert_eq!(
+            d.announce_status().health,
+            Err("no dataplane forwards (--control-only)".to_string()),
+            "a dataplane that does not say it forwards is unhealthy"
+        );
+    }
+
+    #[test]
     fn a_reload_applies_the_sync_section_only_when_it_changed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("xvs.toml");
