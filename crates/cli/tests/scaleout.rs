@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use xvs_cli::lab::Programs;
-use xvs_cli::lab::scaleout::{ScaleOutLab, exercise};
+use xvs_cli::lab::scaleout::{ScaleOutLab, ScaleOutSetup, exercise};
 
 fn programs() -> Programs {
     Programs {
@@ -32,7 +32,7 @@ const ANNOUNCE_BOUND: Duration = Duration::from_secs(5);
 
 #[test]
 fn conversations_survive_a_director_killed_restarted_and_drained() {
-    let mut lab = match ScaleOutLab::start(3, programs()) {
+    let mut lab = match ScaleOutLab::start(ScaleOutSetup::mh(3), programs()) {
         Ok(lab) => lab,
         Err(e) => panic!("scale-out lab: {e} (this test needs root, ip, curl, python3 and bird2)"),
     };
@@ -85,7 +85,7 @@ fn conversations_survive_a_director_killed_restarted_and_drained() {
 /// by the others.
 #[test]
 fn a_silent_director_is_withdrawn_by_bfd() {
-    let lab = match ScaleOutLab::start(2, programs()) {
+    let lab = match ScaleOutLab::start(ScaleOutSetup::mh(2), programs()) {
         Ok(lab) => lab,
         Err(e) => panic!("scale-out lab: {e} (this test needs root, ip, curl, python3 and bird2)"),
     };
@@ -99,6 +99,13 @@ fn a_silent_director_is_withdrawn_by_bfd() {
         withdrawn.as_secs_f64() * 1000.0
     );
     assert!(withdrawn < WITHDRAW_BOUND, "{withdrawn:?}");
+    // Its own xvs saw its port go down and let go of the VIP (health, not only BFD).
+    xvs_cli::lab::wait_for("director2's xvs to drop the VIP", WITHDRAW_BOUND, || {
+        !lab.holds_vip(1)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.director_log(1)));
+    assert!(lab.director_log(1).contains("VIPs withdrawn: eth0 is down"));
+    assert!(lab.holds_vip(0));
     let talk = lab.conversations(10, Duration::from_secs(1)).unwrap();
     let report = talk.finish().unwrap();
     assert!(report.broken().is_empty(), "{:#?}", report.broken());

@@ -272,7 +272,7 @@ fn run_scale_out_lab(n: usize) -> ExitCode {
         }
     };
     println!("xvs lab: scale-out, {n} directors behind ECMP (bird2 BGP + BFD), mh with sloppy_tcp");
-    let result = lab::scaleout::ScaleOutLab::start(n, programs)
+    let result = lab::scaleout::ScaleOutLab::start(lab::scaleout::ScaleOutSetup::mh(n), programs)
         .and_then(|mut lab| lab::scaleout::exercise(&mut lab, 0, 50));
     match result {
         Ok(report) => {

@@ -44,6 +44,7 @@ pub const VIP_DEVICE: &str = crate::announce::DEVICE;
 pub struct ScaleOutLab {
     /// The namespaces and addresses.
     pub topology: ScaleOutTopology,
+    setup: ScaleOutSetup,
     programs: Programs,
     dir: PathBuf,
     directors: Vec<XvsDaemon>,
@@ -52,14 +53,40 @@ pub struct ScaleOutLab {
     helpers: Children,
 }
 
+/// What the lab's directors run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleOutSetup {
+    /// How many directors (2 or 3).
+    pub directors: usize,
+    /// The services' scheduler.
+    pub scheduler: String,
+    /// The services' `sloppy_tcp`.
+    pub sloppy_tcp: bool,
+    /// Connection sync: every director both master and backup, unicast to the others.
+    pub sync: bool,
+}
+
+impl ScaleOutSetup {
+    /// Stateless agreement: mh with `sloppy_tcp`, no sync.
+    pub fn mh(directors: usize) -> ScaleOutSetup {
+        ScaleOutSetup {
+            directors,
+            scheduler: "mh".into(),
+            sloppy_tcp: true,
+            sync: false,
+        }
+    }
+}
+
 impl ScaleOutLab {
-    /// Builds the lab with `n` directors, starts the real servers, the router's bird, and on
+    /// Builds the lab for `setup`, starts the real servers, the router's bird, and on
     /// every director xvs and bird; returns once the router has a route to the VIP through
     /// every director.
-    pub fn start(n: usize, programs: Programs) -> LabResult<ScaleOutLab> {
+    pub fn start(setup: ScaleOutSetup, programs: Programs) -> LabResult<ScaleOutLab> {
+        let n = setup.directors;
         let dir = lab_dir("scaleout")?;
-        let setup = RealServerSetup::new(&programs.xvs, &dir);
-        let topology = ScaleOutTopology::build(n, &setup).inspect_err(|_| {
+        let real_servers = RealServerSetup::new(&programs.xvs, &dir);
+        let topology = ScaleOutTopology::build(n, &real_servers).inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&dir);
         })?;
         let directors = (0..n)
@@ -68,6 +95,7 @@ impl ScaleOutLab {
         let mut lab = ScaleOutLab {
             birds: (0..=n).map(|_| None).collect(),
             topology,
+            setup,
             programs,
             dir,
             directors,
@@ -100,22 +128,31 @@ impl ScaleOutLab {
         self.directors.len()
     }
 
-    /// The services every director runs: TCP LINES_PORT and HTTP_PORT on the VIP, mh
-    /// hashing the client's address and port (`mh-port`) with `sloppy_tcp`, both real
-    /// servers by DR.
-    pub fn services(&self) -> String {
+    /// The services director `i` runs: TCP LINES_PORT and HTTP_PORT on the VIP with the
+    /// setup's scheduler (mh hashing the client's address and port, `mh-port`) and
+    /// `sloppy_tcp`, both real servers by DR, listed in an order of the director's own (the
+    /// list rotated by `i`), as operators adding them one by one would.
+    pub fn services(&self, i: usize) -> String {
         let t = &self.topology;
+        let setup = &self.setup;
+        let mut rips: Vec<&str> = t.real_servers.iter().map(|rs| rs.rip.as_str()).collect();
+        let turn = i % rips.len().max(1);
+        rips.rotate_left(turn);
+        let flags = if setup.scheduler == "mh" {
+            "flags = \"mh-port\"\n"
+        } else {
+            ""
+        };
         [LINES_PORT, HTTP_PORT]
             .iter()
             .map(|port| {
                 let mut text = format!(
-                    "[[service]]\ntcp = \"{}:{port}\"\nscheduler = \"mh\"\nflags = \"mh-port\"\nsloppy_tcp = true\n",
-                    t.vip
+                    "[[service]]\ntcp = \"{}:{port}\"\nscheduler = \"{}\"\n{flags}sloppy_tcp = {}\n",
+                    t.vip, setup.scheduler, setup.sloppy_tcp
                 );
-                for rs in &t.real_servers {
+                for rip in &rips {
                     text.push_str(&format!(
-                        "\n[[service.real_server]]\naddress = \"{}:{port}\"\nmethod = \"dr\"\n",
-                        rs.rip
+                        "\n[[service.real_server]]\naddress = \"{rip}:{port}\"\nmethod = \"dr\"\n"
                     ));
                 }
                 text
@@ -124,19 +161,32 @@ impl ScaleOutLab {
             .join("\n")
     }
 
-    /// Director `i`'s configuration: its interface, the announcer, the services.
-    fn director_config(&self, i: usize, drain: bool) -> String {
-        let announce = format!("[announce]\ndevice = \"{VIP_DEVICE}\"\ndrain = {drain}\n");
-        config_text(
-            std::slice::from_ref(&self.topology.directors[i].iface),
-            &announce,
-            &self.services(),
-        )
+    /// Director `i`'s configuration: its interface, the announcer, with the setup's `sync`
+    /// both sync daemons sending by unicast to the other directors, the services.
+    fn director_config(&self, i: usize) -> String {
+        let d = &self.topology.directors[i];
+        let mut extra = format!("[announce]\ndevice = \"{VIP_DEVICE}\"\n");
+        if self.setup.sync {
+            let peers: Vec<String> = self
+                .topology
+                .directors
+                .iter()
+                .filter(|other| other.address != d.address)
+                .map(|other| format!("\"{}\"", other.address))
+                .collect();
+            extra.push_str(&format!(
+                "\n[sync]\npeers = [{}]\n\n[sync.master]\ninterface = \"{iface}\"\nsyncid = 7\n\n\
+                 [sync.backup]\ninterface = \"{iface}\"\nsyncid = 7\n",
+                peers.join(", "),
+                iface = d.iface
+            ));
+        }
+        config_text(std::slice::from_ref(&d.iface), &extra, &self.services(i))
     }
 
     /// Writes director `i`'s configuration and starts its xvs; returns once it answers.
     pub fn start_director(&mut self, i: usize) -> LabResult<()> {
-        let text = self.director_config(i, false);
+        let text = self.director_config(i);
         self.directors[i].write_config(&text)?;
         self.directors[i].start(&self.topology.directors[i].ns)
     }
