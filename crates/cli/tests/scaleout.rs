@@ -9,11 +9,24 @@
 //! scheduled there by the same mh table (`sloppy_tcp`) and keeps its real server: no
 //! conversation is reset, no line is lost, no new connection fails. The gaps, the spread
 //! over the directors and the router's withdrawal and announcement times are printed.
+//! Every director lists the real servers in its own order.
+//!
+//! Also: a director whose link is cut is withdrawn by the router's BFD and by its own
+//! health; and the same exercise with rr services kept consistent by connection sync
+//! between all directors instead of mh.
 
 use std::time::Duration;
 
 use xvs_cli::lab::Programs;
 use xvs_cli::lab::scaleout::{ScaleOutLab, ScaleOutSetup, exercise};
+
+/// One lab at a time: each runs up to three xvs and four bird daemons, and the machine may
+/// have two cores.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_lab() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn programs() -> Programs {
     Programs {
@@ -32,6 +45,7 @@ const ANNOUNCE_BOUND: Duration = Duration::from_secs(5);
 
 #[test]
 fn conversations_survive_a_director_killed_restarted_and_drained() {
+    let _one = one_lab();
     let mut lab = match ScaleOutLab::start(ScaleOutSetup::mh(3), programs()) {
         Ok(lab) => lab,
         Err(e) => panic!("scale-out lab: {e} (this test needs root, ip, curl, python3 and bird2)"),
@@ -85,6 +99,7 @@ fn conversations_survive_a_director_killed_restarted_and_drained() {
 /// by the others.
 #[test]
 fn a_silent_director_is_withdrawn_by_bfd() {
+    let _one = one_lab();
     let lab = match ScaleOutLab::start(ScaleOutSetup::mh(2), programs()) {
         Ok(lab) => lab,
         Err(e) => panic!("scale-out lab: {e} (this test needs root, ip, curl, python3 and bird2)"),
@@ -111,4 +126,32 @@ fn a_silent_director_is_withdrawn_by_bfd() {
     assert!(report.broken().is_empty(), "{:#?}", report.broken());
     assert_eq!(report.lost(), 0);
     assert_eq!(report.probe.failed, 0, "{:?}", report.probe.failures);
+}
+
+/// Without mh: rr services with connection sync between every pair of directors (each one
+/// master and backup, unicast to the others, bulk resync on start). A flow the router moves
+/// to another director meets its synced entry there and keeps its real server.
+#[test]
+fn rr_with_sync_to_peers_keeps_moved_flows_on_their_real_server() {
+    let _one = one_lab();
+    let setup = ScaleOutSetup {
+        directors: 3,
+        scheduler: "rr".into(),
+        sloppy_tcp: false,
+        sync: true,
+    };
+    let mut lab = match ScaleOutLab::start(setup, programs()) {
+        Ok(lab) => lab,
+        Err(e) => panic!("scale-out lab: {e} (this test needs root, ip, curl, python3 and bird2)"),
+    };
+    let report = exercise(&mut lab, 0, 50)
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", lab.director_log(0), lab.bird_logs()));
+    println!("{report}");
+    let client = &report.client;
+    assert!(
+        client.broken().is_empty(),
+        "conversations broken: {:#?}",
+        client.broken()
+    );
+    assert_eq!(client.lost(), 0, "lines lost");
 }

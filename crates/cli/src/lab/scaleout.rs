@@ -175,7 +175,7 @@ impl ScaleOutLab {
                 .map(|other| format!("\"{}\"", other.address))
                 .collect();
             extra.push_str(&format!(
-                "\n[sync]\npeers = [{}]\n\n[sync.master]\ninterface = \"{iface}\"\nsyncid = 7\n\n\
+                "\n[sync]\nresync = true\npeers = [{}]\n\n[sync.master]\ninterface = \"{iface}\"\nsyncid = 7\n\n\
                  [sync.backup]\ninterface = \"{iface}\"\nsyncid = 7\n",
                 peers.join(", "),
                 iface = d.iface
