@@ -28,6 +28,10 @@ use xvs_dataplane::netdev::{NetDev, set_ipv4_address};
 pub const DEVICE: &str = "xvsvip0";
 /// How often health is checked unless `[announce] interval_ms` says otherwise.
 pub const DEFAULT_INTERVAL_MS: u32 = 100;
+/// How long a stopping xvs forwards after withdrawing, unless `[announce] stop_grace_ms`
+/// says otherwise: the router needs the withdrawal (measured 40-110 ms in the lab) before
+/// the flows stop arriving.
+pub const DEFAULT_STOP_GRACE_MS: u32 = 500;
 
 /// The `[announce]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +45,8 @@ pub struct AnnounceConfig {
     pub drain: bool,
     /// `interval_ms`: the health check's period.
     pub interval_ms: u32,
+    /// `stop_grace_ms`: on SIGTERM/SIGINT, how long xvs keeps forwarding after it withdrew.
+    pub stop_grace_ms: u32,
 }
 
 impl Default for AnnounceConfig {
@@ -50,6 +56,7 @@ impl Default for AnnounceConfig {
             addresses: Vec::new(),
             drain: false,
             interval_ms: DEFAULT_INTERVAL_MS,
+            stop_grace_ms: DEFAULT_STOP_GRACE_MS,
         }
     }
 }

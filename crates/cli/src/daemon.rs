@@ -765,9 +765,16 @@ pub fn run<P: Dataplane>(args: RunArgs, dataplane: P) -> Result<(), DaemonError>
             }
         }
     }
-    // Withdraw first, so the router moves the flows while this director still forwards.
-    if let Some(announcer) = announcer.as_mut() {
+    // Withdraw first, and forward a while longer: the router moves the flows elsewhere
+    // before this director stops taking them.
+    if let (Some(announcer), Some(config)) = (announcer.as_mut(), &loaded.daemon.announce) {
         announcer.stop();
+        let grace = std::time::Duration::from_millis(u64::from(config.stop_grace_ms));
+        tracing::info!(
+            ?grace,
+            "VIPs withdrawn; still forwarding for the grace period"
+        );
+        std::thread::sleep(grace);
     }
     stop.stop();
     checkers.stop();

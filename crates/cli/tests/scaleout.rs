@@ -4,7 +4,8 @@
 //! clients and servers in network namespaces. Needs root and bird2.
 //!
 //! 50 long-lived conversations and a new connection every 100 ms run while director1's xvs
-//! is killed with SIGKILL, started again, drained (`xvs drain`) and undrained. Each change
+//! is killed with SIGKILL, started again, drained (`xvs drain`), undrained and stopped
+//! (SIGTERM: it withdraws, then forwards for its grace period before it exits). Each change
 //! rehashes flows over the directors; a flow that lands on a director that never saw it is
 //! scheduled there by the same mh table (`sloppy_tcp`) and keeps its real server: no
 //! conversation is reset, no line is lost, no new connection fails. The gaps, the spread
@@ -82,9 +83,10 @@ fn conversations_survive_a_director_killed_restarted_and_drained() {
     assert!(report.withdrawn_after_drain < WITHDRAW_BOUND, "{report}");
     assert!(report.announced_after_restart < ANNOUNCE_BOUND, "{report}");
     assert!(report.announced_after_undo < ANNOUNCE_BOUND, "{report}");
+    assert!(report.withdrawn_after_stop < WITHDRAW_BOUND, "{report}");
     // The restarted director holds entries of conversations opened before it started: it
     // never saw their SYN, and opened them from mid-flow packets (sloppy_tcp).
-    let listed = lab.xvsadm(0, "-L -n -c").unwrap();
+    let listed = &report.victim_connections;
     let adopted = client
         .conversations
         .iter()

@@ -212,6 +212,7 @@ struct RawAnnounce {
     addresses: Vec<String>,
     drain: bool,
     interval_ms: Option<u32>,
+    stop_grace_ms: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -483,7 +484,8 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
     }
 }
 
-/// `[announce]`: a device name the kernel accepts, IPv4 VIPs, a period of 10 ms to 10 s.
+/// `[announce]`: a device name the kernel accepts, IPv4 VIPs, a period of 10 ms to 10 s, a
+/// stop grace of at most a minute.
 fn announce_config(raw: RawAnnounce, errors: &mut Vec<String>) -> AnnounceConfig {
     let mut out = AnnounceConfig {
         drain: raw.drain,
@@ -509,6 +511,13 @@ fn announce_config(raw: RawAnnounce, errors: &mut Vec<String>) -> AnnounceConfig
             errors.push(format!("announce.interval_ms: {ms} is outside 10..=10000"))
         }
         Some(ms) => out.interval_ms = ms,
+        None => {}
+    }
+    match raw.stop_grace_ms {
+        Some(ms) if ms > 60_000 => {
+            errors.push(format!("announce.stop_grace_ms: {ms} is outside 0..=60000"))
+        }
+        Some(ms) => out.stop_grace_ms = ms,
         None => {}
     }
     out
@@ -1026,7 +1035,7 @@ mod tests {
         assert_eq!(c.daemon.announce, Some(AnnounceConfig::default()));
         assert_eq!(parse_str("", &Names::none()).unwrap().daemon.announce, None);
         let c = parse_str(
-            "[announce]\ndevice = \"vip1\"\naddresses = [\"172.16.21.10\"]\ndrain = true\ninterval_ms = 50\n",
+            "[announce]\ndevice = \"vip1\"\naddresses = [\"172.16.21.10\"]\ndrain = true\ninterval_ms = 50\nstop_grace_ms = 0\n",
             &Names::none(),
         )
         .unwrap();
@@ -1035,12 +1044,13 @@ mod tests {
             (a.device.as_str(), a.addresses.len(), a.drain, a.interval_ms),
             ("vip1", 1, true, 50)
         );
+        assert_eq!(a.stop_grace_ms, 0);
         let e = parse_str(
-            "[announce]\ndevice = \"a-very-long-device-name\"\naddresses = [\"::1\"]\ninterval_ms = 5\n",
+            "[announce]\ndevice = \"a-very-long-device-name\"\naddresses = [\"::1\"]\ninterval_ms = 5\nstop_grace_ms = 60001\n",
             &Names::none(),
         )
         .unwrap_err();
-        assert_eq!(e.0.len(), 3, "{e}");
+        assert_eq!(e.0.len(), 4, "{e}");
         assert!(e.0[1].starts_with("announce.addresses: '::1'"), "{e}");
     }
 

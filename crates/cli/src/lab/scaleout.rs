@@ -252,22 +252,7 @@ impl ScaleOutLab {
 
     /// The router's next hops for the VIP now (`ip route show VIP` in its namespace).
     pub fn next_hops(&self) -> Vec<String> {
-        let Ok(out) = self
-            .topology
-            .router
-            .ip(&["-4", "route", "show", &self.topology.vip])
-        else {
-            return Vec::new();
-        };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let words: Vec<&str> = text.split_whitespace().collect();
-        let mut hops: Vec<String> = words
-            .windows(2)
-            .filter(|w| w[0] == "via")
-            .map(|w| w[1].to_string())
-            .collect();
-        hops.sort();
-        hops
+        next_hops_of(&self.topology)
     }
 
     /// Waits until the router routes the VIP over exactly `n` next hops; how long it took.
@@ -492,6 +477,36 @@ impl ScaleOutLab {
     }
 }
 
+/// The router's next hops for the VIP in `topology`, sorted.
+fn next_hops_of(topology: &ScaleOutTopology) -> Vec<String> {
+    let Ok(out) = topology.router.ip(&["-4", "route", "show", &topology.vip]) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut hops: Vec<String> = words
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .map(|w| w[1].to_string())
+        .collect();
+    hops.sort();
+    hops
+}
+
+/// Waits until the router of `topology` has `n` next hops for the VIP (5 ms polls).
+fn wait_paths_of(topology: &ScaleOutTopology, n: usize, limit: Duration) -> LabResult<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if next_hops_of(topology).len() == n {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Err(LabError(format!(
+        "the router did not reach {n} paths to the VIP within {limit:?}"
+    )))
+}
+
 impl Drop for ScaleOutLab {
     fn drop(&mut self) {
         for director in &mut self.directors {
@@ -679,6 +694,11 @@ pub struct ExerciseReport {
     pub withdrawn_after_drain: Duration,
     /// From `xvs drain --undo` returning to the next hop being back.
     pub announced_after_undo: Duration,
+    /// From SIGTERM to the victim's next hop leaving the route (xvs withdraws, then
+    /// forwards for `stop_grace_ms` before it exits).
+    pub withdrawn_after_stop: Duration,
+    /// The victim's `xvsadm -L -n -c` just before the SIGTERM (after its restart).
+    pub victim_connections: String,
     /// The client's side of it all.
     pub client: ConversationsReport,
 }
@@ -713,20 +733,26 @@ impl std::fmt::Display for ExerciseReport {
             self.withdrawn_after_kill.as_secs_f64() * 1000.0,
             self.announced_after_restart.as_secs_f64() * 1000.0
         )?;
-        write!(
+        writeln!(
             f,
             "director{}: xvs drain -> withdrawn in {:.0} ms; --undo -> announced in {:.0} ms",
             self.victim + 1,
             self.withdrawn_after_drain.as_secs_f64() * 1000.0,
             self.announced_after_undo.as_secs_f64() * 1000.0
+        )?;
+        write!(
+            f,
+            "director{}: SIGTERM -> withdrawn in {:.0} ms",
+            self.victim + 1,
+            self.withdrawn_after_stop.as_secs_f64() * 1000.0
         )
     }
 }
 
 /// The scale-out lab's exercise: `conversations` long-lived conversations and a new
 /// connection every 100 ms run through the VIP while director `victim` is killed
-/// (SIGKILL), started again, drained and undrained; each change's effect on the router's
-/// route is timed. Returns what the client saw; judging it is the caller's.
+/// (SIGKILL), started again, drained, undrained and stopped (SIGTERM); each change's
+/// effect on the router's route is timed. Returns what the client saw; judging it is the caller's.
 pub fn exercise(
     lab: &mut ScaleOutLab,
     victim: usize,
@@ -757,6 +783,22 @@ pub fn exercise(
     let undone = Instant::now();
     lab.wait_paths(n, limit)?;
     let announced_after_undo = undone.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let victim_connections = lab.xvsadm(victim, "-L -n -c")?;
+    let stopping = Instant::now();
+    let (withdrawn, stopped) = std::thread::scope(|scope| {
+        let daemon = &mut lab.directors[victim];
+        let stopper = scope.spawn(move || daemon.stop());
+        let withdrawn = wait_paths_of(&lab.topology, n - 1, limit).map(|_| stopping.elapsed());
+        (withdrawn, stopper.join())
+    });
+    let withdrawn_after_stop = withdrawn?;
+    match stopped {
+        Ok(status) => {
+            status?;
+        }
+        Err(_) => return Err(LabError("stopping the director panicked".into())),
+    }
     let client = talk.finish()?;
     Ok(ExerciseReport {
         victim,
@@ -765,6 +807,8 @@ pub fn exercise(
         announced_after_restart,
         withdrawn_after_drain,
         announced_after_undo,
+        withdrawn_after_stop,
+        victim_connections,
         client,
     })
 }
