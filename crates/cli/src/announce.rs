@@ -17,8 +17,8 @@
 //! request per address and logged once.
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -73,6 +73,34 @@ pub struct Status {
     pub health: Result<(), String>,
 }
 
+/// What the announcer and the rest of the daemon share: the drain switch (`xvs drain`,
+/// reloads) and the VIPs on the device now (metrics).
+#[derive(Debug, Default)]
+pub struct Announced {
+    /// Hold nothing while set.
+    pub drained: AtomicBool,
+    held: Mutex<Vec<Ipv4Addr>>,
+}
+
+impl Announced {
+    /// Starting drained or not.
+    pub fn new(drained: bool) -> Announced {
+        Announced {
+            drained: AtomicBool::new(drained),
+            held: Mutex::default(),
+        }
+    }
+
+    /// The VIPs on the device now.
+    pub fn held(&self) -> Vec<Ipv4Addr> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_held(&self, vips: &[Ipv4Addr]) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = vips.to_vec();
+    }
+}
+
 /// The running announcer; dropping it (or [`Announcer::stop`]) removes the device, so the
 /// VIPs are withdrawn.
 pub struct Announcer {
@@ -81,11 +109,11 @@ pub struct Announcer {
 }
 
 impl Announcer {
-    /// Creates the device and starts checking, withdrawn while `drained` is set. Fails when
-    /// the device cannot be created.
+    /// Creates the device and starts checking, withdrawn while `shared.drained` is set.
+    /// Fails when the device cannot be created.
     pub fn start(
         config: &AnnounceConfig,
-        drained: Arc<AtomicBool>,
+        shared: Arc<Announced>,
         status: Arc<StatusFn>,
     ) -> std::io::Result<Announcer> {
         let tun = xvs_dataplane::local::open_tun(&config.device)?;
@@ -96,12 +124,13 @@ impl Announcer {
             ifindex,
             held: Vec::new(),
             withdrawn_for: None,
+            shared: shared.clone(),
         };
         let (only, interval) = (
             config.addresses.clone(),
             Duration::from_millis(u64::from(config.interval_ms.max(1))),
         );
-        let (thread_drained, thread_stop) = (drained.clone(), stop.clone());
+        let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("xvs-announce".into())
             .spawn(move || {
@@ -109,7 +138,7 @@ impl Announcer {
                 let _tun = tun;
                 while !thread_stop.load(Ordering::Relaxed) {
                     let status = status();
-                    let reason = if thread_drained.load(Ordering::Relaxed) {
+                    let reason = if shared.drained.load(Ordering::Relaxed) {
                         Some("drained".to_string())
                     } else {
                         status.health.err()
@@ -161,6 +190,8 @@ struct Holder {
     held: Vec<Ipv4Addr>,
     /// Why nothing is held, as last logged.
     withdrawn_for: Option<String>,
+    /// Where the held VIPs are published.
+    shared: Arc<Announced>,
 }
 
 impl Holder {
@@ -186,6 +217,7 @@ impl Holder {
         }
         if now_held != self.held {
             tracing::info!(device = %self.device, vips = ?now_held, "announced VIPs changed");
+            self.shared.set_held(&now_held);
         }
         self.held = now_held;
         if reason != self.withdrawn_for {

@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -42,7 +42,7 @@ use crate::health::runner::{Checkers, PassiveSink, PassiveWalker, ReportCheck};
 use crate::health::spec::CheckSpec;
 use crate::health::{DestKey, Health, HealthConfig};
 use crate::listing::{ListData, ServiceEntry, Timeouts};
-use crate::metrics::{BackendHealth, DataplaneMetrics, MetricsServer, Scrape};
+use crate::metrics::{AnnounceMetrics, BackendHealth, DataplaneMetrics, MetricsServer, Scrape};
 use xvs_conntrack::ConnTable;
 use xvs_dataplane::sync::Role;
 
@@ -221,9 +221,10 @@ pub struct DataplaneDirector<P: Dataplane> {
     health: Health,
     /// The table in force, as last published.
     effective: ServiceTableSpec,
-    /// Scale-out: the announcer's drain switch, and the file's `drain` as last applied (a
-    /// reload applies the file's value only when it changed, so `xvs drain` lasts).
-    drain: Option<(Arc<AtomicBool>, bool)>,
+    /// Scale-out: what the announcer shares (drain switch, VIPs held), and the file's
+    /// `drain` as last applied (a reload applies the file's value only when it changed, so
+    /// `xvs drain` lasts).
+    drain: Option<(Arc<crate::announce::Announced>, bool)>,
 }
 
 impl<P: Dataplane> DataplaneDirector<P> {
@@ -240,10 +241,10 @@ impl<P: Dataplane> DataplaneDirector<P> {
         }
     }
 
-    /// With the announcer's drain switch (its value is the file's `drain`).
-    pub fn with_drain(mut self, drained: Arc<AtomicBool>) -> Self {
-        let file = drained.load(Ordering::Relaxed);
-        self.drain = Some((drained, file));
+    /// With the announcer's shared state (its drain switch is the file's `drain`).
+    pub fn with_announce(mut self, shared: Arc<crate::announce::Announced>) -> Self {
+        let file = shared.drained.load(Ordering::Relaxed);
+        self.drain = Some((shared, file));
         self
     }
 
@@ -253,7 +254,7 @@ impl<P: Dataplane> DataplaneDirector<P> {
             && *last != file_drain
         {
             *last = file_drain;
-            switch.store(file_drain, Ordering::Relaxed);
+            switch.drained.store(file_drain, Ordering::Relaxed);
             tracing::info!(drained = file_drain, "announce.drain changed by the reload");
         }
     }
@@ -404,10 +405,23 @@ impl<P: Dataplane> DataplaneDirector<P> {
             })
             .collect();
         health.sort_by_key(|h| (h.service, h.addr, h.port));
+        let announce = self.drain.as_ref().map(|(shared, _)| {
+            let held = shared.held();
+            AnnounceMetrics {
+                drained: shared.drained.load(Ordering::Relaxed),
+                vips: self
+                    .announce_status()
+                    .vips
+                    .into_iter()
+                    .map(|vip| (vip, held.contains(&vip)))
+                    .collect(),
+            }
+        });
         Scrape {
             services,
             dataplane: self.dataplane.metrics(),
             health,
+            announce,
         }
     }
 
@@ -484,8 +498,8 @@ impl<P: Dataplane> Director for DataplaneDirector<P> {
     }
 
     fn set_drained(&mut self, drained: bool) -> Result<(), String> {
-        let (switch, _) = self.drain.as_ref().ok_or(NO_ANNOUNCE)?;
-        switch.store(drained, Ordering::Relaxed);
+        let (shared, _) = self.drain.as_ref().ok_or(NO_ANNOUNCE)?;
+        shared.drained.store(drained, Ordering::Relaxed);
         tracing::info!(drained, "xvs drain");
         Ok(())
     }
@@ -690,16 +704,16 @@ pub fn run<P: Dataplane>(args: RunArgs, dataplane: P) -> Result<(), DaemonError>
         .reload_sync(&loaded.daemon.sync)
         .map_err(DaemonError::Dataplane)?;
     // Scale-out: the VIPs on the announce device while this director forwards.
-    let drained = Arc::new(AtomicBool::new(
+    let announced = Arc::new(crate::announce::Announced::new(
         loaded.daemon.announce.as_ref().is_some_and(|a| a.drain),
     ));
     if loaded.daemon.announce.is_some() {
-        director = director.with_drain(drained.clone());
+        director = director.with_announce(announced.clone());
     }
     let director = Arc::new(Mutex::new(director));
     let mut announcer = match &loaded.daemon.announce {
         Some(config) => Some(
-            crate::announce::Announcer::start(config, drained, announce_status(&director))
+            crate::announce::Announcer::start(config, announced, announce_status(&director))
                 .map_err(|e| {
                     DaemonError::Dataplane(format!("announce.device {}: {e}", config.device))
                 })?,
@@ -840,9 +854,10 @@ mod tests {
     fn drain_is_refused_without_an_announcer_and_a_reload_applies_only_a_changed_value() {
         let mut plain = DataplaneDirector::new(TableOnlyDirector::default(), Recorder::default());
         assert_eq!(plain.set_drained(true), Err(NO_ANNOUNCE.to_string()));
-        let switch = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(crate::announce::Announced::new(false));
+        let switch = &shared.drained;
         let mut d = DataplaneDirector::new(TableOnlyDirector::default(), Recorder::default())
-            .with_drain(switch.clone());
+            .with_announce(shared.clone());
         assert_eq!(d.set_drained(true), Ok(()));
         assert!(switch.load(Ordering::Relaxed), "xvs drain");
         d.reload_drain(false);
@@ -850,9 +865,18 @@ mod tests {
             switch.load(Ordering::Relaxed),
             "the file still says false: xvs drain lasts"
         );
+        assert_eq!(
+            d.scrape().announce,
+            Some(AnnounceMetrics {
+                drained: true,
+                vips: Vec::new()
+            }),
+            "the metrics say so"
+        );
         d.reload_drain(true);
         d.reload_drain(false);
         assert!(!switch.load(Ordering::Relaxed), "the file changed to false");
+        assert_eq!(plain.scrape().announce, None, "no [announce], no metrics");
         assert_eq!(
             d.announce_status().health,
             Err("no dataplane forwards (--control-only)".to_string()),
