@@ -127,8 +127,6 @@ while True:
             broken(e)
             continue
     wake = start + seq * INTERVAL if sending else end + GRACE
-    if sending:
-        wake = min(wake, now + INTERVAL / n)
     readable, _, _ = select.select([c], [], [], max(0.0, wake - time.monotonic()))
     if not readable:
         continue
