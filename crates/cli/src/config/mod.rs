@@ -1027,6 +1027,9 @@ mod tests {
             e.0,
             vec!["options.sloppy_sctp: xvs has no SCTP services (sloppy_tcp is for TCP)"]
         );
+        let e = parse_str("[options]\nsloppy_tcp = 1\n", &Names::none()).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.0[0].contains("sloppy_tcp"), "{e}");
     }
 
     #[test]
