@@ -63,12 +63,15 @@ pub struct CompareOptions {
     pub forwarder_cpu: usize,
 }
 
-/// The two forwarders.
+/// Who forwards in a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Forwarder {
     /// xvs on AF_XDP.
     Xvs,
+    /// xvs's I/O ceiling (`xvs run --io-ceiling`): the same daemon, sockets and worker loop,
+    /// each frame only re-addressed (Ethernet header) toward a real server and sent.
+    Ceiling,
     /// nftables DNAT with numgen round robin.
     Kernel,
 }
@@ -77,6 +80,7 @@ impl Forwarder {
     fn name(self) -> &'static str {
         match self {
             Forwarder::Xvs => "xvs",
+            Forwarder::Ceiling => "ceiling",
             Forwarder::Kernel => "kernel",
         }
     }
@@ -118,6 +122,10 @@ pub struct Comparison {
     pub kernel_mpps: f64,
     /// `xvs_mpps / kernel_mpps`.
     pub ratio: f64,
+    /// Median forwarded Mpps of xvs's I/O ceiling.
+    pub ceiling_mpps: f64,
+    /// `xvs_mpps / ceiling_mpps`.
+    pub ceiling_ratio: f64,
     /// Connections per second through xvs.
     pub xvs_cps: Option<CpsResult>,
     /// Connections per second through the kernel.
@@ -222,7 +230,7 @@ impl Bench {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn start_xvs(&mut self) -> LabResult<()> {
+    fn start_xvs(&mut self, io_ceiling: bool) -> LabResult<()> {
         let ifaces = &self.topology.director_ifaces;
         let config = format!(
             "[daemon]\nexternal = \"{}\"\ninternal = \"{}\"\nqueues = 1\ncores = [{}]\n\
@@ -242,6 +250,7 @@ impl Bench {
             .arg(&config_path)
             .arg("--socket")
             .arg(self.dir.join("xvs.sock"))
+            .args(io_ceiling.then_some("--io-ceiling"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(err)?)
@@ -287,6 +296,21 @@ impl Bench {
         let _ = child.kill();
         let _ = child.wait();
         Ok(())
+    }
+
+    fn start(&mut self, forwarder: Forwarder) -> LabResult<()> {
+        match forwarder {
+            Forwarder::Xvs => self.start_xvs(false),
+            Forwarder::Ceiling => self.start_xvs(true),
+            Forwarder::Kernel => self.kernel_on(),
+        }
+    }
+
+    fn stop(&mut self, forwarder: Forwarder) -> LabResult<()> {
+        match forwarder {
+            Forwarder::Xvs | Forwarder::Ceiling => self.stop_xvs(),
+            Forwarder::Kernel => self.kernel_off(),
+        }
     }
 
     fn kernel_on(&self) -> LabResult<()> {
@@ -410,10 +434,7 @@ impl Bench {
     }
 
     fn round(&mut self, forwarder: Forwarder, round: u32) -> LabResult<Round> {
-        match forwarder {
-            Forwarder::Xvs => self.start_xvs()?,
-            Forwarder::Kernel => self.kernel_on()?,
-        }
+        self.start(forwarder)?;
         // Untimed: neighbours resolve, flows open.
         self.send(1.0, WARM_UP_RATE, false)?;
         let servers_before = self.server_counts()?;
@@ -425,10 +446,7 @@ impl Bench {
         let daemon_after = self.xvs.as_ref().and_then(|c| process_cpu_ns(c.id()));
         let cpu_after = CpuTimes::read()?;
         let servers_after = self.server_counts()?;
-        match forwarder {
-            Forwarder::Xvs => self.stop_xvs()?,
-            Forwarder::Kernel => self.kernel_off()?,
-        }
+        self.stop(forwarder)?;
         let per_server: Vec<u64> = servers_after
             .iter()
             .zip(&servers_before)
@@ -455,26 +473,17 @@ impl Bench {
 
     /// A paced run with listeners on both real servers: one-way latency, loss, spread.
     fn latency(&mut self, forwarder: Forwarder) -> LabResult<Summary> {
-        match forwarder {
-            Forwarder::Xvs => self.start_xvs()?,
-            Forwarder::Kernel => self.kernel_on()?,
-        }
+        self.start(forwarder)?;
         let rate = self.options.latency_rate.to_string();
         let result = self
             .send(1.0, WARM_UP_RATE, false)
             .and_then(|_| self.send(LATENCY_SECONDS, &rate, true));
-        match forwarder {
-            Forwarder::Xvs => self.stop_xvs()?,
-            Forwarder::Kernel => self.kernel_off()?,
-        }
+        self.stop(forwarder)?;
         result
     }
 
     fn cps(&mut self, forwarder: Forwarder) -> LabResult<CpsResult> {
-        match forwarder {
-            Forwarder::Xvs => self.start_xvs()?,
-            Forwarder::Kernel => self.kernel_on()?,
-        }
+        self.start(forwarder)?;
         let target = format!("{}:{VIP_PORT}", self.topology.vip);
         let result = self.client_run(&[
             "cps",
@@ -486,10 +495,7 @@ impl Bench {
             &self.options.cps_threads.to_string(),
             "--json",
         ]);
-        match forwarder {
-            Forwarder::Xvs => self.stop_xvs()?,
-            Forwarder::Kernel => self.kernel_off()?,
-        }
+        self.stop(forwarder)?;
         serde_json::from_slice(&result?).map_err(|e| LabError(format!("cps output: {e}")))
     }
 }
@@ -592,7 +598,7 @@ pub fn run(
     let mut bench = Bench::new(options.clone())?;
     let mut rounds = Vec::new();
     for r in 1..=options.rounds {
-        for forwarder in [Forwarder::Xvs, Forwarder::Kernel] {
+        for forwarder in [Forwarder::Xvs, Forwarder::Ceiling, Forwarder::Kernel] {
             check()?;
             let round = bench.round(forwarder, r)?;
             progress(&format!(
@@ -634,16 +640,16 @@ pub fn run(
         )
     };
     let (xvs_mpps, kernel_mpps) = (mpps_of(Forwarder::Xvs), mpps_of(Forwarder::Kernel));
+    let ceiling_mpps = mpps_of(Forwarder::Ceiling);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     Ok(Comparison {
         xdp_mode: bench.xdp_mode.clone(),
         rounds,
         xvs_mpps,
         kernel_mpps,
-        ratio: if kernel_mpps > 0.0 {
-            xvs_mpps / kernel_mpps
-        } else {
-            0.0
-        },
+        ratio: ratio(xvs_mpps, kernel_mpps),
+        ceiling_mpps,
+        ceiling_ratio: ratio(xvs_mpps, ceiling_mpps),
         xvs_cps,
         kernel_cps,
         xvs_latency,
@@ -701,6 +707,10 @@ impl Comparison {
         s += &format!(
             "\nmedian forwarded: xvs {:.3} Mpps, kernel {:.3} Mpps, ratio xvs/kernel {:.2} (AF_XDP {} mode)\n",
             self.xvs_mpps, self.kernel_mpps, self.ratio, self.xdp_mode
+        );
+        s += &format!(
+            "I/O ceiling (same sockets and worker loop, Ethernet header only): {:.3} Mpps, xvs/ceiling {:.2}\n",
+            self.ceiling_mpps, self.ceiling_ratio
         );
         if let (Some(x), Some(k)) = (&self.xvs_latency, &self.kernel_latency) {
             s += &format!(
@@ -774,6 +784,8 @@ mod tests {
             xvs_mpps: 0.4,
             kernel_mpps: 0.5,
             ratio: 0.8,
+            ceiling_mpps: 0.5,
+            ceiling_ratio: 0.8,
             xvs_cps: None,
             kernel_cps: None,
             xvs_latency: None,
@@ -801,5 +813,6 @@ mod tests {
             text.contains("ratio xvs/kernel 0.80 (AF_XDP copy mode)"),
             "{text}"
         );
+        assert!(text.contains("0.500 Mpps, xvs/ceiling 0.80"), "{text}");
     }
 }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use xvs_conntrack::{Config, ConnTable, Listed, Options, SetTimeouts, ShardStats};
 
 use crate::afxdp::{AfXdpPorts, CopyMode, XskConfig};
+use crate::ceiling::IoCeiling;
 use crate::local::LocalDelivery;
 use crate::neigh::NeighbourCache;
 use crate::netdev::NetDev;
@@ -59,6 +60,9 @@ pub struct RuntimeConfig {
     pub options: Options,
     /// `--set tcp tcpfin udp`.
     pub timeouts: SetTimeouts,
+    /// Run the workers' I/O ceiling ([`crate::ceiling`]) instead of the pipeline: for
+    /// `make bench-compare` only.
+    pub io_ceiling: bool,
 }
 
 /// Why the director could not start.
@@ -317,6 +321,7 @@ impl Runtime {
                 .cores
                 .as_ref()
                 .and_then(|c| c.get(queue as usize).copied());
+            let io_ceiling = config.io_ceiling;
             let handle = std::thread::Builder::new()
                 .name(format!("xvs-worker-{queue}"))
                 .spawn(move || {
@@ -325,8 +330,18 @@ impl Runtime {
                     {
                         tracing::warn!(queue, core, "could not pin the worker");
                     }
-                    let mut pipeline = Pipeline::new(queue as u16, shard, shared);
-                    let result = worker::run(&mut ports, &mut pipeline, inputs);
+                    let result = if io_ceiling {
+                        tracing::warn!(
+                            queue,
+                            "I/O ceiling: frames are only re-addressed, not load balanced"
+                        );
+                        // The shard stays alive (and empty) as long as the worker runs.
+                        let _shard = shard;
+                        worker::run(&mut ports, &mut IoCeiling::new(shared), inputs)
+                    } else {
+                        let mut pipeline = Pipeline::new(queue as u16, shard, shared);
+                        worker::run(&mut ports, &mut pipeline, inputs)
+                    };
                     if let Err(e) = &result {
                         tracing::error!(queue, error = %e, "worker stopped");
                     }
