@@ -50,6 +50,10 @@ pub struct CompareOptions {
     pub cps_threads: usize,
     /// Packets per second of the latency test, listening at the real servers (0: skip).
     pub latency_rate: u64,
+    /// Bulk downloads per forwarder (alternating; 0: skip).
+    pub bulk_rounds: u32,
+    /// MiB of each bulk download.
+    pub bulk_mib: u64,
     /// The `xvs` binary.
     pub xvs: PathBuf,
     /// The `xvsadm` binary.
@@ -109,6 +113,24 @@ pub struct Round {
     pub daemon_ns_per_packet: Option<f64>,
 }
 
+/// One bulk download: a single HTTP GET of `bulk_mib` MiB by `curl` in the client
+/// namespace from a real server through the forwarder.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkRound {
+    /// Who forwarded.
+    pub forwarder: Forwarder,
+    /// Round number, from 1.
+    pub round: u32,
+    /// Bytes curl received.
+    pub bytes: u64,
+    /// Seconds the transfer took (curl's `time_total`, connection included).
+    pub seconds: f64,
+    /// `bytes / seconds / 10^6`.
+    pub mb_per_s: f64,
+    /// TCP segments the real servers retransmitted meanwhile (`RetransSegs`).
+    pub retransmits: u64,
+}
+
 /// Everything a run found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
@@ -130,6 +152,12 @@ pub struct Comparison {
     pub xvs_cps: Option<CpsResult>,
     /// Connections per second through the kernel.
     pub kernel_cps: Option<CpsResult>,
+    /// Bulk downloads, in the order run.
+    pub bulk: Vec<BulkRound>,
+    /// Median MB/s of xvs's bulk downloads.
+    pub xvs_bulk_mb_per_s: f64,
+    /// Median MB/s of the kernel's.
+    pub kernel_bulk_mb_per_s: f64,
     /// The paced run through xvs with listeners at the real servers.
     pub xvs_latency: Option<Summary>,
     /// The same through the kernel.
@@ -140,6 +168,8 @@ pub struct Comparison {
 const LATENCY_SECONDS: f64 = 3.0;
 
 const VIP_PORT: u16 = 80;
+/// The bulk download's service port (HTTP, `xvs-pktgen http-bytes` on the real servers).
+const BULK_PORT: u16 = 8080;
 /// Packets per second of the untimed warm-up before each round (neighbours, flows).
 const WARM_UP_RATE: &str = "20k";
 
@@ -196,6 +226,24 @@ impl Bench {
                 .command(&bench.options.pktgen.to_string_lossy());
             sink.args(["tcp-sink", "--port", &VIP_PORT.to_string()]);
             let child = sink
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(err)?;
+            bench.helpers.push(child);
+            let mut http = bench.topology.real_servers[i]
+                .ns
+                .command(&bench.options.pktgen.to_string_lossy());
+            let bytes = (bench.options.bulk_mib << 20).to_string();
+            http.args([
+                "http-bytes",
+                "--port",
+                &BULK_PORT.to_string(),
+                "--bytes",
+                &bytes,
+            ]);
+            let child = http
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -260,12 +308,10 @@ impl Bench {
             self.xvsadm("-L -n").is_ok()
         })?;
         let vip = &self.topology.vip;
-        for proto in ["-u", "-t"] {
-            self.xvsadm(&format!("-A {proto} {vip}:{VIP_PORT} -s rr"))?;
+        for (proto, port) in [("-u", VIP_PORT), ("-t", VIP_PORT), ("-t", BULK_PORT)] {
+            self.xvsadm(&format!("-A {proto} {vip}:{port} -s rr"))?;
             for rip in self.rips() {
-                self.xvsadm(&format!(
-                    "-a {proto} {vip}:{VIP_PORT} -r {rip}:{VIP_PORT} -m"
-                ))?;
+                self.xvsadm(&format!("-a {proto} {vip}:{port} -r {rip}:{port} -m"))?;
             }
         }
         let log = std::fs::read_to_string(self.dir.join("xvs.log")).unwrap_or_default();
@@ -279,6 +325,14 @@ impl Bench {
     }
 
     fn stop_xvs(&mut self) -> LabResult<()> {
+        if self.xvs.is_none() {
+            return Ok(());
+        }
+        if std::env::var_os("XVS_COMPARE_DEBUG").is_some()
+            && let Ok(text) = self.xvsadm("--dataplane")
+        {
+            eprintln!("{text}");
+        }
         let Some(mut child) = self.xvs.take() else {
             return Ok(());
         };
@@ -289,6 +343,12 @@ impl Bench {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if child.try_wait().map_err(err)?.is_some() {
+                if std::env::var_os("XVS_COMPARE_DEBUG").is_some() {
+                    let log = std::fs::read_to_string(self.dir.join("xvs.log")).unwrap_or_default();
+                    for line in log.lines().filter(|l| l.contains("kernel counters")) {
+                        eprintln!("{line}");
+                    }
+                }
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -320,7 +380,7 @@ impl Bench {
         let script = format!(
             "table ip xvsbench {{\n  chain pre {{\n    type nat hook prerouting priority -100;\n    \
              ip daddr {vip} udp dport {VIP_PORT} dnat to numgen inc mod 2 map {map}\n    \
-             ip daddr {vip} tcp dport {VIP_PORT} dnat to numgen inc mod 2 map {map}\n  }}\n}}\n"
+             ip daddr {vip} tcp dport {{ {VIP_PORT}, {BULK_PORT} }} dnat to numgen inc mod 2 map {map}\n  }}\n}}\n"
         );
         let path = self.dir.join("dnat.nft");
         std::fs::write(&path, script).map_err(err)?;
@@ -482,8 +542,79 @@ impl Bench {
         result
     }
 
+    /// TCP segments the real servers have retransmitted so far (`/proc/net/snmp`, per
+    /// namespace).
+    fn server_retransmits(&self) -> LabResult<u64> {
+        let mut total = 0;
+        for rs in &self.topology.real_servers {
+            let out = rs.ns.exec("cat", &["/proc/net/snmp"])?;
+            total += parse_retrans_segs(&String::from_utf8_lossy(&out.stdout))
+                .ok_or_else(|| LabError("no Tcp RetransSegs in /proc/net/snmp".into()))?;
+        }
+        Ok(total)
+    }
+
+    /// One bulk download through `forwarder`: `curl` in the client namespace, pinned to the
+    /// client CPU, fetching `bulk_mib` MiB from VIP:8080.
+    fn bulk(&mut self, forwarder: Forwarder, round: u32) -> LabResult<BulkRound> {
+        self.start(forwarder)?;
+        let result = self.send(1.0, WARM_UP_RATE, false).and_then(|_| {
+            let before = self.server_retransmits()?;
+            let url = format!("http://{}:{BULK_PORT}/bulk", self.topology.vip);
+            let cpu = self.options.client_cpu.to_string();
+            let out = xvs_lab::netns::run(
+                "taskset",
+                &[
+                    "-c",
+                    &cpu,
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.topology.client.name(),
+                    "curl",
+                    "-s",
+                    "--fail",
+                    "--max-time",
+                    "60",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{size_download} %{time_total}",
+                    &url,
+                ],
+            )?;
+            let after = self.server_retransmits()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let (bytes, seconds) = parse_curl_size_time(&text)
+                .ok_or_else(|| LabError(format!("curl printed {text:?}")))?;
+            if bytes != self.options.bulk_mib << 20 {
+                return Err(LabError(format!(
+                    "bulk download got {bytes} bytes of {}",
+                    self.options.bulk_mib << 20
+                )));
+            }
+            Ok(BulkRound {
+                forwarder,
+                round,
+                bytes,
+                seconds,
+                mb_per_s: bytes as f64 / seconds.max(1e-9) / 1e6,
+                retransmits: after.saturating_sub(before),
+            })
+        });
+        self.stop(forwarder)?;
+        result
+    }
+
     fn cps(&mut self, forwarder: Forwarder) -> LabResult<CpsResult> {
         self.start(forwarder)?;
+        // Untimed, as before the other phases: the real servers' neighbours resolve first.
+        // Without it xvs drops the first SYNs while they resolve (the kernel queues them),
+        // and each connecting thread's first attempt waits out the 1 s timeout.
+        if let Err(e) = self.send(1.0, WARM_UP_RATE, false) {
+            self.stop(forwarder)?;
+            return Err(e);
+        }
         let target = format!("{}:{VIP_PORT}", self.topology.vip);
         let result = self.client_run(&[
             "cps",
@@ -498,6 +629,23 @@ impl Bench {
         self.stop(forwarder)?;
         serde_json::from_slice(&result?).map_err(|e| LabError(format!("cps output: {e}")))
     }
+}
+
+/// `Tcp: ... RetransSegs ...` from `/proc/net/snmp` text (a header line, then values).
+fn parse_retrans_segs(snmp: &str) -> Option<u64> {
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let names = tcp.next()?;
+    let values = tcp.next()?;
+    let at = names.split_whitespace().position(|n| n == "RetransSegs")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// `"67108864 0.412345"`, curl's `%{size_download} %{time_total}`.
+fn parse_curl_size_time(text: &str) -> Option<(u64, f64)> {
+    let mut words = text.split_whitespace();
+    let bytes = words.next()?.parse().ok()?;
+    let seconds = words.next()?.parse().ok()?;
+    Some((bytes, seconds))
 }
 
 fn parse_summary(json: &str) -> LabResult<Summary> {
@@ -630,6 +778,30 @@ pub fn run(
         progress(&format!("cps kernel: {:.0}/s", k.per_second));
         (xvs_cps, kernel_cps) = (Some(x), Some(k));
     }
+    let mut bulk = Vec::new();
+    for r in 1..=options.bulk_rounds {
+        for forwarder in [Forwarder::Xvs, Forwarder::Kernel] {
+            check()?;
+            let b = bench.bulk(forwarder, r)?;
+            progress(&format!(
+                "bulk {r} {:6}: {:.1} MB/s ({} retransmits)",
+                forwarder.name(),
+                b.mb_per_s,
+                b.retransmits
+            ));
+            bulk.push(b);
+        }
+    }
+    let bulk_of = |f: Forwarder| {
+        median(
+            bulk.iter()
+                .filter(|b| b.forwarder == f)
+                .map(|b| b.mb_per_s)
+                .collect(),
+        )
+    };
+    let (xvs_bulk_mb_per_s, kernel_bulk_mb_per_s) =
+        (bulk_of(Forwarder::Xvs), bulk_of(Forwarder::Kernel));
     let mpps_of = |f: Forwarder| {
         median(
             rounds
@@ -652,6 +824,9 @@ pub fn run(
         ceiling_ratio: ratio(xvs_mpps, ceiling_mpps),
         xvs_cps,
         kernel_cps,
+        bulk,
+        xvs_bulk_mb_per_s,
+        kernel_bulk_mb_per_s,
         xvs_latency,
         kernel_latency,
     })
@@ -670,6 +845,21 @@ fn latency_line(s: &Summary) -> String {
         "{latency}; loss {:.3}%; per real server {}",
         s.loss_percent.unwrap_or(0.0),
         spread.join(" / ")
+    )
+}
+
+/// `12000 handshakes (300 reset by the server before the client looked, 2 SYN retransmits),
+/// 0 failed; handshake p50 .. µs, p90 .., p99 .., max ..`.
+fn cps_line(c: &CpsResult) -> String {
+    let times = c.handshake.map_or("no handshakes".to_string(), |h| {
+        format!(
+            "handshake p50 {:.0} µs, p90 {:.0}, p99 {:.0}, max {:.0}",
+            h.p50_us, h.p90_us, h.p99_us, h.max_us
+        )
+    });
+    format!(
+        "{} handshakes ({} reset by the server before the client looked, {} with a SYN retransmit), {} failed; {times}",
+        c.connections, c.reset_after_handshake, c.syn_retransmitted, c.failures
     )
 }
 
@@ -721,6 +911,33 @@ impl Comparison {
                 latency_line(k)
             );
         }
+        if !self.bulk.is_empty() {
+            let rounds: Vec<String> = self
+                .bulk
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{} {:.1} ({} retransmits)",
+                        b.forwarder.name(),
+                        b.mb_per_s,
+                        b.retransmits
+                    )
+                })
+                .collect();
+            let ratio = if self.kernel_bulk_mb_per_s > 0.0 {
+                self.xvs_bulk_mb_per_s / self.kernel_bulk_mb_per_s
+            } else {
+                0.0
+            };
+            s += &format!(
+                "bulk download ({} MiB over one HTTP connection, curl): median xvs {:.1} MB/s, kernel {:.1} MB/s, ratio {:.2}; rounds: {}\n",
+                options.bulk_mib,
+                self.xvs_bulk_mb_per_s,
+                self.kernel_bulk_mb_per_s,
+                ratio,
+                rounds.join(", ")
+            );
+        }
         if let (Some(x), Some(k)) = (&self.xvs_cps, &self.kernel_cps) {
             let ratio = if k.per_second > 0.0 {
                 x.per_second / k.per_second
@@ -728,8 +945,13 @@ impl Comparison {
                 0.0
             };
             s += &format!(
-                "connections per second (TCP connect + RST close, {} threads): xvs {:.0} ({} failed), kernel {:.0} ({} failed), ratio {:.2}\n",
-                options.cps_threads, x.per_second, x.failures, k.per_second, k.failures, ratio
+                "connections per second (TCP connect + RST close, {} threads): xvs {:.0}, kernel {:.0}, ratio {:.2}\n  xvs:    {}\n  kernel: {}\n",
+                options.cps_threads,
+                x.per_second,
+                k.per_second,
+                ratio,
+                cps_line(x),
+                cps_line(k)
             );
         }
         s
@@ -756,6 +978,19 @@ mod tests {
         assert_eq!(parse_process_ticks(stat), Some(325));
         assert_eq!(parse_process_ticks("garbage"), None);
         assert!(process_cpu_ns(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn retransmits_and_curl_figures_are_read() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Tcp: RtoAlgorithm RtoMin RetransSegs InErrs\nTcp: 1 200 17 0\n";
+        assert_eq!(parse_retrans_segs(snmp), Some(17));
+        assert_eq!(parse_retrans_segs("Ip: 1\n"), None);
+        assert_eq!(
+            parse_curl_size_time("67108864 0.412500"),
+            Some((67108864, 0.4125))
+        );
+        assert_eq!(parse_curl_size_time("oops"), None);
     }
 
     #[test]
@@ -788,6 +1023,9 @@ mod tests {
             ceiling_ratio: 0.8,
             xvs_cps: None,
             kernel_cps: None,
+            bulk: Vec::new(),
+            xvs_bulk_mb_per_s: 0.0,
+            kernel_bulk_mb_per_s: 0.0,
             xvs_latency: None,
             kernel_latency: None,
         };
@@ -798,6 +1036,8 @@ mod tests {
             cps_seconds: 0.0,
             cps_threads: 1,
             latency_rate: 0,
+            bulk_rounds: 0,
+            bulk_mib: 64,
             xvs: "xvs".into(),
             xvsadm: "xvsadm".into(),
             pktgen: "xvs-pktgen".into(),

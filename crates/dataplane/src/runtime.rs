@@ -28,6 +28,7 @@ use crate::ceiling::IoCeiling;
 use crate::local::LocalDelivery;
 use crate::neigh::NeighbourCache;
 use crate::netdev::NetDev;
+use crate::packet_io::PacketIo;
 use crate::pipeline::counters::WorkerCounters;
 use crate::pipeline::{Pipeline, ResolveQueue, Shared};
 use crate::publish::Published;
@@ -345,6 +346,7 @@ impl Runtime {
                     if let Err(e) = &result {
                         tracing::error!(queue, error = %e, "worker stopped");
                     }
+                    log_socket_losses(&ports);
                     result
                 })?;
             started.handles.push(handle);
@@ -644,5 +646,24 @@ mod tests {
             parse_default_gateways(text),
             vec![("eth0".to_string(), Ipv4Addr::new(192, 168, 40, 254))]
         );
+    }
+}
+
+/// Logs, as a worker stops, what the kernel dropped at its AF_XDP sockets: losses the
+/// worker's own counters cannot see (a full RX ring, an empty fill ring).
+fn log_socket_losses(ports: &AfXdpPorts) {
+    for port in 0..ports.port_count() {
+        if let Ok(s) = ports.kernel_stats(port) {
+            tracing::info!(
+                iface = ports.ifname(port).unwrap_or("?"),
+                queue = ports.queue(),
+                rx_dropped = s.rx_dropped,
+                rx_ring_full = s.rx_ring_full,
+                rx_fill_ring_empty = s.rx_fill_ring_empty,
+                rx_invalid_descs = s.rx_invalid_descs,
+                tx_invalid_descs = s.tx_invalid_descs,
+                "AF_XDP socket kernel counters"
+            );
+        }
     }
 }
