@@ -280,9 +280,15 @@ impl Bench {
 
     fn start_xvs(&mut self, io_ceiling: bool) -> LabResult<()> {
         let ifaces = &self.topology.director_ifaces;
+        // IPVS's default table size (4096 -> 262144 entries), the same number of entries as
+        // the kernel's nf_conntrack_max here. A much larger table (1048576 -> 67M entries,
+        // 7 GiB of untouched huge-page-advised memory) makes every new flow in a fresh
+        // region take a 2 MiB page fault, zeroing and often compaction on the worker: the
+        // first second of each xvs phase then lost most frames and CPS runs stalled for
+        // seconds.
         let config = format!(
             "[daemon]\nexternal = \"{}\"\ninternal = \"{}\"\nqueues = 1\ncores = [{}]\n\
-             conn_table_size = 1048576\n",
+             conn_table_size = 4096\n",
             ifaces[0], ifaces[1], self.options.forwarder_cpu
         );
         let config_path = self.dir.join("xvs.toml");

@@ -654,7 +654,11 @@ mod tests {
 fn log_socket_losses(ports: &AfXdpPorts) {
     for port in 0..ports.port_count() {
         if let Ok(s) = ports.kernel_stats(port) {
+            let own = ports.stats(port);
             tracing::info!(
+                rx_packets = own.rx_packets,
+                tx_packets = own.tx_packets,
+                wakeups = own.wakeups,
                 iface = ports.ifname(port).unwrap_or("?"),
                 queue = ports.queue(),
                 rx_dropped = s.rx_dropped,
