@@ -60,6 +60,8 @@ pub struct CompareOptions {
     pub xvsadm: PathBuf,
     /// This program (`xvs-pktgen`), run inside the namespaces.
     pub pktgen: PathBuf,
+    /// Niceness of the xvs daemon (its worker busy-polls the forwarder CPU).
+    pub xvs_nice: i32,
     /// CPU the client (sender, connecting threads) is pinned to.
     pub client_cpu: usize,
     /// CPU the forwarder works on: xvs's worker is pinned there; the kernel's forwarding is
@@ -298,11 +300,12 @@ impl Bench {
         let config_path = self.dir.join("xvs.toml");
         std::fs::write(&config_path, config).map_err(err)?;
         let log = std::fs::File::create(self.dir.join("xvs.log")).map_err(err)?;
-        let mut command = self
-            .topology
-            .director
-            .command(&self.options.xvs.to_string_lossy());
+        // `nice` execs xvs, so the child's pid stays the daemon's (`--xvs-nice`: the kernel's
+        // forwarding runs in softirq, which pre-empts any process on its CPU).
+        let mut command = self.topology.director.command("nice");
         command
+            .args(["-n", &self.options.xvs_nice.to_string()])
+            .arg(&self.options.xvs)
             .arg("run")
             .arg("--config")
             .arg(&config_path)
@@ -1068,6 +1071,7 @@ mod tests {
             xvs: "xvs".into(),
             xvsadm: "xvsadm".into(),
             pktgen: "xvs-pktgen".into(),
+            xvs_nice: -20,
             client_cpu: 0,
             forwarder_cpu: 1,
         };
