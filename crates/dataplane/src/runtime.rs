@@ -633,22 +633,6 @@ impl Runtime {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_default_gateways_from_proc_net_route() {
-        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                    eth0\t00000000\tFE28A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-                    eth0\t0028A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
-        assert_eq!(
-            parse_default_gateways(text),
-            vec![("eth0".to_string(), Ipv4Addr::new(192, 168, 40, 254))]
-        );
-    }
-}
-
 /// Logs, as a worker stops, what the kernel dropped at its AF_XDP sockets: losses the
 /// worker's own counters cannot see (a full RX ring, an empty fill ring).
 fn log_socket_losses(ports: &AfXdpPorts) {
@@ -669,5 +653,21 @@ fn log_socket_losses(ports: &AfXdpPorts) {
                 "AF_XDP socket kernel counters"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_default_gateways_from_proc_net_route() {
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t00000000\tFE28A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                    eth0\t0028A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(
+            parse_default_gateways(text),
+            vec![("eth0".to_string(), Ipv4Addr::new(192, 168, 40, 254))]
+        );
     }
 }
