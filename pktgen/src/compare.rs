@@ -374,16 +374,43 @@ impl Bench {
     fn start(&mut self, forwarder: Forwarder) -> LabResult<()> {
         match forwarder {
             Forwarder::Xvs => self.start_xvs(false),
-            Forwarder::Ceiling => self.start_xvs(true),
+            Forwarder::Ceiling => {
+                self.vip_on_real_servers(true)?;
+                self.start_xvs(true)
+            }
             Forwarder::Kernel => self.kernel_on(),
         }
     }
 
     fn stop(&mut self, forwarder: Forwarder) -> LabResult<()> {
         match forwarder {
-            Forwarder::Xvs | Forwarder::Ceiling => self.stop_xvs(),
+            Forwarder::Xvs => self.stop_xvs(),
+            Forwarder::Ceiling => {
+                let stopped = self.stop_xvs();
+                self.vip_on_real_servers(false)?;
+                stopped
+            }
             Forwarder::Kernel => self.kernel_off(),
         }
+    }
+
+    /// During the ceiling's rounds the real servers hold the VIP on `lo` (not answering ARP
+    /// for it, as DR real servers), so the frames the ceiling leaves addressed to the VIP go
+    /// up their UDP stack exactly as the translated frames of the other rows do, instead of
+    /// being discarded early as not theirs: the work downstream of the director, which copy
+    /// mode runs partly in the daemon's `sendto`, is then the same for every row.
+    fn vip_on_real_servers(&self, on: bool) -> LabResult<()> {
+        let vip = format!("{}/32", self.topology.vip);
+        for rs in &self.topology.real_servers {
+            if on {
+                rs.ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+                rs.ns.exec("ip", &["addr", "add", &vip, "dev", "lo"])?;
+            } else {
+                let _ = rs.ns.exec("ip", &["addr", "del", &vip, "dev", "lo"]);
+                rs.ns.sysctl("net.ipv4.conf.all.arp_ignore", "0")?;
+            }
+        }
+        Ok(())
     }
 
     fn kernel_on(&self) -> LabResult<()> {

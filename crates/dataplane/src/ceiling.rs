@@ -6,9 +6,11 @@
 //! rewriting it only writes the Ethernet header toward a real server's next hop, exactly as
 //! the pipeline would address the frame (source: the egress link's MAC; destination: the
 //! neighbour the routes name for that real server), taking the configured real servers in
-//! turn per frame. The IP packet is left as it came, so the real server's interface counts
-//! the frame (its kernel then discards it: not its address). Only for measuring one-way
-//! traffic to the real servers: replies are not translated back.
+//! turn per frame. The IP packet is left as it came (still to the VIP), so the real server's
+//! interface counts the frame; `make bench-compare` gives the real servers the VIP on `lo`
+//! for these rounds so their kernels also do the same work with it as with a translated
+//! frame. Only for measuring one-way traffic to the real servers: replies are not
+//! translated back.
 //!
 //! Started by `xvs run --io-ceiling` (hidden); nothing else uses it.
 
