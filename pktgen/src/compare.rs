@@ -358,7 +358,10 @@ impl Bench {
             if child.try_wait().map_err(err)?.is_some() {
                 if std::env::var_os("XVS_COMPARE_DEBUG").is_some() {
                     let log = std::fs::read_to_string(self.dir.join("xvs.log")).unwrap_or_default();
-                    for line in log.lines().filter(|l| l.contains("kernel counters")) {
+                    for line in log
+                        .lines()
+                        .filter(|l| l.contains("kernel counters") || l.contains("TX budget"))
+                    {
                         eprintln!("{line}");
                     }
                 }
