@@ -74,10 +74,10 @@ bench-instructions: deps toolchain bench-deps
 	$(CARGO) build --release -p xvs-pktgen
 	pktgen/scripts/bench-instructions.sh $(PKTGEN)
 
-# xvs vs the kernel (nftables DNAT, numgen round robin) in the lab's NAT topology: alternating
-# rounds, Mpps and CPU per packet, latency at the real servers, TCP connections per second
-# (root; about 80 s).
-COMPARE_ARGS ?= --rounds 3 --seconds 5 --cps-seconds 3
+# xvs vs its I/O ceiling (xvs run --io-ceiling) vs the kernel (nftables DNAT, numgen round
+# robin) in the lab's NAT topology: alternating rounds, Mpps and CPU per packet, latency at the
+# real servers, TCP connections per second, 64 MiB HTTP downloads (root; about 100 s).
+COMPARE_ARGS ?= --rounds 3 --seconds 5 --cps-seconds 3 --bulk-rounds 3
 bench-compare: deps toolchain bench-deps
 	$(CARGO) build --release -p xvs-pktgen -p xvs-cli --bins
 	$(PKTGEN) compare $(COMPARE_ARGS)

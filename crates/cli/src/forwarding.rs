@@ -35,9 +35,20 @@ pub struct AfXdpDataplane {
     runtime: Option<Runtime>,
     /// The director's first interface: sync daemons use it unless told otherwise.
     first_iface: String,
+    /// Workers run the I/O ceiling instead of the pipeline (`xvs run --io-ceiling`).
+    io_ceiling: bool,
 }
 
 impl AfXdpDataplane {
+    /// A dataplane whose workers only re-address frames toward the real servers: the I/O
+    /// ceiling `make bench-compare` measures xvs against (`xvs_dataplane::ceiling`).
+    pub fn io_ceiling() -> Self {
+        AfXdpDataplane {
+            io_ceiling: true,
+            ..AfXdpDataplane::default()
+        }
+    }
+
     /// How the ports run (empty before start).
     pub fn modes(&self) -> Vec<PortMode> {
         self.runtime
@@ -108,6 +119,7 @@ impl Dataplane for AfXdpDataplane {
                 ..Default::default()
             },
             timeouts: set_timeouts(timeouts),
+            io_ceiling: self.io_ceiling,
         };
         self.first_iface = runtime_config.ifaces[0].clone();
         let runtime = Runtime::start(&runtime_config, table).map_err(|e| e.to_string())?;

@@ -141,6 +141,10 @@ struct RunCli {
     /// for trying a configuration and for tests.
     #[arg(long)]
     control_only: bool,
+    /// Benchmarks only: workers re-address frames toward the real servers and send them,
+    /// without the pipeline (the I/O ceiling of `make bench-compare`).
+    #[arg(long, hide = true)]
+    io_ceiling: bool,
 }
 
 fn main() -> ExitCode {
@@ -246,6 +250,8 @@ fn main() -> ExitCode {
             };
             let result = if run.control_only {
                 daemon::run(args, ControlOnly)
+            } else if run.io_ceiling {
+                daemon::run(args, AfXdpDataplane::io_ceiling())
             } else {
                 daemon::run(args, AfXdpDataplane::default())
             };
