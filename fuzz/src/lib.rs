@@ -1,0 +1,24 @@
+//! Shared parts of xvs's fuzz targets (`fuzz_targets/`).
+//!
+//! - [`input`]: how a fuzz input is read: a small config, then frame records, each with a
+//!   control byte that can repair lengths and checksums (so mutated frames get past the
+//!   IPv4 checksum and reach the rewrites) and, in the sequence target, move time, reload
+//!   the service table or switch workers.
+//! - [`repair`]: the length and checksum repairs, with etherparse's checksum sums (never
+//!   the code under test).
+//! - [`lab`]: a director in memory built from the config: virtual services with DR, NAT, TUN
+//!   and local real servers, two links, neighbours, a connection table and its pipelines.
+//! - [`oracle`]: what every frame the pipeline emits must be, checked by etherparse, and
+//!   the counters every frame it does not emit must be found under.
+//! - [`reference`]: what the parser must answer, worked out with etherparse.
+//! - [`targets`]: the targets' bodies.
+//! - [`seeds`]: real frames (SYN, ACK, FIN, NAT replies, ICMP errors quoting a flow,
+//!   fragments, truncated frames) for the committed seed corpus (`examples/seeds.rs`).
+
+pub mod input;
+pub mod lab;
+pub mod oracle;
+pub mod reference;
+pub mod repair;
+pub mod seeds;
+pub mod targets;
