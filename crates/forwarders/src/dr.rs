@@ -36,5 +36,6 @@ pub fn forward(
 #[inline(always)]
 pub fn readdress(frame: &mut Frame<'_>, egress: &Egress) -> Result<Transmit, Reason> {
     egress::write_macs(frame.data_mut(), egress)?;
+    egress::trim_after_datagram(frame, view);
     Ok(Transmit::Forward)
 }

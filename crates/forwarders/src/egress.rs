@@ -89,6 +89,22 @@ pub(crate) fn mtu_gate(
     Ok(Some(Transmit::FragmentationNeededToSender))
 }
 
+/// Ethernet's minimum frame without the FCS: a shorter datagram arrives padded to it.
+const MIN_FRAME: usize = 60;
+
+/// Cuts what follows the IP datagram in a forwarded frame, beyond Ethernet's minimum frame.
+/// Padding up to 60 bytes stays (a NIC adds it anyway); longer trailing bytes are not part
+/// of the datagram (the kernel trims them on receive, `ip_rcv`'s `pskb_trim_rcsum`), and
+/// sent on they would take the frame past the egress MTU that `mtu_gate` checked.
+#[inline(always)]
+pub(crate) fn trim_after_datagram(frame: &mut Frame<'_>, view: &PacketView) {
+    let keep = view.ip_end().max(MIN_FRAME);
+    if frame.len() > keep {
+        // Shorter than the frame: within the buffer, so this cannot fail.
+        let _ = frame.set_range(frame.start(), keep);
+    }
+}
+
 /// Sets the Ethernet addresses for the next hop (every method does this last).
 #[inline]
 pub(crate) fn write_macs(packet: &mut [u8], egress: &Egress) -> Result<(), Reason> {

@@ -285,6 +285,7 @@ fn relay(
     let sum = checksum::checksum(message);
     field::write_u16(packet, icmp_checksum, sum).ok_or(Reason::ViewMismatch)?;
     egress::write_macs(packet, egress)?;
+    egress::trim_after_datagram(frame, view);
     Ok(Transmit::Forward)
 }
 

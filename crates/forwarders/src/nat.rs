@@ -73,8 +73,25 @@ enum Direction {
     Outbound,
 }
 
+/// The translation, then the frame cut to its datagram (see `egress::trim_after_datagram`).
 #[inline(always)]
 fn translate(
+    frame: &mut Frame<'_>,
+    view: &PacketView,
+    direction: Direction,
+    new_endpoint: SocketAddrV4,
+    reply_source: Ipv4Addr,
+    egress: &Egress,
+) -> Result<Transmit, Reason> {
+    let sent = translate_headers(frame, view, direction, new_endpoint, reply_source, egress)?;
+    if sent == Transmit::Forward {
+        egress::trim_after_datagram(frame, view);
+    }
+    Ok(sent)
+}
+
+#[inline(always)]
+fn translate_headers(
     frame: &mut Frame<'_>,
     view: &PacketView,
     direction: Direction,

@@ -191,3 +191,33 @@ fn a_view_from_a_larger_frame_is_refused() {
         Err(Reason::ViewMismatch)
     );
 }
+
+/// Found by fuzzing (fuzz/, target `pipeline`): bytes after the datagram beyond Ethernet's
+/// 60-byte minimum went out with the frame (past the MTU the datagram was checked against).
+#[test]
+fn bytes_after_the_datagram_are_cut_but_minimum_frame_padding_stays() {
+    let ip = Ip::new(CLIENT, VIP);
+    let mut input = client_syn(&ip, b"");
+    input.extend_from_slice(&[0xee; 100]);
+    let mut buf = input.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    assert_eq!(
+        dr::forward(&mut frame, &view, &to_real_server(1500)),
+        Ok(Transmit::Forward)
+    );
+    assert_eq!(
+        frame.len(),
+        60,
+        "54-byte SYN, padded to the Ethernet minimum"
+    );
+    let mut input = client_syn(&ip, &[7; 100]);
+    let datagram_end = input.len();
+    input.extend_from_slice(&[0xee; 1000]);
+    let mut buf = input.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    dr::forward(&mut frame, &view, &to_real_server(1500)).unwrap();
+    assert_eq!(frame.len(), datagram_end);
+    assert_eq!(datagram(frame.data()), datagram(&input[..datagram_end]));
+}

@@ -684,3 +684,27 @@ mod properties {
         }
     }
 }
+
+/// Found by fuzzing (fuzz/, target `pipeline`): a relayed error kept the bytes after its
+/// datagram.
+#[test]
+fn a_relayed_error_is_cut_to_its_datagram() {
+    let quoted = reply_sent_to_client(VIP, 80);
+    let mut input = frag_needed_from_router(datagram(&quoted), 60);
+    let datagram_end = input.len();
+    input.extend_from_slice(&[0x62; 80]);
+    let mut buf = input.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    let sent = icmp::rewrite_toward_real_server(
+        &mut frame,
+        &view,
+        &error,
+        sock(REAL_SERVER, 8080),
+        &to_real_server(1500),
+    );
+    assert_eq!(sent, Ok(Transmit::Forward));
+    assert_eq!(frame.len(), datagram_end);
+    verify_checksums(frame.data());
+}

@@ -320,3 +320,40 @@ proptest! {
         verify_checksums(frame.data());
     }
 }
+
+/// Found by fuzzing (fuzz/, target `pipeline`): bytes after the datagram beyond Ethernet's
+/// 60-byte minimum were forwarded with it.
+#[test]
+fn bytes_after_the_datagram_are_cut_in_both_directions() {
+    let ip = Ip::new(CLIENT, VIP);
+    let mut input = tcp_frame(
+        (CLIENT_MAC, DIRECTOR_IN_MAC),
+        &ip,
+        (40000, 80),
+        0x10,
+        &[0x61; 40],
+    );
+    let datagram_end = input.len();
+    input.extend_from_slice(&[0xab; 200]);
+    let (result, output) = inbound(&input, real(8080));
+    assert_eq!(result, Ok(Transmit::Forward));
+    assert_eq!(output.len(), datagram_end);
+    verify_checksums(&output);
+    let reply_ip = Ip::new(REAL_SERVER, CLIENT);
+    let mut reply = tcp_frame(
+        (REAL_SERVER_MAC, DIRECTOR_OUT_MAC),
+        &reply_ip,
+        (8080, 40000),
+        0x10,
+        b"",
+    );
+    reply.extend_from_slice(&[0xab; 20]);
+    let (result, output) = outbound(&reply, service(80));
+    assert_eq!(result, Ok(Transmit::Forward));
+    assert_eq!(
+        output.len(),
+        60,
+        "a 54-byte segment keeps its minimum-frame padding"
+    );
+    verify_checksums(&output[..54]);
+}
