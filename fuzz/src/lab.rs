@@ -64,19 +64,23 @@ pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 50);
 /// A client behind the gateway.
 pub const REMOTE_CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 /// DR real servers (port 0).
-pub const DR_SERVERS: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 168, 0, 11), Ipv4Addr::new(192, 168, 0, 12)];
+pub const DR_SERVERS: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(192, 168, 0, 11),
+    Ipv4Addr::new(192, 168, 0, 12),
+];
 /// NAT real servers (port 1).
 pub const NAT_SERVERS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 12)];
 /// TUN real servers (behind the gateway).
-pub const TUN_SERVERS: [Ipv4Addr; 2] = [Ipv4Addr::new(172, 16, 0, 21), Ipv4Addr::new(172, 16, 0, 22)];
+pub const TUN_SERVERS: [Ipv4Addr; 2] =
+    [Ipv4Addr::new(172, 16, 0, 21), Ipv4Addr::new(172, 16, 0, 22)];
 /// The NAT real servers' TCP port (the virtual port is 80).
 pub const NAT_TCP_PORT: u16 = 8080;
 /// The NAT real servers' UDP port (the virtual port is 53).
 pub const NAT_UDP_PORT: u16 = 5353;
 
 const SCHEDULERS: [&str; 16] = [
-    "rr", "wrr", "lc", "wlc", "sed", "nq", "lblc", "lblcr", "dh", "sh", "mh", "fo", "ovf",
-    "twos", "rr", "wlc",
+    "rr", "wrr", "lc", "wlc", "sed", "nq", "lblc", "lblcr", "dh", "sh", "mh", "fo", "ovf", "twos",
+    "rr", "wlc",
 ];
 const MTUS: [(u16, u16); 4] = [(1500, 1500), (1500, 576), (576, 1500), (80, 68)];
 const HEADROOMS: [usize; 4] = [256, 28, 20, 0];
@@ -338,15 +342,18 @@ fn table(config: LabConfig) -> ServiceTableSpec {
         });
         service.one_packet = one_packet;
         table.add_service(service).expect("a new service");
-        for (i, (server, method, server_port)) in pool_servers(pool, protocol, port)
-            .into_iter()
-            .enumerate()
+        for (i, (server, method, server_port)) in
+            pool_servers(pool, protocol, port).into_iter().enumerate()
         {
             let dest = DestSpec {
                 addr: IpAddr::V4(server),
                 port: server_port,
                 method,
-                weight: if i == 0 && quiesce_first { 0 } else { 1 + i as u32 },
+                weight: if i == 0 && quiesce_first {
+                    0
+                } else {
+                    1 + i as u32
+                },
                 upper_threshold: upper,
                 lower_threshold: 0,
             };
@@ -354,7 +361,14 @@ fn table(config: LabConfig) -> ServiceTableSpec {
         }
     };
     add(Protocol::Tcp, VIP, 80, s & 3, LabConfig::bit(s, 4), false);
-    add(Protocol::Udp, VIP, 53, (s >> 2) & 3, false, LabConfig::bit(s, 5));
+    add(
+        Protocol::Udp,
+        VIP,
+        53,
+        (s >> 2) & 3,
+        false,
+        LabConfig::bit(s, 5),
+    );
     if LabConfig::bit(s, 6) {
         add(Protocol::Tcp, VIP_ANY_PORT, 0, s & 3, true, false);
     }
@@ -368,9 +382,8 @@ fn pool_servers(pool: u8, protocol: Protocol, vport: u16) -> Vec<(Ipv4Addr, Forw
         (_, Protocol::Tcp) => NAT_TCP_PORT,
         (_, Protocol::Udp) => NAT_UDP_PORT,
     };
-    let pair = |servers: [Ipv4Addr; 2], method, port| {
-        servers.iter().map(|&a| (a, method, port)).collect()
-    };
+    let pair =
+        |servers: [Ipv4Addr; 2], method, port| servers.iter().map(|&a| (a, method, port)).collect();
     match pool {
         0 => pair(DR_SERVERS, ForwardMethod::Route, vport),
         1 => pair(NAT_SERVERS, ForwardMethod::Masq, nat_port),

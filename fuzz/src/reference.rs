@@ -4,7 +4,7 @@
 
 use std::net::SocketAddrV4;
 
-use etherparse::{Ethernet2Header, EtherType, IpNumber, Ipv4HeaderSlice, TcpHeader, UdpHeader};
+use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4HeaderSlice, TcpHeader, UdpHeader};
 use xvs_forwarders::icmp::{IcmpErrorView, QuotedFlow, QuotedTunnel};
 use xvs_forwarders::{L4, PacketView, Reason, TcpFlags};
 

@@ -94,13 +94,7 @@ fn set_ipv4_checksum(header: &mut [u8]) {
     header[10..12].copy_from_slice(&sum.to_ne_bytes());
 }
 
-fn set_transport_checksum(
-    segment: &mut [u8],
-    at: usize,
-    src: [u8; 4],
-    dst: [u8; 4],
-    protocol: u8,
-) {
+fn set_transport_checksum(segment: &mut [u8], at: usize, src: [u8; 4], dst: [u8; 4], protocol: u8) {
     segment[at..at + 2].fill(0);
     let sum = pseudo_header_sum(src, dst, protocol, segment).to_ones_complement_with_no_zero();
     segment[at..at + 2].copy_from_slice(&sum.to_ne_bytes());

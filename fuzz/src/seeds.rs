@@ -62,7 +62,11 @@ impl Packet {
         l4.extend_from_slice(&src.1.to_be_bytes());
         l4.extend_from_slice(&dst.1.to_be_bytes());
         l4.extend_from_slice(&0x1000_0000u32.to_be_bytes());
-        let ack = if flags & flags::ACK != 0 { 0x2000_0000u32 } else { 0 };
+        let ack = if flags & flags::ACK != 0 {
+            0x2000_0000u32
+        } else {
+            0
+        };
         l4.extend_from_slice(&ack.to_be_bytes());
         l4.extend_from_slice(&[0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
         l4.extend_from_slice(payload);
@@ -241,7 +245,11 @@ fn tunnel_error() -> Vec<u8> {
 pub fn parse_seeds() -> Vec<(String, Vec<u8>)> {
     let mut seeds: Vec<(&str, u8, Vec<u8>)> = vec![
         ("tcp-syn", Ctl::REPAIR, syn()),
-        ("tcp-ack-data", Ctl::REPAIR, client_tcp(0x18, b"GET / HTTP/1.0\r\n\r\n")),
+        (
+            "tcp-ack-data",
+            Ctl::REPAIR,
+            client_tcp(0x18, b"GET / HTTP/1.0\r\n\r\n"),
+        ),
         ("tcp-fin", Ctl::REPAIR, client_tcp(0x11, &[])),
         ("tcp-rst", Ctl::REPAIR, client_tcp(flags::RST, &[])),
         ("udp", Ctl::REPAIR, client_udp(b"query")),
@@ -315,7 +323,10 @@ fn conversation() -> Vec<(u8, Vec<u8>)> {
         (from_client, syn()),
         (from_server, nat_reply(flags::SYN | flags::ACK)),
         (from_client, client_tcp(flags::ACK, &[])),
-        (from_client, client_tcp(flags::ACK | flags::PSH, b"GET / HTTP/1.0\r\n\r\n")),
+        (
+            from_client,
+            client_tcp(flags::ACK | flags::PSH, b"GET / HTTP/1.0\r\n\r\n"),
+        ),
         (from_server, nat_reply(flags::ACK | flags::PSH)),
         (from_client, client_side_error()),
         (from_server, server_side_error()),
@@ -337,16 +348,26 @@ pub fn pipeline_seeds() -> Vec<(String, Vec<u8>)> {
         options,
     };
     let mut seeds = Vec::new();
-    for (name, pools) in [("dr", 0b0000), ("nat", 0b0101), ("tun", 0b1010), ("mixed", 0b1111)] {
+    for (name, pools) in [
+        ("dr", 0b0000),
+        ("nat", 0b0101),
+        ("tun", 0b1010),
+        ("mixed", 0b1111),
+    ] {
         seeds.push((
             format!("{name}-conversation"),
             input(config(pools, 0, 0), &conversation()),
         ));
     }
     // Persistence, the port-0 service and a remote client behind the gateway.
-    let remote_syn = Packet::tcp((REMOTE_CLIENT, 41000), (VIP_ANY_PORT, 8443), flags::SYN, &[])
-        .macs(GATEWAY_MAC, DIRECTOR_MAC)
-        .build();
+    let remote_syn = Packet::tcp(
+        (REMOTE_CLIENT, 41000),
+        (VIP_ANY_PORT, 8443),
+        flags::SYN,
+        &[],
+    )
+    .macs(GATEWAY_MAC, DIRECTOR_MAC)
+    .build();
     seeds.push((
         "persistent-any-port".into(),
         input(
@@ -394,7 +415,10 @@ pub fn pipeline_seeds() -> Vec<(String, Vec<u8>)> {
         .iter()
         .map(|(_, seed)| (seed[0], seed[1..].to_vec()))
         .collect();
-    seeds.push(("refusals".into(), input(config(0b1111, 0x43, 0x64), &refusals)));
+    seeds.push((
+        "refusals".into(),
+        input(config(0b1111, 0x43, 0x64), &refusals),
+    ));
     seeds
 }
 
@@ -405,7 +429,11 @@ pub fn sequence_seeds() -> Vec<(String, Vec<u8>)> {
     let expire = 2 << 4;
     let reload = 3 << 4;
     let mut seeds = Vec::new();
-    for (name, pools, options) in [("nat", 0b0101, 0x04), ("dr", 0b0000, 0), ("tun", 0b1010, 0x04)] {
+    for (name, pools, options) in [
+        ("nat", 0b0101, 0x04),
+        ("dr", 0b0000, 0),
+        ("tun", 0b1010, 0x04),
+    ] {
         let config = LabConfig {
             services: pools,
             scheduler: 0,
