@@ -27,7 +27,7 @@
 //!   scheduler flags `fallback` and `port` (sh, mh).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use xvs_conntrack::{ConnTable, Options};
 use xvs_dataplane::pipeline::counters::WorkerCounters;
@@ -37,10 +37,13 @@ use xvs_dataplane::service::snapshot::SnapshotBuilder;
 use xvs_dataplane::service::spec::{
     DestSpec, ForwardMethod, PersistenceSpec, Protocol, ServiceAddr, ServiceSpec, ServiceTableSpec,
 };
+use xvs_dataplane::sync::SyncPort;
 use xvs_forwarders::Frame;
 
 use crate::input::Input;
 
+/// Most workers a lab has.
+pub const MAX_WORKERS: usize = 2;
 /// A UMEM chunk: headroom, frame and tailroom together.
 pub const CHUNK: usize = 2048;
 /// The director's external MAC (port 0).
@@ -153,8 +156,9 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// A director configured by `config` with `workers` workers.
+    /// A director configured by `config` with `workers` workers (at most [`MAX_WORKERS`]).
     pub fn new(config: LabConfig, workers: usize) -> Lab {
+        let workers = workers.clamp(1, MAX_WORKERS);
         let (mtu_ext, mtu_int) = MTUS[usize::from((config.scheduler >> 4) & 3)];
         let routes = Arc::new(Routes {
             links: vec![
@@ -212,7 +216,7 @@ impl Lab {
             .into_iter()
             .enumerate()
             .map(|(i, shard)| {
-                let counters = Arc::new(WorkerCounters::default());
+                let (counters, sync) = reused_parts(i);
                 let shared = Shared {
                     snapshot: snapshot.clone(),
                     routes: routes.clone(),
@@ -220,7 +224,7 @@ impl Lab {
                     counters: counters.clone(),
                     resolve: Arc::new(ResolveQueue::new(16)),
                     tunnel_source,
-                    sync: Default::default(),
+                    sync,
                     local: Default::default(),
                 };
                 let mut pipeline = Pipeline::new(i as u16, shard, shared);
@@ -301,6 +305,21 @@ impl Lab {
             })
             .collect()
     }
+}
+
+/// Worker `i`'s counters and an idle sync port, made once per process: allocating them
+/// (megabytes of per-real-server cells, the sync queues) took most of each run, and the
+/// pipeline decides nothing by them (the oracle compares counter deltas; no sync daemon
+/// runs, so the port stays idle).
+fn reused_parts(i: usize) -> (Arc<WorkerCounters>, Arc<SyncPort>) {
+    static PARTS: OnceLock<(Vec<Arc<WorkerCounters>>, Arc<SyncPort>)> = OnceLock::new();
+    let (counters, sync) = PARTS.get_or_init(|| {
+        let counters = (0..MAX_WORKERS)
+            .map(|_| Arc::new(WorkerCounters::default()))
+            .collect();
+        (counters, Arc::new(SyncPort::default()))
+    });
+    (counters[i].clone(), sync.clone())
 }
 
 /// The resolved neighbours; with `partial`, the second server of each pool is missing.
