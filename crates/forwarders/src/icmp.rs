@@ -300,7 +300,9 @@ const MIN_TUNNEL_PMTU: u16 = 68 + ipv4::MIN_HEADER_LEN as u16;
 /// above 88, as IPVS does), and the error is passed on only if the client set DF; other
 /// errors keep their type, code and bytes 4..8. The caller has checked `error.tunnel.source`
 /// is its tunnel address and found the connection by `error.flow`. The reply is built in place
-/// (the quoted datagram already sits 62 bytes into the frame), so no headroom is needed.
+/// (the quoted datagram already sits 62 bytes into the frame), so no headroom is needed; the
+/// quote is cut so the error fits `egress.mtu` (at most 576 bytes), and an MTU below IPv4's
+/// 68 refuses it (`TooBig`).
 pub fn answer_tunnel_error(
     frame: &mut Frame<'_>,
     view: &PacketView,
@@ -345,6 +347,7 @@ pub fn answer_tunnel_error(
         quoted_tos,
         src_mac: egress.src_mac,
         dst_mac: egress.dst_mac,
+        mtu: egress.mtu,
     };
     reply::write_around_quote(frame, quote, &message)?;
     Ok(Transmit::Forward)

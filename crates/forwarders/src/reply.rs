@@ -44,6 +44,9 @@ pub(crate) struct ErrorMessage {
     pub quoted_tos: u8,
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
+    /// MTU of the link the message leaves by, when known and below 576: the quote is cut
+    /// so the message fits it (as the kernel's `icmp_send` sizes to the route's MTU).
+    pub mtu: u16,
 }
 
 /// Replaces the frame with an ICMP error addressed to the sender of `view`'s packet, from
@@ -80,6 +83,8 @@ pub(crate) fn write(
         quoted_tos: view.tos,
         src_mac: our_mac,
         dst_mac: sender_mac,
+        // It leaves by the ingress link, whose MTU the rewrites are not told.
+        mtu: MAX_ERROR_DATAGRAM as u16,
     };
     let quote = usize::from(view.ip_offset)..view.ip_end();
     write_around_quote(frame, quote, &message)
@@ -97,8 +102,14 @@ pub(crate) fn write_around_quote(
     if quote.start > quote.end || quote.end > frame.len() {
         return Err(Reason::ViewMismatch);
     }
-    let quote_len =
-        (quote.end - quote.start).min(MAX_ERROR_DATAGRAM - ipv4::MIN_HEADER_LEN - icmp::HEADER_LEN);
+    let max_datagram = MAX_ERROR_DATAGRAM.min(usize::from(message.mtu));
+    let max_quote = max_datagram.saturating_sub(ipv4::MIN_HEADER_LEN + icmp::HEADER_LEN);
+    // An error quotes at least the IPv4 header and 8 bytes (RFC 792); a link that cannot
+    // carry that (below IPv4's minimum MTU of 68) gets none.
+    if max_quote < ipv4::MIN_HEADER_LEN + 8 {
+        return Err(Reason::TooBig);
+    }
+    let quote_len = (quote.end - quote.start).min(max_quote);
     let quote_at = frame.start() + quote.start;
     let reply_len = REPLY_HEADERS + quote_len;
     let reply_at = if quote_at >= REPLY_HEADERS {

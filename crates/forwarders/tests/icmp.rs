@@ -708,3 +708,32 @@ fn a_relayed_error_is_cut_to_its_datagram() {
     assert_eq!(frame.len(), datagram_end);
     verify_checksums(frame.data());
 }
+
+/// Found by fuzzing (fuzz/, target `pipeline_sequence`): the answer to a tunnel error was
+/// sized to 576 bytes whatever the MTU of the link toward the client.
+#[test]
+fn a_tunnel_error_answer_fits_the_mtu_toward_the_client() {
+    let (inner, encapsulated) = tunnelled_request(true);
+    let input = error_about_tunnel(&encapsulated, 3, 1, [0; 4]);
+    for mtu in [68u16, 80, 300, 576, 1500] {
+        let mut buf = input.clone();
+        let mut frame = Frame::whole(&mut buf);
+        let view = parse(&frame).unwrap();
+        let error = icmp::parse_error(&frame, &view).unwrap();
+        let sent = icmp::answer_tunnel_error(&mut frame, &view, &error, &to_client(mtu));
+        assert_eq!(sent, Ok(Transmit::Forward), "MTU {mtu}");
+        let datagram_len = frame.len() - 14;
+        // The router quoted 528 bytes of the client's datagram.
+        let fits = usize::from(mtu.min(576)).min(28 + 528);
+        assert_eq!(datagram_len, fits, "MTU {mtu}");
+        assert_eq!(&frame.data()[42..], &datagram(&inner)[..datagram_len - 28]);
+        verify_checksums(frame.data());
+    }
+    // Below IPv4's minimum MTU there is no room for the header and 8 bytes it must quote.
+    let mut buf = input.clone();
+    let mut frame = Frame::whole(&mut buf);
+    let view = parse(&frame).unwrap();
+    let error = icmp::parse_error(&frame, &view).unwrap();
+    let sent = icmp::answer_tunnel_error(&mut frame, &view, &error, &to_client(40));
+    assert_eq!(sent, Err(Reason::TooBig));
+}
