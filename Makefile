@@ -1,6 +1,7 @@
 # xvs: the two commands README.md promises, plus helpers they use.
 #   make lab    installs what is missing, builds xvs and runs the seed DR lab (root).
-#   make test   installs what is missing, then fmt check, clippy (-D warnings), all tests (root).
+#   make test   installs what is missing, then fmt check, clippy (-D warnings), all tests (root),
+#               and a short run of each fuzz target (make fuzz: long runs).
 SHELL := /bin/bash
 CARGO ?= cargo
 
@@ -23,7 +24,7 @@ DEB_PACKAGES += openssl
 # (BGP, BFD, ECMP into the kernel) and on every director (announcing the VIP device).
 DEB_PACKAGES += bird2
 
-.PHONY: lab test deps toolchain fmt clippy unit bench
+.PHONY: lab test deps toolchain fmt clippy unit bench fuzz fuzz-tool fuzz-run fuzz-seeds
 
 # The seed lab: client, router, director (xvs on AF_XDP) and two real servers in network
 # namespaces; HTTP through the VIP. Other labs: make lab LAB_ARGS="--mode nat --scheduler wrr",
@@ -33,12 +34,16 @@ lab: deps toolchain
 	$(CARGO) build -p xvs-cli --bins
 	$(CARGO) run -q -p xvs-cli --bin xvs -- lab $(LAB_ARGS)
 
-test: deps toolchain
+test: deps toolchain fuzz-tool
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@log=$$(mktemp); set -o pipefail; $(CARGO) test --workspace 2>&1 | tee $$log; status=$$?; \
 	awk '/^test result:/ {p += $$4; f += $$6} END {printf "summary: %d passed, %d failed\n", p, f}' $$log; \
 	rm -f $$log; exit $$status
+	@work=$$(mktemp -d); \
+	$(MAKE) --no-print-directory fuzz-run FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) FUZZ_WORK=$$work; \
+	status=$$?; rm -rf $$work; exit $$status
 
 # Installs only the Debian packages that are missing, so a ready machine pays nothing.
 deps:
@@ -59,6 +64,47 @@ toolchain:
 
 bench:
 	$(CARGO) bench -p xvs-benches
+
+# Fuzzing (fuzz/, its own cargo workspace): libFuzzer through cargo-fuzz on the stable
+# toolchain, so without a sanitizer (they need nightly `-Z` flags) and with debug
+# assertions and overflow checks on. Targets: the frame parser against etherparse, and the
+# in-memory pipeline (one batch; a sequence over time, two workers, reloads) whose every
+# output frame is checked with etherparse and every drop found in the counters.
+# `make test` runs each for FUZZ_TEST_SECONDS from the committed seeds (fuzz/corpus/) in a
+# scratch corpus; `make fuzz` runs each for FUZZ_SECONDS and keeps what it finds in
+# fuzz/corpus-work/ (not committed) for the next run. A crash fails the target, its input
+# under fuzz/artifacts/<target>/ (replay: fuzz/target/*/release/<target> <file>).
+FUZZ_TARGETS := parse pipeline pipeline_sequence
+FUZZ_TEST_SECONDS ?= 40
+FUZZ_SECONDS ?= 600
+FUZZ_WORK ?= fuzz/corpus-work
+FUZZ_FLAGS := --sanitizer none --debug-assertions
+
+# cargo-fuzz is a cargo subcommand from crates.io: installed when missing.
+fuzz-tool:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+
+fuzz: deps toolchain fuzz-tool
+	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) test --manifest-path fuzz/Cargo.toml
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_ARGS="-max_len=8192"
+
+fuzz-run:
+	$(CARGO) fuzz build $(FUZZ_FLAGS)
+	@mkdir -p fuzz/artifacts; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_WORK)/$$t; log=fuzz/artifacts/$$t.log; \
+	  echo "fuzz $$t for $(FUZZ_SECONDS) s (log: $$log)"; \
+	  if $(CARGO) fuzz run $(FUZZ_FLAGS) $$t $(FUZZ_WORK)/$$t fuzz/corpus/$$t -- \
+	      -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 $(FUZZ_ARGS) \
+	      >$$log 2>&1; then \
+	    grep -E '^#[0-9]+ +(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec)' $$log; \
+	  else \
+	    grep -v -E '^#[0-9]+ +(NEW|REDUCE|pulse)' $$log | tail -60; exit 1; \
+	  fi; \
+	done
+
+# Rewrites the committed seed corpus from fuzz/src/seeds.rs.
+fuzz-seeds:
+	$(CARGO) run --manifest-path fuzz/Cargo.toml --example seeds
 
 # Benchmarks of xvs-pktgen (BENCHMARKS.md); their extra Debian packages are installed only here.
 BENCH_DEB_PACKAGES := valgrind nftables
