@@ -322,6 +322,12 @@ fn reused_parts(i: usize) -> (Arc<WorkerCounters>, Arc<SyncPort>) {
     (counters[i].clone(), sync.clone())
 }
 
+/// Worker `i`'s counters as every lab of this process has added to them (for reports of
+/// what a corpus reaches: `examples/outcomes.rs`).
+pub fn process_counters(i: usize) -> Arc<WorkerCounters> {
+    reused_parts(i).0
+}
+
 /// The resolved neighbours; with `partial`, the second server of each pool is missing.
 fn neighbours(partial: bool) -> Neighbours {
     let mut n = Neighbours::new();

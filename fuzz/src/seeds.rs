@@ -408,6 +408,19 @@ pub fn pipeline_seeds() -> Vec<(String, Vec<u8>)> {
             ),
         ));
     }
+    // A table of 8 entries meets ten new connections (and two clients of a persistent
+    // service: templates take entries too).
+    let syns: Vec<(u8, Vec<u8>)> = (0..10)
+        .map(|i| {
+            let syn = Packet::tcp((CLIENT, 41000 + i), (VIP, 80), flags::SYN, &[]).build();
+            (Ctl::REPAIR, syn)
+        })
+        .chain([(Ctl::REPAIR, remote_syn.clone())])
+        .collect();
+    seeds.push((
+        "table-full".into(),
+        input(config(0b0101_0000, 3, 0x20), &syns),
+    ));
     // Refusals: fragments, truncated frames, a bad checksum, unresolved neighbours, a full
     // table with thresholds.
     let parse = parse_seeds();
