@@ -24,7 +24,7 @@ DEB_PACKAGES += openssl
 # (BGP, BFD, ECMP into the kernel) and on every director (announcing the VIP device).
 DEB_PACKAGES += bird2
 
-.PHONY: lab test deps toolchain fmt clippy unit bench fuzz fuzz-tool fuzz-run fuzz-seeds
+.PHONY: lab test deps toolchain fmt clippy unit bench fuzz fuzz-tool fuzz-check fuzz-run fuzz-seeds
 
 # The seed lab: client, router, director (xvs on AF_XDP) and two real servers in network
 # namespaces; HTTP through the VIP. Other labs: make lab LAB_ARGS="--mode nat --scheduler wrr",
@@ -41,6 +41,7 @@ test: deps toolchain fuzz-tool
 	@log=$$(mktemp); set -o pipefail; $(CARGO) test --workspace 2>&1 | tee $$log; status=$$?; \
 	awk '/^test result:/ {p += $$4; f += $$6} END {printf "summary: %d passed, %d failed\n", p, f}' $$log; \
 	rm -f $$log; exit $$status
+	@$(MAKE) --no-print-directory fuzz-check
 	@work=$$(mktemp -d); \
 	$(MAKE) --no-print-directory fuzz-run FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) FUZZ_WORK=$$work; \
 	status=$$?; rm -rf $$work; exit $$status
@@ -84,9 +85,14 @@ FUZZ_FLAGS := --sanitizer none --debug-assertions
 fuzz-tool:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 
-fuzz: deps toolchain fuzz-tool
-	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) test --manifest-path fuzz/Cargo.toml
+fuzz: deps toolchain fuzz-tool fuzz-check
 	@$(MAKE) --no-print-directory fuzz-run FUZZ_ARGS="-max_len=8192"
+
+# The fuzz crate's own clippy and unit tests (its input format, repairs, seeds through the
+# targets), built in the main target directory to share its dependencies.
+fuzz-check:
+	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
+	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) test -q --manifest-path fuzz/Cargo.toml
 
 fuzz-run:
 	$(CARGO) fuzz build $(FUZZ_FLAGS)

@@ -53,10 +53,11 @@ pub fn repair(frame: &mut [u8], ctl: Ctl) {
                 set_transport_checksum(segment, 6, src, dst, UDP)
             }
             ICMP if l4.len() >= 8 => {
-                if ctl.has(Ctl::FIX_IP) && matches!(l4[0], 3 | 11) {
-                    if let Some(quoted_ihl) = ipv4_header_len_at(&l4[8..]) {
-                        set_ipv4_checksum(&mut l4[8..8 + quoted_ihl]);
-                    }
+                if ctl.has(Ctl::FIX_IP)
+                    && matches!(l4[0], 3 | 11)
+                    && let Some(quoted_ihl) = ipv4_header_len_at(&l4[8..])
+                {
+                    set_ipv4_checksum(&mut l4[8..8 + quoted_ihl]);
                 }
                 l4[2..4].fill(0);
                 let sum = Sum16BitWords::new().add_slice(l4).ones_complement();
