@@ -102,9 +102,9 @@ fuzz-run:
 	  if $(CARGO) fuzz run $(FUZZ_FLAGS) $$t $(FUZZ_WORK)/$$t fuzz/corpus/$$t -- \
 	      -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 $(FUZZ_ARGS) \
 	      >$$log 2>&1; then \
-	    grep -E '^#[0-9]+ +(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec)' $$log; \
+	    grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec)' $$log; \
 	  else \
-	    grep -v -E '^#[0-9]+ +(NEW|REDUCE|pulse)' $$log | tail -60; exit 1; \
+	    grep -v -E '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse)' $$log | tail -60; exit 1; \
 	  fi; \
 	done
 
