@@ -104,7 +104,7 @@ fuzz-run:
 	      >$$log 2>&1; then \
 	    grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec)' $$log; \
 	  else \
-	    grep -v -E '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse)' $$log | tail -60; exit 1; \
+	    grep -v -E '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse)|^ +([0-9]+: |at )' $$log | tail -60; exit 1; \
 	  fi; \
 	done
 
