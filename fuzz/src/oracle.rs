@@ -3,10 +3,10 @@
 //!
 //! - every transmitted frame is Ethernet II / IPv4 with a valid header and header checksum,
 //!   a total length that fits the frame and the egress link's MTU, no padding beyond the
-//!   Ethernet minimum, no fragment, no TTL of 0 unless received so (DR), and a TCP, UDP, ICMP or IPIP payload whose headers parse
-//!   and whose checksums verify whenever the received frame's did (an ICMP checksum always:
-//!   the pipeline verifies it or writes it); an IPIP packet's inner datagram is checked the
-//!   same way;
+//!   Ethernet minimum, no fragment, no TTL of 0 unless received so (DR), and a TCP, UDP,
+//!   ICMP or IPIP payload whose headers parse and whose checksums verify whenever the
+//!   received frame's did (an ICMP checksum always: the pipeline verifies it or writes it);
+//!   an IPIP packet's inner datagram is checked the same way;
 //! - it leaves from the link's own MAC to a known neighbour, or it is an ICMP error the
 //!   director answers the sender with: back out of the ingress port, MACs swapped, quoting
 //!   the received datagram;
