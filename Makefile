@@ -67,7 +67,7 @@ bench:
 	$(CARGO) bench -p xvs-benches
 
 # Fuzzing (fuzz/, its own cargo workspace): libFuzzer through cargo-fuzz on the stable
-# toolchain, so without a sanitizer (they need nightly `-Z` flags) and with debug
+# toolchain, by default without a sanitizer (they need a `-Z` flag) and with debug
 # assertions and overflow checks on. Targets: the frame parser against etherparse, and the
 # in-memory pipeline (one batch; a sequence over time, two workers, reloads) whose every
 # output frame is checked with etherparse and every drop found in the counters.
@@ -79,7 +79,12 @@ FUZZ_TARGETS := parse pipeline pipeline_sequence
 FUZZ_TEST_SECONDS ?= 40
 FUZZ_SECONDS ?= 600
 FUZZ_WORK ?= fuzz/corpus-work
-FUZZ_FLAGS := --sanitizer none --debug-assertions
+# FUZZ_SANITIZER=address: AddressSanitizer (conntrack's zeroed tables are `unsafe`), through
+# RUSTC_BOOTSTRAP=1 for its `-Z` flag, built in fuzz/target-address; runs about 5x slower.
+FUZZ_SANITIZER ?= none
+FUZZ_FLAGS = --sanitizer $(FUZZ_SANITIZER) --debug-assertions \
+	$(if $(filter none,$(FUZZ_SANITIZER)),,--target-dir fuzz/target-$(FUZZ_SANITIZER))
+FUZZ_ENV = $(if $(filter none,$(FUZZ_SANITIZER)),,RUSTC_BOOTSTRAP=1)
 
 # cargo-fuzz is a cargo subcommand from crates.io: installed when missing.
 fuzz-tool:
@@ -95,11 +100,11 @@ fuzz-check:
 	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) test -q --manifest-path fuzz/Cargo.toml
 
 fuzz-run:
-	$(CARGO) fuzz build $(FUZZ_FLAGS)
+	$(FUZZ_ENV) $(CARGO) fuzz build $(FUZZ_FLAGS)
 	@mkdir -p fuzz/artifacts; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(FUZZ_WORK)/$$t; log=fuzz/artifacts/$$t.log; \
 	  echo "fuzz $$t for $(FUZZ_SECONDS) s (log: $$log)"; \
-	  if $(CARGO) fuzz run $(FUZZ_FLAGS) $$t $(FUZZ_WORK)/$$t fuzz/corpus/$$t -- \
+	  if $(FUZZ_ENV) $(CARGO) fuzz run $(FUZZ_FLAGS) $$t $(FUZZ_WORK)/$$t fuzz/corpus/$$t -- \
 	      -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 $(FUZZ_ARGS) \
 	      >$$log 2>&1; then \
 	    grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec)' $$log; \
