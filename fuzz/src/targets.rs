@@ -11,7 +11,8 @@ use crate::repair::repair;
 
 /// `parse`: `[ctl][frame]`. The frame (repaired as `ctl` asks) must parse to exactly what
 /// the etherparse reference gives, view or reason, through a slice and through a `Frame`
-/// with headroom; an ICMP error's quote likewise through `icmp::parse_error`.
+/// with headroom; the fast path's `parse_common`, where it takes the frame, to the same
+/// view; an ICMP error's quote likewise through `icmp::parse_error`.
 pub fn parse(data: &[u8]) {
     let mut input = Input::new(data);
     let ctl = Ctl(input.byte());
@@ -19,6 +20,9 @@ pub fn parse(data: &[u8]) {
     repair(&mut bytes, ctl);
     let got = xvs_forwarders::parse_bytes(&bytes);
     assert_eq!(got, reference::parse(&bytes), "parse_bytes vs etherparse");
+    if let Some(common) = xvs_forwarders::parse_common(&bytes) {
+        assert_eq!(Ok(common), got, "the fast path's parse_common vs parse_bytes");
+    }
 
     let headroom = 28;
     let mut chunk = vec![0u8; headroom + bytes.len() + 16];

@@ -1092,3 +1092,26 @@ fn the_global_sloppy_tcp_option_opens_mid_flow_packets_too() {
     assert_eq!(lab.run(&ack, 0).0, Verdict::Transmit { port: 0 });
     assert_eq!(lab.load(0).0 + lab.load(1).0, 1);
 }
+
+/// Found by fuzzing (fuzz/, target `pipeline`): bytes after the datagram beyond the 60-byte
+/// Ethernet minimum were forwarded with it, on the full path and on the established fast
+/// path alike.
+#[test]
+fn bytes_after_the_datagram_are_not_forwarded() {
+    for method in [ForwardMethod::Route, ForwardMethod::Masq] {
+        let mut lab = Lab::new(method, "rr", Protocol::Tcp);
+        let ingress = 0;
+        for flags in ["S", "A", "A"] {
+            let mut frame = tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), flags);
+            let datagram_end = frame.len();
+            frame.extend_from_slice(&[0xee; 300]);
+            let (verdict, out) = lab.run(&frame, ingress);
+            assert!(
+                matches!(verdict, Verdict::Transmit { .. }),
+                "{method:?} {flags}"
+            );
+            assert_eq!(out.len(), datagram_end, "{method:?} {flags}");
+            parse_back(&out);
+        }
+    }
+}

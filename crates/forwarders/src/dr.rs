@@ -28,13 +28,18 @@ pub fn forward(
     if let Some(reply) = egress::mtu_gate(frame, view, egress.mtu, view.dst)? {
         return Ok(reply);
     }
-    readdress(frame, egress)
+    readdress(frame, view, egress)
 }
 
 /// The DR rewrite itself, for a frame already known to fit `egress.mtu` (the fast path
-/// checked it): only the Ethernet addresses change.
+/// checked it): only the Ethernet addresses change, and bytes after the datagram beyond the
+/// Ethernet minimum are cut (see `egress::trim_after_datagram`).
 #[inline(always)]
-pub fn readdress(frame: &mut Frame<'_>, egress: &Egress) -> Result<Transmit, Reason> {
+pub fn readdress(
+    frame: &mut Frame<'_>,
+    view: &PacketView,
+    egress: &Egress,
+) -> Result<Transmit, Reason> {
     egress::write_macs(frame.data_mut(), egress)?;
     egress::trim_after_datagram(frame, view);
     Ok(Transmit::Forward)

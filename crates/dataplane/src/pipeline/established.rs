@@ -114,7 +114,7 @@ impl Pipeline {
         if method == ForwardMethod::Route && view.ip_total_len <= hop.egress.mtu {
             let verdict = finish(
                 counters,
-                dr::readdress(frame, &hop.egress),
+                dr::readdress(frame, view, &hop.egress),
                 hop.port,
                 ingress,
             );
