@@ -120,20 +120,6 @@ pub(crate) fn write_u32(bytes: &mut [u8], field: Field, value: u32) -> Option<()
     Some(())
 }
 
-/// Writes a 6-byte MAC address at `field`.
-#[inline]
-pub(crate) fn write_mac(bytes: &mut [u8], field: Field, mac: [u8; 6]) -> Option<()> {
-    let dst = bytes.get_mut(field)?.first_chunk_mut::<6>()?;
-    *dst = mac;
-    Some(())
-}
-
-/// Reads a 6-byte MAC address at `field`.
-#[inline]
-pub(crate) fn read_mac(bytes: &[u8], field: Field) -> Option<[u8; 6]> {
-    bytes.get(field)?.first_chunk::<6>().copied()
-}
-
 /// `field` moved by `base` bytes: a header field addressed from the frame start.
 #[inline]
 pub(crate) const fn at(base: usize, field: Field) -> Field {
@@ -154,7 +140,6 @@ mod tests {
         assert_eq!(read_u32(&bytes, 2..6), Some(0xdead_beef));
         assert_eq!(read_u16(&bytes, 7..9), None);
         assert_eq!(write_u32(&mut bytes, 6..10, 1), None);
-        assert_eq!(read_mac(&bytes, 3..9), None);
         assert_eq!(at(14, 2..4), 16..18);
     }
 }
