@@ -86,9 +86,9 @@ pub fn encapsulate(
     );
 
     // IPVS decrements the inner TTL before copying it out (the gate guaranteed TTL > 1).
-    inner.decrement_ttl();
+    let ttl = inner.decrement_ttl();
 
-    *outer = outer_header(view, tunnel, outer_len, inner.ttl());
+    *outer = outer_header(view, tunnel, outer_len, ttl);
     let mut ethernet = EthernetFrame::new_unchecked(ethernet);
     ethernet.set_dst_addr(egress.dst_mac);
     ethernet.set_src_addr(egress.src_mac);

@@ -94,6 +94,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     }
 }
 
+impl<'a, T: AsRef<[u8]> + ?Sized> EthernetFrame<&'a T> {
+    /// [`EthernetFrame::payload`] borrowed from the buffer rather than the view.
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        &self.buffer.as_ref()[eth::HEADER_LEN..]
+    }
+}
+
 impl<T: AsRef<[u8]>> AsRef<[u8]> for EthernetFrame<T> {
     fn as_ref(&self) -> &[u8] {
         self.buffer.as_ref()

@@ -156,6 +156,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
     }
 }
 
+impl<'a, T: AsRef<[u8]> + ?Sized> IcmpPacket<&'a T> {
+    /// [`IcmpPacket::data`] borrowed from the buffer rather than the view.
+    #[inline]
+    pub fn into_data(self) -> &'a [u8] {
+        &self.buffer.as_ref()[icmp::HEADER_LEN..]
+    }
+}
+
 impl<T: AsRef<[u8]>> AsRef<[u8]> for IcmpPacket<T> {
     fn as_ref(&self) -> &[u8] {
         self.buffer.as_ref()

@@ -279,7 +279,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// Computes and stores the header checksum.
-    #[inline]
+    #[inline(always)]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let sum = match self.buffer.as_ref().first_chunk::<20>() {
@@ -292,31 +292,34 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// Applies the header word changes recorded in `delta` to the stored checksum.
-    #[inline]
+    #[inline(always)]
     pub fn apply_checksum_delta(&mut self, delta: Delta) {
         patch_u16(self.buffer.as_mut(), ipv4::CHECKSUM.start, |c| {
             delta.apply(c)
         });
     }
 
-    /// The forwarding step (RFC 1812 5.3.1): TTL - 1, header checksum patched (RFC 1624).
-    /// The caller checked the TTL is above 1 (a TTL of 0 wraps to 255).
-    #[inline]
-    pub fn decrement_ttl(&mut self) {
+    /// The forwarding step (RFC 1812 5.3.1): TTL - 1, header checksum patched (RFC 1624);
+    /// returns the new TTL. The caller checked the TTL is above 1 (a TTL of 0 wraps to 255).
+    #[inline(always)]
+    pub fn decrement_ttl(&mut self) -> u8 {
         let mut delta = Delta::default();
-        self.decrement_ttl_noting(&mut delta);
+        let ttl = self.decrement_ttl_noting(&mut delta);
         self.apply_checksum_delta(delta);
+        ttl
     }
 
     /// [`Ipv4Packet::decrement_ttl`] with the checksum change recorded in `delta`, for a
-    /// rewrite that changes more header words and patches the checksum once.
+    /// rewrite that changes more header words and patches the checksum once; the new TTL.
     #[inline(always)]
-    pub fn decrement_ttl_noting(&mut self, delta: &mut Delta) {
+    pub fn decrement_ttl_noting(&mut self, delta: &mut Delta) -> u8 {
         let bytes = self.buffer.as_mut();
         // TTL and protocol share one checksum word.
         let word = get_u16(bytes, ipv4::TTL_PROTOCOL.start);
-        bytes[ipv4::TTL] = bytes[ipv4::TTL].wrapping_sub(1);
+        let ttl = bytes[ipv4::TTL].wrapping_sub(1);
+        bytes[ipv4::TTL] = ttl;
         delta.replace_u16(word, word.wrapping_sub(0x0100));
+        ttl
     }
 
     /// Sets the source address and patches the header checksum; returns the old address
@@ -361,6 +364,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let range = self.header_len()..usize::from(self.total_len());
         &mut self.buffer.as_mut()[range]
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Ipv4Packet<&'a T> {
+    /// [`Ipv4Packet::payload`] borrowed from the buffer rather than the view, so it
+    /// outlives the view (for parsing nested headers).
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        let range = self.header_len()..usize::from(self.total_len());
+        &self.buffer.as_ref()[range]
     }
 }
 

@@ -29,6 +29,7 @@ pub use ethernet::EthernetFrame;
 pub use icmp::IcmpPacket;
 pub use ipv4::Ipv4Packet;
 pub use tcp::TcpPacket;
+pub use tcp::flags as tcp_flags;
 pub use udp::UdpPacket;
 
 use crate::field;

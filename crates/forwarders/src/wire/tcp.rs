@@ -296,6 +296,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     }
 }
 
+impl<'a, T: AsRef<[u8]> + ?Sized> TcpPacket<&'a T> {
+    /// [`TcpPacket::payload`] borrowed from the buffer rather than the view.
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        let at = self.header_len();
+        &self.buffer.as_ref()[at..]
+    }
+}
+
 impl<T: AsRef<[u8]>> AsRef<[u8]> for TcpPacket<T> {
     fn as_ref(&self) -> &[u8] {
         self.buffer.as_ref()

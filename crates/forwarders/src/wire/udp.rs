@@ -194,6 +194,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 }
 
+impl<'a, T: AsRef<[u8]> + ?Sized> UdpPacket<&'a T> {
+    /// [`UdpPacket::payload`] borrowed from the buffer rather than the view.
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        let end = usize::from(self.len());
+        &self.buffer.as_ref()[udp::HEADER_LEN..end]
+    }
+}
+
 impl<T: AsRef<[u8]>> AsRef<[u8]> for UdpPacket<T> {
     fn as_ref(&self) -> &[u8] {
         self.buffer.as_ref()
