@@ -54,7 +54,7 @@ pub fn verifies_20(header: &[u8; 20]) -> bool {
     // a non-zero sum, so "folds to 0xffff" is "a non-zero multiple of 0xffff": one
     // remainder by a constant (a multiply) instead of four folds.
     let sum = sum_words_20_native(header);
-    sum != 0 && sum % 0xffff == 0
+    sum != 0 && sum.is_multiple_of(0xffff)
 }
 
 /// Sum of a 20-byte header as five 32-bit words: since 2^16 = 1 (mod 0xffff), folding a sum
