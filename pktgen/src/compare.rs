@@ -50,12 +50,18 @@ pub struct CompareOptions {
     pub cps_threads: usize,
     /// Packets per second of the latency test, listening at the real servers (0: skip).
     pub latency_rate: u64,
+    /// Bulk downloads per forwarder (alternating; 0: skip).
+    pub bulk_rounds: u32,
+    /// MiB of each bulk download.
+    pub bulk_mib: u64,
     /// The `xvs` binary.
     pub xvs: PathBuf,
     /// The `xvsadm` binary.
     pub xvsadm: PathBuf,
     /// This program (`xvs-pktgen`), run inside the namespaces.
     pub pktgen: PathBuf,
+    /// Niceness of the xvs daemon (its worker busy-polls the forwarder CPU).
+    pub xvs_nice: i32,
     /// CPU the client (sender, connecting threads) is pinned to.
     pub client_cpu: usize,
     /// CPU the forwarder works on: xvs's worker is pinned there; the kernel's forwarding is
@@ -63,12 +69,15 @@ pub struct CompareOptions {
     pub forwarder_cpu: usize,
 }
 
-/// The two forwarders.
+/// Who forwards in a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Forwarder {
     /// xvs on AF_XDP.
     Xvs,
+    /// xvs's I/O ceiling (`xvs run --io-ceiling`): the same daemon, sockets and worker loop,
+    /// each frame only re-addressed (Ethernet header) toward a real server and sent.
+    Ceiling,
     /// nftables DNAT with numgen round robin.
     Kernel,
 }
@@ -77,6 +86,7 @@ impl Forwarder {
     fn name(self) -> &'static str {
         match self {
             Forwarder::Xvs => "xvs",
+            Forwarder::Ceiling => "ceiling",
             Forwarder::Kernel => "kernel",
         }
     }
@@ -105,6 +115,28 @@ pub struct Round {
     pub daemon_ns_per_packet: Option<f64>,
 }
 
+/// One bulk download: a single HTTP GET of `bulk_mib` MiB by `curl` in the client
+/// namespace from a real server through the forwarder.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkRound {
+    /// Who forwarded.
+    pub forwarder: Forwarder,
+    /// Round number, from 1.
+    pub round: u32,
+    /// Bytes curl received.
+    pub bytes: u64,
+    /// Seconds the transfer took (curl's `time_total`, connection included).
+    pub seconds: f64,
+    /// `bytes / seconds / 10^6`.
+    pub mb_per_s: f64,
+    /// TCP segments the real servers retransmitted meanwhile (`RetransSegs`).
+    pub retransmits: u64,
+    /// Packets the director's internal interface received meanwhile: about 46,000 for
+    /// 64 MiB when the data arrives as 1500-byte frames, far fewer when it arrives as
+    /// GRO/GSO aggregates.
+    pub director_rx_packets: u64,
+}
+
 /// Everything a run found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
@@ -118,10 +150,20 @@ pub struct Comparison {
     pub kernel_mpps: f64,
     /// `xvs_mpps / kernel_mpps`.
     pub ratio: f64,
+    /// Median forwarded Mpps of xvs's I/O ceiling.
+    pub ceiling_mpps: f64,
+    /// `xvs_mpps / ceiling_mpps`.
+    pub ceiling_ratio: f64,
     /// Connections per second through xvs.
     pub xvs_cps: Option<CpsResult>,
     /// Connections per second through the kernel.
     pub kernel_cps: Option<CpsResult>,
+    /// Bulk downloads, in the order run.
+    pub bulk: Vec<BulkRound>,
+    /// Median MB/s of xvs's bulk downloads.
+    pub xvs_bulk_mb_per_s: f64,
+    /// Median MB/s of the kernel's.
+    pub kernel_bulk_mb_per_s: f64,
     /// The paced run through xvs with listeners at the real servers.
     pub xvs_latency: Option<Summary>,
     /// The same through the kernel.
@@ -132,6 +174,8 @@ pub struct Comparison {
 const LATENCY_SECONDS: f64 = 3.0;
 
 const VIP_PORT: u16 = 80;
+/// The bulk download's service port (HTTP, `xvs-pktgen http-bytes` on the real servers).
+const BULK_PORT: u16 = 8080;
 /// Packets per second of the untimed warm-up before each round (neighbours, flows).
 const WARM_UP_RATE: &str = "20k";
 
@@ -194,6 +238,24 @@ impl Bench {
                 .spawn()
                 .map_err(err)?;
             bench.helpers.push(child);
+            let mut http = bench.topology.real_servers[i]
+                .ns
+                .command(&bench.options.pktgen.to_string_lossy());
+            let bytes = (bench.options.bulk_mib << 20).to_string();
+            http.args([
+                "http-bytes",
+                "--port",
+                &BULK_PORT.to_string(),
+                "--bytes",
+                &bytes,
+            ]);
+            let child = http
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(err)?;
+            bench.helpers.push(child);
         }
         Ok(bench)
     }
@@ -222,26 +284,34 @@ impl Bench {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn start_xvs(&mut self) -> LabResult<()> {
+    fn start_xvs(&mut self, io_ceiling: bool) -> LabResult<()> {
         let ifaces = &self.topology.director_ifaces;
+        // IPVS's default table size (4096 -> 262144 entries), the same number of entries as
+        // the kernel's nf_conntrack_max here. A much larger table (1048576 -> 67M entries,
+        // 7 GiB of untouched huge-page-advised memory) makes every new flow in a fresh
+        // region take a 2 MiB page fault, zeroing and often compaction on the worker: the
+        // first second of each xvs phase then lost most frames and CPS runs stalled for
+        // seconds.
         let config = format!(
             "[daemon]\nexternal = \"{}\"\ninternal = \"{}\"\nqueues = 1\ncores = [{}]\n\
-             conn_table_size = 1048576\n",
+             conn_table_size = 4096\n",
             ifaces[0], ifaces[1], self.options.forwarder_cpu
         );
         let config_path = self.dir.join("xvs.toml");
         std::fs::write(&config_path, config).map_err(err)?;
         let log = std::fs::File::create(self.dir.join("xvs.log")).map_err(err)?;
-        let mut command = self
-            .topology
-            .director
-            .command(&self.options.xvs.to_string_lossy());
+        // `nice` execs xvs, so the child's pid stays the daemon's (`--xvs-nice`: the kernel's
+        // forwarding runs in softirq, which pre-empts any process on its CPU).
+        let mut command = self.topology.director.command("nice");
         command
+            .args(["-n", &self.options.xvs_nice.to_string()])
+            .arg(&self.options.xvs)
             .arg("run")
             .arg("--config")
             .arg(&config_path)
             .arg("--socket")
             .arg(self.dir.join("xvs.sock"))
+            .args(io_ceiling.then_some("--io-ceiling"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(err)?)
@@ -251,12 +321,10 @@ impl Bench {
             self.xvsadm("-L -n").is_ok()
         })?;
         let vip = &self.topology.vip;
-        for proto in ["-u", "-t"] {
-            self.xvsadm(&format!("-A {proto} {vip}:{VIP_PORT} -s rr"))?;
+        for (proto, port) in [("-u", VIP_PORT), ("-t", VIP_PORT), ("-t", BULK_PORT)] {
+            self.xvsadm(&format!("-A {proto} {vip}:{port} -s rr"))?;
             for rip in self.rips() {
-                self.xvsadm(&format!(
-                    "-a {proto} {vip}:{VIP_PORT} -r {rip}:{VIP_PORT} -m"
-                ))?;
+                self.xvsadm(&format!("-a {proto} {vip}:{port} -r {rip}:{port} -m"))?;
             }
         }
         let log = std::fs::read_to_string(self.dir.join("xvs.log")).unwrap_or_default();
@@ -270,6 +338,14 @@ impl Bench {
     }
 
     fn stop_xvs(&mut self) -> LabResult<()> {
+        if self.xvs.is_none() {
+            return Ok(());
+        }
+        if std::env::var_os("XVS_COMPARE_DEBUG").is_some()
+            && let Ok(text) = self.xvsadm("--dataplane")
+        {
+            eprintln!("{text}");
+        }
         let Some(mut child) = self.xvs.take() else {
             return Ok(());
         };
@@ -280,12 +356,63 @@ impl Bench {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if child.try_wait().map_err(err)?.is_some() {
+                if std::env::var_os("XVS_COMPARE_DEBUG").is_some() {
+                    let log = std::fs::read_to_string(self.dir.join("xvs.log")).unwrap_or_default();
+                    for line in log
+                        .lines()
+                        .filter(|l| l.contains("kernel counters") || l.contains("TX budget"))
+                    {
+                        eprintln!("{line}");
+                    }
+                }
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
         let _ = child.wait();
+        Ok(())
+    }
+
+    fn start(&mut self, forwarder: Forwarder) -> LabResult<()> {
+        match forwarder {
+            Forwarder::Xvs => self.start_xvs(false),
+            Forwarder::Ceiling => {
+                self.vip_on_real_servers(true)?;
+                self.start_xvs(true)
+            }
+            Forwarder::Kernel => self.kernel_on(),
+        }
+    }
+
+    fn stop(&mut self, forwarder: Forwarder) -> LabResult<()> {
+        match forwarder {
+            Forwarder::Xvs => self.stop_xvs(),
+            Forwarder::Ceiling => {
+                let stopped = self.stop_xvs();
+                self.vip_on_real_servers(false)?;
+                stopped
+            }
+            Forwarder::Kernel => self.kernel_off(),
+        }
+    }
+
+    /// During the ceiling's rounds the real servers hold the VIP on `lo` (not answering ARP
+    /// for it, as DR real servers), so the frames the ceiling leaves addressed to the VIP go
+    /// up their UDP stack exactly as the translated frames of the other rows do, instead of
+    /// being discarded early as not theirs: the work downstream of the director, which copy
+    /// mode runs partly in the daemon's `sendto`, is then the same for every row.
+    fn vip_on_real_servers(&self, on: bool) -> LabResult<()> {
+        let vip = format!("{}/32", self.topology.vip);
+        for rs in &self.topology.real_servers {
+            if on {
+                rs.ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+                rs.ns.exec("ip", &["addr", "add", &vip, "dev", "lo"])?;
+            } else {
+                let _ = rs.ns.exec("ip", &["addr", "del", &vip, "dev", "lo"]);
+                rs.ns.sysctl("net.ipv4.conf.all.arp_ignore", "0")?;
+            }
+        }
         Ok(())
     }
 
@@ -296,7 +423,7 @@ impl Bench {
         let script = format!(
             "table ip xvsbench {{\n  chain pre {{\n    type nat hook prerouting priority -100;\n    \
              ip daddr {vip} udp dport {VIP_PORT} dnat to numgen inc mod 2 map {map}\n    \
-             ip daddr {vip} tcp dport {VIP_PORT} dnat to numgen inc mod 2 map {map}\n  }}\n}}\n"
+             ip daddr {vip} tcp dport {{ {VIP_PORT}, {BULK_PORT} }} dnat to numgen inc mod 2 map {map}\n  }}\n}}\n"
         );
         let path = self.dir.join("dnat.nft");
         std::fs::write(&path, script).map_err(err)?;
@@ -410,10 +537,7 @@ impl Bench {
     }
 
     fn round(&mut self, forwarder: Forwarder, round: u32) -> LabResult<Round> {
-        match forwarder {
-            Forwarder::Xvs => self.start_xvs()?,
-            Forwarder::Kernel => self.kernel_on()?,
-        }
+        self.start(forwarder)?;
         // Untimed: neighbours resolve, flows open.
         self.send(1.0, WARM_UP_RATE, false)?;
         let servers_before = self.server_counts()?;
@@ -425,10 +549,7 @@ impl Bench {
         let daemon_after = self.xvs.as_ref().and_then(|c| process_cpu_ns(c.id()));
         let cpu_after = CpuTimes::read()?;
         let servers_after = self.server_counts()?;
-        match forwarder {
-            Forwarder::Xvs => self.stop_xvs()?,
-            Forwarder::Kernel => self.kernel_off()?,
-        }
+        self.stop(forwarder)?;
         let per_server: Vec<u64> = servers_after
             .iter()
             .zip(&servers_before)
@@ -455,25 +576,103 @@ impl Bench {
 
     /// A paced run with listeners on both real servers: one-way latency, loss, spread.
     fn latency(&mut self, forwarder: Forwarder) -> LabResult<Summary> {
-        match forwarder {
-            Forwarder::Xvs => self.start_xvs()?,
-            Forwarder::Kernel => self.kernel_on()?,
-        }
+        self.start(forwarder)?;
         let rate = self.options.latency_rate.to_string();
         let result = self
             .send(1.0, WARM_UP_RATE, false)
             .and_then(|_| self.send(LATENCY_SECONDS, &rate, true));
-        match forwarder {
-            Forwarder::Xvs => self.stop_xvs()?,
-            Forwarder::Kernel => self.kernel_off()?,
+        self.stop(forwarder)?;
+        result
+    }
+
+    /// TCP segments the real servers have retransmitted so far (`/proc/net/snmp`, per
+    /// namespace).
+    fn server_retransmits(&self) -> LabResult<u64> {
+        let mut total = 0;
+        for rs in &self.topology.real_servers {
+            let out = rs.ns.exec("cat", &["/proc/net/snmp"])?;
+            total += parse_retrans_segs(&String::from_utf8_lossy(&out.stdout))
+                .ok_or_else(|| LabError("no Tcp RetransSegs in /proc/net/snmp".into()))?;
         }
+        Ok(total)
+    }
+
+    /// Packets the director's internal interface has received so far.
+    fn director_rx_packets(&self) -> LabResult<u64> {
+        let path = format!(
+            "/sys/class/net/{}/statistics/rx_packets",
+            self.topology.director_ifaces[1]
+        );
+        let out = self.topology.director.exec("cat", &[&path])?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|e| LabError(format!("{path}: {e}")))
+    }
+
+    /// One bulk download through `forwarder`: `curl` in the client namespace, pinned to the
+    /// client CPU, fetching `bulk_mib` MiB from VIP:8080.
+    fn bulk(&mut self, forwarder: Forwarder, round: u32) -> LabResult<BulkRound> {
+        self.start(forwarder)?;
+        let result = self.send(1.0, WARM_UP_RATE, false).and_then(|_| {
+            let before = self.server_retransmits()?;
+            let rx_before = self.director_rx_packets()?;
+            let url = format!("http://{}:{BULK_PORT}/bulk", self.topology.vip);
+            let cpu = self.options.client_cpu.to_string();
+            let out = xvs_lab::netns::run(
+                "taskset",
+                &[
+                    "-c",
+                    &cpu,
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.topology.client.name(),
+                    "curl",
+                    "-s",
+                    "--fail",
+                    "--max-time",
+                    "60",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{size_download} %{time_total}",
+                    &url,
+                ],
+            )?;
+            let after = self.server_retransmits()?;
+            let rx_after = self.director_rx_packets()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let (bytes, seconds) = parse_curl_size_time(&text)
+                .ok_or_else(|| LabError(format!("curl printed {text:?}")))?;
+            if bytes != self.options.bulk_mib << 20 {
+                return Err(LabError(format!(
+                    "bulk download got {bytes} bytes of {}",
+                    self.options.bulk_mib << 20
+                )));
+            }
+            Ok(BulkRound {
+                forwarder,
+                round,
+                bytes,
+                seconds,
+                mb_per_s: bytes as f64 / seconds.max(1e-9) / 1e6,
+                retransmits: after.saturating_sub(before),
+                director_rx_packets: rx_after.saturating_sub(rx_before),
+            })
+        });
+        self.stop(forwarder)?;
         result
     }
 
     fn cps(&mut self, forwarder: Forwarder) -> LabResult<CpsResult> {
-        match forwarder {
-            Forwarder::Xvs => self.start_xvs()?,
-            Forwarder::Kernel => self.kernel_on()?,
+        self.start(forwarder)?;
+        // Untimed, as before the other phases: the real servers' neighbours resolve first.
+        // Without it xvs drops the first SYNs while they resolve (the kernel queues them),
+        // and each connecting thread's first attempt waits out the 1 s timeout.
+        if let Err(e) = self.send(1.0, WARM_UP_RATE, false) {
+            self.stop(forwarder)?;
+            return Err(e);
         }
         let target = format!("{}:{VIP_PORT}", self.topology.vip);
         let result = self.client_run(&[
@@ -486,12 +685,26 @@ impl Bench {
             &self.options.cps_threads.to_string(),
             "--json",
         ]);
-        match forwarder {
-            Forwarder::Xvs => self.stop_xvs()?,
-            Forwarder::Kernel => self.kernel_off()?,
-        }
+        self.stop(forwarder)?;
         serde_json::from_slice(&result?).map_err(|e| LabError(format!("cps output: {e}")))
     }
+}
+
+/// `Tcp: ... RetransSegs ...` from `/proc/net/snmp` text (a header line, then values).
+fn parse_retrans_segs(snmp: &str) -> Option<u64> {
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let names = tcp.next()?;
+    let values = tcp.next()?;
+    let at = names.split_whitespace().position(|n| n == "RetransSegs")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// `"67108864 0.412345"`, curl's `%{size_download} %{time_total}`.
+fn parse_curl_size_time(text: &str) -> Option<(u64, f64)> {
+    let mut words = text.split_whitespace();
+    let bytes = words.next()?.parse().ok()?;
+    let seconds = words.next()?.parse().ok()?;
+    Some((bytes, seconds))
 }
 
 fn parse_summary(json: &str) -> LabResult<Summary> {
@@ -592,7 +805,7 @@ pub fn run(
     let mut bench = Bench::new(options.clone())?;
     let mut rounds = Vec::new();
     for r in 1..=options.rounds {
-        for forwarder in [Forwarder::Xvs, Forwarder::Kernel] {
+        for forwarder in [Forwarder::Xvs, Forwarder::Ceiling, Forwarder::Kernel] {
             check()?;
             let round = bench.round(forwarder, r)?;
             progress(&format!(
@@ -624,6 +837,30 @@ pub fn run(
         progress(&format!("cps kernel: {:.0}/s", k.per_second));
         (xvs_cps, kernel_cps) = (Some(x), Some(k));
     }
+    let mut bulk = Vec::new();
+    for r in 1..=options.bulk_rounds {
+        for forwarder in [Forwarder::Xvs, Forwarder::Kernel] {
+            check()?;
+            let b = bench.bulk(forwarder, r)?;
+            progress(&format!(
+                "bulk {r} {:6}: {:.1} MB/s ({} retransmits)",
+                forwarder.name(),
+                b.mb_per_s,
+                b.retransmits
+            ));
+            bulk.push(b);
+        }
+    }
+    let bulk_of = |f: Forwarder| {
+        median(
+            bulk.iter()
+                .filter(|b| b.forwarder == f)
+                .map(|b| b.mb_per_s)
+                .collect(),
+        )
+    };
+    let (xvs_bulk_mb_per_s, kernel_bulk_mb_per_s) =
+        (bulk_of(Forwarder::Xvs), bulk_of(Forwarder::Kernel));
     let mpps_of = |f: Forwarder| {
         median(
             rounds
@@ -634,18 +871,21 @@ pub fn run(
         )
     };
     let (xvs_mpps, kernel_mpps) = (mpps_of(Forwarder::Xvs), mpps_of(Forwarder::Kernel));
+    let ceiling_mpps = mpps_of(Forwarder::Ceiling);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     Ok(Comparison {
         xdp_mode: bench.xdp_mode.clone(),
         rounds,
         xvs_mpps,
         kernel_mpps,
-        ratio: if kernel_mpps > 0.0 {
-            xvs_mpps / kernel_mpps
-        } else {
-            0.0
-        },
+        ratio: ratio(xvs_mpps, kernel_mpps),
+        ceiling_mpps,
+        ceiling_ratio: ratio(xvs_mpps, ceiling_mpps),
         xvs_cps,
         kernel_cps,
+        bulk,
+        xvs_bulk_mb_per_s,
+        kernel_bulk_mb_per_s,
         xvs_latency,
         kernel_latency,
     })
@@ -664,6 +904,21 @@ fn latency_line(s: &Summary) -> String {
         "{latency}; loss {:.3}%; per real server {}",
         s.loss_percent.unwrap_or(0.0),
         spread.join(" / ")
+    )
+}
+
+/// `12000 handshakes (300 reset by the server before the client looked, 2 SYN retransmits),
+/// 0 failed; handshake p50 .. µs, p90 .., p99 .., max ..`.
+fn cps_line(c: &CpsResult) -> String {
+    let times = c.handshake.map_or("no handshakes".to_string(), |h| {
+        format!(
+            "handshake p50 {:.0} µs, p90 {:.0}, p99 {:.0}, max {:.0}",
+            h.p50_us, h.p90_us, h.p99_us, h.max_us
+        )
+    });
+    format!(
+        "{} handshakes ({} reset by the server before the client looked, {} with a SYN retransmit), {} failed; {times}",
+        c.connections, c.reset_after_handshake, c.syn_retransmitted, c.failures
     )
 }
 
@@ -702,6 +957,10 @@ impl Comparison {
             "\nmedian forwarded: xvs {:.3} Mpps, kernel {:.3} Mpps, ratio xvs/kernel {:.2} (AF_XDP {} mode)\n",
             self.xvs_mpps, self.kernel_mpps, self.ratio, self.xdp_mode
         );
+        s += &format!(
+            "I/O ceiling (same sockets and worker loop, Ethernet header only): {:.3} Mpps, xvs/ceiling {:.2}\n",
+            self.ceiling_mpps, self.ceiling_ratio
+        );
         if let (Some(x), Some(k)) = (&self.xvs_latency, &self.kernel_latency) {
             s += &format!(
                 "one-way latency client -> real server at {} pps (UDP, {} s, listening on both real servers):\n  xvs:    {}\n  kernel: {}\n",
@@ -711,6 +970,34 @@ impl Comparison {
                 latency_line(k)
             );
         }
+        if !self.bulk.is_empty() {
+            let rounds: Vec<String> = self
+                .bulk
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{} {:.1} ({} retransmits, {} packets in)",
+                        b.forwarder.name(),
+                        b.mb_per_s,
+                        b.retransmits,
+                        b.director_rx_packets
+                    )
+                })
+                .collect();
+            let ratio = if self.kernel_bulk_mb_per_s > 0.0 {
+                self.xvs_bulk_mb_per_s / self.kernel_bulk_mb_per_s
+            } else {
+                0.0
+            };
+            s += &format!(
+                "bulk download ({} MiB over one HTTP connection, curl): median xvs {:.1} MB/s, kernel {:.1} MB/s, ratio {:.2}; rounds: {}\n",
+                options.bulk_mib,
+                self.xvs_bulk_mb_per_s,
+                self.kernel_bulk_mb_per_s,
+                ratio,
+                rounds.join(", ")
+            );
+        }
         if let (Some(x), Some(k)) = (&self.xvs_cps, &self.kernel_cps) {
             let ratio = if k.per_second > 0.0 {
                 x.per_second / k.per_second
@@ -718,8 +1005,13 @@ impl Comparison {
                 0.0
             };
             s += &format!(
-                "connections per second (TCP connect + RST close, {} threads): xvs {:.0} ({} failed), kernel {:.0} ({} failed), ratio {:.2}\n",
-                options.cps_threads, x.per_second, x.failures, k.per_second, k.failures, ratio
+                "connections per second (TCP connect + RST close, {} threads): xvs {:.0}, kernel {:.0}, ratio {:.2}\n  xvs:    {}\n  kernel: {}\n",
+                options.cps_threads,
+                x.per_second,
+                k.per_second,
+                ratio,
+                cps_line(x),
+                cps_line(k)
             );
         }
         s
@@ -749,6 +1041,19 @@ mod tests {
     }
 
     #[test]
+    fn retransmits_and_curl_figures_are_read() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Tcp: RtoAlgorithm RtoMin RetransSegs InErrs\nTcp: 1 200 17 0\n";
+        assert_eq!(parse_retrans_segs(snmp), Some(17));
+        assert_eq!(parse_retrans_segs("Ip: 1\n"), None);
+        assert_eq!(
+            parse_curl_size_time("67108864 0.412500"),
+            Some((67108864, 0.4125))
+        );
+        assert_eq!(parse_curl_size_time("oops"), None);
+    }
+
+    #[test]
     fn medians_of_odd_and_even_counts() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
@@ -774,8 +1079,13 @@ mod tests {
             xvs_mpps: 0.4,
             kernel_mpps: 0.5,
             ratio: 0.8,
+            ceiling_mpps: 0.5,
+            ceiling_ratio: 0.8,
             xvs_cps: None,
             kernel_cps: None,
+            bulk: Vec::new(),
+            xvs_bulk_mb_per_s: 0.0,
+            kernel_bulk_mb_per_s: 0.0,
             xvs_latency: None,
             kernel_latency: None,
         };
@@ -786,9 +1096,12 @@ mod tests {
             cps_seconds: 0.0,
             cps_threads: 1,
             latency_rate: 0,
+            bulk_rounds: 0,
+            bulk_mib: 64,
             xvs: "xvs".into(),
             xvsadm: "xvsadm".into(),
             pktgen: "xvs-pktgen".into(),
+            xvs_nice: -20,
             client_cpu: 0,
             forwarder_cpu: 1,
         };
@@ -801,5 +1114,6 @@ mod tests {
             text.contains("ratio xvs/kernel 0.80 (AF_XDP copy mode)"),
             "{text}"
         );
+        assert!(text.contains("0.500 Mpps, xvs/ceiling 0.80"), "{text}");
     }
 }

@@ -33,6 +33,8 @@ enum Command {
     Cps(CpsArgs),
     /// Accept TCP connections and close them (the real servers of `cps`).
     TcpSink(SinkArgs),
+    /// Answer every HTTP request with N bytes (the real servers of `compare`'s bulk download).
+    HttpBytes(HttpBytesArgs),
     /// Feed a pattern to xvs's pipeline in memory (no sockets): per-packet cost, and the
     /// program `make bench-instructions` runs under callgrind.
     Memory(MemoryArgs),
@@ -90,7 +92,7 @@ struct SendArgs {
 
 #[derive(Args)]
 struct CompareArgs {
-    /// Rounds per forwarder, alternating xvs and kernel.
+    /// Rounds per forwarder, alternating xvs, its I/O ceiling and the kernel (0: none).
     #[arg(long, default_value_t = 3)]
     rounds: u32,
     /// Seconds per round.
@@ -108,6 +110,17 @@ struct CompareArgs {
     /// Packets per second of the latency test (listening at the real servers; 0 skips it).
     #[arg(long, default_value = "50k", value_parser = parse_rate)]
     latency_rate: u64,
+    /// Bulk HTTP downloads per forwarder, alternating (0 skips them).
+    #[arg(long, default_value_t = 3)]
+    bulk_rounds: u32,
+    /// MiB of each bulk download.
+    #[arg(long, default_value_t = 64)]
+    bulk_mib: u64,
+    /// Niceness of the xvs daemon. The kernel's forwarding runs in softirq, ahead of every
+    /// process on its CPU; -20 gives xvs's worker a similar precedence over other work on a
+    /// shared machine (0, the default: time-shared like any process).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    xvs_nice: i32,
     /// The xvs binary (default: beside this program).
     #[arg(long)]
     xvs: Option<PathBuf>,
@@ -140,6 +153,16 @@ struct SinkArgs {
     /// Accepting threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+}
+
+#[derive(Args)]
+struct HttpBytesArgs {
+    /// Port to accept on.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Bytes of each response body.
+    #[arg(long, default_value_t = 64 << 20)]
+    bytes: u64,
 }
 
 #[derive(Args)]
@@ -177,6 +200,9 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare(&args),
         Command::Cps(args) => cps(&args),
         Command::TcpSink(args) => tcp::sink(args.port, args.threads).map_err(|e| e.to_string()),
+        Command::HttpBytes(args) => {
+            tcp::http_bytes(args.port, args.bytes).map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -297,15 +323,18 @@ fn compare(args: &CompareArgs) -> Result<(), String> {
     let dir = me.parent().map(PathBuf::from).unwrap_or_default();
     let xvs = args.xvs.clone().unwrap_or_else(|| dir.join("xvs"));
     let options = CompareOptions {
-        rounds: args.rounds.max(1),
+        rounds: args.rounds,
         seconds: args.seconds,
         flows: args.flows,
         cps_seconds: args.cps_seconds,
         cps_threads: args.cps_threads.max(1),
         latency_rate: args.latency_rate,
+        bulk_rounds: args.bulk_rounds,
+        bulk_mib: args.bulk_mib.max(1),
         xvsadm: xvs.with_file_name("xvsadm"),
         xvs,
         pktgen: me,
+        xvs_nice: args.xvs_nice,
         client_cpu: 0,
         forwarder_cpu: if cpus() > 1 { 1 } else { 0 },
     };

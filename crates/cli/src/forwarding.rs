@@ -35,9 +35,20 @@ pub struct AfXdpDataplane {
     runtime: Option<Runtime>,
     /// The director's first interface: sync daemons use it unless told otherwise.
     first_iface: String,
+    /// Workers run the I/O ceiling instead of the pipeline (`xvs run --io-ceiling`).
+    io_ceiling: bool,
 }
 
 impl AfXdpDataplane {
+    /// A dataplane whose workers only re-address frames toward the real servers: the I/O
+    /// ceiling `make bench-compare` measures xvs against (`xvs_dataplane::ceiling`).
+    pub fn io_ceiling() -> Self {
+        AfXdpDataplane {
+            io_ceiling: true,
+            ..AfXdpDataplane::default()
+        }
+    }
+
     /// How the ports run (empty before start).
     pub fn modes(&self) -> Vec<PortMode> {
         self.runtime
@@ -104,9 +115,11 @@ impl Dataplane for AfXdpDataplane {
             options: xvs_conntrack::Options {
                 expire_nodest_conn: config.options.expire_nodest_conn,
                 expire_quiescent_template: config.options.expire_quiescent_template,
+                sloppy_tcp: config.options.sloppy_tcp,
                 ..Default::default()
             },
             timeouts: set_timeouts(timeouts),
+            io_ceiling: self.io_ceiling,
         };
         self.first_iface = runtime_config.ifaces[0].clone();
         let runtime = Runtime::start(&runtime_config, table).map_err(|e| e.to_string())?;
@@ -225,6 +238,24 @@ impl Dataplane for AfXdpDataplane {
 
     fn conn_table(&self) -> Option<xvs_conntrack::ConnTable> {
         self.runtime.as_ref().map(Runtime::conn_table)
+    }
+
+    fn forwarding_health(&self) -> Result<(), String> {
+        let runtime = self.runtime.as_ref().ok_or("not started")?;
+        let (running, workers) = runtime.workers_running();
+        if workers == 0 || running < workers {
+            return Err(format!("{running} of {workers} workers running"));
+        }
+        let mut ifaces: Vec<&str> = runtime.modes().iter().map(|m| m.iface.as_str()).collect();
+        ifaces.dedup();
+        for iface in ifaces {
+            match xvs_dataplane::netdev::link_is_running(iface) {
+                Ok(true) => {}
+                Ok(false) => return Err(format!("{iface} is down")),
+                Err(e) => return Err(format!("{iface}: {e}")),
+            }
+        }
+        Ok(())
     }
 }
 

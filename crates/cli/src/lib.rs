@@ -16,8 +16,10 @@
 //! | [`metrics`] | the Prometheus endpoint: node_exporter's IPVS metrics and xvs's own |
 //! | [`realserver`] | `xvs realserver`: a DR or TUN real server's VIP and ARP sysctls, applied and undone |
 //! | [`health`] | real servers' health checks and the table in force they derive |
+//! | [`announce`] | scale-out: the VIPs held on a TUN device for a BGP daemon while healthy, `xvs drain` |
 //! | [`lab`] | `xvs lab`: the seed labs in network namespaces, for people and for tests |
 
+pub mod announce;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -4,6 +4,7 @@
 //! frame I/O, the XDP filter, the per-queue workers and their statistics.
 
 pub mod afxdp;
+pub mod ceiling;
 pub mod local;
 pub mod memory_port;
 pub mod neigh;

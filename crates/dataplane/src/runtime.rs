@@ -24,9 +24,11 @@ use std::time::{Duration, Instant};
 use xvs_conntrack::{Config, ConnTable, Listed, Options, SetTimeouts, ShardStats};
 
 use crate::afxdp::{AfXdpPorts, CopyMode, XskConfig};
+use crate::ceiling::IoCeiling;
 use crate::local::LocalDelivery;
 use crate::neigh::NeighbourCache;
 use crate::netdev::NetDev;
+use crate::packet_io::PacketIo;
 use crate::pipeline::counters::WorkerCounters;
 use crate::pipeline::{Pipeline, ResolveQueue, Shared};
 use crate::publish::Published;
@@ -59,6 +61,9 @@ pub struct RuntimeConfig {
     pub options: Options,
     /// `--set tcp tcpfin udp`.
     pub timeouts: SetTimeouts,
+    /// Run the workers' I/O ceiling ([`crate::ceiling`]) instead of the pipeline: for
+    /// `make bench-compare` only.
+    pub io_ceiling: bool,
 }
 
 /// Why the director could not start.
@@ -317,6 +322,7 @@ impl Runtime {
                 .cores
                 .as_ref()
                 .and_then(|c| c.get(queue as usize).copied());
+            let io_ceiling = config.io_ceiling;
             let handle = std::thread::Builder::new()
                 .name(format!("xvs-worker-{queue}"))
                 .spawn(move || {
@@ -325,11 +331,22 @@ impl Runtime {
                     {
                         tracing::warn!(queue, core, "could not pin the worker");
                     }
-                    let mut pipeline = Pipeline::new(queue as u16, shard, shared);
-                    let result = worker::run(&mut ports, &mut pipeline, inputs);
+                    let result = if io_ceiling {
+                        tracing::warn!(
+                            queue,
+                            "I/O ceiling: frames are only re-addressed, not load balanced"
+                        );
+                        // The shard stays alive (and empty) as long as the worker runs.
+                        let _shard = shard;
+                        worker::run(&mut ports, &mut IoCeiling::new(shared), inputs)
+                    } else {
+                        let mut pipeline = Pipeline::new(queue as u16, shard, shared);
+                        worker::run(&mut ports, &mut pipeline, inputs)
+                    };
                     if let Err(e) = &result {
                         tracing::error!(queue, error = %e, "worker stopped");
                     }
+                    log_socket_losses(&ports);
                     result
                 })?;
             started.handles.push(handle);
@@ -613,6 +630,29 @@ impl Runtime {
     /// [`ConnTable::for_each_entry`] takes no lock the workers wait for.
     pub fn conn_table(&self) -> ConnTable {
         self.conns.clone()
+    }
+}
+
+/// Logs, as a worker stops, what the kernel dropped at its AF_XDP sockets: losses the
+/// worker's own counters cannot see (a full RX ring, an empty fill ring).
+fn log_socket_losses(ports: &AfXdpPorts) {
+    for port in 0..ports.port_count() {
+        if let Ok(s) = ports.kernel_stats(port) {
+            let own = ports.stats(port);
+            tracing::info!(
+                rx_packets = own.rx_packets,
+                tx_packets = own.tx_packets,
+                wakeups = own.wakeups,
+                iface = ports.ifname(port).unwrap_or("?"),
+                queue = ports.queue(),
+                rx_dropped = s.rx_dropped,
+                rx_ring_full = s.rx_ring_full,
+                rx_fill_ring_empty = s.rx_fill_ring_empty,
+                rx_invalid_descs = s.rx_invalid_descs,
+                tx_invalid_descs = s.tx_invalid_descs,
+                "AF_XDP socket kernel counters"
+            );
+        }
     }
 }
 

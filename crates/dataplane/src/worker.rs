@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::packet_io::{BATCH_SIZE, PacketIo};
 use crate::pipeline::counters::WorkerCounters;
+use xvs_forwarders::Frame;
+
+use crate::packet_io::Verdict;
 use crate::pipeline::{Clock, Pipeline};
 use crate::publish::Subscriber;
 use crate::route::Neighbours;
@@ -23,6 +26,50 @@ const SPIN_BEFORE_SLEEP: u32 = 256;
 const IDLE_WAIT: Duration = Duration::from_millis(10);
 /// How often connections are expired and scheduler caches aged.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(20);
+
+/// What the worker loop drives: the real [`Pipeline`] or the
+/// [`crate::ceiling::IoCeiling`].
+pub trait Stage {
+    /// Switches to a new service table.
+    fn set_snapshot(&mut self, snapshot: Arc<Snapshot>);
+    /// Switches to new neighbours.
+    fn set_neighbours(&mut self, neighbours: Arc<Neighbours>);
+    /// Sets the time for the next batch.
+    fn set_clock(&mut self, clock: Clock);
+    /// Installs what the sync backup received.
+    fn install_synced(&mut self);
+    /// Processes a received batch in place, `verdicts[i]` for `frames[i]`.
+    fn process_batch(&mut self, frames: &mut [Frame<'_>], ingress: u8, verdicts: &mut [Verdict]);
+    /// The worker's counters.
+    fn counters(&self) -> &WorkerCounters;
+    /// Expiry and cache ageing, every few milliseconds.
+    fn housekeeping(&mut self);
+}
+
+impl Stage for Pipeline {
+    fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        Pipeline::set_snapshot(self, snapshot);
+    }
+    fn set_neighbours(&mut self, neighbours: Arc<Neighbours>) {
+        Pipeline::set_neighbours(self, neighbours);
+    }
+    fn set_clock(&mut self, clock: Clock) {
+        Pipeline::set_clock(self, clock);
+    }
+    fn install_synced(&mut self) {
+        Pipeline::install_synced(self);
+    }
+    #[inline]
+    fn process_batch(&mut self, frames: &mut [Frame<'_>], ingress: u8, verdicts: &mut [Verdict]) {
+        Pipeline::process_batch(self, frames, ingress, verdicts);
+    }
+    fn counters(&self) -> &WorkerCounters {
+        Pipeline::counters(self)
+    }
+    fn housekeeping(&mut self) {
+        Pipeline::housekeeping(self);
+    }
+}
 
 /// What a worker follows besides its ports.
 pub struct WorkerInputs {
@@ -37,9 +84,9 @@ pub struct WorkerInputs {
 }
 
 /// Runs the worker until `inputs.stop` is set or the ports fail.
-pub fn run<P: PacketIo>(
+pub fn run<P: PacketIo, S: Stage>(
     io: &mut P,
-    pipeline: &mut Pipeline,
+    pipeline: &mut S,
     mut inputs: WorkerInputs,
 ) -> io::Result<()> {
     let mut idle_turns = 0u32;
