@@ -10,17 +10,25 @@
 //! Payload: when there is room, the first 12 bytes are [`STAMP_MAGIC`] and a 64-bit
 //! `CLOCK_MONOTONIC` time in nanoseconds (big-endian), which the receiver turns into latency.
 //! The rest is zeros. A 64-byte TCP frame has 6 bytes of payload: no stamp.
+//!
+//! Headers are written and read through xvs-forwarders' [`wire`] views, the ones the
+//! director rewrites with, and the sums are its [`checksum`] module's.
 
 use std::net::Ipv4Addr;
 
+use xvs_forwarders::checksum;
+use xvs_forwarders::wire::{
+    self, EthernetFrame, Ipv4Packet, TcpPacket, UdpPacket, ethertype, protocol, tcp_flags,
+};
+
 /// Ethernet header length.
-pub const ETH_LEN: usize = 14;
+pub const ETH_LEN: usize = wire::ETHERNET_HEADER_LEN;
 /// IPv4 header length (no options).
-pub const IPV4_LEN: usize = 20;
+pub const IPV4_LEN: usize = wire::IPV4_MIN_HEADER_LEN;
 /// TCP header length (no options).
-pub const TCP_LEN: usize = 20;
+pub const TCP_LEN: usize = wire::TCP_MIN_HEADER_LEN;
 /// UDP header length.
-pub const UDP_LEN: usize = 8;
+pub const UDP_LEN: usize = wire::UDP_HEADER_LEN;
 /// Marks a payload that carries a send time.
 pub const STAMP_MAGIC: [u8; 4] = *b"XVSP";
 /// Bytes of payload a stamp takes.
@@ -32,8 +40,6 @@ pub const MAX_FRAME: usize = 1514;
 /// The FCS the NIC appends, counted in on-wire sizes ("64-byte frames").
 pub const FCS_LEN: usize = 4;
 
-const IP_CSUM: usize = ETH_LEN + 10;
-const IP_SRC: usize = ETH_LEN + 12;
 const L4: usize = ETH_LEN + IPV4_LEN;
 
 /// What kind of packet a template makes.
@@ -57,16 +63,8 @@ impl Kind {
 
     fn ip_protocol(self) -> u8 {
         match self {
-            Kind::Syn | Kind::Ack => 6,
-            Kind::Udp => 17,
-        }
-    }
-
-    /// Offset of the L4 checksum in the frame.
-    fn csum_offset(self) -> usize {
-        L4 + match self {
-            Kind::Syn | Kind::Ack => 16,
-            Kind::Udp => 6,
+            Kind::Syn | Kind::Ack => protocol::TCP,
+            Kind::Udp => protocol::UDP,
         }
     }
 }
@@ -90,10 +88,10 @@ pub struct Template {
     bytes: Vec<u8>,
     kind: Kind,
     /// Sum of the IPv4 header with source address and checksum zeroed.
-    ip_sum: u32,
+    ip_sum: u64,
     /// Sum of pseudo-header + L4 header + payload with source address, source port,
     /// checksum and stamp zeroed.
-    l4_sum: u32,
+    l4_sum: u64,
     stamp_at: Option<usize>,
 }
 
@@ -103,45 +101,50 @@ impl Template {
     pub fn new(kind: Kind, addressing: &Addressing, frame_len: usize) -> Template {
         let frame_len = frame_len.clamp(MIN_FRAME, MAX_FRAME);
         let mut b = vec![0u8; frame_len];
-        b[0..6].copy_from_slice(&addressing.dst_mac);
-        b[6..12].copy_from_slice(&addressing.src_mac);
-        b[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let mut ethernet = EthernetFrame::new_unchecked(&mut b[..]);
+        ethernet.set_dst_addr(addressing.dst_mac);
+        ethernet.set_src_addr(addressing.src_mac);
+        ethernet.set_ethertype(ethertype::IPV4);
         let ip_total = (frame_len - ETH_LEN) as u16;
-        let ip = &mut b[ETH_LEN..ETH_LEN + IPV4_LEN];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&ip_total.to_be_bytes());
-        ip[4..6].copy_from_slice(&1u16.to_be_bytes()); // identification
-        ip[6] = 0x40; // DF, as Linux sends TCP and most UDP
-        ip[8] = 64; // TTL
-        ip[9] = kind.ip_protocol();
-        ip[16..20].copy_from_slice(&addressing.dst.octets());
+        let mut ip = Ipv4Packet::new_unchecked(&mut b[ETH_LEN..]);
+        ip.set_version(4);
+        ip.set_header_len(IPV4_LEN);
+        ip.set_total_len(ip_total);
+        ip.set_ident(1);
+        ip.set_dont_frag(true); // as Linux sends TCP and most UDP
+        ip.set_ttl(64);
+        ip.set_protocol(kind.ip_protocol());
+        ip.set_dst_addr(addressing.dst);
         let l4_len = frame_len - L4;
-        let l4 = &mut b[L4..];
-        l4[2..4].copy_from_slice(&addressing.dst_port.to_be_bytes());
         match kind {
             Kind::Syn | Kind::Ack => {
-                l4[4..8].copy_from_slice(&1u32.to_be_bytes()); // sequence
-                l4[12] = 5 << 4; // data offset: 5 words
+                let mut segment = TcpPacket::new_unchecked(&mut b[L4..]);
+                segment.set_dst_port(addressing.dst_port);
+                segment.set_seq_number(1);
+                segment.set_header_len(TCP_LEN);
                 if kind == Kind::Syn {
-                    l4[13] = 0x02;
+                    segment.set_flags(tcp_flags::SYN);
                 } else {
-                    l4[8..12].copy_from_slice(&1u32.to_be_bytes()); // acknowledgement
-                    l4[13] = 0x10;
+                    segment.set_ack_number(1);
+                    segment.set_flags(tcp_flags::ACK);
                 }
-                l4[14..16].copy_from_slice(&64240u16.to_be_bytes());
+                segment.set_window_len(64240);
             }
-            Kind::Udp => l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes()),
+            Kind::Udp => {
+                let mut datagram = UdpPacket::new_unchecked(&mut b[L4..]);
+                datagram.set_dst_port(addressing.dst_port);
+                datagram.set_len(l4_len as u16);
+            }
         }
         let payload_at = L4 + kind.l4_len();
         let stamp_at = (frame_len - payload_at >= STAMP_LEN).then_some(payload_at);
         if let Some(at) = stamp_at {
             b[at..at + 4].copy_from_slice(&STAMP_MAGIC);
         }
-        let ip_sum = sum_words(&b[ETH_LEN..ETH_LEN + IPV4_LEN], 0);
-        // Pseudo-header without the source address: destination, protocol, L4 length.
-        let pseudo =
-            sum_words(&addressing.dst.octets(), 0) + u32::from(kind.ip_protocol()) + l4_len as u32;
-        let l4_sum = sum_words(&b[L4..], pseudo);
+        let ip = Ipv4Packet::new_unchecked(&b[ETH_LEN..]);
+        let ip_sum = checksum::sum_words(ip.header(), 0);
+        // The pseudo-header with the source address still zero.
+        let l4_sum = checksum::sum_words(&b[L4..], ip.pseudo_header_sum());
         Template {
             bytes: b,
             kind,
@@ -178,50 +181,35 @@ impl Template {
         let n = self.bytes.len();
         let out = &mut out[..n];
         out.copy_from_slice(&self.bytes);
-        let src_bits = u32::from(src);
+        let src_bits = u64::from(src.to_bits());
         let addr_sum = (src_bits >> 16) + (src_bits & 0xffff);
-        out[IP_SRC..IP_SRC + 4].copy_from_slice(&src.octets());
-        out[IP_CSUM..IP_CSUM + 2].copy_from_slice(&fold(self.ip_sum + addr_sum).to_be_bytes());
-        out[L4..L4 + 2].copy_from_slice(&sport.to_be_bytes());
-        let mut l4_sum = self.l4_sum + addr_sum + u32::from(sport);
+        let (headers, payload) = out.split_at_mut(L4);
+        let mut ip = Ipv4Packet::new_unchecked(&mut headers[ETH_LEN..]);
+        ip.set_src_addr(src);
+        ip.set_checksum(!checksum::fold(self.ip_sum + addr_sum));
+        let mut l4_sum = self.l4_sum + addr_sum + u64::from(sport);
         if let Some(at) = self.stamp_at {
-            out[at + 4..at + 12].copy_from_slice(&stamp_ns.to_be_bytes());
-            l4_sum += (stamp_ns >> 48) as u32
-                + ((stamp_ns >> 32) & 0xffff) as u32
-                + ((stamp_ns >> 16) & 0xffff) as u32
-                + (stamp_ns & 0xffff) as u32;
+            let at = at - L4;
+            payload[at + 4..at + 12].copy_from_slice(&stamp_ns.to_be_bytes());
+            l4_sum += (stamp_ns >> 48) + ((stamp_ns >> 32) & 0xffff);
+            l4_sum += ((stamp_ns >> 16) & 0xffff) + (stamp_ns & 0xffff);
         }
-        let mut csum = fold(l4_sum);
-        if self.kind == Kind::Udp && csum == 0 {
-            csum = 0xffff; // 0 means "no checksum" in UDP
+        let sum = !checksum::fold(l4_sum);
+        match self.kind {
+            Kind::Syn | Kind::Ack => {
+                let mut segment = TcpPacket::new_unchecked(payload);
+                segment.set_src_port(sport);
+                segment.set_checksum(sum);
+            }
+            Kind::Udp => {
+                let mut datagram = UdpPacket::new_unchecked(payload);
+                datagram.set_src_port(sport);
+                // 0 means "no checksum" in UDP.
+                datagram.set_checksum(if sum == 0 { 0xffff } else { sum });
+            }
         }
-        let at = self.kind.csum_offset();
-        out[at..at + 2].copy_from_slice(&csum.to_be_bytes());
         n
     }
-}
-
-/// One's complement sum of big-endian 16-bit words (an odd last byte padded with zero),
-/// added to `initial`, not folded.
-pub fn sum_words(bytes: &[u8], initial: u32) -> u32 {
-    let mut sum = initial;
-    let mut chunks = bytes.chunks_exact(2);
-    for w in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-/// Folds a 32-bit sum to 16 bits and complements it: the Internet checksum.
-#[inline]
-pub fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// What a receiver reads back from a frame.
@@ -240,42 +228,44 @@ pub struct Received {
 /// Reads a TCP or UDP over IPv4 frame (also one that arrives IPIP-encapsulated, as TUN
 /// sends it); `None` for anything else.
 pub fn parse(frame: &[u8]) -> Option<Received> {
-    if frame.len() < ETH_LEN + IPV4_LEN || frame[12..14] != [0x08, 0x00] {
+    let ethernet = EthernetFrame::new_checked(frame).ok()?;
+    if ethernet.ethertype() != ethertype::IPV4 {
         return None;
     }
-    let mut ip_at = ETH_LEN;
-    loop {
-        let ip = frame.get(ip_at..ip_at + IPV4_LEN)?;
-        if ip[0] >> 4 != 4 {
-            return None;
-        }
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        let end = (ip_at + total).min(frame.len());
-        let protocol = ip[9];
-        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-        let l4 = ip_at + ihl;
-        let payload_at = match protocol {
-            4 => {
-                ip_at = l4;
-                continue;
-            }
-            6 => l4 + usize::from(frame.get(l4 + 12)? >> 4) * 4,
-            17 => l4 + UDP_LEN,
-            _ => return None,
-        };
-        let ports = frame.get(l4..l4 + 4)?;
-        let payload = frame.get(payload_at.min(end)..end).unwrap_or(&[]);
-        let stamp_ns = (payload.len() >= STAMP_LEN && payload[..4] == STAMP_MAGIC)
-            .then(|| u64::from_be_bytes(payload[4..12].try_into().unwrap_or([0; 8])));
-        return Some(Received {
-            src: (src, u16::from_be_bytes([ports[0], ports[1]])),
-            dst: (dst, u16::from_be_bytes([ports[2], ports[3]])),
-            protocol,
-            stamp_ns,
-        });
+    let mut ip = Ipv4Packet::new_checked(ethernet.into_payload()).ok()?;
+    while ip.protocol() == protocol::IPIP {
+        ip = Ipv4Packet::new_checked(ip.into_payload()).ok()?;
     }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let (ports, payload) = match ip.protocol() {
+        protocol::TCP => {
+            let segment = TcpPacket::new_checked(ip.into_payload()).ok()?;
+            (
+                (segment.src_port(), segment.dst_port()),
+                segment.into_payload(),
+            )
+        }
+        protocol::UDP => {
+            let datagram = UdpPacket::new_checked(ip.into_payload()).ok()?;
+            (
+                (datagram.src_port(), datagram.dst_port()),
+                datagram.into_payload(),
+            )
+        }
+        _ => return None,
+    };
+    let stamp_ns = match payload.split_first_chunk::<STAMP_LEN>() {
+        Some((stamp, _)) if stamp[..4] == STAMP_MAGIC => stamp[4..]
+            .first_chunk::<8>()
+            .map(|t| u64::from_be_bytes(*t)),
+        _ => None,
+    };
+    Some(Received {
+        src: (src, ports.0),
+        dst: (dst, ports.1),
+        protocol: ip.protocol(),
+        stamp_ns,
+    })
 }
 
 #[cfg(test)]

@@ -153,6 +153,18 @@ pub fn ipv4_base_header(header: &[u8; 20]) -> u16 {
     !fold(sum_words_20(header))
 }
 
+/// Unfolded sum of the IPv4 pseudo-header TCP and UDP checksums cover (RFC 9293 3.1,
+/// RFC 768): source, destination, zero + protocol, and the transport length.
+#[inline]
+pub fn ipv4_pseudo_header(src: u32, dst: u32, protocol: u8, length: u16) -> u64 {
+    u64::from(src >> 16)
+        + u64::from(src & 0xffff)
+        + u64::from(dst >> 16)
+        + u64::from(dst & 0xffff)
+        + u64::from(protocol)
+        + u64::from(length)
+}
+
 /// Checksum of an IPv4 header whose checksum field holds zero.
 #[inline]
 pub fn ipv4_header(header: &[u8]) -> u16 {

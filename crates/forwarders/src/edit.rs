@@ -7,6 +7,7 @@
 
 use crate::checksum;
 use crate::field::{self, Field, at, ipv4, tcp, udp};
+use crate::wire::Ipv4Packet;
 use crate::{Reason, field::read_u16};
 
 /// Which transport checksum covers a port or (through the pseudo-header) an address.
@@ -96,11 +97,12 @@ pub(crate) fn set_port(
 /// Decrements the TTL of the header at `ip` (the caller checked it is above 1).
 #[inline]
 pub(crate) fn decrement_ttl(packet: &mut [u8], ip: usize) -> Result<(), Reason> {
-    let place = at(ip, ipv4::TTL_PROTOCOL);
-    let old = read_u16(packet, place.clone()).ok_or(Reason::ViewMismatch)?;
-    let new = old.wrapping_sub(0x0100);
-    field::write_u16(packet, place, new).ok_or(Reason::ViewMismatch)?;
-    patch_ip_checksum(packet, ip, |c| checksum::update_u16(c, old, new))
+    let header: &mut [u8; ipv4::MIN_HEADER_LEN] = packet
+        .get_mut(ip..)
+        .and_then(|rest| rest.first_chunk_mut())
+        .ok_or(Reason::ViewMismatch)?;
+    Ipv4Packet::new_unchecked(header).decrement_ttl();
+    Ok(())
 }
 
 #[inline]

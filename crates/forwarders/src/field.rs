@@ -1,5 +1,6 @@
 //! Byte offsets of every header field this crate reads or writes, named once
-//! (the smoltcp `wire` convention), plus checked big-endian accessors.
+//! (the smoltcp `wire` convention), plus checked big-endian accessors. The public
+//! [`crate::wire`] views are built on this table.
 //!
 //! Offsets are relative to the start of their own header. The accessors return `None` instead of
 //! panicking, so code handed a mismatched view still cannot index out of bounds.
@@ -48,10 +49,14 @@ pub(crate) mod tcp {
     use super::Field;
     pub const SRC_PORT: Field = 0..2;
     pub const DST_PORT: Field = 2..4;
+    pub const SEQ_NUMBER: Field = 4..8;
+    pub const ACK_NUMBER: Field = 8..12;
     /// Data offset in the high nibble, in 32-bit words.
     pub const DATA_OFFSET: usize = 12;
     pub const FLAGS: usize = 13;
+    pub const WINDOW: Field = 14..16;
     pub const CHECKSUM: Field = 16..18;
+    pub const URGENT: Field = 18..20;
     pub const MIN_HEADER_LEN: usize = 20;
 }
 
@@ -73,6 +78,7 @@ pub(crate) mod icmp {
     pub const CHECKSUM: Field = 2..4;
     /// Echo identifier; for "fragmentation needed" bytes 6..8 hold the next-hop MTU.
     pub const ECHO_ID: Field = 4..6;
+    pub const ECHO_SEQ: Field = 6..8;
     pub const REST_OF_HEADER: Field = 4..8;
     pub const NEXT_HOP_MTU: Field = 6..8;
     pub const HEADER_LEN: usize = 8;
@@ -122,12 +128,6 @@ pub(crate) fn write_mac(bytes: &mut [u8], field: Field, mac: [u8; 6]) -> Option<
     Some(())
 }
 
-/// Reads a 6-byte MAC address at `field`.
-#[inline]
-pub(crate) fn read_mac(bytes: &[u8], field: Field) -> Option<[u8; 6]> {
-    bytes.get(field)?.first_chunk::<6>().copied()
-}
-
 /// `field` moved by `base` bytes: a header field addressed from the frame start.
 #[inline]
 pub(crate) const fn at(base: usize, field: Field) -> Field {
@@ -148,7 +148,6 @@ mod tests {
         assert_eq!(read_u32(&bytes, 2..6), Some(0xdead_beef));
         assert_eq!(read_u16(&bytes, 7..9), None);
         assert_eq!(write_u32(&mut bytes, 6..10, 1), None);
-        assert_eq!(read_mac(&bytes, 3..9), None);
         assert_eq!(at(14, 2..4), 16..18);
     }
 }

@@ -47,6 +47,13 @@
 //! their usual rewrite. Fragments are refused: [`fragments`] explains why. Frames need
 //! [`RECOMMENDED_HEADROOM`] bytes of headroom for TUN and ICMP replies to avoid moving bytes.
 //!
+//! Headers are read and written through [`wire`]: smoltcp-style views
+//! (`Ipv4Packet<T: AsRef<[u8]>>` and its Ethernet, TCP, UDP and ICMP siblings) whose
+//! checked constructors refuse short buffers and whose setters keep checksums right, in full
+//! (`fill_checksum`) or incrementally (`decrement_ttl`, `set_dst_addr_patching`, ...). The
+//! generator (xvs-pktgen) and the lab's IPIP decapsulator build and check frames with the same
+//! views, so header offsets and the checksum arithmetic exist once.
+//!
 //! Everything is a pure function of the frame and the parameters: no allocation, no locks,
 //! no `unsafe`, and no panic on any input (the proptests feed random and mutated frames and
 //! forged views to every entry point).
@@ -67,6 +74,7 @@ mod parse;
 mod reason;
 mod reply;
 pub mod tun;
+pub mod wire;
 
 pub use egress::{Egress, Transmit};
 pub use frame::{Frame, RECOMMENDED_HEADROOM};

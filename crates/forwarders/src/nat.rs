@@ -18,6 +18,7 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use crate::checksum::Delta;
 use crate::egress::{self, Egress, Transmit};
 use crate::field::{eth, ipv4, tcp, udp};
+use crate::wire::Ipv4Packet;
 use crate::{Frame, L4, PacketView, Reason};
 
 /// Client -> VIP:vport becomes client -> `real_server`.
@@ -168,9 +169,7 @@ fn rewrite_headers<const L4_LEN: usize>(
     let mut l4_delta = Delta::default();
 
     // IPVS decrement_ttl (the caller's gate guaranteed TTL > 1).
-    let ttl_word = u16::from_be_bytes([ip_header[ipv4::TTL], ip_header[ipv4::PROTOCOL]]);
-    ip_header[ipv4::TTL] = ip_header[ipv4::TTL].wrapping_sub(1);
-    ip_delta.replace_u16(ttl_word, ttl_word.wrapping_sub(0x0100));
+    Ipv4Packet::new_unchecked(&mut *ip_header).decrement_ttl_noting(&mut ip_delta);
 
     // The address: in the IPv4 header checksum and in the TCP/UDP pseudo-header.
     let new_address = new_endpoint.ip().to_bits();

@@ -9,8 +9,9 @@
 
 use core::net::Ipv4Addr;
 
-use crate::field::{self, at, eth, icmp, ipv4};
-use crate::{Frame, PacketView, Reason, checksum};
+use crate::field::{eth, icmp, ipv4};
+use crate::wire::{EthernetFrame, IcmpPacket, Ipv4Packet, ethertype, protocol};
+use crate::{Frame, PacketView, Reason};
 
 /// RFC 1812 4.3.2.3: an ICMP error carries as much of the original as fits in 576 bytes.
 const MAX_ERROR_DATAGRAM: usize = 576;
@@ -64,8 +65,8 @@ pub(crate) fn write(
     if !answerable(view.src) {
         return Err(refusal);
     }
-    let sender_mac = field::read_mac(frame.data(), eth::SOURCE).ok_or(Reason::ViewMismatch)?;
-    let our_mac = field::read_mac(frame.data(), eth::DESTINATION).ok_or(Reason::ViewMismatch)?;
+    let ethernet = EthernetFrame::new_checked(frame.data()).map_err(|_| Reason::ViewMismatch)?;
+    let (sender_mac, our_mac) = (ethernet.src_addr(), ethernet.dst_addr());
     let (kind, code, rest) = match reply {
         IcmpReply::FragmentationNeeded { next_hop_mtu } => (
             icmp::DEST_UNREACHABLE,
@@ -151,32 +152,38 @@ fn write_headers(
     destination: Ipv4Addr,
     (kind, code, rest): (u8, u8, u32),
 ) -> Option<()> {
-    let ip = eth::HEADER_LEN;
-    let l4 = ip + ipv4::MIN_HEADER_LEN;
-    let ip_len = u16::try_from(out.len() - ip).ok()?;
-    field::write_mac(out, eth::DESTINATION, dst_mac)?;
-    field::write_mac(out, eth::SOURCE, src_mac)?;
-    field::write_u16(out, eth::ETHERTYPE, eth::ETHERTYPE_IPV4)?;
-    *out.get_mut(ip + ipv4::VERSION_IHL)? = 0x45;
-    *out.get_mut(ip + ipv4::TOS)? = tos;
-    field::write_u16(out, at(ip, ipv4::TOTAL_LEN), ip_len)?;
-    // DF with ID 0: an atomic datagram (RFC 6864), never fragmented since it is <= 576 bytes.
-    field::write_u16(out, at(ip, ipv4::IDENTIFICATION), 0)?;
-    field::write_u16(out, at(ip, ipv4::FLAGS_FRAGMENT), ipv4::FLAG_DF)?;
-    *out.get_mut(ip + ipv4::TTL)? = REPLY_TTL;
-    *out.get_mut(ip + ipv4::PROTOCOL)? = ipv4::PROTO_ICMP;
-    field::write_u16(out, at(ip, ipv4::CHECKSUM), 0)?;
-    field::write_u32(out, at(ip, ipv4::SOURCE), source.to_bits())?;
-    field::write_u32(out, at(ip, ipv4::DESTINATION), destination.to_bits())?;
-    let ip_checksum = checksum::ipv4_header(out.get(ip..l4)?);
-    field::write_u16(out, at(ip, ipv4::CHECKSUM), ip_checksum)?;
+    const IP: usize = eth::HEADER_LEN;
+    const L4: usize = IP + ipv4::MIN_HEADER_LEN;
+    if out.len() < REPLY_HEADERS {
+        return None;
+    }
+    let ip_len = u16::try_from(out.len() - IP).ok()?;
+    let mut ethernet = EthernetFrame::new_unchecked(&mut *out);
+    ethernet.set_dst_addr(dst_mac);
+    ethernet.set_src_addr(src_mac);
+    ethernet.set_ethertype(ethertype::IPV4);
 
-    *out.get_mut(l4 + icmp::TYPE)? = kind;
-    *out.get_mut(l4 + icmp::CODE)? = code;
-    field::write_u16(out, at(l4, icmp::CHECKSUM), 0)?;
-    field::write_u32(out, at(l4, icmp::REST_OF_HEADER), rest)?;
-    let icmp_checksum = checksum::checksum(out.get(l4..)?);
-    field::write_u16(out, at(l4, icmp::CHECKSUM), icmp_checksum)
+    let mut ip = Ipv4Packet::new_unchecked(&mut out[IP..L4]);
+    ip.set_version(4);
+    ip.set_header_len(ipv4::MIN_HEADER_LEN);
+    ip.set_tos(tos);
+    ip.set_total_len(ip_len);
+    // DF with ID 0: an atomic datagram (RFC 6864), never fragmented since it is <= 576 bytes.
+    ip.set_ident(0);
+    ip.set_flags_fragment(0);
+    ip.set_dont_frag(true);
+    ip.set_ttl(REPLY_TTL);
+    ip.set_protocol(protocol::ICMP);
+    ip.set_src_addr(source);
+    ip.set_dst_addr(destination);
+    ip.fill_checksum();
+
+    let mut message = IcmpPacket::new_unchecked(&mut out[L4..]);
+    message.set_msg_type(kind);
+    message.set_msg_code(code);
+    message.set_rest_of_header(rest);
+    message.fill_checksum();
+    Some(())
 }
 
 /// RFC 1122 3.2.2: never send an ICMP error to a source that does not name a single host.

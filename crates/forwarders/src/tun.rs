@@ -13,9 +13,9 @@
 
 use core::net::Ipv4Addr;
 
-use crate::checksum::{self, Delta};
 use crate::egress::{self, Egress, Transmit};
 use crate::field::{eth, ipv4};
+use crate::wire::{EthernetFrame, Ipv4Packet, ethertype, protocol};
 use crate::{Frame, PacketView, Reason};
 
 /// Bytes the outer header adds.
@@ -79,40 +79,38 @@ pub fn encapsulate(
     let (outer, inner) = rest
         .split_first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>()
         .ok_or(Reason::ViewMismatch)?;
-    let inner: &mut [u8; 20] = inner.first_chunk_mut().ok_or(Reason::ViewMismatch)?;
+    let mut inner = Ipv4Packet::new_unchecked(
+        inner
+            .first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>()
+            .ok_or(Reason::ViewMismatch)?,
+    );
 
     // IPVS decrements the inner TTL before copying it out (the gate guaranteed TTL > 1).
-    let ttl = inner[ipv4::TTL].wrapping_sub(1);
-    let ttl_word = u16::from_be_bytes([inner[ipv4::TTL], inner[ipv4::PROTOCOL]]);
-    let mut delta = Delta::default();
-    delta.replace_u16(ttl_word, ttl_word.wrapping_sub(0x0100));
-    let checksum_bytes = [inner[ipv4::CHECKSUM.start], inner[ipv4::CHECKSUM.start + 1]];
-    let inner_checksum = u16::from_be_bytes(checksum_bytes);
-    inner[ipv4::TTL] = ttl;
-    inner[ipv4::CHECKSUM].copy_from_slice(&delta.apply(inner_checksum).to_be_bytes());
+    let ttl = inner.decrement_ttl();
 
     *outer = outer_header(view, tunnel, outer_len, ttl);
-    ethernet[eth::DESTINATION].copy_from_slice(&egress.dst_mac);
-    ethernet[eth::SOURCE].copy_from_slice(&egress.src_mac);
-    ethernet[eth::ETHERTYPE].copy_from_slice(&eth::ETHERTYPE_IPV4.to_be_bytes());
+    let mut ethernet = EthernetFrame::new_unchecked(ethernet);
+    ethernet.set_dst_addr(egress.dst_mac);
+    ethernet.set_src_addr(egress.src_mac);
+    ethernet.set_ethertype(ethertype::IPV4);
     Ok(Transmit::Forward)
 }
 
 /// The outer IPv4 header, built in registers and stored in one go.
 #[inline(always)]
 fn outer_header(view: &PacketView, tunnel: &Tunnel, total_len: u16, ttl: u8) -> [u8; 20] {
-    let flags = if view.dont_fragment { ipv4::FLAG_DF } else { 0 };
     let mut header = [0u8; 20];
-    header[ipv4::VERSION_IHL] = 0x45;
-    header[ipv4::TOS] = view.tos;
-    header[ipv4::TOTAL_LEN].copy_from_slice(&total_len.to_be_bytes());
-    header[ipv4::IDENTIFICATION].copy_from_slice(&tunnel.ident.to_be_bytes());
-    header[ipv4::FLAGS_FRAGMENT].copy_from_slice(&flags.to_be_bytes());
-    header[ipv4::TTL] = ttl;
-    header[ipv4::PROTOCOL] = ipv4::PROTO_IPIP;
-    header[ipv4::SOURCE].copy_from_slice(&tunnel.source.octets());
-    header[ipv4::DESTINATION].copy_from_slice(&tunnel.real_server.octets());
-    let sum = checksum::ipv4_base_header(&header);
-    header[ipv4::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
+    let mut outer = Ipv4Packet::new_unchecked(&mut header);
+    outer.set_version(4);
+    outer.set_header_len(ipv4::MIN_HEADER_LEN);
+    outer.set_tos(view.tos);
+    outer.set_total_len(total_len);
+    outer.set_ident(tunnel.ident);
+    outer.set_dont_frag(view.dont_fragment);
+    outer.set_ttl(ttl);
+    outer.set_protocol(protocol::IPIP);
+    outer.set_src_addr(tunnel.source);
+    outer.set_dst_addr(tunnel.real_server);
+    outer.fill_checksum();
     header
 }

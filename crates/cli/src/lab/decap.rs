@@ -21,6 +21,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
+use xvs_forwarders::wire::{IPV4_MIN_HEADER_LEN, Ipv4Packet, protocol};
+
 /// What the decapsulator saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DecapReport {
@@ -48,37 +50,19 @@ impl DecapReport {
 
 /// Checks an IPIP packet's outer header; returns the inner datagram when it is right.
 pub fn check_outer(packet: &[u8], tunnel_source: Ipv4Addr, me: Ipv4Addr) -> Option<&[u8]> {
-    if packet.len() < 40 || packet[0] != 0x45 || packet[9] != 4 {
+    let outer = Ipv4Packet::new_checked(packet).ok()?;
+    // xvs sends its outer header without options.
+    if outer.header_len() != IPV4_MIN_HEADER_LEN || outer.protocol() != protocol::IPIP {
         return None;
     }
-    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
-    let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
-    let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-    let inner = packet.get(20..total)?;
-    if inner.len() < 20 {
-        return None;
-    }
-    let inner_total = usize::from(u16::from_be_bytes([inner[2], inner[3]]));
-    let outer_df = packet[6] & 0x40 != 0;
-    let inner_df = inner[6] & 0x40 != 0;
-    let checksum_ok = ones_complement_sum(&packet[..20]) == 0xffff;
-    (checksum_ok
-        && src == tunnel_source
-        && dst == me
-        && inner_total == inner.len()
-        && outer_df == inner_df)
-        .then_some(inner)
-}
-
-fn ones_complement_sum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+    let inner = outer.into_payload();
+    let inner_header = Ipv4Packet::new_checked(inner).ok()?;
+    (outer.verify_checksum()
+        && outer.src_addr() == tunnel_source
+        && outer.dst_addr() == me
+        && usize::from(inner_header.total_len()) == inner.len()
+        && outer.dont_frag() == inner_header.dont_frag())
+    .then_some(inner)
 }
 
 /// Opens TUN device `name` (no packet information header), up to the caller to configure.
@@ -236,8 +220,7 @@ mod tests {
             0,
             2,
         ];
-        let sum = !ones_complement_sum(&outer);
-        outer[10..12].copy_from_slice(&sum.to_be_bytes());
+        Ipv4Packet::new_unchecked(&mut outer[..]).fill_checksum();
         outer.extend_from_slice(&inner);
         outer
     }
@@ -256,14 +239,18 @@ mod tests {
         bad_sum[8] = 1;
         assert!(check_outer(&bad_sum, src, me).is_none(), "checksum");
         let mut df_lost = good.clone();
-        df_lost[6] = 0;
-        let sum = {
-            df_lost[10] = 0;
-            df_lost[11] = 0;
-            !ones_complement_sum(&df_lost[..20])
-        };
-        df_lost[10..12].copy_from_slice(&sum.to_be_bytes());
+        let mut outer = Ipv4Packet::new_unchecked(&mut df_lost[..]);
+        outer.set_dont_frag(false);
+        outer.fill_checksum();
         assert!(check_outer(&df_lost, src, me).is_none(), "DF not copied");
+        let mut not_ipip = good.clone();
+        let mut outer = Ipv4Packet::new_unchecked(&mut not_ipip[..]);
+        outer.set_protocol(protocol::UDP);
+        outer.fill_checksum();
+        assert!(check_outer(&not_ipip, src, me).is_none(), "not IPIP");
+        let mut short_inner = good.clone();
+        short_inner[20 + 3] = 27;
+        assert!(check_outer(&short_inner, src, me).is_none(), "inner length");
         assert!(check_outer(&good[..30], src, me).is_none(), "truncated");
     }
 

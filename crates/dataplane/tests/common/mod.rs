@@ -13,6 +13,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::{self, JoinHandle};
 
+use xvs_forwarders::wire::{EthernetFrame, Ipv4Packet, UdpPacket, ethertype, protocol};
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Runs `ip`/`ethtool`/... and panics with its output when it fails.
@@ -193,17 +195,12 @@ pub fn has_xdp(ns: &str, dev: &str) -> bool {
     run("ip", &["-n", ns, "link", "show", "dev", dev]).contains("xdp")
 }
 
-/// The Internet checksum of `bytes` folded with `initial`.
+/// The Internet checksum of `bytes` folded with `initial` (0 when `bytes` hold a correct one).
 pub fn checksum(bytes: &[u8], initial: u32) -> u16 {
-    let mut sum = initial;
-    for pair in bytes.chunks(2) {
-        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    !xvs_forwarders::checksum::fold(xvs_forwarders::checksum::sum_words(
+        bytes,
+        u64::from(initial),
+    ))
 }
 
 /// Offsets in an untagged Ethernet + IPv4 (no options) + UDP frame.
@@ -211,54 +208,50 @@ pub const IP: usize = 14;
 pub const UDP: usize = 34;
 pub const PAYLOAD: usize = 42;
 
-/// True when the IPv4 header and UDP checksums of `frame` are complete and correct.
-pub fn checksums_ok(frame: &[u8]) -> bool {
-    if frame.len() < PAYLOAD
-        || frame[12..14] != [0x08, 0x00]
-        || frame[IP] != 0x45
-        || frame[IP + 9] != 17
-    {
-        return false;
+/// An IPv4 header and the UDP datagram it carries.
+type UdpViews<'a> = (Ipv4Packet<&'a [u8]>, UdpPacket<&'a [u8]>);
+
+/// The IPv4 header (no options) and UDP datagram of an Ethernet frame, checked.
+fn udp_views(frame: &[u8]) -> Option<UdpViews<'_>> {
+    let ethernet = EthernetFrame::new_checked(frame).ok()?;
+    if ethernet.ethertype() != ethertype::IPV4 {
+        return None;
     }
-    let ip_ok = checksum(&frame[IP..UDP], 0) == 0;
-    let udp_len = usize::from(u16::from_be_bytes([frame[UDP + 4], frame[UDP + 5]]));
-    let Some(udp) = frame.get(UDP..UDP + udp_len) else {
-        return false;
-    };
-    ip_ok && checksum(udp, pseudo_header_sum(frame, udp_len)) == 0
+    let ip = Ipv4Packet::new_checked(ethernet.into_payload()).ok()?;
+    if ip.header_len() != IP_HEADER || ip.protocol() != protocol::UDP {
+        return None;
+    }
+    let udp = UdpPacket::new_checked(ip.into_payload()).ok()?;
+    Some((ip, udp))
 }
 
-fn pseudo_header_sum(frame: &[u8], udp_len: usize) -> u32 {
-    let words = frame[IP + 12..IP + 20]
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])));
-    words.sum::<u32>() + 17 + udp_len as u32
+const IP_HEADER: usize = UDP - IP;
+
+/// True when the IPv4 header and UDP checksums of `frame` are complete and correct.
+pub fn checksums_ok(frame: &[u8]) -> bool {
+    udp_views(frame).is_some_and(|(ip, udp)| {
+        ip.verify_checksum()
+            && udp.checksum() != 0
+            && udp.verify_checksum(ip.src_addr(), ip.dst_addr())
+    })
 }
 
 /// Recomputes the IPv4 header and UDP checksums of `frame` (after a test rewrote it).
 pub fn fix_checksums(frame: &mut [u8]) {
-    frame[IP + 10..IP + 12].fill(0);
-    let ip = checksum(&frame[IP..UDP], 0);
-    frame[IP + 10..IP + 12].copy_from_slice(&ip.to_be_bytes());
-    let udp_len = usize::from(u16::from_be_bytes([frame[UDP + 4], frame[UDP + 5]]));
-    frame[UDP + 6..UDP + 8].fill(0);
-    let sum = pseudo_header_sum(frame, udp_len);
-    let mut udp = checksum(&frame[UDP..UDP + udp_len], sum);
-    if udp == 0 {
-        udp = 0xffff;
-    }
-    frame[UDP + 6..UDP + 8].copy_from_slice(&udp.to_be_bytes());
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[IP..]);
+    ip.fill_checksum();
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    UdpPacket::new_unchecked(&mut frame[UDP..]).fill_checksum(src, dst);
 }
 
 /// (source, destination, source port, destination port, payload) of a UDP frame.
 pub fn udp_fields(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u16, u16, &[u8])> {
-    if frame.len() < PAYLOAD || frame[12..14] != [0x08, 0x00] || frame[IP + 9] != 17 {
-        return None;
-    }
-    let src = Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]);
-    let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
-    let sport = u16::from_be_bytes([frame[UDP], frame[UDP + 1]]);
-    let dport = u16::from_be_bytes([frame[UDP + 2], frame[UDP + 3]]);
-    let udp_len = usize::from(u16::from_be_bytes([frame[UDP + 4], frame[UDP + 5]]));
-    Some((src, dst, sport, dport, frame.get(PAYLOAD..UDP + udp_len)?))
+    let (ip, udp) = udp_views(frame)?;
+    Some((
+        ip.src_addr(),
+        ip.dst_addr(),
+        udp.src_port(),
+        udp.dst_port(),
+        udp.into_payload(),
+    ))
 }
