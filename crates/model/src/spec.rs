@@ -4,16 +4,20 @@
 //! `-t/-u addr:port` or `-f mark`, each with a scheduler, persistence and real servers with a
 //! forwarding method and weight. Edits follow IPVS's rules and fail with ipvsadm's messages,
 //! and a failed edit changes nothing. The dataplane compiles this into the snapshot its
-//! workers read.
+//! workers read; this crate knows nothing of packets.
 
 use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use xvs_sched::{DEFAULT_MH_TABLE_SIZE, MAX_WEIGHT, SchedFlags, SchedOptions};
+
+use crate::scheduler::{self, DEFAULT_MH_TABLE_SIZE, SchedFlags, SchedOptions};
 
 /// ipvsadm's default persistence timeout (`-p` without a value), seconds.
 pub const DEFAULT_PERSISTENCE_SECS: u32 = 300;
+
+/// The highest weight ipvsadm accepts (`-w 0..65535`).
+pub const MAX_WEIGHT: u32 = 65_535;
 
 /// Transport protocol of an address service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -168,7 +172,7 @@ impl ServiceSpec {
     pub fn new(addr: ServiceAddr) -> Self {
         ServiceSpec {
             addr,
-            scheduler: xvs_sched::DEFAULT_SCHEDULER.to_string(),
+            scheduler: scheduler::DEFAULT_SCHEDULER.to_string(),
             flags: SchedFlags::default(),
             persistence: None,
             one_packet: false,
@@ -218,7 +222,7 @@ pub enum EditError {
     NoSuchDest,
     /// The scheduler or its options are not valid.
     #[error("{0}")]
-    Scheduler(#[from] xvs_sched::SchedError),
+    Scheduler(#[from] crate::SchedError),
     /// A weight or threshold out of range, a port rule broken, an address family mixed.
     #[error("{0}")]
     Invalid(String),
@@ -321,7 +325,7 @@ impl ServiceTableSpec {
 }
 
 fn check_service(service: &ServiceSpec) -> Result<(), EditError> {
-    xvs_sched::validate(&service.scheduler, &service.sched_options())?;
+    scheduler::validate(&service.scheduler, &service.sched_options())?;
     if let Some(p) = service.persistence {
         let max = if service.is_ipv6() { 128 } else { 32 };
         if p.prefix_len > max {
