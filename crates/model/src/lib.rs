@@ -2,13 +2,16 @@
 //!
 //! What an operator configures and reads back, independent of how packets move: the virtual
 //! services and their real servers ([`spec`]) with IPVS's edit rules, each service's
-//! scheduler settings ([`scheduler`]). The dataplane compiles the specs into the snapshot its
+//! scheduler settings ([`scheduler`]), the connection timeouts ([`timeouts`]) and the
+//! traffic statistics and rates ([`stats`]). The dataplane compiles the specs into the snapshot its
 //! workers read, xvs-sched builds the schedulers they name, and the CLI parses and prints them
 //! in ipvsadm's syntax. This crate is at the bottom: it depends on no other xvs crate.
 
 mod sched_error;
 pub mod scheduler;
 pub mod spec;
+pub mod stats;
+pub mod timeouts;
 
 pub use sched_error::SchedError;
 pub use scheduler::{
@@ -16,3 +19,5 @@ pub use scheduler::{
     SchedOptions, validate,
 };
 pub use spec::MAX_WEIGHT;
+pub use stats::{Rates, Stats};
+pub use timeouts::Timeouts;
