@@ -456,10 +456,7 @@ fn service_key(s: &ServiceEntry) -> ServiceKey {
         } => (
             0,
             u8::from(addr.is_ipv6()),
-            match protocol {
-                Protocol::Tcp => 6,
-                Protocol::Udp => 17,
-            },
+            protocol as u8,
             addr_bits(addr),
             port,
         ),
@@ -603,6 +600,8 @@ fn service_rule(s: &ServiceEntry, numeric: bool, names: &Names) -> String {
             let opt = match protocol {
                 Protocol::Tcp => "-t",
                 Protocol::Udp => "-u",
+                // The model refuses ICMP services (edits and deserialisation alike).
+                Protocol::Icmp => unreachable!("a virtual service is TCP or UDP"),
             };
             format!("{opt} {}", addrport(addr, port, protocol, numeric, names))
         }

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::protocol::Protocol;
 use crate::scheduler::{self, DEFAULT_MH_TABLE_SIZE, SchedFlags, SchedOptions};
 
 /// ipvsadm's default persistence timeout (`-p` without a value), seconds.
@@ -19,26 +20,6 @@ pub const DEFAULT_PERSISTENCE_SECS: u32 = 300;
 /// The highest weight ipvsadm accepts (`-w 0..65535`).
 pub const MAX_WEIGHT: u32 = 65_535;
 
-/// Transport protocol of an address service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// `-t`
-    Tcp,
-    /// `-u`
-    Udp,
-}
-
-impl Protocol {
-    /// The label ipvsadm prints in listings: `TCP`, `UDP`.
-    pub fn label(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-        }
-    }
-}
-
 /// How a virtual service is addressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -46,6 +27,7 @@ pub enum ServiceAddr {
     /// `-t vip:port` or `-u vip:port`.
     Inet {
         /// TCP or UDP.
+        #[serde(deserialize_with = "service_protocol")]
         protocol: Protocol,
         /// The virtual IP.
         addr: IpAddr,
@@ -74,6 +56,16 @@ impl fmt::Display for ServiceAddr {
             }
             ServiceAddr::Fwmark { mark, .. } => write!(f, "FWM  {mark}"),
         }
+    }
+}
+
+/// A service's protocol as the config file and the control protocol give it: `tcp` or
+/// `udp`, refused otherwise with serde's own words for an unknown variant.
+fn service_protocol<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
+    const SERVICE_PROTOCOLS: &[&str] = &["tcp", "udp"];
+    match Protocol::deserialize(d)? {
+        Protocol::Icmp => Err(serde::de::Error::unknown_variant("icmp", SERVICE_PROTOCOLS)),
+        p => Ok(p),
     }
 }
 
@@ -325,6 +317,15 @@ impl ServiceTableSpec {
 }
 
 fn check_service(service: &ServiceSpec) -> Result<(), EditError> {
+    if let ServiceAddr::Inet {
+        protocol: Protocol::Icmp,
+        ..
+    } = service.addr
+    {
+        return Err(EditError::Invalid(
+            "A virtual service is TCP (-t) or UDP (-u)".to_string(),
+        ));
+    }
     scheduler::validate(&service.scheduler, &service.sched_options())?;
     if let Some(p) = service.persistence {
         let max = if service.is_ipv6() { 128 } else { 32 };
