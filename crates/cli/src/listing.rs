@@ -19,6 +19,7 @@ pub use xvs_model::{Rates, Stats, Timeouts};
 use xvs_sched::SchedFlags;
 
 use crate::names::Names;
+use crate::spelling::MethodWords;
 
 /// The IPVS version ipvsadm prints in its banner; xvs implements its semantics.
 pub const IPVS_VERSION: &str = "1.2.1";

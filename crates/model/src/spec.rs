@@ -81,7 +81,7 @@ impl fmt::Display for SocketText {
     }
 }
 
-/// LVS's three forwarding methods.
+/// LVS's three forwarding methods (ipvsadm's words for them are the CLI's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ForwardMethod {
@@ -91,26 +91,6 @@ pub enum ForwardMethod {
     Tunnel,
     /// `-m`, NAT ("masquerading"): rewrite the destination; replies come back through xvs.
     Masq,
-}
-
-impl ForwardMethod {
-    /// The word ipvsadm prints in the Forward column.
-    pub fn label(self) -> &'static str {
-        match self {
-            ForwardMethod::Route => "Route",
-            ForwardMethod::Tunnel => "Tunnel",
-            ForwardMethod::Masq => "Masq",
-        }
-    }
-
-    /// The ipvsadm option that selects it (`-g`, `-i`, `-m`).
-    pub fn option(self) -> &'static str {
-        match self {
-            ForwardMethod::Route => "-g",
-            ForwardMethod::Tunnel => "-i",
-            ForwardMethod::Masq => "-m",
-        }
-    }
 }
 
 /// `-p [timeout] [-M netmask]`.
