@@ -343,7 +343,7 @@ fn dataplane_metrics(runtime: &Runtime) -> DataplaneMetrics {
         .collect();
     let table = runtime.conn_table_use();
     DataplaneMetrics {
-        totals: totals,
+        totals,
         workers,
         ports,
         drops: drop_counts(&frames),
