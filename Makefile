@@ -19,11 +19,15 @@ DEB_PACKAGES += prometheus-node-exporter
 # The health-check tests (crates/cli/tests/health.rs): openssl makes the HTTPS real server's CA
 # and certificate.
 DEB_PACKAGES += openssl
+# The scale-out lab (crates/cli/tests/scaleout.rs, xvs lab --scale-out N): bird2 on the router
+# (BGP, BFD, ECMP into the kernel) and on every director (announcing the VIP device).
+DEB_PACKAGES += bird2
 
 .PHONY: lab test deps toolchain fmt clippy unit bench
 
 # The seed lab: client, router, director (xvs on AF_XDP) and two real servers in network
-# namespaces; HTTP through the VIP. Other labs: make lab LAB_ARGS="--mode nat --scheduler wrr".
+# namespaces; HTTP through the VIP. Other labs: make lab LAB_ARGS="--mode nat --scheduler wrr",
+# or N directors behind ECMP and BGP: make lab LAB_ARGS="--scale-out 3".
 LAB_ARGS ?= --mode dr --scheduler rr --requests 20
 lab: deps toolchain
 	$(CARGO) build -p xvs-cli --bins

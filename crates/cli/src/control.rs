@@ -2,11 +2,12 @@
 //!
 //! A unix stream socket, mode 0600 (its directory is created 0700 when missing), at
 //! [`DEFAULT_SOCKET`] unless `--socket` or the environment variable `XVS_SOCKET` says
-//! otherwise. The protocol is JSON lines: the client writes one [`Request`] per line and
-//! reads one [`Reply`] per line; a connection may carry several. The server is plain std
-//! threads: [`ControlServer::serve`] accepts on the calling thread and answers each
-//! connection on its own thread, calling the [`Director`] under its mutex, so requests
-//! are applied one at a time.
+//! otherwise; only root and the daemon's own user are served. The protocol is JSON lines:
+//! the client writes one [`Request`] per line and reads one [`Reply`] per line; a
+//! connection may carry several. The server ([`server`]) is plain std threads:
+//! [`ControlServer::serve`] accepts on the calling thread and answers each connection on
+//! its own thread, within [`Limits`], calling the [`Director`] under its mutex, so
+//! requests are applied one at a time.
 //!
 //! On the wire (one object per line; addresses as serde writes [`ServiceAddr`]):
 //!
@@ -22,11 +23,9 @@
 //! `{"kind":"dataplane"}` asks for the ports and frame counters; its listing carries a
 //! `"dataplane"` object (absent from other listings, and from a daemon without a dataplane).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,14 +36,21 @@ use crate::director::{DaemonArgs, Director, Edit, EditFailure, ListRequest};
 use crate::listing::{ListData, Timeouts};
 use xvs_dataplane::sync::Role;
 
+pub mod server;
+pub use server::{ControlServer, Limits, MAX_REQUEST, PERMISSION_DENIED, StopHandle};
+
 /// Where the daemon listens when nothing says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/xvs/xvs.sock";
 /// The environment variable that names the socket for both the daemon and xvsadm.
 pub const SOCKET_ENV: &str = "XVS_SOCKET";
-/// How long either side waits for the other's line.
+/// How long xvsadm waits for the daemon to take its request, and for a short one's reply.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest request line the server reads (a `-R` of many thousand rules fits).
-const MAX_LINE: u64 = 64 << 20;
+
+/// How long xvsadm waits for the reply to a request of `bytes`: a large `-R` takes the
+/// daemon a while to apply (a second per MiB more than a short request).
+fn reply_timeout(base: Duration, bytes: usize) -> Duration {
+    base + Duration::from_secs((bytes >> 20) as u64)
+}
 
 /// The socket path: `--socket` if given, else `XVS_SOCKET`, else `fallback` (the config
 /// file's value for the daemon), else [`DEFAULT_SOCKET`].
@@ -95,6 +101,11 @@ pub enum Request {
     StopDaemon {
         /// Which daemon.
         role: Role,
+    },
+    /// `xvs drain` (`drained: true`) or `xvs drain --undo`.
+    Drain {
+        /// Withdraw the VIPs (true) or announce them again.
+        drained: bool,
     },
 }
 
@@ -157,102 +168,10 @@ pub fn handle<D: Director + ?Sized>(director: &mut D, request: Request) -> Reply
             Ok(()) => Reply::Done,
             Err(e) => Reply::failed(e),
         },
-    }
-}
-
-/// A bound control socket, ready to [`serve`](ControlServer::serve).
-#[derive(Debug)]
-pub struct ControlServer {
-    listener: UnixListener,
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-}
-
-/// Stops a running [`ControlServer::serve`] from another thread.
-#[derive(Debug, Clone)]
-pub struct StopHandle {
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-}
-
-impl StopHandle {
-    /// Makes `serve` return after the connection it is handling, if any.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept; it sees the flag and returns.
-        let _ = UnixStream::connect(&self.path);
-    }
-}
-
-impl ControlServer {
-    /// Binds `path`, mode 0600. A missing directory is created with mode 0700; a stale
-    /// socket file (nobody listening) is replaced; a live one is an error, so two daemons
-    /// never share a socket.
-    pub fn bind(path: &Path) -> io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.exists()
-        {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{} is in use by another xvs", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(ControlServer {
-            listener,
-            path: path.to_path_buf(),
-            stop: Arc::new(AtomicBool::new(false)),
-        })
-    }
-
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// A handle that stops [`serve`](Self::serve).
-    pub fn stop_handle(&self) -> StopHandle {
-        StopHandle {
-            path: self.path.clone(),
-            stop: Arc::clone(&self.stop),
-        }
-    }
-
-    /// Accepts connections until stopped, answering each on its own thread; removes the
-    /// socket file when it returns.
-    pub fn serve<D: Director + ?Sized + 'static>(self, director: Arc<Mutex<D>>) {
-        for conn in self.listener.incoming() {
-            if self.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            match conn {
-                Ok(stream) => {
-                    let director = Arc::clone(&director);
-                    let spawned = std::thread::Builder::new()
-                        .name("xvs-control-conn".into())
-                        .spawn(move || {
-                            if let Err(e) = answer(stream, &director) {
-                                tracing::debug!("control connection: {e}");
-                            }
-                        });
-                    if let Err(e) = spawned {
-                        tracing::warn!("control socket: cannot start a thread: {e}");
-                    }
-                }
-                Err(e) => tracing::warn!("control socket: accept failed: {e}"),
-            }
-        }
-        let _ = std::fs::remove_file(&self.path);
+        Request::Drain { drained } => match director.set_drained(drained) {
+            Ok(()) => Reply::Done,
+            Err(e) => Reply::failed(e),
+        },
     }
 }
 
@@ -266,36 +185,6 @@ pub fn serve<D: Director + ?Sized + 'static>(
     Ok(())
 }
 
-fn answer<D: Director + ?Sized>(stream: UnixStream, director: &Mutex<D>) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream).take(MAX_LINE);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => {
-                let mut d = director
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                handle(&mut *d, request)
-            }
-            Err(e) => Reply::failed(format!("bad request: {e}")),
-        };
-        let mut text = serde_json::to_string(&reply).map_err(io::Error::other)?;
-        text.push('\n');
-        writer.write_all(text.as_bytes())?;
-        writer.flush()?;
-    }
-}
-
 /// Why xvsadm could not get an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -307,6 +196,12 @@ pub enum ClientError {
         /// Why.
         source: io::Error,
     },
+    /// The socket's mode keeps this user out.
+    #[error("Can't connect to xvs at {path}: {PERMISSION_DENIED}")]
+    Denied {
+        /// The socket path.
+        path: PathBuf,
+    },
     /// The exchange broke off.
     #[error("control socket {path}: {source}")]
     Io {
@@ -314,6 +209,28 @@ pub enum ClientError {
         path: PathBuf,
         /// Why.
         source: io::Error,
+    },
+    /// The request is longer than the daemon reads.
+    #[error(
+        "the request is {}, more than the {} xvs reads in one request (for -R: restore the rules in parts)",
+        server::size_text(*bytes),
+        server::size_text(*limit)
+    )]
+    TooLong {
+        /// Its length.
+        bytes: usize,
+        /// The daemon's limit.
+        limit: usize,
+    },
+    /// The daemon took the request but did not answer in time; it may still apply it.
+    #[error(
+        "control socket {path}: no reply within {secs} s; the daemon may still be applying the request (see xvsadm -L -n)"
+    )]
+    NoReply {
+        /// The socket path.
+        path: PathBuf,
+        /// How long xvsadm waited.
+        secs: f64,
     },
     /// The daemon's reply was not a reply.
     #[error("control socket {path}: bad reply: {detail}")]
@@ -327,26 +244,66 @@ pub enum ClientError {
 
 /// xvsadm's side: sends `request` to the daemon at `path` and returns its reply.
 pub fn request(path: &Path, request: &Request) -> Result<Reply, ClientError> {
-    let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+    send(path, request, MAX_REQUEST, IO_TIMEOUT)
+}
+
+/// [`request`], refusing before it connects a request longer than `limit` bytes, and
+/// waiting `wait` (and a second per MiB sent) for the reply.
+fn send(
+    path: &Path,
+    request: &Request,
+    limit: usize,
+    wait: Duration,
+) -> Result<Reply, ClientError> {
+    let mut text = serde_json::to_string(request).map_err(|e| ClientError::Protocol {
         path: path.to_path_buf(),
-        source,
+        detail: e.to_string(),
+    })?;
+    if text.len() > limit {
+        return Err(ClientError::TooLong {
+            bytes: text.len(),
+            limit,
+        });
+    }
+    text.push('\n');
+    let stream = UnixStream::connect(path).map_err(|source| match source.kind() {
+        io::ErrorKind::PermissionDenied => ClientError::Denied {
+            path: path.to_path_buf(),
+        },
+        _ => ClientError::Connect {
+            path: path.to_path_buf(),
+            source,
+        },
     })?;
     let io_err = |source| ClientError::Io {
         path: path.to_path_buf(),
         source,
     };
-    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io_err)?;
+    let waited = reply_timeout(wait, text.len());
+    stream.set_read_timeout(Some(waited)).map_err(io_err)?;
     stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io_err)?;
-    let mut text = serde_json::to_string(request).map_err(|e| ClientError::Protocol {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    text.push('\n');
-    (&stream).write_all(text.as_bytes()).map_err(io_err)?;
+    let written = (&stream).write_all(text.as_bytes());
     let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .map_err(io_err)?;
+    let read = BufReader::new(&stream).read_line(&mut line);
+    // A daemon that refuses a request (too long, too slow, not allowed) says why before it
+    // closes, which can break the write: its reply is the better message.
+    match (written, read) {
+        (Err(e), _) if line.is_empty() => return Err(io_err(e)),
+        (_, Err(e))
+            if line.is_empty()
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+        {
+            return Err(ClientError::NoReply {
+                path: path.to_path_buf(),
+                secs: waited.as_secs_f64(),
+            });
+        }
+        (_, Err(e)) if line.is_empty() => return Err(io_err(e)),
+        _ => {}
+    }
     serde_json::from_str(&line).map_err(|e| ClientError::Protocol {
         path: path.to_path_buf(),
         detail: if line.is_empty() {
@@ -362,6 +319,8 @@ mod tests {
     use super::*;
     use crate::director::TableOnlyDirector;
     use std::net::{IpAddr, Ipv4Addr};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixListener;
     use xvs_dataplane::service::spec::{DestSpec, ForwardMethod, Protocol, ServiceSpec};
 
     fn vip() -> ServiceAddr {
@@ -479,6 +438,40 @@ mod tests {
             r#"{"reply":"done"}"#
         );
         assert_eq!(d.timeouts().tcpfin, 60);
+    }
+
+    #[test]
+    fn a_reply_that_does_not_come_is_said_so_in_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xvs.sock");
+        // A daemon busy with something long: it takes the request and does not answer.
+        let listener = UnixListener::bind(&path).unwrap();
+        let busy = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        let e = send(
+            &path,
+            &Request::Zero { service: None },
+            MAX_REQUEST,
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "control socket {}: no reply within 0.2 s; the daemon may still be applying the request (see xvsadm -L -n)",
+                path.display()
+            )
+        );
+        busy.join().unwrap();
+        assert_eq!(
+            reply_timeout(IO_TIMEOUT, 31 << 20),
+            Duration::from_secs(41),
+            "a large restore is given longer"
+        );
     }
 
     #[test]

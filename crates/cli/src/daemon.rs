@@ -7,9 +7,10 @@
 //! - the control socket ([`crate::control`]) on its own thread, serving a
 //!   [`DataplaneDirector`]: every xvsadm edit goes through [`TableOnlyDirector`] (IPVS's
 //!   rules and ipvsadm's messages) and, when accepted, to the [`Dataplane`];
-//! - signals: SIGHUP reloads the file (an invalid file is refused with one log line per
-//!   problem and the running configuration stays), SIGTERM and SIGINT stop the control
-//!   socket and the dataplane and return;
+//! - signals: SIGHUP reloads the file (an invalid, missing or empty file, or one without
+//!   services while services run, is refused with one log line per problem and the
+//!   running configuration stays), SIGTERM and SIGINT stop the control socket and the
+//!   dataplane and return, also while the dataplane is still starting;
 //! - health checks ([`crate::health`]): one thread per checked real server and one walking
 //!   the connection table for passive detection, reporting to the [`DataplaneDirector`],
 //!   which publishes the operator's table with the checks' decisions laid over it;
@@ -24,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -34,13 +36,13 @@ use xvs_dataplane::service::spec::{EditError, ServiceAddr, ServiceTableSpec};
 use crate::config::{self, DaemonConfig, Interfaces, LoadedConfig, SyncConfig};
 use crate::control::{self, ControlServer};
 use crate::director::{
-    DaemonArgs, Director, Edit, EditFailure, ListRequest, NO_SYNC, TableOnlyDirector,
+    DaemonArgs, Director, Edit, EditFailure, ListRequest, NO_ANNOUNCE, NO_SYNC, TableOnlyDirector,
 };
 use crate::health::runner::{Checkers, PassiveSink, PassiveWalker, ReportCheck};
 use crate::health::spec::CheckSpec;
 use crate::health::{DestKey, Health, HealthConfig};
 use crate::listing::{ListData, ServiceEntry, Timeouts};
-use crate::metrics::{BackendHealth, DataplaneMetrics, MetricsServer, Scrape};
+use crate::metrics::{AnnounceMetrics, BackendHealth, DataplaneMetrics, MetricsServer, Scrape};
 use xvs_conntrack::ConnTable;
 use xvs_dataplane::sync::Role;
 
@@ -152,15 +154,23 @@ pub trait Dataplane: Send + 'static {
     fn conn_table(&self) -> Option<ConnTable> {
         None
     }
+
+    /// Whether this director forwards: `Err(reason)` when a worker stopped or an interface
+    /// is down (the VIP announcement withdraws then, see [`crate::announce`]).
+    fn forwarding_health(&self) -> Result<(), String> {
+        Err("no dataplane forwards (--control-only)".into())
+    }
 }
 
-/// The stand-in [`Dataplane`] while none is plugged in: forwards nothing, counts nothing.
+/// The stand-in [`Dataplane`] while none is plugged in: forwards nothing, counts nothing,
+/// and refuses what the AF_XDP dataplane refuses (fwmark and IPv6 services), with its
+/// words, so a table tried with `--control-only` is one the real daemon takes.
 #[derive(Debug, Default)]
 pub struct ControlOnly;
 
 impl Dataplane for ControlOnly {
-    fn check(&self, _table: &ServiceTableSpec) -> Result<(), String> {
-        Ok(())
+    fn check(&self, table: &ServiceTableSpec) -> Result<(), String> {
+        xvs_dataplane::service::snapshot::check_supported(table).map_err(|e| e.to_string())
     }
 
     fn start(
@@ -169,6 +179,7 @@ impl Dataplane for ControlOnly {
         table: &ServiceTableSpec,
         _timeouts: &Timeouts,
     ) -> Result<(), String> {
+        self.check(table)?;
         tracing::warn!(
             interfaces = ?config.interfaces,
             services = table.services.len(),
@@ -210,6 +221,10 @@ pub struct DataplaneDirector<P: Dataplane> {
     health: Health,
     /// The table in force, as last published.
     effective: ServiceTableSpec,
+    /// Scale-out: what the announcer shares (drain switch, VIPs held), and the file's
+    /// `drain` as last applied (a reload applies the file's value only when it changed, so
+    /// `xvs drain` lasts).
+    drain: Option<(Arc<crate::announce::Announced>, bool)>,
 }
 
 impl<P: Dataplane> DataplaneDirector<P> {
@@ -222,6 +237,48 @@ impl<P: Dataplane> DataplaneDirector<P> {
             file_sync: SyncConfig::default(),
             health: Health::default(),
             effective,
+            drain: None,
+        }
+    }
+
+    /// With the announcer's shared state (its drain switch is the file's `drain`).
+    pub fn with_announce(mut self, shared: Arc<crate::announce::Announced>) -> Self {
+        let file = shared.drained.load(Ordering::Relaxed);
+        self.drain = Some((shared, file));
+        self
+    }
+
+    /// A reload's `[announce] drain`: applied if it differs from the file's last value.
+    pub fn reload_drain(&mut self, file_drain: bool) {
+        if let Some((switch, last)) = &mut self.drain
+            && *last != file_drain
+        {
+            *last = file_drain;
+            switch.drained.store(file_drain, Ordering::Relaxed);
+            tracing::info!(drained = file_drain, "announce.drain changed by the reload");
+        }
+    }
+
+    /// What the VIP announcer asks every period: the IPv4 VIPs in force and whether the
+    /// dataplane forwards.
+    pub fn announce_status(&self) -> crate::announce::Status {
+        let mut vips: Vec<std::net::Ipv4Addr> = self
+            .effective
+            .services
+            .iter()
+            .filter_map(|s| match s.addr {
+                ServiceAddr::Inet {
+                    addr: std::net::IpAddr::V4(v4),
+                    ..
+                } => Some(v4),
+                _ => None,
+            })
+            .collect();
+        vips.sort_unstable();
+        vips.dedup();
+        crate::announce::Status {
+            vips,
+            health: self.dataplane.forwarding_health(),
         }
     }
 
@@ -348,10 +405,23 @@ impl<P: Dataplane> DataplaneDirector<P> {
             })
             .collect();
         health.sort_by_key(|h| (h.service, h.addr, h.port));
+        let announce = self.drain.as_ref().map(|(shared, _)| {
+            let held = shared.held();
+            AnnounceMetrics {
+                drained: shared.drained.load(Ordering::Relaxed),
+                vips: self
+                    .announce_status()
+                    .vips
+                    .into_iter()
+                    .map(|vip| (vip, held.contains(&vip)))
+                    .collect(),
+            }
+        });
         Scrape {
             services,
             dataplane: self.dataplane.metrics(),
             health,
+            announce,
         }
     }
 
@@ -426,6 +496,13 @@ impl<P: Dataplane> Director for DataplaneDirector<P> {
     fn stop_daemon(&mut self, role: Role) -> Result<(), String> {
         self.dataplane.stop_daemon(role)
     }
+
+    fn set_drained(&mut self, drained: bool) -> Result<(), String> {
+        let (shared, _) = self.drain.as_ref().ok_or(NO_ANNOUNCE)?;
+        shared.drained.store(drained, Ordering::Relaxed);
+        tracing::info!(drained, "xvs drain");
+        Ok(())
+    }
 }
 
 /// The configuration `xvs run` starts with: the file if any, command-line flags on top.
@@ -475,6 +552,10 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
     match config::load(path) {
         Ok(loaded) => {
             let mut d = director.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(reason) = loaded.reload_refusal(d.table().services.len()) {
+                tracing::error!(file = %path.display(), "reload refused, configuration unchanged: {reason}");
+                return false;
+            }
             if let Err(reason) =
                 d.reload_with_health(loaded.table, loaded.daemon.timeouts, loaded.health)
             {
@@ -484,6 +565,8 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
             if let Err(reason) = d.reload_sync(&loaded.daemon.sync) {
                 tracing::error!(file = %path.display(), "sync settings refused, the running sync daemons stay: {reason}");
             }
+            // [announce] device, addresses and interval change on restart; drain at once.
+            d.reload_drain(loaded.daemon.announce.as_ref().is_some_and(|a| a.drain));
             tracing::info!(
                 file = %path.display(),
                 services = d.table().services.len(),
@@ -514,6 +597,15 @@ fn check_reports<P: Dataplane>(director: &Arc<Mutex<DataplaneDirector<P>>>) -> R
     Arc::new(move |key, spec, outcome| lock(&director).record_check(key, spec, outcome))
 }
 
+/// The announcer's question, answered under the director's lock (a short one: it reads
+/// the table in force and the workers' and interfaces' state).
+fn announce_status<P: Dataplane>(
+    director: &Arc<Mutex<DataplaneDirector<P>>>,
+) -> Arc<crate::announce::StatusFn> {
+    let director = Arc::clone(director);
+    Arc::new(move || lock(&director).announce_status())
+}
+
 /// Passive detection's walks, reported to the director.
 struct PassiveReports<P: Dataplane>(Arc<Mutex<DataplaneDirector<P>>>);
 
@@ -527,8 +619,60 @@ impl<P: Dataplane> PassiveSink for PassiveReports<P> {
     }
 }
 
+/// How the dataplane's start ended.
+enum Started<P> {
+    /// It runs; `hup`: a SIGHUP came meanwhile.
+    Running { dataplane: P, hup: Option<i32> },
+    /// SIGTERM or SIGINT came first.
+    Stopped,
+}
+
+/// Starts the dataplane on a thread of its own while this one answers signals, so a
+/// SIGTERM or SIGINT during a slow start (a large connection table, a slow driver) stops
+/// the daemon at once instead of after the start: the start is abandoned, and what it set
+/// up goes with the process (XDP links, AF_XDP sockets and the TUN device are file
+/// descriptors, which the kernel releases at exit; nothing was bound to the control
+/// socket yet).
+fn start_or_stop<P: Dataplane>(
+    mut dataplane: P,
+    config: &DaemonConfig,
+    table: &ServiceTableSpec,
+    timeouts: &Timeouts,
+    signals: &mut Signals,
+) -> Result<Started<P>, DaemonError> {
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let (config, table, timeouts) = (config.clone(), table.clone(), *timeouts);
+    std::thread::Builder::new()
+        .name("xvs-start".into())
+        .spawn(move || {
+            let result = dataplane.start(&config, &table, &timeouts);
+            let _ = done_tx.send(result.map(|()| dataplane));
+        })
+        .map_err(|e| DaemonError::Dataplane(format!("cannot start a thread: {e}")))?;
+    let mut hup = None;
+    loop {
+        for signal in signals.pending() {
+            match signal {
+                SIGHUP => hup = Some(SIGHUP),
+                _ => {
+                    tracing::info!(signal, "stopping during start-up (the start is abandoned)");
+                    return Ok(Started::Stopped);
+                }
+            }
+        }
+        match done.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(Ok(dataplane)) => return Ok(Started::Running { dataplane, hup }),
+            Ok(Err(reason)) => return Err(DaemonError::Dataplane(reason)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(DaemonError::Dataplane("the start panicked".to_string()));
+            }
+        }
+    }
+}
+
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
-pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonError> {
+pub fn run<P: Dataplane>(args: RunArgs, dataplane: P) -> Result<(), DaemonError> {
     let loaded = initial_config(&args)?;
     let socket = control::socket_path(args.socket.as_deref(), loaded.daemon.socket.as_deref());
     // Install the handlers first, so a signal during start-up is not the default action.
@@ -546,9 +690,12 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
     let timeouts = loaded.daemon.timeouts;
     // Checks that start down hold their servers out from the first packet on.
     let health = Health::new(loaded.health.clone(), Instant::now());
-    dataplane
-        .start(&loaded.daemon, &health.effective(&loaded.table), &timeouts)
-        .map_err(DaemonError::Dataplane)?;
+    let first = health.effective(&loaded.table);
+    let (dataplane, hup_during_start) =
+        match start_or_stop(dataplane, &loaded.daemon, &first, &timeouts, &mut signals)? {
+            Started::Running { dataplane, hup } => (dataplane, hup),
+            Started::Stopped => return Ok(()),
+        };
     let conn_table = dataplane.conn_table();
     let core = TableOnlyDirector::new(loaded.table, timeouts)
         .with_conn_table_size(loaded.daemon.conn_table_size);
@@ -556,7 +703,23 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
     director
         .reload_sync(&loaded.daemon.sync)
         .map_err(DaemonError::Dataplane)?;
+    // Scale-out: the VIPs on the announce device while this director forwards.
+    let announced = Arc::new(crate::announce::Announced::new(
+        loaded.daemon.announce.as_ref().is_some_and(|a| a.drain),
+    ));
+    if loaded.daemon.announce.is_some() {
+        director = director.with_announce(announced.clone());
+    }
     let director = Arc::new(Mutex::new(director));
+    let mut announcer = match &loaded.daemon.announce {
+        Some(config) => Some(
+            crate::announce::Announcer::start(config, announced, announce_status(&director))
+                .map_err(|e| {
+                    DaemonError::Dataplane(format!("announce.device {}: {e}", config.device))
+                })?,
+        ),
+        None => None,
+    };
     let mut checkers = Checkers::new(check_reports(&director));
     checkers.follow(&loaded.health);
     let _passive = match conn_table {
@@ -599,7 +762,8 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
         })?;
     tracing::info!(socket = %socket.display(), config = ?args.config, "xvs running");
 
-    for signal in signals.forever() {
+    // A SIGHUP during start-up reloads now: the file may have changed after it was read.
+    for signal in hup_during_start.into_iter().chain(signals.forever()) {
         match signal {
             SIGHUP => match &args.config {
                 Some(path) => {
@@ -614,6 +778,17 @@ pub fn run<P: Dataplane>(args: RunArgs, mut dataplane: P) -> Result<(), DaemonEr
                 break;
             }
         }
+    }
+    // Withdraw first, and forward a while longer: the router moves the flows elsewhere
+    // before this director stops taking them.
+    if let (Some(announcer), Some(config)) = (announcer.as_mut(), &loaded.daemon.announce) {
+        announcer.stop();
+        let grace = std::time::Duration::from_millis(u64::from(config.stop_grace_ms));
+        tracing::info!(
+            ?grace,
+            "VIPs withdrawn; still forwarding for the grace period"
+        );
+        std::thread::sleep(grace);
     }
     stop.stop();
     checkers.stop();
@@ -676,6 +851,40 @@ mod tests {
     }
 
     #[test]
+    fn drain_is_refused_without_an_announcer_and_a_reload_applies_only_a_changed_value() {
+        let mut plain = DataplaneDirector::new(TableOnlyDirector::default(), Recorder::default());
+        assert_eq!(plain.set_drained(true), Err(NO_ANNOUNCE.to_string()));
+        let shared = Arc::new(crate::announce::Announced::new(false));
+        let switch = &shared.drained;
+        let mut d = DataplaneDirector::new(TableOnlyDirector::default(), Recorder::default())
+            .with_announce(shared.clone());
+        assert_eq!(d.set_drained(true), Ok(()));
+        assert!(switch.load(Ordering::Relaxed), "xvs drain");
+        d.reload_drain(false);
+        assert!(
+            switch.load(Ordering::Relaxed),
+            "the file still says false: xvs drain lasts"
+        );
+        assert_eq!(
+            d.scrape().announce,
+            Some(AnnounceMetrics {
+                drained: true,
+                vips: Vec::new()
+            }),
+            "the metrics say so"
+        );
+        d.reload_drain(true);
+        d.reload_drain(false);
+        assert!(!switch.load(Ordering::Relaxed), "the file changed to false");
+        assert_eq!(plain.scrape().announce, None, "no [announce], no metrics");
+        assert_eq!(
+            d.announce_status().health,
+            Err("no dataplane forwards (--control-only)".to_string()),
+            "a dataplane that does not say it forwards is unhealthy"
+        );
+    }
+
+    #[test]
     fn a_reload_applies_the_sync_section_only_when_it_changed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("xvs.toml");
@@ -692,7 +901,7 @@ mod tests {
             1,
             "applied once"
         );
-        std::fs::write(&path, "").unwrap();
+        std::fs::write(&path, "service = []\n").unwrap();
         assert!(reload(&path, &director));
         let syncs = director.lock().unwrap().dataplane().syncs.clone();
         assert_eq!(syncs.len(), 2);
@@ -848,6 +1057,36 @@ mod tests {
     }
 
     #[test]
+    fn control_only_refuses_what_the_afxdp_dataplane_refuses_in_its_words() {
+        use crate::daemon::Dataplane as _;
+        let afxdp = crate::forwarding::AfXdpDataplane::default();
+        for line in ["-A -f 7", "-A -t [2001:db8::10]:80 -s rr"] {
+            let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            let crate::ipvsadm::Command::Edit(edit) =
+                crate::ipvsadm::parse(&words, "xvsadm", &Names::none()).unwrap()
+            else {
+                panic!("{line}")
+            };
+            let mut d = DataplaneDirector::new(TableOnlyDirector::default(), ControlOnly);
+            let refused = d.apply_batch(std::slice::from_ref(&edit)).unwrap_err();
+            let mut table = ServiceTableSpec::default();
+            edit.apply_to(&mut table).unwrap();
+            assert_eq!(Err(refused.message.clone()), afxdp.check(&table), "{line}");
+            assert!(d.table().services.is_empty());
+            assert_eq!(
+                ControlOnly.start(&DaemonConfig::default(), &table, &Timeouts::default()),
+                Err(refused.message),
+                "a file with it does not start either"
+            );
+        }
+        let mut d = DataplaneDirector::new(TableOnlyDirector::default(), ControlOnly);
+        d.apply(Edit::AddService {
+            service: ServiceSpec::new(vip()),
+        })
+        .unwrap();
+    }
+
+    #[test]
     fn reload_keeps_the_running_table_on_a_bad_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("xvs.toml");
@@ -868,6 +1107,135 @@ mod tests {
         std::fs::write(&path, "[[service]]\ntcp = \"bad\"\n").unwrap();
         assert!(!reload(&path, &director));
         assert_eq!(director.lock().unwrap().table(), &nat.table);
+    }
+
+    #[test]
+    fn a_reload_of_an_empty_missing_or_serviceless_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xvs.toml");
+        std::fs::write(&path, include_str!("../examples/dr.toml")).unwrap();
+        let loaded = config::load(&path).unwrap();
+        let director = Mutex::new(DataplaneDirector::new(
+            TableOnlyDirector::new(loaded.table.clone(), loaded.daemon.timeouts),
+            Recorder::default(),
+        ));
+        let unchanged = |director: &Mutex<DataplaneDirector<Recorder>>| {
+            let d = director.lock().unwrap();
+            d.table() == &loaded.table && d.dataplane().updates.is_empty()
+        };
+        for text in ["", "\n# nothing yet\n", "[daemon]\ninterface = \"eth1\"\n"] {
+            std::fs::write(&path, text).unwrap();
+            assert!(!reload(&path, &director), "{text:?}");
+            assert!(unchanged(&director), "{text:?}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(!reload(&path, &director), "missing");
+        assert!(unchanged(&director));
+        // Said explicitly, no services is a valid configuration.
+        // (At the top: under a [section] header the key would be that section's.)
+        std::fs::write(&path, "service = []\n[daemon]\ninterface = \"eth1\"\n").unwrap();
+        assert!(reload(&path, &director));
+        assert!(director.lock().unwrap().table().services.is_empty());
+        assert_eq!(director.lock().unwrap().dataplane().updates, vec![0]);
+    }
+
+    #[test]
+    fn reload_refusals_say_what_to_write() {
+        let empty = LoadedConfig::default();
+        assert_eq!(
+            empty.reload_refusal(0).unwrap(),
+            "the file is empty: a reload would remove every service; write `service = []` to mean no services"
+        );
+        let daemon_only =
+            config::parse_str("[daemon]\ninterface = \"eth1\"\n", &Names::none()).unwrap();
+        assert_eq!(
+            daemon_only.reload_refusal(0),
+            None,
+            "nothing would be removed"
+        );
+        assert_eq!(
+            daemon_only.reload_refusal(2).unwrap(),
+            "the file has no [[service]]: a reload would remove the 2 running service(s); write `service = []` to mean no services"
+        );
+        let none = config::parse_str("service = []\n", &Names::none()).unwrap();
+        assert_eq!(none.reload_refusal(5), None);
+    }
+
+    /// A dataplane whose start takes a minute (as a very large connection table can).
+    struct SlowStart;
+
+    const START_BEGAN: &str = "slow start began";
+    const CHILD: &str = "XVS_DAEMON_TEST_CHILD";
+
+    impl Dataplane for SlowStart {
+        fn start(
+            &mut self,
+            _: &DaemonConfig,
+            _: &ServiceTableSpec,
+            _: &Timeouts,
+        ) -> Result<(), String> {
+            println!("{START_BEGAN}");
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            Ok(())
+        }
+        fn check(&self, _: &ServiceTableSpec) -> Result<(), String> {
+            Ok(())
+        }
+        fn update(&mut self, _: &ServiceTableSpec, _: &Timeouts) {}
+        fn fill(&self, _: &ListRequest, _: &mut ListData) {}
+        fn zero(&mut self, _: Option<&ServiceAddr>) {}
+        fn stop(&mut self) {}
+    }
+
+    #[test]
+    fn a_sigterm_during_a_slow_start_stops_at_once() {
+        use std::io::BufRead;
+        const TEST: &str = "daemon::tests::a_sigterm_during_a_slow_start_stops_at_once";
+        if let Some(dir) = std::env::var_os(CHILD) {
+            // The child: signals go to this process only.
+            let result = run(
+                RunArgs {
+                    socket: Some(PathBuf::from(dir).join("xvs.sock")),
+                    ..Default::default()
+                },
+                SlowStart,
+            );
+            println!("run returned {result:?}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains(START_BEGAN) {
+            line.clear();
+            assert_ne!(out.read_line(&mut line).unwrap(), 0, "child ended early");
+        }
+        let pid = i32::try_from(child.id()).unwrap();
+        // SAFETY: kill has no memory preconditions; `pid` is our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let asked = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if asked.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("still starting 20 s after SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert!(status.success(), "{status:?} {rest}");
+        assert!(rest.contains("run returned Ok(())"), "{rest}");
+        assert!(!dir.path().join("xvs.sock").exists(), "never served");
     }
 
     #[test]

@@ -212,10 +212,19 @@ pub trait Director: Send {
     fn stop_daemon(&mut self, _role: Role) -> Result<(), String> {
         Err(NO_SYNC.to_string())
     }
+
+    /// `xvs drain [--undo]`: withdraw the announced VIPs (or announce them again).
+    fn set_drained(&mut self, _drained: bool) -> Result<(), String> {
+        Err(NO_ANNOUNCE.to_string())
+    }
 }
 
 /// Why a director without a dataplane refuses sync daemons.
 pub const NO_SYNC: &str = "xvs runs without a dataplane (--control-only): no connection to sync";
+
+/// Why `xvs drain` is refused when nothing is announced.
+pub const NO_ANNOUNCE: &str =
+    "this xvs announces no VIP: add an [announce] section to its configuration";
 
 /// The reference [`Director`]: the configured table and the timeouts, nothing else. It has
 /// no dataplane, so it lists no connections and every counter as zero.

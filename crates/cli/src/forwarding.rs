@@ -76,6 +76,7 @@ impl Dataplane for AfXdpDataplane {
             options: xvs_conntrack::Options {
                 expire_nodest_conn: config.options.expire_nodest_conn,
                 expire_quiescent_template: config.options.expire_quiescent_template,
+                sloppy_tcp: config.options.sloppy_tcp,
                 ..Default::default()
             },
             timeouts: *timeouts,
@@ -197,6 +198,24 @@ impl Dataplane for AfXdpDataplane {
 
     fn conn_table(&self) -> Option<xvs_conntrack::ConnTable> {
         self.runtime.as_ref().map(Runtime::conn_table)
+    }
+
+    fn forwarding_health(&self) -> Result<(), String> {
+        let runtime = self.runtime.as_ref().ok_or("not started")?;
+        let (running, workers) = runtime.workers_running();
+        if workers == 0 || running < workers {
+            return Err(format!("{running} of {workers} workers running"));
+        }
+        let mut ifaces: Vec<&str> = runtime.modes().iter().map(|m| m.iface.as_str()).collect();
+        ifaces.dedup();
+        for iface in ifaces {
+            match xvs_dataplane::netdev::link_is_running(iface) {
+                Ok(true) => {}
+                Ok(false) => return Err(format!("{iface} is down")),
+                Err(e) => return Err(format!("{iface}: {e}")),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -17,8 +17,10 @@
 //! | [`spelling`] | ipvsadm's words for the model's values (forwarding methods' column words and options) |
 //! | [`realserver`] | `xvs realserver`: a DR or TUN real server's VIP and ARP sysctls, applied and undone |
 //! | [`health`] | real servers' health checks and the table in force they derive |
+//! | [`announce`] | scale-out: the VIPs held on a TUN device for a BGP daemon while healthy, `xvs drain` |
 //! | [`lab`] | `xvs lab`: the seed labs in network namespaces, for people and for tests |
 
+pub mod announce;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -67,6 +67,11 @@ pub struct Options {
     /// also does so for FIN_WAIT when no output was seen (DR/TUN). 0 keeps the old entry.
     /// See [`Shard::lookup_inbound_new`](crate::Shard::lookup_inbound_new).
     pub conn_reuse_mode: u8,
+    /// `sloppy_tcp`: a TCP packet other than a SYN (an RST excepted) for an unknown flow is
+    /// scheduled and opens an entry, as IPVS does under this sysctl. With `mh`, whose table
+    /// is the same on every director, a flow that ECMP moves to another director keeps its
+    /// real server. A service can also ask for it alone (its spec's `sloppy_tcp`).
+    pub sloppy_tcp: bool,
 }
 
 impl Default for Options {
@@ -76,6 +81,7 @@ impl Default for Options {
             expire_quiescent_template: false,
             secure_tcp: false,
             conn_reuse_mode: 1,
+            sloppy_tcp: false,
         }
     }
 }
@@ -165,6 +171,7 @@ pub(crate) struct Inner {
     pub(crate) expire_nodest_conn: AtomicBool,
     pub(crate) expire_quiescent_template: AtomicBool,
     pub(crate) secure_tcp: AtomicBool,
+    pub(crate) sloppy_tcp: AtomicBool,
     pub(crate) conn_reuse_mode: AtomicU8,
 }
 
@@ -395,6 +402,7 @@ impl ConnTable {
             expire_nodest_conn: AtomicBool::new(config.options.expire_nodest_conn),
             expire_quiescent_template: AtomicBool::new(config.options.expire_quiescent_template),
             secure_tcp: AtomicBool::new(config.options.secure_tcp),
+            sloppy_tcp: AtomicBool::new(config.options.sloppy_tcp),
             conn_reuse_mode: AtomicU8::new(config.options.conn_reuse_mode),
         };
         let table = ConnTable {
@@ -429,8 +437,15 @@ impl ConnTable {
             expire_nodest_conn: self.inner.expire_nodest_conn.load(Ordering::Relaxed),
             expire_quiescent_template: self.inner.expire_quiescent_template.load(Ordering::Relaxed),
             secure_tcp: self.inner.secure_tcp.load(Ordering::Relaxed),
+            sloppy_tcp: self.inner.sloppy_tcp.load(Ordering::Relaxed),
             conn_reuse_mode: self.inner.conn_reuse_mode.load(Ordering::Relaxed),
         }
+    }
+
+    /// The `sloppy_tcp` switch alone (read on the data path's miss of a non-SYN segment).
+    #[inline]
+    pub fn sloppy_tcp(&self) -> bool {
+        self.inner.sloppy_tcp.load(Ordering::Relaxed)
     }
 
     pub fn set_options(&self, o: Options) {
@@ -440,6 +455,7 @@ impl ConnTable {
         i.expire_quiescent_template
             .store(o.expire_quiescent_template, Ordering::Relaxed);
         i.secure_tcp.store(o.secure_tcp, Ordering::Relaxed);
+        i.sloppy_tcp.store(o.sloppy_tcp, Ordering::Relaxed);
         i.conn_reuse_mode
             .store(o.conn_reuse_mode, Ordering::Relaxed);
     }

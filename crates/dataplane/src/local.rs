@@ -55,17 +55,7 @@ impl LocalDelivery {
     /// Creates (or attaches to) the TUN device, brings it up and turns reverse-path
     /// filtering off on it (the client's address routes via another interface).
     pub fn open() -> io::Result<LocalDelivery> {
-        let tun = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/net/tun")?;
-        let mut req = ifreq(DEVICE, IFF_TUN | IFF_NO_PI);
-        // SAFETY: TUNSETIFF reads and writes one `struct ifreq` at the pointer, which is a
-        // live, properly sized and aligned local; the fd is the open /dev/net/tun.
-        if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        set_up(DEVICE)?;
+        let tun = open_tun(DEVICE)?;
         std::fs::write(format!("/proc/sys/net/ipv4/conf/{DEVICE}/rp_filter"), "0")?;
         Ok(LocalDelivery { tun })
     }
@@ -75,6 +65,24 @@ impl LocalDelivery {
     pub fn deliver(&self, packet: &[u8]) -> io::Result<()> {
         (&self.tun).write(packet).map(|_| ())
     }
+}
+
+/// Creates TUN device `name` (or attaches to it) and brings it up. The device is not
+/// persistent: it vanishes, with its addresses, when the returned file is closed, also when
+/// the process dies.
+pub fn open_tun(name: &str) -> io::Result<File> {
+    let tun = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let mut req = ifreq(name, IFF_TUN | IFF_NO_PI);
+    // SAFETY: TUNSETIFF reads and writes one `struct ifreq` at the pointer, which is a
+    // live, properly sized and aligned local; the fd is the open /dev/net/tun.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    set_up(name)?;
+    Ok(tun)
 }
 
 /// Sets `IFF_UP` on interface `name`.

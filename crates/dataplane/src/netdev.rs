@@ -67,6 +67,63 @@ pub fn link_request(name: &str, seq: u32) -> Vec<u8> {
         .finish()
 }
 
+/// `IFF_UP` and `IFF_RUNNING` (carrier) of `ifi_flags`.
+const IFF_UP_RUNNING: u32 = 0x1 | 0x40;
+
+/// Whether interface `name` is up and has carrier (`IFF_UP` and `IFF_RUNNING`), in the
+/// calling thread's namespace. An interface that does not exist is an error.
+pub fn link_is_running(name: &str) -> io::Result<bool> {
+    let mut socket = RouteSocket::open()?;
+    let seq = socket.next_seq();
+    let mut flags = None;
+    socket.transact(&link_request(name, seq), seq, |m| {
+        if m.kind == kind::NEW_LINK && flags.is_none() {
+            flags = link_flags(m.payload);
+        }
+    })?;
+    let flags = flags
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}")))?;
+    Ok(flags & IFF_UP_RUNNING == IFF_UP_RUNNING)
+}
+
+/// `ifi_flags` of an `RTM_NEWLINK` payload.
+pub fn link_flags(payload: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(payload.get(8..12)?.try_into().ok()?))
+}
+
+/// The `RTM_NEWADDR` (`add`) or `RTM_DELADDR` request for `addr/prefix` on interface
+/// `ifindex`. Adding replaces an address already there, so it can be repeated.
+pub fn address_request(add: bool, ifindex: u32, addr: Ipv4Addr, prefix: u8, seq: u32) -> Vec<u8> {
+    let mut header = [0u8; IFADDRMSG_LEN];
+    header[0] = libc::AF_INET as u8;
+    header[1] = prefix;
+    header[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+    let (kind, extra) = if add {
+        (kind::NEW_ADDR, flags::CREATE | flags::REPLACE)
+    } else {
+        (kind::DEL_ADDR, 0)
+    };
+    netlink::Request::new(kind, flags::REQUEST | flags::ACK | extra, seq, &header)
+        .attr(IFA_LOCAL, &addr.octets())
+        .attr(IFA_ADDRESS, &addr.octets())
+        .finish()
+}
+
+/// Adds (`add`) or removes `addr/prefix` on interface `ifindex`; removing an address that is
+/// not there succeeds.
+pub fn set_ipv4_address(add: bool, ifindex: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    let mut socket = RouteSocket::open()?;
+    let seq = socket.next_seq();
+    match socket.transact(
+        &address_request(add, ifindex, addr, prefix, seq),
+        seq,
+        |_| {},
+    ) {
+        Err(e) if !add && e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+        other => other,
+    }
+}
+
 /// Parses an `RTM_NEWLINK` payload. None when it is too short or lacks a name.
 pub fn parse_link(payload: &[u8]) -> Option<NetDev> {
     let header = payload.get(..IFINFOMSG_LEN)?;
@@ -228,6 +285,33 @@ mod tests {
         assert_eq!(dev.mtu, 1500);
         assert_eq!(dev.mac, [0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
         assert_eq!(dev.rx_queues, 2);
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")] // literal bytes of an x86-64 kernel
+    fn reads_the_link_flags() {
+        // 0x11043: UP | BROADCAST | RUNNING | MULTICAST | LOWER_UP.
+        assert_eq!(link_flags(VETH_LINK), Some(0x0001_1043));
+        assert_eq!(link_flags(&VETH_LINK[..10]), None);
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn address_requests_are_ip_addrs_bytes() {
+        // What `ip addr add 172.16.21.10/32 dev <ifindex 9>` sends, header seq 5.
+        let add = address_request(true, 9, Ipv4Addr::new(172, 16, 21, 10), 32, 5);
+        assert_eq!(
+            add,
+            [
+                0x28, 0, 0, 0, 20, 0, 0x05, 0x05, 5, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr
+                2, 32, 0, 0, 9, 0, 0, 0, // ifaddrmsg: AF_INET, /32, ifindex 9
+                8, 0, 2, 0, 172, 16, 21, 10, // IFA_LOCAL
+                8, 0, 1, 0, 172, 16, 21, 10, // IFA_ADDRESS
+            ]
+        );
+        let del = address_request(false, 9, Ipv4Addr::new(172, 16, 21, 10), 32, 6);
+        assert_eq!(&del[4..8], &[21, 0, 0x05, 0x00], "RTM_DELADDR, REQUEST|ACK");
+        assert_eq!(&del[16..], &add[16..]);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub mod kind {
     pub const GET_LINK: u16 = 18;
     /// An address (reply to `GET_ADDR`).
     pub const NEW_ADDR: u16 = 20;
+    /// Remove an address.
+    pub const DEL_ADDR: u16 = 21;
     /// Ask for addresses.
     pub const GET_ADDR: u16 = 22;
     /// A neighbour (reply to `GET_NEIGH`), or a request to add/use one.

@@ -171,9 +171,18 @@ pub enum XdpError {
     /// The embedded object did not load (verifier, BTF, map creation).
     #[error("loading the XDP filter: {0}")]
     Load(#[from] aya::EbpfError),
-    /// The program was refused or could not be attached.
+    /// The program was refused.
     #[error("XDP program: {0}")]
     Program(#[from] aya::programs::ProgramError),
+    /// The program could not be attached to the interface; `reason` says why in words
+    /// (the system call's error included).
+    #[error("attaching in {mode} mode: {reason}")]
+    Attach {
+        /// The mode tried last.
+        mode: XdpMode,
+        /// Why.
+        reason: String,
+    },
     /// A map update failed.
     #[error("XDP filter map: {0}")]
     Map(#[from] aya::maps::MapError),
@@ -295,8 +304,31 @@ fn attach_in(program: &mut Xdp, ifindex: u32, mode: XdpMode) -> Result<XdpMode, 
         XdpMode::Drv => XdpFlags::DRV_MODE,
         XdpMode::Skb => XdpFlags::SKB_MODE,
     };
-    program.attach_to_if_index(ifindex, flags)?;
+    program
+        .attach_to_if_index(ifindex, flags)
+        .map_err(|e| XdpError::Attach {
+            mode,
+            reason: attach_reason(&e),
+        })?;
     Ok(mode)
+}
+
+/// Why an attach failed, in words: aya's error names the system call, not its error.
+fn attach_reason(e: &aya::programs::ProgramError) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.raw_os_error() {
+                Some(libc::EBUSY | libc::EEXIST) => format!(
+                    "the interface already has an XDP program attached: it is in use (by another \
+                     xvs, or another XDP program; `ip link show` names it) ({e}: {io})"
+                ),
+                _ => format!("{e}: {io}"),
+            };
+        }
+        source = s.source();
+    }
+    e.to_string()
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, XdpError> {

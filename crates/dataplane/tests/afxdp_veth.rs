@@ -539,3 +539,28 @@ fn a_burst_is_transmitted_whole_even_when_traffic_stops() {
         "every echo was transmitted, the last ones included"
     );
 }
+
+#[test]
+fn a_second_filter_on_the_same_interface_is_refused_in_words() {
+    let mut lab = Lab::new();
+    let link = one_arm(&mut lab);
+    let dev = link.left.clone();
+    in_netns(&link.left_ns, move || {
+        let netdev = NetDev::by_name(&dev).unwrap();
+        let first = XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
+        // As a second xvs on the same interface would: every mode is refused, with why.
+        for mode in [AttachMode::Auto, AttachMode::Drv, AttachMode::Skb] {
+            let e = XdpFilter::attach(netdev.ifindex, mode)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("the interface already has an XDP program attached: it is in use"),
+                "{mode:?}: {e}"
+            );
+            assert!(!e.contains('\n'), "{e}");
+        }
+        drop(first);
+        // Once the first is gone the interface is free again.
+        XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
+    });
+}

@@ -999,3 +999,96 @@ fn batches_and_single_frames_agree() {
         }
     }
 }
+
+impl Lab {
+    /// The same service with its real servers added in the other order (another director's
+    /// `xvsadm -a` sequence).
+    fn reverse_dests(&mut self) {
+        let addr = service_addr(Protocol::Tcp, 80);
+        let dests = self.table.service(&addr).unwrap().dests.clone();
+        for d in &dests {
+            self.table.delete_dest(&addr, d.addr, d.port).unwrap();
+        }
+        for d in dests.iter().rev() {
+            self.table.add_dest(&addr, *d).unwrap();
+        }
+        self.rebuild();
+    }
+
+    fn set_sloppy_tcp(&mut self, sloppy: bool) {
+        let addr = service_addr(Protocol::Tcp, 80);
+        let service = self.table.services.iter_mut().find(|s| s.addr == addr);
+        service.unwrap().sloppy_tcp = sloppy;
+        self.rebuild();
+    }
+}
+
+/// Scale-out: a flow ECMP moves from one director to another arrives there mid-flow. Under
+/// sloppy_tcp an mh service schedules it by the same table and it reaches the real server
+/// the first director chose, although the second one has its servers in another order;
+/// the entry it opens is ESTABLISHED (IPVS: an ACK on a new entry). RSTs still open nothing.
+#[test]
+fn sloppy_tcp_sends_a_moved_mh_flow_to_the_same_real_server() {
+    let mut first = Lab::new(ForwardMethod::Route, "mh", Protocol::Tcp);
+    let mut second = Lab::new(ForwardMethod::Route, "mh", Protocol::Tcp);
+    second.reverse_dests();
+    let addr = service_addr(Protocol::Tcp, 80);
+    assert_ne!(
+        first.table.service(&addr).unwrap().dests[0].addr,
+        second.table.service(&addr).unwrap().dests[0].addr
+    );
+    // Without sloppy_tcp the moved flow's ACK is dropped, as IPVS does. Clients differ by
+    // address: mh without mh-port hashes the client address alone.
+    let client = |k: u8| [192, 168, 1, k];
+    let segment = |k: u8, flags: &str| {
+        tcp(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            (client(k), 41000),
+            (VIP, 80),
+            flags,
+        )
+    };
+    assert_eq!(second.run(&segment(1, "A"), 0).0, Verdict::Drop);
+    assert_eq!(second.counters.drops_of(Drop::NoConnection), 1);
+    second.set_sloppy_tcp(true);
+    let mut servers_seen = std::collections::BTreeSet::new();
+    for k in 1..=64 {
+        let (verdict, out) = first.run(&segment(k, "S"), 0);
+        assert_eq!(verdict, Verdict::Transmit { port: 0 });
+        let chosen = parse_back(&out).eth.destination;
+        servers_seen.insert(chosen);
+        let ack = segment(k, "A");
+        let (verdict, out) = second.run(&ack, 0);
+        assert_eq!(verdict, Verdict::Transmit { port: 0 }, "client {k}");
+        let p = parse_back(&out);
+        assert_eq!(p.eth.destination, chosen, "client {k}: same real server");
+        assert_eq!(p.eth.source, DIRECTOR_MAC);
+        assert_eq!(&out[14..], &ack[14..], "DR leaves the IP packet as it was");
+    }
+    assert_eq!(servers_seen.len(), 2, "both real servers had flows");
+    let (active, inactive, _) = (0..2).fold((0, 0, 0), |acc, i| {
+        let (a, b, c) = second.load(i);
+        (acc.0 + a, acc.1 + b, acc.2 + c)
+    });
+    assert_eq!((active, inactive), (64, 0), "opened as ESTABLISHED");
+    // An RST of an unknown flow opens nothing, even under sloppy_tcp.
+    let rst = tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 42000), (VIP, 80), "R");
+    assert_eq!(second.run(&rst, 0).0, Verdict::Drop);
+    assert_eq!(second.counters.drops_of(Drop::NoConnection), 2);
+}
+
+/// The global switch (IPVS's sysctl, `[options] sloppy_tcp`) does the same for every service.
+#[test]
+fn the_global_sloppy_tcp_option_opens_mid_flow_packets_too() {
+    let mut lab = Lab::new(ForwardMethod::Route, "mh", Protocol::Tcp);
+    let ack = tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 43000), (VIP, 80), "A");
+    assert_eq!(lab.run(&ack, 0).0, Verdict::Drop);
+    let table = lab.pipeline.shard().table().clone();
+    table.set_options(xvs_conntrack::Options {
+        sloppy_tcp: true,
+        ..table.options()
+    });
+    assert_eq!(lab.run(&ack, 0).0, Verdict::Transmit { port: 0 });
+    assert_eq!(lab.load(0).0 + lab.load(1).0, 1);
+}

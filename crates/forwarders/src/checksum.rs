@@ -6,12 +6,16 @@
 //! non-zero data it yields exactly the value a full recomputation gives.
 
 /// Adds the carries back into the low 16 bits (one's complement end-around carry).
+///
+/// Each end-around carry keeps the value modulo 0xffff, and folding a non-zero sum ends in
+/// 1..=0xffff, so the result is `1 + (sum - 1) % 0xffff` (0 stays 0): one remainder by a
+/// constant, a multiply, instead of a loop of carries.
 #[inline]
-pub fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
+pub fn fold(sum: u64) -> u16 {
+    match sum.checked_sub(1) {
+        Some(below) => (below % 0xffff + 1) as u16,
+        None => 0,
     }
-    sum as u16
 }
 
 /// One's complement sum of `data` as big-endian 16-bit words (an odd last byte is padded
@@ -54,7 +58,7 @@ pub fn verifies_20(header: &[u8; 20]) -> bool {
     // a non-zero sum, so "folds to 0xffff" is "a non-zero multiple of 0xffff": one
     // remainder by a constant (a multiply) instead of four folds.
     let sum = sum_words_20_native(header);
-    sum != 0 && sum % 0xffff == 0
+    sum != 0 && sum.is_multiple_of(0xffff)
 }
 
 /// Sum of a 20-byte header as five 32-bit words: since 2^16 = 1 (mod 0xffff), folding a sum
@@ -249,6 +253,39 @@ mod tests {
                 header[10..12].copy_from_slice(&c.to_be_bytes());
             }
             proptest::prop_assert_eq!(verifies_20(&header), verifies(&header));
+        }
+    }
+
+    /// The end-around carry, step by step: what [`fold`] must equal.
+    fn fold_by_carries(mut sum: u64) -> u16 {
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    #[test]
+    fn fold_edges() {
+        for sum in [
+            0,
+            1,
+            0xfffe,
+            0xffff,
+            0x10000,
+            0x1fffe,
+            0x1ffff,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            assert_eq!(fold(sum), fold_by_carries(sum), "{sum:#x}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fold_is_the_end_around_carry(sum: u64, small in 0u64..0x4_0000) {
+            proptest::prop_assert_eq!(fold(sum), fold_by_carries(sum));
+            proptest::prop_assert_eq!(fold(small), fold_by_carries(small));
         }
     }
 }

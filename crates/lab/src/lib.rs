@@ -8,7 +8,8 @@
 //! namespaces, links and addresses.
 //!
 //! - [`netns`]: a namespace, a veth pair, `ip`/`sysctl`/`ethtool` inside one, unique names;
-//! - [`topology`]: the seeds' DR, NAT and TUN labs and the two-director HA lab.
+//! - [`topology`]: the seeds' DR, NAT and TUN labs, the two-director HA lab and the
+//!   scale-out lab (N directors behind ECMP).
 
 pub mod netns;
 pub mod topology;
@@ -16,7 +17,7 @@ pub mod topology;
 use std::time::{Duration, Instant};
 
 pub use netns::{LabError, LabResult, Namespace};
-pub use topology::{Mode, RealServerHost, RealServerSetup, Topology};
+pub use topology::{Mode, RealServerHost, RealServerSetup, ScaleOutTopology, Topology};
 
 /// Polls `ready` every 100 ms until it holds or `limit` passes.
 pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> LabResult<()> {

@@ -502,3 +502,89 @@ fn ha_two_arm(tag: &str) -> LabResult<HaTopology> {
         _infrastructure: vec![external.ns, internal.ns],
     })
 }
+
+/// One director of a scale-out lab.
+#[derive(Debug)]
+pub struct ScaleOutDirector {
+    /// Its namespace (`director1`, `director2`, ...).
+    pub ns: Namespace,
+    /// Its interface for xvs (and its BGP session).
+    pub iface: String,
+    /// Its own address on the LAN: BGP's local address and the router's next hop.
+    pub address: String,
+}
+
+/// The router's address on the directors' LAN (its BGP local address).
+pub const SCALE_OUT_ROUTER: &str = "192.168.40.254";
+/// The directors' addresses, first `n` used.
+const SCALE_OUT_DIRECTORS: [&str; 3] = ["192.168.40.11", "192.168.40.14", "192.168.40.15"];
+/// The client's addresses on its network: the lab's "many clients".
+pub const SCALE_OUT_CLIENTS: u8 = 10;
+
+/// A scale-out lab: the seed LVS-DR topology with N directors (2 or 3) behind a router that
+/// spreads the VIP's flows over them by ECMP.
+///
+/// The client holds 172.16.0.100 to .109 behind the router; the router (192.168.40.254),
+/// the directors (192.168.40.11, .14, .15) and the real servers (rs1 .12, rs2 .13, VIP on
+/// `lo`, replies via the router) share one LAN. The router has no route to the VIP: the
+/// directors announce it over BGP (`xvs_cli::lab::scaleout`), and its kernel hashes flows
+/// over the next hops by their L4 tuple (`net.ipv4.fib_multipath_hash_policy=1`).
+#[derive(Debug)]
+pub struct ScaleOutTopology {
+    /// The virtual IP.
+    pub vip: String,
+    /// The client's namespace.
+    pub client: Namespace,
+    /// The client's addresses.
+    pub client_ips: Vec<String>,
+    /// The router's namespace (where the BGP daemon with ECMP runs).
+    pub router: Namespace,
+    /// The directors.
+    pub directors: Vec<ScaleOutDirector>,
+    /// The real servers.
+    pub real_servers: Vec<RealServerHost>,
+    /// The LAN bridge's namespace, kept alive until the lab is dropped.
+    _infrastructure: Vec<Namespace>,
+}
+
+impl ScaleOutTopology {
+    /// Builds the lab with `directors` directors (2 or 3), tagged uniquely for this run.
+    pub fn build(directors: usize, setup: &RealServerSetup) -> LabResult<ScaleOutTopology> {
+        if !(2..=SCALE_OUT_DIRECTORS.len()).contains(&directors) {
+            return Err(LabError(format!(
+                "the scale-out lab has 2 or 3 directors, not {directors}"
+            )));
+        }
+        let tag = unique_tag();
+        let vip = DR_VIP;
+        let mut lan = Lan::new(&tag, "lan")?;
+        let (client, router) = routed_client(&tag, &mut lan)?;
+        let mut client_ips = vec!["172.16.0.100".to_string()];
+        for k in 1..SCALE_OUT_CLIENTS {
+            let ip = format!("172.16.0.{}", 100 + k);
+            client.addr("eth0", &format!("{ip}/24"))?;
+            client_ips.push(ip);
+        }
+        // ECMP over the L4 tuple, as Maglev's and Katran's routers hash.
+        router.sysctl("net.ipv4.fib_multipath_hash_policy", "1")?;
+        let mut out = Vec::new();
+        for (i, address) in SCALE_OUT_DIRECTORS.iter().take(directors).enumerate() {
+            let ns = one_arm_director(&tag, &format!("director{}", i + 1), &mut lan, address)?;
+            out.push(ScaleOutDirector {
+                ns,
+                iface: "eth0".to_string(),
+                address: address.to_string(),
+            });
+        }
+        let real_servers = one_arm_real_servers(Mode::Dr, &tag, &mut lan, vip, setup)?;
+        Ok(ScaleOutTopology {
+            vip: vip.to_string(),
+            client,
+            client_ips,
+            router,
+            directors: out,
+            real_servers,
+            _infrastructure: vec![lan.ns],
+        })
+    }
+}

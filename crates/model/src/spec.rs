@@ -135,6 +135,11 @@ pub struct ServiceSpec {
     pub one_packet: bool,
     /// Maglev table size for `-s mh`.
     pub mh_table_size: u32,
+    /// IPVS's `sloppy_tcp` for this service alone (the global switch is the connection
+    /// table's option): a mid-flow TCP packet of an unknown flow is scheduled instead of
+    /// dropped. Set from the config file; ipvsadm has no option for it, so `-E` keeps it.
+    #[serde(default)]
+    pub sloppy_tcp: bool,
     /// Real servers in the order they were added (schedulers walk this order).
     pub dests: Vec<DestSpec>,
 }
@@ -149,6 +154,7 @@ impl ServiceSpec {
             persistence: None,
             one_packet: false,
             mh_table_size: DEFAULT_MH_TABLE_SIZE,
+            sloppy_tcp: false,
             dests: Vec::new(),
         }
     }

@@ -396,3 +396,80 @@ fn mh_quiescing_moves_nobody_and_fallback_is_deterministic() {
         assert_eq!(pick, fallback.pick(&quiesced, &from_client(h, 1)));
     }
 }
+
+/// Scale-out: N directors given the same real servers in different orders (each operator's
+/// `xvsadm -a` sequence, a reload that re-sorted the file) build the same Maglev table, so
+/// every flow maps to the same real server on whichever director ECMP sends it to.
+#[test]
+fn mh_tables_agree_across_directors_whatever_the_insertion_order() {
+    use std::net::Ipv6Addr;
+    let mut canonical: Vec<xvs_sched::RealServer> = [
+        (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 80, 1),
+        (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 80, 3),
+        (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 8080, 2),
+        (IpAddr::V4(Ipv4Addr::new(10, 0, 1, 9)), 80, 1),
+        (IpAddr::V4(Ipv4Addr::new(192, 168, 7, 3)), 443, 5),
+        (
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 5)),
+            80,
+            1,
+        ),
+    ]
+    .iter()
+    .map(|&(addr, port, weight)| xvs_sched::RealServer::new(addr, port, weight))
+    .collect();
+    // Each director's list order: as given, reversed, and three shuffles.
+    let orders: Vec<Vec<usize>> = vec![
+        (0..canonical.len()).collect(),
+        (0..canonical.len()).rev().collect(),
+        vec![3, 0, 5, 1, 4, 2],
+        vec![4, 2, 0, 3, 5, 1],
+        vec![1, 5, 3, 2, 0, 4],
+    ];
+    // Each table slot named by its server's (address, port), which is what two directors
+    // can compare (indexes differ with the order).
+    let build_table = |list: &[xvs_sched::RealServer]| {
+        let mut mh = MaglevHashing::new(SchedFlags::default(), 4093);
+        mh.update(list);
+        let table: Vec<_> = mh
+            .table()
+            .map(|slot| slot.map(|i| (list[i].addr, list[i].port)))
+            .collect();
+        let picks: Vec<_> = (0..2000)
+            .map(|h| mh.pick(list, &from_client(h, 40000 + h as u16)))
+            .map(|pick| pick.map(|i| (list[i].addr, list[i].port)))
+            .collect();
+        (table, picks)
+    };
+    let directors: Vec<_> = orders
+        .iter()
+        .map(|order| {
+            let list: Vec<_> = order.iter().map(|&i| canonical[i].clone()).collect();
+            build_table(&list)
+        })
+        .collect();
+    for (d, built) in directors.iter().enumerate().skip(1) {
+        assert!(
+            built.0 == directors[0].0,
+            "director {d}'s table differs from director 0's"
+        );
+        assert!(built.1 == directors[0].1, "director {d} picks differently");
+    }
+    assert!(directors[0].0.iter().all(Option::is_some));
+    // The weights matter: a server with weight 5 owns more slots than one with weight 1.
+    let owned = |addr: IpAddr, port: u16| {
+        directors[0]
+            .0
+            .iter()
+            .filter(|s| **s == Some((addr, port)))
+            .count()
+    };
+    assert!(
+        owned(canonical[4].addr, 443) > 3 * owned(canonical[0].addr, 80),
+        "weights shape the table"
+    );
+    // A different weight is a different table: the set is (address, port, weight).
+    canonical[0] = canonical[0].with_weight(4);
+    let reweighted = build_table(&canonical);
+    assert!(reweighted.0 != directors[0].0);
+}

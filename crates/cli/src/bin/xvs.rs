@@ -6,6 +6,8 @@
 //!   and exits 1;
 //! - `xvs lab [--mode dr|nat|tun] [--scheduler NAME] [--requests N]` runs a seed lab in
 //!   network namespaces and prints how many requests each real server answered;
+//! - `xvs drain [--undo] [--socket PATH]` withdraws the VIPs a scale-out director announces
+//!   (see [`xvs_cli::announce`]), or announces them again;
 //! - `xvs realserver start|stop|status --vip ADDR [--mode dr|tun] [--iface IF]...
 //!   [--state FILE]` sets a real server up for LVS-DR or LVS-TUN, and undoes it (see
 //!   [`xvs_cli::realserver`]).
@@ -52,6 +54,21 @@ enum Cmd {
         /// HTTP requests to send.
         #[arg(long, default_value_t = 20)]
         requests: u32,
+        /// Instead: the scale-out lab with N directors (2 or 3) behind a router's ECMP,
+        /// announcing the VIP with bird2; 50 conversations survive killing, restarting and
+        /// draining one director (needs bird2).
+        #[arg(long, value_name = "N")]
+        scale_out: Option<usize>,
+    },
+    /// Scale-out: withdraw this director's announced VIPs (the router moves its flows to the
+    /// other directors), or with --undo announce them again. Needs an [announce] section.
+    Drain {
+        /// Announce the VIPs again.
+        #[arg(long)]
+        undo: bool,
+        /// Control socket (else XVS_SOCKET, /run/xvs/xvs.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
     },
     /// Set this host up as an LVS-DR or LVS-TUN real server (the VIP on lo or tunl0, the
     /// ARP sysctls), or undo it: `stop` restores exactly what `start` changed.
@@ -149,10 +166,33 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Lab {
+            scale_out: Some(n), ..
+        } => run_scale_out_lab(n),
+        Cmd::Lab {
             mode,
             scheduler,
             requests,
+            scale_out: None,
         } => run_lab(mode, &scheduler, requests),
+        Cmd::Drain { undo, socket } => {
+            let path = xvs_cli::control::socket_path(socket.as_deref(), None);
+            let request = xvs_cli::control::Request::Drain { drained: !undo };
+            match xvs_cli::control::request(&path, &request) {
+                Ok(xvs_cli::control::Reply::Done) => ExitCode::SUCCESS,
+                Ok(xvs_cli::control::Reply::Failed { message, .. }) => {
+                    eprintln!("xvs drain: {message}");
+                    ExitCode::FAILURE
+                }
+                Ok(other) => {
+                    eprintln!("xvs drain: unexpected reply {other:?}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("xvs drain: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Realserver {
             action,
             vip,
@@ -218,6 +258,37 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `xvs lab --scale-out N`: the scale-out lab's exercise, its figures printed.
+fn run_scale_out_lab(n: usize) -> ExitCode {
+    let programs = match lab::Programs::beside_current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("xvs lab: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("xvs lab: scale-out, {n} directors behind ECMP (bird2 BGP + BFD), mh with sloppy_tcp");
+    let result = lab::scaleout::ScaleOutLab::start(lab::scaleout::ScaleOutSetup::mh(n), programs)
+        .and_then(|mut lab| lab::scaleout::exercise(&mut lab, 0, 50));
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            if report.client.broken().is_empty() && report.client.lost() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                for c in report.client.broken() {
+                    println!("broken: {c:?}");
+                }
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("xvs lab: {e}");
+            ExitCode::FAILURE
         }
     }
 }

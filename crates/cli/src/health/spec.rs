@@ -225,18 +225,72 @@ pub struct RawCheck {
     command: Option<CommandLine>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// `status`: one code, or a list of them.
+#[derive(Debug, Clone)]
 enum StatusCodes {
     One(u32),
     Many(Vec<u32>),
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+impl<'de> Deserialize<'de> for StatusCodes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = StatusCodes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an HTTP status such as 200, or a list such as [200, 204]")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<StatusCodes, E> {
+                u32::try_from(v)
+                    .map(StatusCodes::One)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<StatusCodes, A::Error> {
+                let mut codes = Vec::new();
+                while let Some(code) = seq.next_element::<u32>()? {
+                    codes.push(code);
+                }
+                Ok(StatusCodes::Many(codes))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `command`: a list of words, or one string split on spaces.
+#[derive(Debug, Clone)]
 enum CommandLine {
     Words(Vec<String>),
     Line(String),
+}
+
+impl<'de> Deserialize<'de> for CommandLine {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CommandLine;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of strings such as [\"/usr/local/bin/check\", \"--quick\"], or a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CommandLine, E> {
+                Ok(CommandLine::Line(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CommandLine, A::Error> {
+                let mut words = Vec::new();
+                while let Some(word) = seq.next_element::<String>()? {
+                    words.push(word);
+                }
+                Ok(CommandLine::Words(words))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `[service.passive_check]` as written.
@@ -497,12 +551,7 @@ mod tests {
     }
 
     fn parse(toml_text: &str) -> (Option<CheckSpec>, Vec<String>) {
-        let raw: RawCheck = config::Config::builder()
-            .add_source(config::File::from_str(toml_text, config::FileFormat::Toml))
-            .build()
-            .unwrap()
-            .try_deserialize()
-            .unwrap();
+        let raw: RawCheck = crate::config::read::from_toml(toml_text).unwrap();
         let mut errors = Vec::new();
         let spec = check_spec(&raw, "c", &dest(), &mut errors);
         (spec, errors)

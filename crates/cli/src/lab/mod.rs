@@ -17,6 +17,7 @@
 
 pub mod decap;
 pub mod ha;
+pub mod scaleout;
 pub mod servers;
 
 pub use xvs_lab::{netns, topology, wait_for};

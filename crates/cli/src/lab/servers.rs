@@ -169,3 +169,140 @@ finish = min(end, stopped or end)
 r["silent_at_end_ms"] = round(max(0.0, finish - (last or start)) * 1000, 1)
 print(json.dumps(r), flush=True)
 "#;
+
+/// `python3 -c CONVERSATIONS HOST PORT SECONDS N SOURCES`: N long-lived TCP conversations to
+/// a line server, opened from the comma-separated SOURCES addresses in turn, each sending a
+/// numbered line every 100 ms for SECONDS; alongside, a new connection every 100 ms (one
+/// line, one answer, closed) from those sources. Prints `progress ANSWERS` lines while it
+/// runs and at the end one JSON line (see `lab::scaleout::ConversationsReport`). After
+/// SECONDS it waits up to 2 s for answers still due.
+pub const CONVERSATIONS: &str = r#"
+import errno, json, select, socket, sys, threading, time
+host, port, seconds, n = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+sources = sys.argv[5].split(",")
+INTERVAL, GRACE = 0.1, 2.0
+convs, by_fd = [], {}
+for i in range(n):
+    c = {"i": i, "source": sources[i % len(sources)], "sent": 0, "answered": set(),
+         "servers": [], "reset": False, "closed": False, "error": None, "last": None,
+         "gap": 0.0, "out": b"", "in": b"", "done": False}
+    try:
+        s = socket.socket()
+        s.bind((c["source"], 0))
+        s.settimeout(3)
+        s.connect((host, port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+        c["sock"] = s
+        c["port"] = s.getsockname()[1]
+        by_fd[s.fileno()] = c
+    except OSError as e:
+        c["error"], c["done"] = "connect: %s" % e, True
+    convs.append(c)
+probe = {"attempts": 0, "ok": 0, "failed": 0, "slowest_ms": 0.0, "failures": []}
+start = time.monotonic()
+end = start + seconds
+def prober():
+    k = 0
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        probe["attempts"] += 1
+        try:
+            s = socket.socket()
+            s.bind((sources[k % len(sources)], 0))
+            s.settimeout(3)
+            s.connect((host, port))
+            s.sendall(b"probe\n")
+            answer = s.makefile("rb").readline()
+            s.close()
+            if not answer.endswith(b": probe\n"):
+                raise OSError("answer %r" % answer)
+            probe["ok"] += 1
+            probe["slowest_ms"] = max(probe["slowest_ms"], (time.monotonic() - t0) * 1000)
+        except OSError as e:
+            probe["failed"] += 1
+            probe["failures"].append("%.1fs: %s" % (t0 - start, e))
+        k += 1
+        time.sleep(max(0.0, t0 + INTERVAL - time.monotonic()))
+probing = threading.Thread(target=prober, daemon=True)
+probing.start()
+def broken(c, e):
+    if e.errno in (errno.ECONNRESET, errno.EPIPE):
+        c["reset"] = True
+    else:
+        c["error"] = str(e)
+    c["done"] = True
+seq, progress = 0, 0.0
+while True:
+    now = time.monotonic()
+    sending = now < end
+    live = [c for c in convs if not c["done"]]
+    if not sending and (now >= end + GRACE or all(len(c["answered"]) == c["sent"] for c in live)):
+        break
+    # Conversation i sends its line k at start + (k + i / n) * INTERVAL: staggered, so
+    # some line is always in flight whenever a director dies.
+    if sending and now >= start + seq * INTERVAL:
+        seq += 1
+    for c in live:
+        if c["sent"] < seq and now >= start + (c["sent"] + c["i"] / n) * INTERVAL:
+            c["out"] += b"%d\n" % c["sent"]
+            c["sent"] += 1
+    for c in live:
+        if c["out"]:
+            try:
+                c["out"] = c["out"][c["sock"].send(c["out"]):]
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                broken(c, e)
+    if now - progress >= 0.5:
+        progress = now
+        print("progress %d" % sum(len(c["answered"]) for c in convs), flush=True)
+    wake = start + seq * INTERVAL if sending else end + GRACE
+    if sending:
+        wake = min(wake, now + INTERVAL / n)
+    socks = [c["sock"] for c in convs if not c["done"]]
+    if not socks:
+        time.sleep(max(0.0, min(wake, end + GRACE) - time.monotonic()))
+        continue
+    readable, _, _ = select.select(socks, [], [], max(0.0, min(wake - time.monotonic(), 0.1)))
+    for s in readable:
+        c = by_fd[s.fileno()]
+        try:
+            data = s.recv(65536)
+        except BlockingIOError:
+            continue
+        except OSError as e:
+            broken(c, e)
+            continue
+        if not data:
+            c["closed"], c["done"] = True, True
+            continue
+        c["in"] += data
+        while b"\n" in c["in"]:
+            line, c["in"] = c["in"].split(b"\n", 1)
+            name, _, text = line.decode(errors="replace").partition(": ")
+            try:
+                k = int(text)
+            except ValueError:
+                c["error"] = "unexpected answer %r" % line
+                continue
+            t = time.monotonic()
+            if c["last"] is not None:
+                c["gap"] = max(c["gap"], t - c["last"])
+            c["last"] = t
+            c["answered"].add(k)
+            if name not in c["servers"]:
+                c["servers"].append(name)
+probing.join(5)
+report = {"conversations": [], "probe": probe}
+for c in convs:
+    if "sock" in c:
+        c["sock"].close()
+    report["conversations"].append({
+        "source": c["source"], "port": c.get("port", 0), "sent": c["sent"],
+        "answered": len(c["answered"]), "missing": c["sent"] - len(c["answered"]),
+        "servers": c["servers"], "reset": c["reset"], "closed": c["closed"],
+        "error": c["error"], "longest_gap_ms": round(c["gap"] * 1000, 1)})
+print(json.dumps(report), flush=True)
+"#;

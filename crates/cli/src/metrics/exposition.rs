@@ -152,6 +152,9 @@ impl Collector for ScrapeCollector {
         node_exporter_ipvs(&mut encoder, scrape)?;
         xvs_services(&mut encoder, scrape)?;
         xvs_health(&mut encoder, scrape)?;
+        if let Some(announce) = &scrape.announce {
+            xvs_announce(&mut encoder, announce)?;
+        }
         if let Some(dataplane) = &scrape.dataplane {
             xvs_dataplane(&mut encoder, dataplane)?;
             xvs_sync(&mut encoder, dataplane)?;
@@ -303,6 +306,30 @@ fn xvs_health(encoder: &mut DescriptorEncoder, scrape: &Scrape) -> fmt::Result {
         "Whether the real server passed its health checks (1) or not (0).",
         MetricType::Gauge,
         series,
+    )
+}
+
+/// Scale-out: which VIPs this director announces (holds on its announce device) and
+/// whether it is drained.
+fn xvs_announce(encoder: &mut DescriptorEncoder, a: &super::AnnounceMetrics) -> fmt::Result {
+    let series = a
+        .vips
+        .iter()
+        .map(|(vip, held)| ([("vip", vip.to_string())], u64::from(*held)))
+        .collect();
+    family(
+        encoder,
+        "xvs_vip_announced",
+        "Whether the VIP is on the announce device, for the BGP daemon to announce (1) or not (0).",
+        MetricType::Gauge,
+        series,
+    )?;
+    single(
+        encoder,
+        "xvs_drained",
+        "Whether the director is drained (xvs drain): it announces no VIP.",
+        MetricType::Gauge,
+        u64::from(a.drained),
     )
 }
 
@@ -626,6 +653,7 @@ mod tests {
                 ..Default::default()
             }),
             health: Vec::new(),
+            announce: None,
         };
         let text = render(scrape);
         for line in [
@@ -698,6 +726,13 @@ mod tests {
                 port: 80,
                 up: false,
             }],
+            announce: Some(super::super::AnnounceMetrics {
+                drained: false,
+                vips: vec![
+                    ("172.16.21.10".parse().unwrap(), true),
+                    ("172.16.21.11".parse().unwrap(), false),
+                ],
+            }),
         };
         let text = render(scrape);
         let lines = samples(&text);
@@ -720,6 +755,9 @@ mod tests {
             "xvs_conntrack_entries 6".to_string(),
             "xvs_conntrack_capacity 262144".to_string(),
             "xvs_conntrack_expired_total 9".to_string(),
+            "xvs_vip_announced{vip=\"172.16.21.10\"} 1".to_string(),
+            "xvs_vip_announced{vip=\"172.16.21.11\"} 0".to_string(),
+            "xvs_drained 0".to_string(),
         ] {
             assert!(lines.contains(&line.as_str()), "missing {line:?} in\n{text}");
         }
@@ -734,9 +772,14 @@ mod tests {
             services: vec![s],
             dataplane: None,
             health: Vec::new(),
+            announce: None,
         });
         assert!(text.contains("\nnode_ipvs_connections_total 0\n"), "{text}");
         assert!(text.contains("node_ipvs_backend_weight{"), "{text}");
         assert!(!text.contains("xvs_worker"), "{text}");
+        assert!(
+            !text.contains("xvs_vip_announced"),
+            "no [announce], no family"
+        );
     }
 }

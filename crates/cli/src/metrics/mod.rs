@@ -35,6 +35,17 @@ pub struct Scrape {
     /// checks are being built beside this; their checker adds one entry per checked real
     /// server, and `xvs_backend_up` appears for those.
     pub health: Vec<BackendHealth>,
+    /// Scale-out's VIP announcement, when `[announce]` is configured.
+    pub announce: Option<AnnounceMetrics>,
+}
+
+/// What the VIP announcer does now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AnnounceMetrics {
+    /// `xvs drain` (or `drain = true`) holds every VIP back.
+    pub drained: bool,
+    /// Each IPv4 VIP of the services, and whether it is on the announce device now.
+    pub vips: Vec<(std::net::Ipv4Addr, bool)>,
 }
 
 /// The dataplane's numbers beyond the listing.

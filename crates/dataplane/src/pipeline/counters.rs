@@ -16,7 +16,8 @@ use crate::service::snapshot::MAX_DESTS;
 pub enum Drop {
     /// Not to a virtual service and not the reply of a NAT connection.
     NotForUs,
-    /// TCP packet without SYN for no known connection (IPVS schedules only on SYN).
+    /// TCP packet without SYN for no known connection (IPVS schedules only on SYN, or with
+    /// `sloppy_tcp` on anything but an RST).
     NoConnection,
     /// The scheduler found no real server that may take a new connection.
     NoDestAvailable,

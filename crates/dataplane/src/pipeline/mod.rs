@@ -13,6 +13,10 @@
 //! 4. rewrite for the real server's method (DR, NAT, TUN) toward the next hop's MAC;
 //! 5. count per real server (connections, packets, bytes) and per drop reason.
 //!
+//! [`Pipeline::process_batch`] runs these as stages over a batch, and gives an established
+//! flow's common packet to the fast path (`established.rs`), which does steps 1, 3 and 4 in
+//! their cheapest form and hands every other frame, untouched, to the full path above.
+//!
 //! Nothing here allocates, takes a lock or makes a system call per packet.
 
 pub mod counters;
@@ -537,8 +541,14 @@ impl Pipeline {
                     Inbound::Miss => {
                         // IPVS opens TCP connections on a SYN only; anything else for an
                         // unknown flow is stray (a flow from before a restart, a scan) and
-                        // is dropped.
-                        if matches!(view.l4, L4::Tcp { .. }) && (!flags.syn() || flags.rst()) {
+                        // is dropped. Under sloppy_tcp any segment but an RST opens one (a
+                        // flow ECMP moved here from another director: mh picks its server).
+                        if matches!(view.l4, L4::Tcp { .. })
+                            && (flags.rst()
+                                || !(flags.syn()
+                                    || service.spec.sloppy_tcp
+                                    || self.shard.table().sloppy_tcp()))
+                        {
                             return Err(Drop::NoConnection);
                         }
                         let request = Request {

@@ -5,7 +5,13 @@
 //! turns claiming their next free preferred slot until all M slots are owned. A server with
 //! twice the weight takes two slots per turn. The client address (with `mh-port`, also its
 //! port) then hashes to one slot. Removing one of N servers moves about 1/N of the clients,
-//! and every director builds the same table from the same server list.
+//! and every director builds the same table from the same server set.
+//!
+//! The servers take their turns in a canonical order, sorted by (address, port), not in the
+//! order they were added: IPVS walks its list as inserted, so two directors given the same
+//! servers in another order build different tables. Here the table depends only on the set
+//! of (address, port, weight), which is what lets N directors behind ECMP agree on every
+//! flow without sharing state (see the README's "Running at scale").
 //!
 //! Slots are claimed by the server's weight before quiescing (`last_weight`), so setting a
 //! weight to 0 moves nobody: that server's clients are refused, or with `mh-fallback` walk on
@@ -96,6 +102,9 @@ impl Scheduler for MaglevHashing {
         if turns.iter().all(|&t| t == 0) {
             return;
         }
+        // Turn order: by (address, port), whatever the list order (see the module doc).
+        let mut order: Vec<usize> = (0..servers.len()).collect();
+        order.sort_unstable_by_key(|&i| (servers[i].addr, servers[i].port));
         // Per server: next preferred slot and the step between preferences.
         let mut next: Vec<usize> = Vec::with_capacity(servers.len());
         let mut skip: Vec<usize> = Vec::with_capacity(servers.len());
@@ -105,7 +114,8 @@ impl Scheduler for MaglevHashing {
         }
         let mut filled = 0;
         while filled < m {
-            for (i, &server_turns) in turns.iter().enumerate() {
+            for &i in &order {
+                let server_turns = turns[i];
                 for _ in 0..server_turns {
                     while self.table[next[i]] != EMPTY {
                         next[i] = (next[i] + skip[i]) % m;

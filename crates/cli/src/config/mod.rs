@@ -8,6 +8,9 @@
 //! file obeys ipvsadm's rules and refuses with ipvsadm's messages. Every error names its
 //! key (`service[1].real_server[0]: Destination already exists`); all of them are
 //! reported, one per line. The keys, with examples, are documented in crates/cli/README.md.
+//!
+//! The file is read strictly ([`read`]): UTF-8 text only, TOML's types as written (no
+//! string-to-number coercion), and no byte of the file repeated unescaped in a message.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use xvs_dataplane::service::spec::{DestSpec, ServiceAddr, ServiceTableSpec};
 
+use crate::announce::AnnounceConfig;
 use crate::director::{DaemonArgs, Edit};
 use crate::health::spec::{
     self as health, DestKey, HealthConfig, RawCheck, RawPassive, ServiceHealth,
@@ -24,6 +28,8 @@ use crate::listing::{DEFAULT_CONN_TABLE_SIZE, Timeouts};
 use crate::names::Names;
 use crate::spelling::MethodWords;
 use xvs_conntrack::SyncPolicy;
+
+pub mod read;
 
 /// Which interfaces xvs drives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +58,11 @@ pub struct DirectorOptions {
     /// `expire_quiescent_template`: expire persistence templates that point at a real
     /// server with weight 0.
     pub expire_quiescent_template: bool,
+    /// `sloppy_tcp` (scale-out): schedule a mid-flow TCP packet of an unknown flow instead of
+    /// dropping it, for every service; `[[service]] sloppy_tcp` asks for one service only.
+    pub sloppy_tcp: bool,
+    /// `sloppy_sctp`: IPVS's name, refused when set (xvs has no SCTP services).
+    pub sloppy_sctp: bool,
 }
 
 /// Everything about the daemon that is not the service table.
@@ -78,6 +89,8 @@ pub struct DaemonConfig {
     pub sync: SyncConfig,
     /// The Prometheus endpoint (`[metrics]`).
     pub metrics: MetricsConfig,
+    /// Scale-out: hold the VIPs for a BGP daemon to announce (`[announce]`), if present.
+    pub announce: Option<AnnounceConfig>,
 }
 
 /// The `[metrics]` section.
@@ -118,6 +131,7 @@ impl Default for DaemonConfig {
             options: DirectorOptions::default(),
             sync: SyncConfig::default(),
             metrics: MetricsConfig::default(),
+            announce: None,
         }
     }
 }
@@ -131,11 +145,38 @@ pub struct LoadedConfig {
     pub table: ServiceTableSpec,
     /// The real servers' health checks, sorry servers and passive detection.
     pub health: HealthConfig,
+    /// Whether the file says which services there are: `[[service]]` tables, or
+    /// `service = []` for none. A reload of a file that does not is refused while services
+    /// run, so a truncated file cannot remove them all.
+    pub services_given: bool,
 }
 
 /// What is wrong with a file: one line per problem, each naming its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<String>);
+
+impl LoadedConfig {
+    /// Why a reload of this file must not replace a running configuration with
+    /// `running_services` services: an empty file (a truncated write, a wrong path's empty
+    /// file) or one without a `service` key would remove every service. An operator who
+    /// means none writes `service = []`.
+    pub fn reload_refusal(&self, running_services: usize) -> Option<String> {
+        if self.services_given {
+            return None;
+        }
+        let explicit = "write `service = []` to mean no services";
+        if *self == LoadedConfig::default() {
+            return Some(format!(
+                "the file is empty: a reload would remove every service; {explicit}"
+            ));
+        }
+        (running_services > 0).then(|| {
+            format!(
+                "the file has no [[service]]: a reload would remove the {running_services} running service(s); {explicit}"
+            )
+        })
+    }
+}
 
 impl std::fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -145,6 +186,13 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+impl ConfigErrors {
+    /// The problems, each made safe for a log line ([`read::escaped`]).
+    pub fn new(lines: Vec<String>) -> Self {
+        ConfigErrors(lines.iter().map(|l| read::escaped(l)).collect())
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
@@ -153,7 +201,19 @@ struct RawConfig {
     options: DirectorOptions,
     sync: RawSync,
     metrics: RawMetrics,
-    service: Vec<RawService>,
+    announce: Option<RawAnnounce>,
+    service: Option<Vec<RawService>>,
+}
+
+/// Scale-out's `[announce]` (see [`crate::announce`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAnnounce {
+    device: Option<String>,
+    addresses: Vec<String>,
+    drain: bool,
+    interval_ms: Option<u32>,
+    stop_grace_ms: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,11 +267,63 @@ struct RawTimeouts {
     udp: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `persistent`: `true` (ipvsadm's `-p` alone), `false`, or seconds.
+#[derive(Debug)]
 enum Persistent {
     On(bool),
     Seconds(u32),
+}
+
+impl<'de> Deserialize<'de> for Persistent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Persistent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or seconds")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Persistent, E> {
+                Ok(Persistent::On(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Persistent, E> {
+                u32::try_from(v)
+                    .map(Persistent::Seconds)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Persistent, E> {
+                u32::try_from(v)
+                    .map(Persistent::Seconds)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `netmask`: a dotted IPv4 mask, or an IPv6 prefix length (written `64` or `"64"`).
+#[derive(Debug)]
+struct Netmask(String);
+
+impl<'de> Deserialize<'de> for Netmask {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Netmask;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mask or a prefix length")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Netmask, E> {
+                Ok(Netmask(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Netmask, E> {
+                match v {
+                    1..=128 => Ok(Netmask(v.to_string())),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,9 +336,11 @@ struct RawService {
     scheduler: Option<String>,
     flags: Option<String>,
     persistent: Option<Persistent>,
-    netmask: Option<String>,
+    netmask: Option<Netmask>,
     ops: bool,
     mh_table_size: Option<u32>,
+    /// Scale-out: this service's `sloppy_tcp` (else `[options] sloppy_tcp` decides).
+    sloppy_tcp: bool,
     /// The check of every real server that has none of its own.
     check: Option<RawCheck>,
     on_failure: Option<String>,
@@ -249,27 +363,16 @@ struct RawRealServer {
 
 /// Reads and validates `path` (host and port names from /etc/hosts and /etc/services).
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
-    let source = config::File::from(path).format(config::FileFormat::Toml);
-    let raw = config::Config::builder()
-        .add_source(source)
-        .build()
-        .and_then(|c| c.try_deserialize::<RawConfig>())
-        .map_err(|e| ConfigErrors(vec![one_line(&e.to_string())]))?;
-    validate(raw, &Names::system())
+    let text = read::read_text(path).map_err(|e| ConfigErrors::new(vec![e]))?;
+    parse_str(&text, &Names::system())
 }
 
 /// Validates the text of a TOML file.
 pub fn parse_str(text: &str, names: &Names) -> Result<LoadedConfig, ConfigErrors> {
-    let raw = config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
-        .build()
-        .and_then(|c| c.try_deserialize::<RawConfig>())
-        .map_err(|e| ConfigErrors(vec![one_line(&e.to_string())]))?;
-    validate(raw, names)
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let one = |e| ConfigErrors::new(vec![e]);
+    read::check_text(text).map_err(one)?;
+    let raw: RawConfig = read::from_toml(text).map_err(one)?;
+    validate(raw, names).map_err(|ConfigErrors(lines)| ConfigErrors::new(lines))
 }
 
 fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors> {
@@ -349,6 +452,9 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
         udp: timeout("udp", raw.timeouts.udp, defaults.udp),
     };
     daemon.options = raw.options;
+    if daemon.options.sloppy_sctp {
+        errors.push("options.sloppy_sctp: xvs has no SCTP services (sloppy_tcp is for TCP)".into());
+    }
     daemon.sync = sync_config(raw.sync, &mut errors);
     if let Some(text) = raw.metrics.listen {
         match text.parse::<SocketAddr>() {
@@ -359,9 +465,12 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
         }
     }
 
+    daemon.announce = raw.announce.map(|a| announce_config(a, &mut errors));
+
     let mut table = ServiceTableSpec::default();
     let mut health = HealthConfig::default();
-    for (i, service) in raw.service.into_iter().enumerate() {
+    let services_given = raw.service.is_some();
+    for (i, service) in raw.service.into_iter().flatten().enumerate() {
         add_service(&mut table, &mut health, i, service, names, &mut errors);
     }
     if errors.is_empty() {
@@ -369,10 +478,50 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
             daemon,
             table,
             health,
+            services_given,
         })
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// `[announce]`: a device name the kernel accepts, IPv4 VIPs, a period of 10 ms to 10 s, a
+/// stop grace of at most a minute.
+fn announce_config(raw: RawAnnounce, errors: &mut Vec<String>) -> AnnounceConfig {
+    let mut out = AnnounceConfig {
+        drain: raw.drain,
+        ..AnnounceConfig::default()
+    };
+    if let Some(device) = raw.device {
+        if device.is_empty() || device.len() >= 16 || device.contains(['/', ' ']) {
+            errors.push(format!(
+                "announce.device: '{device}' is not an interface name (1 to 15 characters, no '/' or space)"
+            ));
+        } else {
+            out.device = device;
+        }
+    }
+    for a in raw.addresses {
+        match a.parse::<std::net::Ipv4Addr>() {
+            Ok(v) => out.addresses.push(v),
+            Err(_) => errors.push(format!("announce.addresses: '{a}' is not an IPv4 address")),
+        }
+    }
+    match raw.interval_ms {
+        Some(ms) if !(10..=10_000).contains(&ms) => {
+            errors.push(format!("announce.interval_ms: {ms} is outside 10..=10000"))
+        }
+        Some(ms) => out.interval_ms = ms,
+        None => {}
+    }
+    match raw.stop_grace_ms {
+        Some(ms) if ms > 60_000 => {
+            errors.push(format!("announce.stop_grace_ms: {ms} is outside 0..=60000"))
+        }
+        Some(ms) => out.stop_grace_ms = ms,
+        None => {}
+    }
+    out
 }
 
 /// `[sync]`, with ipvsadm's ranges for each daemon's options.
@@ -502,7 +651,7 @@ fn add_service(
         Some(Persistent::On(true)) => words.push("-p".into()),
         Some(Persistent::Seconds(secs)) => words.push(format!("-p{secs}")),
     }
-    if let Some(mask) = &s.netmask {
+    if let Some(Netmask(mask)) = &s.netmask {
         words.extend(["-M".to_string(), mask.clone()]);
     }
     if let Some(flags) = &s.flags {
@@ -517,6 +666,9 @@ fn add_service(
         Ok(Command::Edit(mut edit @ Edit::AddService { .. })) => {
             if let (Edit::AddService { service }, Some(size)) = (&mut edit, s.mh_table_size) {
                 service.mh_table_size = size;
+            }
+            if let Edit::AddService { service } = &mut edit {
+                service.sloppy_tcp = s.sloppy_tcp;
             }
             match edit.apply_to(table) {
                 Ok(()) => match edit {
@@ -813,7 +965,7 @@ mod tests {
 
     #[test]
     fn dr_example_reproduces_the_dr_seed() {
-        let c = parse_str(include_str!("../examples/dr.toml"), &Names::none()).unwrap();
+        let c = parse_str(include_str!("../../examples/dr.toml"), &Names::none()).unwrap();
         assert_eq!(
             c.table,
             table_of(&[
@@ -832,7 +984,7 @@ mod tests {
 
     #[test]
     fn nat_example_reproduces_the_nat_seed() {
-        let c = parse_str(include_str!("../examples/nat.toml"), &Names::none()).unwrap();
+        let c = parse_str(include_str!("../../examples/nat.toml"), &Names::none()).unwrap();
         assert_eq!(
             c.table,
             table_of(&[
@@ -849,7 +1001,7 @@ mod tests {
 
     #[test]
     fn tun_example_parses() {
-        let c = parse_str(include_str!("../examples/tun.toml"), &Names::none()).unwrap();
+        let c = parse_str(include_str!("../../examples/tun.toml"), &Names::none()).unwrap();
         assert_eq!(
             c.table,
             table_of(&[
@@ -861,9 +1013,54 @@ mod tests {
         assert!(c.daemon.director_address.is_some());
     }
 
+    // Scale-out keys (sloppy_tcp): kept together, apart from the other options' tests.
+    #[test]
+    fn sloppy_tcp_is_global_or_per_service_and_sloppy_sctp_is_refused() {
+        let text = "[options]\nsloppy_tcp = true\n\
+                    [[service]]\ntcp = \"10.0.0.1:80\"\nscheduler = \"mh\"\nsloppy_tcp = true\n\
+                    [[service]]\ntcp = \"10.0.0.1:81\"\nscheduler = \"mh\"\n";
+        let c = parse_str(text, &Names::none()).unwrap();
+        assert!(c.daemon.options.sloppy_tcp);
+        assert!(c.table.services[0].sloppy_tcp);
+        assert!(!c.table.services[1].sloppy_tcp);
+        let e = parse_str("[options]\nsloppy_sctp = true\n", &Names::none()).unwrap_err();
+        assert_eq!(
+            e.0,
+            vec!["options.sloppy_sctp: xvs has no SCTP services (sloppy_tcp is for TCP)"]
+        );
+        let e = parse_str("[options]\nsloppy_tcp = 1\n", &Names::none()).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.0[0].contains("sloppy_tcp"), "{e}");
+    }
+
+    #[test]
+    fn announce_section_with_defaults_and_its_errors() {
+        let c = parse_str("[announce]\n", &Names::none()).unwrap();
+        assert_eq!(c.daemon.announce, Some(AnnounceConfig::default()));
+        assert_eq!(parse_str("", &Names::none()).unwrap().daemon.announce, None);
+        let c = parse_str(
+            "[announce]\ndevice = \"vip1\"\naddresses = [\"172.16.21.10\"]\ndrain = true\ninterval_ms = 50\nstop_grace_ms = 0\n",
+            &Names::none(),
+        )
+        .unwrap();
+        let a = c.daemon.announce.unwrap();
+        assert_eq!(
+            (a.device.as_str(), a.addresses.len(), a.drain, a.interval_ms),
+            ("vip1", 1, true, 50)
+        );
+        assert_eq!(a.stop_grace_ms, 0);
+        let e = parse_str(
+            "[announce]\ndevice = \"a-very-long-device-name\"\naddresses = [\"::1\"]\ninterval_ms = 5\nstop_grace_ms = 60001\n",
+            &Names::none(),
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 4, "{e}");
+        assert!(e.0[1].starts_with("announce.addresses: '::1'"), "{e}");
+    }
+
     #[test]
     fn full_example_sets_every_key() {
-        let c = parse_str(include_str!("../examples/full.toml"), &Names::none()).unwrap();
+        let c = parse_str(include_str!("../../examples/full.toml"), &Names::none()).unwrap();
         assert_eq!(c.daemon.queues, Some(2));
         assert_eq!(c.daemon.cores, Some(vec![2, 3]));
         assert_eq!(c.daemon.conn_table_size, 1 << 20);
@@ -1053,11 +1250,136 @@ address = "10.0.1.3"
         );
     }
 
+    fn refusal(text: &str) -> Vec<String> {
+        parse_str(text, &Names::none()).unwrap_err().0
+    }
+
+    #[test]
+    fn types_are_strict_and_refusals_use_xvsadms_words() {
+        let rs =
+            "[[service]]\ntcp = \"10.0.0.1:80\"\n[[service.real_server]]\naddress = \"10.0.0.2\"\n";
+        assert_eq!(
+            refusal(&format!("{rs}weight = \"5\"\n")),
+            vec![
+                "service[0].real_server[0].weight: illegal weight specified: string \"5\" is not allowed (a number from 0 to 65535)"
+            ]
+        );
+        assert_eq!(
+            refusal("[daemon]\ninterface = 5\n"),
+            vec!["daemon.interface: integer 5 is not allowed (a string: an interface's name)"]
+        );
+        assert_eq!(
+            refusal("[[service]]\ntcp = \"10.0.0.1:80\"\npersistent = \"yes\"\n"),
+            vec![
+                "service[0].persistent: invalid timeout value specified: string \"yes\" is not allowed (true, false or seconds from 1 to 2678400)"
+            ]
+        );
+        assert_eq!(
+            refusal("[[service]]\ntcp = 5\n"),
+            vec![
+                "service[0].tcp: illegal virtual server address[:port] specified: integer 5 is not allowed (a string such as \"172.16.21.10:80\" or \"[2001:db8::10]:80\")"
+            ]
+        );
+        assert_eq!(
+            refusal("[timeouts]\ntcp = \"900\"\n"),
+            vec![
+                "timeouts.tcp: invalid timeout value specified: string \"900\" is not allowed (seconds from 1 to 2678400)"
+            ]
+        );
+        assert_eq!(
+            refusal("[sync.master]\nsyncid = \"7\"\n"),
+            vec![
+                "sync.master.syncid: illegal syncid specified: string \"7\" is not allowed (a number from 0 to 255)"
+            ]
+        );
+        assert_eq!(
+            refusal("[options]\nexpire_nodest_conn = \"yes\"\n"),
+            vec!["options.expire_nodest_conn: string \"yes\" is not allowed (true or false)"]
+        );
+        assert_eq!(
+            refusal(
+                "[[service]]\ntcp = \"10.0.0.1:80\"\n[service.check]\ntype = \"http\"\nstatus = \"200\"\n"
+            ),
+            vec![
+                "service[0].check.status: string \"200\" is not allowed (an HTTP status such as 200, or a list such as [200, 204])"
+            ]
+        );
+        assert_eq!(
+            refusal("[daemon]\nqueues = -1\n"),
+            vec!["daemon.queues: integer -1 is not allowed (a number from 1)"]
+        );
+        // A syntax error says where, in one line.
+        assert_eq!(
+            refusal("[daemon]\n[sync\n"),
+            vec!["line 2: unclosed table, expected `]`"]
+        );
+        // What stays allowed: persistent true or seconds, an IPv6 prefix length as a number.
+        let ok = parse_str(
+            "[[service]]\ntcp = \"[2001:db8::1]:80\"\npersistent = 600\nnetmask = 64\n",
+            &Names::none(),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.table,
+            table_of(&["-A -t [2001:db8::1]:80 -s wlc -p 600 -M 64"])
+        );
+    }
+
+    #[test]
+    fn no_byte_of_the_file_reaches_a_message_unescaped() {
+        // TOML escapes put control characters into values; messages show them escaped.
+        let errs = refusal("[[service]]\ntcp = \"10.0.0.1:80\"\nscheduler = \"\\u001b[2Jx\"\n");
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("service[0]: scheduler: unknown scheduler '\\u{1b}[2Jx'"),
+            "{errs:?}"
+        );
+        let key = refusal("[daemon]\n\"\\u0007\" = 1\n");
+        assert!(
+            !key[0].contains('\u{7}') && key[0].contains("\\u{7}"),
+            "{key:?}"
+        );
+        // Raw control characters and binary files are not read at all.
+        assert_eq!(
+            refusal("[daemon]\ninterface = \"eth0\u{1b}[2J\"\n"),
+            vec!["not a text file: line 2 holds the control character U+001B"]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xvs.toml");
+        std::fs::write(&path, b"\x7fELF\x02\x01\x01\x00\x00\xff\xfe").unwrap();
+        assert_eq!(
+            load(&path).unwrap_err().0,
+            vec!["not a text file: line 1 holds a byte that is not UTF-8 (0xff)"]
+        );
+        std::fs::write(&path, b"# notes\n\xff\xfe[daemon]\n").unwrap();
+        assert_eq!(
+            load(&path).unwrap_err().0,
+            vec!["not a text file: line 2 holds a byte that is not UTF-8 (0xff)"]
+        );
+    }
+
+    #[test]
+    fn services_given_tells_an_explicit_empty_list_from_none() {
+        assert!(!parse_str("", &Names::none()).unwrap().services_given);
+        assert!(
+            !parse_str("[daemon]\ninterface = \"eth0\"\n", &Names::none())
+                .unwrap()
+                .services_given
+        );
+        let none = parse_str("service = []\n", &Names::none()).unwrap();
+        assert!(none.services_given && none.table.services.is_empty());
+        assert!(
+            parse_str(include_str!("../../examples/dr.toml"), &Names::none())
+                .unwrap()
+                .services_given
+        );
+    }
+
     #[test]
     fn load_reads_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("xvs.toml");
-        std::fs::write(&path, include_str!("../examples/dr.toml")).unwrap();
+        std::fs::write(&path, include_str!("../../examples/dr.toml")).unwrap();
         assert_eq!(load(&path).unwrap().table.services.len(), 1);
         let missing = load(&dir.path().join("nope.toml")).unwrap_err();
         assert_eq!(missing.0.len(), 1);
