@@ -458,6 +458,31 @@ mod tests {
     }
 
     #[test]
+    fn a_service_is_tcp_or_udp() {
+        let icmp = ServiceAddr::Inet {
+            protocol: Protocol::Icmp,
+            addr: IpAddr::V4(Ipv4Addr::new(192, 168, 0, 100)),
+            port: 80,
+        };
+        let mut table = ServiceTableSpec::default();
+        assert!(matches!(
+            table.add_service(ServiceSpec::new(icmp)),
+            Err(EditError::Invalid(_))
+        ));
+        assert!(table.services.is_empty());
+        // Deserialised, the refusal is in serde's words, as when the type had two variants.
+        let text = serde_json::to_string(&icmp).unwrap();
+        let err = serde_json::from_str::<ServiceAddr>(&text).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("unknown variant `icmp`, expected `tcp` or `udp`"),
+            "{err}"
+        );
+        let tcp = serde_json::to_string(&vip()).unwrap();
+        assert_eq!(serde_json::from_str::<ServiceAddr>(&tcp).unwrap(), vip());
+    }
+
+    #[test]
     fn prints_services_as_ipvsadm_does() {
         assert_eq!(vip().to_string(), "TCP  192.168.0.100:80");
         let v6 = ServiceAddr::Inet {
