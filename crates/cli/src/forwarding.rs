@@ -8,18 +8,18 @@
 
 use std::net::IpAddr;
 
-use xvs_conntrack::{Protocol as ConnProtocol, SetTimeouts};
+use xvs_conntrack::Protocol as ConnProtocol;
 use xvs_dataplane::afxdp::XskConfig;
 use xvs_dataplane::runtime::{PortMode, Runtime, RuntimeConfig, ipv4_of};
 use xvs_dataplane::service::snapshot::{Snapshot, check_supported};
 use xvs_dataplane::service::spec::{ServiceAddr, ServiceTableSpec, SocketText};
-use xvs_dataplane::stats::{FrameCounters, Rates as RuntimeRates, Totals};
+use xvs_dataplane::stats::FrameCounters;
 use xvs_dataplane::xdp::AttachMode;
 
 use crate::config::{DaemonConfig, Interfaces, SyncConfig};
 use crate::daemon::Dataplane;
 use crate::director::{DaemonArgs, ListRequest};
-use crate::listing::{ConnEntry, DataplaneInfo, ListData, PortInfo, Rates, Stats, Timeouts};
+use crate::listing::{ConnEntry, DataplaneInfo, ListData, PortInfo, Timeouts};
 use crate::metrics::{ConnTableMetrics, DataplaneMetrics, PortMetrics, WorkerMetrics};
 use xvs_dataplane::pipeline::counters::Drop;
 use xvs_dataplane::sync::{Role, SyncControl, SyncOptions};
@@ -58,34 +58,6 @@ impl AfXdpDataplane {
     }
 }
 
-fn set_timeouts(t: &Timeouts) -> SetTimeouts {
-    SetTimeouts {
-        tcp: t.tcp,
-        tcpfin: t.tcpfin,
-        udp: t.udp,
-    }
-}
-
-fn stats_of(t: Totals) -> Stats {
-    Stats {
-        conns: t.conns,
-        inpkts: t.in_pkts,
-        outpkts: t.out_pkts,
-        inbytes: t.in_bytes,
-        outbytes: t.out_bytes,
-    }
-}
-
-fn rates_of(r: RuntimeRates) -> Rates {
-    Rates {
-        cps: r.cps,
-        inpps: r.in_pps,
-        outpps: r.out_pps,
-        inbps: r.in_bps,
-        outbps: r.out_bps,
-    }
-}
-
 impl Dataplane for AfXdpDataplane {
     fn start(
         &mut self,
@@ -118,7 +90,7 @@ impl Dataplane for AfXdpDataplane {
                 sloppy_tcp: config.options.sloppy_tcp,
                 ..Default::default()
             },
-            timeouts: set_timeouts(timeouts),
+            timeouts: *timeouts,
             io_ceiling: self.io_ceiling,
         };
         self.first_iface = runtime_config.ifaces[0].clone();
@@ -142,7 +114,7 @@ impl Dataplane for AfXdpDataplane {
         let Some(runtime) = self.runtime.as_mut() else {
             return;
         };
-        runtime.set_timeouts(set_timeouts(timeouts));
+        runtime.set_timeouts(*timeouts);
         if let Err(e) = runtime.update(table) {
             tracing::error!(error = %e, "configuration not applied to the dataplane");
         }
@@ -176,8 +148,8 @@ impl Dataplane for AfXdpDataplane {
                     continue;
                 };
                 let (totals, rates) = stats.service(&entry.addr);
-                entry.stats = stats_of(totals);
-                entry.rates = rates_of(rates);
+                entry.stats = totals;
+                entry.rates = rates;
                 for dest_entry in &mut entry.dests {
                     let found = service.dests.iter().zip(&service.servers).find(|(d, _)| {
                         d.spec.addr == dest_entry.addr && d.spec.port == dest_entry.port
@@ -188,8 +160,8 @@ impl Dataplane for AfXdpDataplane {
                         dest_entry.inact_conns = server.load.inactive();
                         dest_entry.persist_conns = server.load.persistent();
                         let (totals, rates) = stats.dest(dest.id);
-                        dest_entry.stats = stats_of(totals);
-                        dest_entry.rates = rates_of(rates);
+                        dest_entry.stats = totals;
+                        dest_entry.rates = rates;
                     }
                 }
             }
@@ -402,7 +374,7 @@ fn dataplane_metrics(runtime: &Runtime) -> DataplaneMetrics {
         .collect();
     let table = runtime.conn_table_use();
     DataplaneMetrics {
-        totals: stats_of(totals),
+        totals,
         workers,
         ports,
         drops: drop_counts(&frames),

@@ -14,6 +14,7 @@
 //! | [`daemon`] | `xvs run`: signals, reload, the control thread and the dataplane seam |
 //! | [`forwarding`] | the AF_XDP dataplane behind that seam |
 //! | [`metrics`] | the Prometheus endpoint: node_exporter's IPVS metrics and xvs's own |
+//! | [`spelling`] | ipvsadm's words for the model's values (forwarding methods' column words and options) |
 //! | [`realserver`] | `xvs realserver`: a DR or TUN real server's VIP and ARP sysctls, applied and undone |
 //! | [`health`] | real servers' health checks and the table in force they derive |
 //! | [`announce`] | scale-out: the VIPs held on a TUN device for a BGP daemon while healthy, `xvs drain` |
@@ -32,3 +33,4 @@ pub mod listing;
 pub mod metrics;
 pub mod names;
 pub mod realserver;
+pub mod spelling;

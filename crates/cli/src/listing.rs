@@ -15,66 +15,16 @@ use xvs_dataplane::service::spec::{
     DestSpec, ForwardMethod, PersistenceSpec, Protocol, ServiceAddr, ServiceSpec,
 };
 use xvs_dataplane::sync::SyncStatus;
+pub use xvs_model::{Rates, Stats, Timeouts};
 use xvs_sched::SchedFlags;
 
 use crate::names::Names;
+use crate::spelling::MethodWords;
 
 /// The IPVS version ipvsadm prints in its banner; xvs implements its semantics.
 pub const IPVS_VERSION: &str = "1.2.1";
 /// IPVS's default connection hash table size, the `size=` of the banner.
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 4096;
-
-/// Packet and byte counters since creation or the last `-Z`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stats {
-    /// Connections scheduled.
-    pub conns: u64,
-    /// Packets client -> server.
-    pub inpkts: u64,
-    /// Packets server -> client (NAT only).
-    pub outpkts: u64,
-    /// Bytes client -> server.
-    pub inbytes: u64,
-    /// Bytes server -> client (NAT only).
-    pub outbytes: u64,
-}
-
-/// Rates from the estimator, per second.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rates {
-    /// Connections per second.
-    pub cps: u64,
-    /// Packets per second in.
-    pub inpps: u64,
-    /// Packets per second out.
-    pub outpps: u64,
-    /// Bytes per second in.
-    pub inbps: u64,
-    /// Bytes per second out.
-    pub outbps: u64,
-}
-
-/// `--set tcp tcpfin udp` / `--timeout`, seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Timeouts {
-    /// ESTABLISHED TCP.
-    pub tcp: u32,
-    /// TCP after FIN.
-    pub tcpfin: u32,
-    /// UDP.
-    pub udp: u32,
-}
-
-impl Default for Timeouts {
-    /// IPVS's defaults: 900 120 300.
-    fn default() -> Self {
-        Timeouts {
-            tcp: 900,
-            tcpfin: 120,
-            udp: 300,
-        }
-    }
-}
 
 /// One real server as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -507,10 +457,7 @@ fn service_key(s: &ServiceEntry) -> ServiceKey {
         } => (
             0,
             u8::from(addr.is_ipv6()),
-            match protocol {
-                Protocol::Tcp => 6,
-                Protocol::Udp => 17,
-            },
+            protocol as u8,
             addr_bits(addr),
             port,
         ),
@@ -654,6 +601,8 @@ fn service_rule(s: &ServiceEntry, numeric: bool, names: &Names) -> String {
             let opt = match protocol {
                 Protocol::Tcp => "-t",
                 Protocol::Udp => "-u",
+                // The model refuses ICMP services (edits and deserialisation alike).
+                Protocol::Icmp => unreachable!("a virtual service is TCP or UDP"),
             };
             format!("{opt} {}", addrport(addr, port, protocol, numeric, names))
         }
@@ -731,10 +680,10 @@ fn service_entry(out: &mut String, s: &ServiceEntry, f: &ListFormat, names: &Nam
         let _ = write!(out, "{:<33}", service_label(s, f.numeric, names));
         for n in [
             s.stats.conns,
-            s.stats.inpkts,
-            s.stats.outpkts,
-            s.stats.inbytes,
-            s.stats.outbytes,
+            s.stats.in_pkts,
+            s.stats.out_pkts,
+            s.stats.in_bytes,
+            s.stats.out_bytes,
         ] {
             largenum(out, n, f.exact);
         }
@@ -743,10 +692,10 @@ fn service_entry(out: &mut String, s: &ServiceEntry, f: &ListFormat, names: &Nam
         let _ = write!(out, "{:<33}", service_label(s, f.numeric, names));
         for n in [
             s.rates.cps,
-            s.rates.inpps,
-            s.rates.outpps,
-            s.rates.inbps,
-            s.rates.outbps,
+            s.rates.in_pps,
+            s.rates.out_pps,
+            s.rates.in_bps,
+            s.rates.out_bps,
         ] {
             largenum(out, n, f.exact);
         }
@@ -765,10 +714,10 @@ fn service_entry(out: &mut String, s: &ServiceEntry, f: &ListFormat, names: &Nam
             let _ = write!(out, "  -> {name:<28}");
             for n in [
                 d.stats.conns,
-                d.stats.inpkts,
-                d.stats.outpkts,
-                d.stats.inbytes,
-                d.stats.outbytes,
+                d.stats.in_pkts,
+                d.stats.out_pkts,
+                d.stats.in_bytes,
+                d.stats.out_bytes,
             ] {
                 largenum(out, n, f.exact);
             }
@@ -778,10 +727,10 @@ fn service_entry(out: &mut String, s: &ServiceEntry, f: &ListFormat, names: &Nam
             let _ = write!(
                 out,
                 "  -> {name:<28} {:>8} {:>8} {:>8}",
-                d.rates.cps, d.rates.inpps, d.rates.outpps
+                d.rates.cps, d.rates.in_pps, d.rates.out_pps
             );
-            largenum(out, d.rates.inbps, f.exact);
-            largenum(out, d.rates.outbps, f.exact);
+            largenum(out, d.rates.in_bps, f.exact);
+            largenum(out, d.rates.out_bps, f.exact);
             out.push('\n');
         } else if f.thresholds {
             // "  -> %-28s %-10u %-10u %-10u %-10u\n"
@@ -1169,10 +1118,10 @@ TCP  172.16.21.10:80 rr\n\
         let mut data = seed_dr();
         data.services[0].stats = Stats {
             conns: 12,
-            inpkts: 345,
-            outpkts: 0,
-            inbytes: 123_456_789,
-            outbytes: 0,
+            in_pkts: 345,
+            out_pkts: 0,
+            in_bytes: 123_456_789,
+            out_bytes: 0,
         };
         data.services[0].dests[1].stats.conns = 7;
         let f = ListFormat {

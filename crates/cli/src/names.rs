@@ -105,6 +105,7 @@ fn proto_word(protocol: Protocol) -> &'static str {
     match protocol {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
+        Protocol::Icmp => "icmp",
     }
 }
 

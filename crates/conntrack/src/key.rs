@@ -113,28 +113,8 @@ impl From<IpAddr> for Addr {
     }
 }
 
-/// Transport protocol of a flow. ICMP covers ICMPv6 too; the family tells them apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Protocol {
-    Tcp = 6,
-    Udp = 17,
-    /// ICMP echo flows: the echo identifier plays the part of the client port and the
-    /// service (and real server) port is 0, so a request is `client:id -> vip:0` and the
-    /// real server's reply `rip:0 -> client:id`.
-    Icmp = 1,
-}
-
-impl Protocol {
-    #[inline]
-    pub(crate) fn from_u8(v: u8) -> Protocol {
-        match v {
-            6 => Protocol::Tcp,
-            17 => Protocol::Udp,
-            _ => Protocol::Icmp,
-        }
-    }
-}
+/// Transport protocol of a flow: the model's (ICMP covers ICMPv6 too).
+pub use xvs_model::Protocol;
 
 /// An address and a port (for ICMP, the echo identifier or 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

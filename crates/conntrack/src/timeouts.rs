@@ -61,13 +61,9 @@ impl Default for Timeouts {
     }
 }
 
-/// The three values of `ipvsadm --set` (and `-L --timeout`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SetTimeouts {
-    pub tcp: Secs,
-    pub tcpfin: Secs,
-    pub udp: Secs,
-}
+/// The three values of `ipvsadm --set` (and `-L --timeout`): the model's, under the name
+/// that tells it apart from the live table here.
+pub use xvs_model::Timeouts as SetTimeouts;
 
 impl Timeouts {
     /// The timeout for an entry of `proto` in `state`.

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use serde::Serialize;
 use xvs_conntrack::DestId;
 
 use xvs_forwarders::Reason;
@@ -26,68 +25,20 @@ use crate::pipeline::counters::{
 };
 use crate::service::snapshot::{Snapshot, dest_slot};
 use crate::service::spec::ServiceAddr;
+pub use xvs_model::{Rates, Stats};
 
 /// How often [`StatsRollup::estimate`] must be called, in seconds (IPVS: 2 s).
 pub const ESTIMATE_INTERVAL_SECS: u64 = 2;
 
-/// Counters of traffic: ipvsadm's `--stats` columns.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Totals {
-    /// Connections scheduled.
-    pub conns: u64,
-    /// Packets client -> real server.
-    pub in_pkts: u64,
-    /// Packets real server -> client (NAT).
-    pub out_pkts: u64,
-    /// Bytes client -> real server.
-    pub in_bytes: u64,
-    /// Bytes real server -> client.
-    pub out_bytes: u64,
-}
-
-impl Totals {
-    fn add(&mut self, other: &Totals) {
-        self.conns += other.conns;
-        self.in_pkts += other.in_pkts;
-        self.out_pkts += other.out_pkts;
-        self.in_bytes += other.in_bytes;
-        self.out_bytes += other.out_bytes;
+/// The counters of one set of traffic, read from the cells of one real server.
+fn read(cells: &DestCells) -> Stats {
+    Stats {
+        conns: cells.conns.load(Ordering::Relaxed),
+        in_pkts: cells.in_pkts.load(Ordering::Relaxed),
+        out_pkts: cells.out_pkts.load(Ordering::Relaxed),
+        in_bytes: cells.in_bytes.load(Ordering::Relaxed),
+        out_bytes: cells.out_bytes.load(Ordering::Relaxed),
     }
-
-    fn read(cells: &DestCells) -> Totals {
-        Totals {
-            conns: cells.conns.load(Ordering::Relaxed),
-            in_pkts: cells.in_pkts.load(Ordering::Relaxed),
-            out_pkts: cells.out_pkts.load(Ordering::Relaxed),
-            in_bytes: cells.in_bytes.load(Ordering::Relaxed),
-            out_bytes: cells.out_bytes.load(Ordering::Relaxed),
-        }
-    }
-
-    fn minus(&self, earlier: &Totals) -> Totals {
-        Totals {
-            conns: self.conns.wrapping_sub(earlier.conns),
-            in_pkts: self.in_pkts.wrapping_sub(earlier.in_pkts),
-            out_pkts: self.out_pkts.wrapping_sub(earlier.out_pkts),
-            in_bytes: self.in_bytes.wrapping_sub(earlier.in_bytes),
-            out_bytes: self.out_bytes.wrapping_sub(earlier.out_bytes),
-        }
-    }
-}
-
-/// Per-second rates: ipvsadm's `--rate` columns.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Rates {
-    /// Connections per second.
-    pub cps: u64,
-    /// Packets per second in.
-    pub in_pps: u64,
-    /// Packets per second out.
-    pub out_pps: u64,
-    /// Bytes per second in.
-    pub in_bps: u64,
-    /// Bytes per second out.
-    pub out_bps: u64,
 }
 
 /// Frame counters of all workers together (see [`StatsRollup::frames`]).
@@ -165,7 +116,7 @@ pub struct WorkerFrames {
 /// IPVS's rate estimator for one set of counters.
 #[derive(Debug, Default, Clone, Copy)]
 struct Estimator {
-    last: Totals,
+    last: Stats,
     cps: u64,
     in_pps: u64,
     out_pps: u64,
@@ -175,7 +126,7 @@ struct Estimator {
 
 impl Estimator {
     /// One 2-second step toward the rates of `now`.
-    fn step(&mut self, now: &Totals) {
+    fn step(&mut self, now: &Stats) {
         let d = now.minus(&self.last);
         self.last = *now;
         // Per second over 2 s, scaled by 2^10 (counts) or 2^5 (bytes): delta << 9, << 4.
@@ -208,25 +159,25 @@ fn ewma(avg: &mut u64, rate: u64) {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Entry {
-    totals: Totals,
+    totals: Stats,
     estimator: Estimator,
 }
 
 impl Entry {
     fn zero(&mut self) {
         *self = Entry {
-            totals: Totals::default(),
+            totals: Stats::default(),
             estimator: Estimator::default(),
         };
     }
 }
 
-/// Totals and rates per real server, per service and for the whole director.
+/// Stats and rates per real server, per service and for the whole director.
 #[derive(Debug)]
 pub struct StatsRollup {
     workers: Vec<Arc<WorkerCounters>>,
     /// Per worker, per real-server slot: the cells as last read.
-    seen: Vec<HashMap<u16, Totals>>,
+    seen: Vec<HashMap<u16, Stats>>,
     dests: HashMap<DestId, Entry>,
     services: HashMap<ServiceAddr, Entry>,
     total: Entry,
@@ -252,10 +203,10 @@ impl StatsRollup {
         for (worker, seen) in self.workers.iter().zip(self.seen.iter_mut()) {
             for (service, dest, _) in snapshot.dests() {
                 let slot = dest_slot(dest.id);
-                let now = Totals::read(&worker.dests[slot]);
+                let now = read(&worker.dests[slot]);
                 let last = seen.insert(slot as u16, now).unwrap_or_default();
                 let delta = now.minus(&last);
-                if delta == Totals::default() {
+                if delta == Stats::default() {
                     continue;
                 }
                 self.dests.entry(dest.id).or_default().totals.add(&delta);
@@ -308,7 +259,7 @@ impl StatsRollup {
     }
 
     /// A real server's totals and rates.
-    pub fn dest(&self, id: DestId) -> (Totals, Rates) {
+    pub fn dest(&self, id: DestId) -> (Stats, Rates) {
         self.dests
             .get(&id)
             .map(|e| (e.totals, e.estimator.rates()))
@@ -316,7 +267,7 @@ impl StatsRollup {
     }
 
     /// A service's totals and rates.
-    pub fn service(&self, addr: &ServiceAddr) -> (Totals, Rates) {
+    pub fn service(&self, addr: &ServiceAddr) -> (Stats, Rates) {
         self.services
             .get(addr)
             .map(|e| (e.totals, e.estimator.rates()))
@@ -385,7 +336,7 @@ impl StatsRollup {
     }
 
     /// The whole director's totals and rates.
-    pub fn total(&self) -> (Totals, Rates) {
+    pub fn total(&self) -> (Stats, Rates) {
         (self.total.totals, self.total.estimator.rates())
     }
 }
@@ -437,7 +388,7 @@ mod tests {
         assert_eq!(rollup.dest(a).0.in_pkts, 7);
         assert_eq!(
             rollup.service(&s.services[0].spec.addr).0,
-            Totals {
+            Stats {
                 conns: 1,
                 in_pkts: 7,
                 ..Default::default()
@@ -450,7 +401,7 @@ mod tests {
         assert_eq!(rollup.dest(a).0.in_pkts, 8);
         assert_eq!(rollup.total().0.in_pkts, 8);
         rollup.zero(&s, Some(&s.services[0].spec.addr));
-        assert_eq!(rollup.dest(a).0, Totals::default());
+        assert_eq!(rollup.dest(a).0, Stats::default());
         add(&workers[0].dests[dest_slot(a)].in_pkts, 2);
         rollup.collect(&s);
         assert_eq!(rollup.dest(a).0.in_pkts, 2);

@@ -12,34 +12,9 @@ use crate::field::{eth, icmp, ipv4, tcp, udp};
 use crate::fragments::Fragmentation;
 use crate::{Frame, Reason, checksum};
 
-/// TCP header flags (byte 13 of the header).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TcpFlags(pub u8);
-
-impl TcpFlags {
-    /// No more data from the sender.
-    pub const FIN: u8 = 0x01;
-    /// Synchronise sequence numbers (connection open).
-    pub const SYN: u8 = 0x02;
-    /// Reset the connection.
-    pub const RST: u8 = 0x04;
-    /// Push buffered data.
-    pub const PSH: u8 = 0x08;
-    /// The acknowledgment field is significant.
-    pub const ACK: u8 = 0x10;
-    /// The urgent pointer is significant.
-    pub const URG: u8 = 0x20;
-    /// ECN echo.
-    pub const ECE: u8 = 0x40;
-    /// Congestion window reduced.
-    pub const CWR: u8 = 0x80;
-
-    /// True when every bit of `mask` is set.
-    #[inline]
-    pub fn contains(self, mask: u8) -> bool {
-        self.0 & mask == mask
-    }
-}
+/// TCP header flags (byte 13 of the header), kept as the header has them: the model's type,
+/// which conntrack reads too.
+pub use xvs_model::TcpFlags;
 
 /// The transport header fields the pipeline needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,7 +375,7 @@ mod tests {
             L4::Tcp {
                 src_port: 40000,
                 dst_port: 80,
-                flags: TcpFlags(TcpFlags::SYN)
+                flags: TcpFlags::SYN
             }
         );
         assert_eq!(view.protocol(), 6);

@@ -30,8 +30,6 @@
 //! and takes no lock: each worker owns its scheduler instances, and the counters all workers
 //! share are atomics in [`ServerLoad`].
 
-mod error;
-mod flags;
 mod hash;
 mod least;
 mod registry;
@@ -39,8 +37,12 @@ mod scheduler;
 pub mod schedulers;
 mod server;
 
-pub use error::SchedError;
-pub use flags::{DEFAULT_MH_TABLE_SIZE, MAX_MH_TABLE_SIZE, SchedFlags, SchedOptions};
-pub use registry::{DEFAULT_SCHEDULER, SCHEDULER_NAMES, new_scheduler, validate};
+pub use registry::new_scheduler;
 pub use scheduler::{Request, Scheduler};
-pub use server::{ConnKind, MAX_WEIGHT, RealServer, ServerLoad};
+pub use server::{ConnKind, RealServer, ServerLoad};
+// A service's scheduler settings and their check live in the model (they are configuration);
+// re-exported so schedulers and their users name them from here.
+pub use xvs_model::{
+    DEFAULT_MH_TABLE_SIZE, DEFAULT_SCHEDULER, MAX_MH_TABLE_SIZE, MAX_WEIGHT, SCHEDULER_NAMES,
+    SchedError, SchedFlags, SchedOptions, validate,
+};

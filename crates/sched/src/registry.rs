@@ -1,7 +1,5 @@
 //! Schedulers by ipvsadm name.
 
-use crate::error::SchedError;
-use crate::flags::{MAX_MH_TABLE_SIZE, SchedOptions};
 use crate::scheduler::Scheduler;
 use crate::schedulers::{
     dh::DestinationHashing, fo::WeightedFailover, lblc::LocalityLeastConnection,
@@ -10,26 +8,7 @@ use crate::schedulers::{
     twos::TwoChoices, wlc::WeightedLeastConnection, wrr::WeightedRoundRobin,
 };
 use crate::server::RealServer;
-
-/// Every scheduler name xvs knows, in ipvsadm's spelling.
-pub const SCHEDULER_NAMES: [&str; 14] = [
-    "rr", "wrr", "lc", "wlc", "sed", "nq", "lblc", "lblcr", "dh", "sh", "mh", "fo", "ovf", "twos",
-];
-
-/// The scheduler ipvsadm uses when `-s` is not given.
-pub const DEFAULT_SCHEDULER: &str = "wlc";
-
-/// Checks that `options` make sense for scheduler `name` without building it (config
-/// validation and `xvsadm -A` use this before changing anything).
-pub fn validate(name: &str, options: &SchedOptions) -> Result<(), SchedError> {
-    if !SCHEDULER_NAMES.contains(&name) {
-        return Err(SchedError::UnknownScheduler(name.to_string()));
-    }
-    if name == "mh" && !is_valid_table_size(options.mh_table_size) {
-        return Err(SchedError::BadTableSize(options.mh_table_size));
-    }
-    Ok(())
-}
+use xvs_model::{SchedError, SchedOptions, validate};
 
 /// Builds scheduler `name` for `servers` (one instance per worker).
 pub fn new_scheduler(
@@ -61,19 +40,10 @@ pub fn new_scheduler(
     Ok(scheduler)
 }
 
-/// A Maglev table size must be prime, so every skip visits every slot.
-fn is_valid_table_size(size: u32) -> bool {
-    if !(2..=MAX_MH_TABLE_SIZE).contains(&size) {
-        return false;
-    }
-    (2..)
-        .take_while(|d| d * d <= size)
-        .all(|d| !size.is_multiple_of(d))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xvs_model::{MAX_MH_TABLE_SIZE, SCHEDULER_NAMES};
 
     #[test]
     fn every_name_builds_and_reports_its_name() {

@@ -11,8 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-/// The highest weight ipvsadm accepts (`-w 0..65535`).
-pub const MAX_WEIGHT: u32 = 65_535;
+use crate::MAX_WEIGHT;
 
 /// Connection counters and flags of one real server, shared by all workers.
 ///

@@ -26,6 +26,7 @@ use crate::health::spec::{
 use crate::ipvsadm::{self, Command, MAX_TIMEOUT};
 use crate::listing::{DEFAULT_CONN_TABLE_SIZE, Timeouts};
 use crate::names::Names;
+use crate::spelling::MethodWords;
 use xvs_conntrack::SyncPolicy;
 
 pub mod read;

@@ -143,7 +143,7 @@ const STATS_COLUMNS: [(&str, &str); 5] = [
 
 /// The values of [`STATS_COLUMNS`].
 fn stats_values(s: &Stats) -> [u64; 5] {
-    [s.conns, s.inpkts, s.outpkts, s.inbytes, s.outbytes]
+    [s.conns, s.in_pkts, s.out_pkts, s.in_bytes, s.out_bytes]
 }
 
 impl Collector for ScrapeCollector {
@@ -168,12 +168,9 @@ fn node_exporter_ipvs(encoder: &mut DescriptorEncoder, scrape: &Scrape) -> fmt::
     let totals = match &scrape.dataplane {
         Some(d) => d.totals,
         // Nothing forwards, nothing is counted: the services' (zero) sums.
-        None => scrape.services.iter().fold(Stats::default(), |a, s| Stats {
-            conns: a.conns + s.stats.conns,
-            inpkts: a.inpkts + s.stats.inpkts,
-            outpkts: a.outpkts + s.stats.outpkts,
-            inbytes: a.inbytes + s.stats.inbytes,
-            outbytes: a.outbytes + s.stats.outbytes,
+        None => scrape.services.iter().fold(Stats::default(), |mut a, s| {
+            a.add(&s.stats);
+            a
         }),
     };
     let counter = MetricType::Counter;
@@ -648,10 +645,10 @@ mod tests {
             dataplane: Some(DataplaneMetrics {
                 totals: Stats {
                     conns: 20,
-                    inpkts: 135,
-                    outpkts: 0,
-                    inbytes: 8716,
-                    outbytes: 0,
+                    in_pkts: 135,
+                    out_pkts: 0,
+                    in_bytes: 8716,
+                    out_bytes: 0,
                 },
                 ..Default::default()
             }),
@@ -689,7 +686,7 @@ mod tests {
     fn xvs_own_families() {
         let mut s = service(vip80(), &[("192.168.40.12", 80, 1)]);
         s.stats.conns = 7;
-        s.dests[0].stats.inbytes = 99;
+        s.dests[0].stats.in_bytes = 99;
         s.dests[0].persist_conns = 1;
         let scrape = Scrape {
             services: vec![s],

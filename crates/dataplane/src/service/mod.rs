@@ -1,6 +1,6 @@
-//! Virtual services: the configured table ([`spec`]) and, later, the compiled snapshot the
-//! workers read.
+//! Virtual services: the configured table ([`spec`], xvs-model's, re-exported here) and the
+//! compiled snapshot the workers read.
 
 pub mod classify;
 pub mod snapshot;
-pub mod spec;
+pub use xvs_model::spec;

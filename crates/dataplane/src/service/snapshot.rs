@@ -154,10 +154,7 @@ impl Snapshot {
 
 /// IP protocol number of a service protocol.
 pub fn ip_protocol(protocol: Protocol) -> u8 {
-    match protocol {
-        Protocol::Tcp => 6,
-        Protocol::Udp => 17,
-    }
+    protocol as u8
 }
 
 /// The connection table's view of real servers: available while in the snapshot, quiescent at
@@ -366,10 +363,7 @@ fn compile_service(spec: &ServiceSpec) -> Service {
             addr,
             port,
         } => xvs_conntrack::ServiceKey::Addr {
-            proto: match protocol {
-                Protocol::Tcp => xvs_conntrack::Protocol::Tcp,
-                Protocol::Udp => xvs_conntrack::Protocol::Udp,
-            },
+            proto: protocol,
             vip: conntrack_addr(addr),
             port,
         },

@@ -17,11 +17,11 @@
 //! weight to 0 moves nobody: that server's clients are refused, or with `mh-fallback` walk on
 //! to another server, and come back when the weight returns.
 
-use crate::flags::{DEFAULT_MH_TABLE_SIZE, SchedFlags};
 use crate::hash::keyed_hash;
 use crate::least::gcd_of;
 use crate::scheduler::{Request, Scheduler};
 use crate::server::RealServer;
+use crate::{DEFAULT_MH_TABLE_SIZE, SchedFlags};
 
 /// Key of h1 (offset, and the client lookup), IPVS's constant.
 const KEY_OFFSET: u64 = 2_654_435_761;

@@ -7,7 +7,7 @@
 //! server that can.
 
 use super::buckets::{BUCKET_BITS, Buckets};
-use crate::flags::SchedFlags;
+use crate::SchedFlags;
 use crate::hash::{fold_addr, hash_32};
 use crate::scheduler::{Request, Scheduler};
 use crate::server::RealServer;

@@ -1,6 +1,15 @@
-//! Scheduler flags (`ipvsadm -b`) and the other per-service scheduler options.
+//! A service's scheduler settings: the name, the flags (`ipvsadm -b`) and the other
+//! options, and the check that they make sense. The algorithms themselves are xvs-sched's.
 
-use crate::error::SchedError;
+use crate::sched_error::SchedError;
+
+/// Every scheduler name xvs knows, in ipvsadm's spelling.
+pub const SCHEDULER_NAMES: [&str; 14] = [
+    "rr", "wrr", "lc", "wlc", "sed", "nq", "lblc", "lblcr", "dh", "sh", "mh", "fo", "ovf", "twos",
+];
+
+/// The scheduler ipvsadm uses when `-s` is not given.
+pub const DEFAULT_SCHEDULER: &str = "wlc";
 
 /// IPVS's default Maglev table size (`CONFIG_IP_VS_MH_TAB_INDEX` 12 picks 4093).
 pub const DEFAULT_MH_TABLE_SIZE: u32 = 4093;
@@ -93,6 +102,28 @@ impl Default for SchedOptions {
             seed: 0x9E37_79B9_7F4A_7C15,
         }
     }
+}
+
+/// Checks that `options` make sense for scheduler `name` without building it (config
+/// validation and `xvsadm -A` use this before changing anything).
+pub fn validate(name: &str, options: &SchedOptions) -> Result<(), SchedError> {
+    if !SCHEDULER_NAMES.contains(&name) {
+        return Err(SchedError::UnknownScheduler(name.to_string()));
+    }
+    if name == "mh" && !is_valid_table_size(options.mh_table_size) {
+        return Err(SchedError::BadTableSize(options.mh_table_size));
+    }
+    Ok(())
+}
+
+/// A Maglev table size must be prime, so every skip visits every slot.
+fn is_valid_table_size(size: u32) -> bool {
+    if !(2..=MAX_MH_TABLE_SIZE).contains(&size) {
+        return false;
+    }
+    (2..)
+        .take_while(|d| d * d <= size)
+        .all(|d| !size.is_multiple_of(d))
 }
 
 #[cfg(test)]

@@ -4,36 +4,21 @@
 //! `-t/-u addr:port` or `-f mark`, each with a scheduler, persistence and real servers with a
 //! forwarding method and weight. Edits follow IPVS's rules and fail with ipvsadm's messages,
 //! and a failed edit changes nothing. The dataplane compiles this into the snapshot its
-//! workers read.
+//! workers read; this crate knows nothing of packets.
 
 use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use xvs_sched::{DEFAULT_MH_TABLE_SIZE, MAX_WEIGHT, SchedFlags, SchedOptions};
+
+pub use crate::protocol::Protocol;
+use crate::scheduler::{self, DEFAULT_MH_TABLE_SIZE, SchedFlags, SchedOptions};
 
 /// ipvsadm's default persistence timeout (`-p` without a value), seconds.
 pub const DEFAULT_PERSISTENCE_SECS: u32 = 300;
 
-/// Transport protocol of an address service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// `-t`
-    Tcp,
-    /// `-u`
-    Udp,
-}
-
-impl Protocol {
-    /// The label ipvsadm prints in listings: `TCP`, `UDP`.
-    pub fn label(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-        }
-    }
-}
+/// The highest weight ipvsadm accepts (`-w 0..65535`).
+pub const MAX_WEIGHT: u32 = 65_535;
 
 /// How a virtual service is addressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -42,6 +27,7 @@ pub enum ServiceAddr {
     /// `-t vip:port` or `-u vip:port`.
     Inet {
         /// TCP or UDP.
+        #[serde(deserialize_with = "service_protocol")]
         protocol: Protocol,
         /// The virtual IP.
         addr: IpAddr,
@@ -73,6 +59,16 @@ impl fmt::Display for ServiceAddr {
     }
 }
 
+/// A service's protocol as the config file and the control protocol give it: `tcp` or
+/// `udp`, refused otherwise with serde's own words for an unknown variant.
+fn service_protocol<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
+    const SERVICE_PROTOCOLS: &[&str] = &["tcp", "udp"];
+    match Protocol::deserialize(d)? {
+        Protocol::Icmp => Err(serde::de::Error::unknown_variant("icmp", SERVICE_PROTOCOLS)),
+        p => Ok(p),
+    }
+}
+
 /// `addr:port` with IPv6 addresses in brackets, as ipvsadm prints them.
 pub struct SocketText(pub IpAddr, pub u16);
 
@@ -85,7 +81,7 @@ impl fmt::Display for SocketText {
     }
 }
 
-/// LVS's three forwarding methods.
+/// LVS's three forwarding methods (ipvsadm's words for them are the CLI's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ForwardMethod {
@@ -95,26 +91,6 @@ pub enum ForwardMethod {
     Tunnel,
     /// `-m`, NAT ("masquerading"): rewrite the destination; replies come back through xvs.
     Masq,
-}
-
-impl ForwardMethod {
-    /// The word ipvsadm prints in the Forward column.
-    pub fn label(self) -> &'static str {
-        match self {
-            ForwardMethod::Route => "Route",
-            ForwardMethod::Tunnel => "Tunnel",
-            ForwardMethod::Masq => "Masq",
-        }
-    }
-
-    /// The ipvsadm option that selects it (`-g`, `-i`, `-m`).
-    pub fn option(self) -> &'static str {
-        match self {
-            ForwardMethod::Route => "-g",
-            ForwardMethod::Tunnel => "-i",
-            ForwardMethod::Masq => "-m",
-        }
-    }
 }
 
 /// `-p [timeout] [-M netmask]`.
@@ -173,7 +149,7 @@ impl ServiceSpec {
     pub fn new(addr: ServiceAddr) -> Self {
         ServiceSpec {
             addr,
-            scheduler: xvs_sched::DEFAULT_SCHEDULER.to_string(),
+            scheduler: scheduler::DEFAULT_SCHEDULER.to_string(),
             flags: SchedFlags::default(),
             persistence: None,
             one_packet: false,
@@ -224,7 +200,7 @@ pub enum EditError {
     NoSuchDest,
     /// The scheduler or its options are not valid.
     #[error("{0}")]
-    Scheduler(#[from] xvs_sched::SchedError),
+    Scheduler(#[from] crate::SchedError),
     /// A weight or threshold out of range, a port rule broken, an address family mixed.
     #[error("{0}")]
     Invalid(String),
@@ -327,7 +303,16 @@ impl ServiceTableSpec {
 }
 
 fn check_service(service: &ServiceSpec) -> Result<(), EditError> {
-    xvs_sched::validate(&service.scheduler, &service.sched_options())?;
+    if let ServiceAddr::Inet {
+        protocol: Protocol::Icmp,
+        ..
+    } = service.addr
+    {
+        return Err(EditError::Invalid(
+            "A virtual service is TCP (-t) or UDP (-u)".to_string(),
+        ));
+    }
+    scheduler::validate(&service.scheduler, &service.sched_options())?;
     if let Some(p) = service.persistence {
         let max = if service.is_ipv6() { 128 } else { 32 };
         if p.prefix_len > max {
@@ -470,6 +455,31 @@ mod tests {
         heavy.weight = 70_000;
         assert!(table.add_dest(&vip(), heavy).is_err());
         assert_eq!(table, before);
+    }
+
+    #[test]
+    fn a_service_is_tcp_or_udp() {
+        let icmp = ServiceAddr::Inet {
+            protocol: Protocol::Icmp,
+            addr: IpAddr::V4(Ipv4Addr::new(192, 168, 0, 100)),
+            port: 80,
+        };
+        let mut table = ServiceTableSpec::default();
+        assert!(matches!(
+            table.add_service(ServiceSpec::new(icmp)),
+            Err(EditError::Invalid(_))
+        ));
+        assert!(table.services.is_empty());
+        // Deserialised, the refusal is in serde's words, as when the type had two variants.
+        let text = serde_json::to_string(&icmp).unwrap();
+        let err = serde_json::from_str::<ServiceAddr>(&text).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("unknown variant `icmp`, expected `tcp` or `udp`"),
+            "{err}"
+        );
+        let tcp = serde_json::to_string(&vip()).unwrap();
+        assert_eq!(serde_json::from_str::<ServiceAddr>(&tcp).unwrap(), vip());
     }
 
     #[test]
