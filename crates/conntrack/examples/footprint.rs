@@ -1,7 +1,8 @@
-//! Memory per connection: fills a table sized for N flows with N NAT connections and prints
-//! the growth of resident memory divided by N.
+//! Memory per connection: fills a table sized for N flows with FILL (default N) NAT
+//! connections and prints the resident memory of the empty table and the growth of resident
+//! memory divided by FILL (the table's memory grows with use, not with its capacity).
 //!
-//! `cargo run --release -p xvs-conntrack --example footprint -- 1000000`
+//! `cargo run --release -p xvs-conntrack --example footprint -- 1000000 [FILL]`
 
 use xvs_conntrack::*;
 
@@ -32,6 +33,11 @@ fn main() {
         .nth(1)
         .map(|a| a.parse().expect("N must be a number"))
         .unwrap_or(1_000_000);
+    let fill: usize = std::env::args()
+        .nth(2)
+        .map(|a| a.parse().expect("FILL must be a number"))
+        .unwrap_or(n)
+        .min(n);
     let shards = 2;
     let before = resident_bytes();
     let (table, mut owners) = ConnTable::new(Config::new(shards, n));
@@ -39,7 +45,7 @@ fn main() {
     let vip = Endpoint::new([192, 0, 2, 1], 80);
     let mut counters = NoCounters;
     let mut inserted = 0usize;
-    for i in 0..n {
+    for i in 0..fill {
         // Distinct clients: 65k ports over enough addresses.
         let client = Endpoint::new(
             Addr::v4((0x0a00_0000u32 + (i >> 16) as u32).to_be_bytes()),
@@ -62,12 +68,15 @@ fn main() {
         }
     }
     let after = resident_bytes();
-    assert_eq!(inserted, n, "table sized for N holds N flows");
-    assert_eq!(table.stats().conns as usize, n);
-    println!("flows {n} shards {shards}");
+    assert_eq!(inserted, fill, "table sized for N holds N flows");
+    assert_eq!(table.stats().conns as usize, fill);
+    println!("capacity {n} flows {fill} shards {shards}");
     println!("resident_before {before} resident_empty_table {created} resident_after {after}");
     if let Some(kb) = huge_page_kb() {
         println!("on_huge_pages_kb {kb}");
     }
-    println!("bytes_per_conn {:.1}", (after - before) as f64 / n as f64);
+    println!(
+        "bytes_per_conn {:.1}",
+        (after - before) as f64 / fill.max(1) as f64
+    );
 }

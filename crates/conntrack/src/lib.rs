@@ -45,6 +45,7 @@
 //! ```
 
 pub mod conn;
+pub mod defense;
 pub mod dest;
 mod entry;
 mod hash;
@@ -62,6 +63,7 @@ mod wheel;
 pub use conn::{
     Conn, FlowRef, Gone, Hit, Inbound, InsertError, Listed, NewConn, Peeked, TemplateRef, Tracked,
 };
+pub use defense::{Defense, DefenseMode, DefenseStatus};
 pub use dest::{AllAvailable, DestCounters, DestId, DestStatus, NoCounters};
 pub use key::{Addr, Endpoint, Family, FlowKey, Protocol, ServiceKey};
 pub use shard::Shard;

@@ -12,6 +12,7 @@ use std::sync::atomic::{Ordering, fence};
 use crate::conn::{
     Conn, FlowRef, Gone, Hit, Inbound, InsertError, NewConn, Peeked, TemplateRef, Tracked,
 };
+use crate::defense::{DefenseMode, HalfOpen, is_half_open};
 use crate::dest::{DestCounters, DestId, DestStatus};
 use crate::entry::{Meta, StateWord, control, flag, kind};
 use crate::key::{Addr, Endpoint, FlowKey, Protocol};
@@ -23,6 +24,9 @@ use crate::table::{
 use crate::template::TemplateKey;
 use crate::timeouts::{NEW_CONN_TIMEOUT, Secs, TEMPLATE_BUSY_RETRY};
 use crate::wheel::Wheel;
+
+/// Entries [`Shard::evict_half_open`] looks at in one call at most.
+const EVICTION_SCAN: usize = 64;
 
 /// The slot of the connection `key` names in `shared`'s inbound chain at `bucket`.
 #[inline]
@@ -48,6 +52,8 @@ pub struct Shard {
     own: Arc<ShardShared>,
     id: u16,
     wheel: Wheel,
+    /// TCP connections that may still be half-open, oldest first (`drop_entry`).
+    half_open: HalfOpen,
     free: Vec<u32>,
     next_unused: u32,
     capacity: u32,
@@ -66,6 +72,7 @@ impl Shard {
             own,
             id,
             wheel: Wheel::new(capacity as usize, now),
+            half_open: HalfOpen::new(capacity as usize),
             // Reserved up front (untouched until used) so expiry never reallocates.
             free: Vec::with_capacity(capacity as usize),
             next_unused: 0,
@@ -411,6 +418,48 @@ impl Shard {
         None
     }
 
+    /// A free slot for a new entry, evicting the oldest half-open connection when the
+    /// shard is full and `drop_entry` is on (or, in mode 3, above the pressure line).
+    #[inline]
+    fn alloc_defended(&mut self, counters: &mut impl DestCounters) -> Option<u32> {
+        let mode = self.table.inner.defense.drop_entry();
+        if mode == DefenseMode::Always
+            && self
+                .table
+                .inner
+                .defense
+                .above_line(self.len() + 1, self.capacity as usize)
+        {
+            self.evict_half_open(counters);
+        }
+        if let Some(index) = self.alloc() {
+            return Some(index);
+        }
+        if mode != DefenseMode::Off && self.evict_half_open(counters) {
+            return self.alloc();
+        }
+        None
+    }
+
+    /// Evicts the shard's oldest half-open connection (never an established one, never a
+    /// template). Entries past their handshake are taken off the list on the way; at most
+    /// [`EVICTION_SCAN`] are looked at, so one call stays short. Returns whether one went.
+    #[cold]
+    pub(crate) fn evict_half_open(&mut self, counters: &mut impl DestCounters) -> bool {
+        for _ in 0..EVICTION_SCAN {
+            let Some(index) = self.half_open.oldest() else {
+                return false;
+            };
+            let word = self.shared().slots[index as usize].word();
+            if !word.has(flag::DEAD) && is_half_open(word.state()) && self.kill(index, counters) {
+                bump(&self.shared().stats.evicted);
+                return true;
+            }
+            self.half_open.remove(index);
+        }
+        false
+    }
+
     /// Creates a connection (IPVS `ip_vs_conn_new`): bound to its real server in the
     /// inactive state (InActConn += 1), state NONE with a 3 s timer until the caller feeds the
     /// first packet to [`on_packet`](Self::on_packet).
@@ -490,7 +539,7 @@ impl Shard {
             "insert_missing of a key the shard holds"
         );
         debug_assert_eq!(bucket, self.inbound_bucket(&new.key));
-        let Some(index) = self.alloc() else {
+        let Some(index) = self.alloc_defended(counters) else {
             bump(&self.shared().stats.refused);
             return Err(InsertError::Full);
         };
@@ -547,6 +596,9 @@ impl Shard {
             );
         }
         self.wheel.schedule(index, deadline);
+        if new.key.proto == Protocol::Tcp {
+            self.half_open.push(index);
+        }
         bump(&shared.stats.conns);
         counters.conn_bound(new.dest);
         Ok((index, word, meta))
@@ -563,7 +615,7 @@ impl Shard {
         now: Secs,
         counters: &mut impl DestCounters,
     ) -> Result<TemplateRef, InsertError> {
-        let Some(index) = self.alloc() else {
+        let Some(index) = self.alloc_defended(counters) else {
             bump(&self.shared().stats.refused);
             return Err(InsertError::Full);
         };
@@ -769,6 +821,7 @@ impl Shard {
             }
         }
         self.wheel.cancel(index);
+        self.half_open.remove(index);
         self.free.push(index);
     }
 
@@ -835,6 +888,7 @@ impl Shard {
                 .expired
                 .fetch_add(removed as u64, Ordering::Relaxed);
         }
+        self.table.update_defense(now);
         removed
     }
 

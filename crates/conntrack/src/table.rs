@@ -40,6 +40,7 @@ use crossbeam::queue::ArrayQueue;
 use crossbeam::utils::CachePadded;
 
 use crate::conn::{Conn, FlowRef, Gone, InsertError, Listed, TemplateRef};
+use crate::defense::{Defense, DefenseState, DefenseStatus};
 use crate::dest::{DestCounters, DestId, DestStatus};
 use crate::entry::{Meta, Slot, StateWord, control, flag, kind};
 use crate::hash::{hash_words, random_seed};
@@ -98,6 +99,8 @@ pub struct Config {
     pub seed: Option<u64>,
     /// The clock value at creation (where the expiry wheels start).
     pub now: Secs,
+    /// SYN-flood defence ([`crate::defense`]); IPVS's default is off.
+    pub defense: Defense,
 }
 
 impl Config {
@@ -108,6 +111,7 @@ impl Config {
             options: Options::default(),
             seed: None,
             now: 0,
+            defense: Defense::default(),
         }
     }
 }
@@ -128,6 +132,8 @@ pub struct ShardStats {
     /// Deadline shortenings reported by other workers that did not fit the queue (those
     /// entries expire at their older, later deadline).
     pub retime_dropped: u64,
+    /// Half-open connections evicted to make room for new entries (`drop_entry`).
+    pub evicted: u64,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +144,7 @@ pub(crate) struct AtomicStats {
     pub(crate) expired: AtomicU64,
     pub(crate) nodest_expired: AtomicU64,
     pub(crate) retime_dropped: AtomicU64,
+    pub(crate) evicted: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -170,9 +177,15 @@ pub(crate) struct Inner {
     pub(crate) seed: u64,
     pub(crate) expire_nodest_conn: AtomicBool,
     pub(crate) expire_quiescent_template: AtomicBool,
+    /// The state tables in force: `secure_tcp` set by the operator or by the defence.
     pub(crate) secure_tcp: AtomicBool,
+    /// [`Options::secure_tcp`] as the operator set it.
+    pub(crate) secure_tcp_option: AtomicBool,
     pub(crate) sloppy_tcp: AtomicBool,
     pub(crate) conn_reuse_mode: AtomicU8,
+    pub(crate) defense: DefenseState,
+    /// Slots over all shards.
+    pub(crate) capacity: usize,
 }
 
 /// The table as every worker sees it (cheap to clone).
@@ -246,6 +259,7 @@ impl ShardShared {
             expired: s.expired.load(Ordering::Relaxed),
             nodest_expired: s.nodest_expired.load(Ordering::Relaxed),
             retime_dropped: s.retime_dropped.load(Ordering::Relaxed),
+            evicted: s.evicted.load(Ordering::Relaxed),
         }
     }
 }
@@ -393,17 +407,23 @@ impl ConnTable {
             .max_entries
             .div_ceil(shards)
             .clamp(1, u32::MAX as usize - 1);
+        let timeouts = Timeouts::default();
+        let defense = DefenseState::new(config.defense);
+        let secure_by_defense = defense.set(config.defense, &timeouts);
         let inner = Inner {
             shards: (0..shards)
                 .map(|_| Arc::new(ShardShared::new(per_shard)))
                 .collect(),
-            timeouts: Timeouts::default(),
+            timeouts,
             seed: config.seed.unwrap_or_else(random_seed),
             expire_nodest_conn: AtomicBool::new(config.options.expire_nodest_conn),
             expire_quiescent_template: AtomicBool::new(config.options.expire_quiescent_template),
-            secure_tcp: AtomicBool::new(config.options.secure_tcp),
+            secure_tcp: AtomicBool::new(config.options.secure_tcp || secure_by_defense),
+            secure_tcp_option: AtomicBool::new(config.options.secure_tcp),
             sloppy_tcp: AtomicBool::new(config.options.sloppy_tcp),
             conn_reuse_mode: AtomicU8::new(config.options.conn_reuse_mode),
+            defense,
+            capacity: per_shard * shards,
         };
         let table = ConnTable {
             inner: Arc::new(inner),
@@ -436,7 +456,7 @@ impl ConnTable {
         Options {
             expire_nodest_conn: self.inner.expire_nodest_conn.load(Ordering::Relaxed),
             expire_quiescent_template: self.inner.expire_quiescent_template.load(Ordering::Relaxed),
-            secure_tcp: self.inner.secure_tcp.load(Ordering::Relaxed),
+            secure_tcp: self.inner.secure_tcp_option.load(Ordering::Relaxed),
             sloppy_tcp: self.inner.sloppy_tcp.load(Ordering::Relaxed),
             conn_reuse_mode: self.inner.conn_reuse_mode.load(Ordering::Relaxed),
         }
@@ -454,10 +474,56 @@ impl ConnTable {
             .store(o.expire_nodest_conn, Ordering::Relaxed);
         i.expire_quiescent_template
             .store(o.expire_quiescent_template, Ordering::Relaxed);
-        i.secure_tcp.store(o.secure_tcp, Ordering::Relaxed);
+        i.secure_tcp_option.store(o.secure_tcp, Ordering::Relaxed);
+        let by_defense = i.defense.status().secure_tcp.in_force();
+        i.secure_tcp
+            .store(o.secure_tcp || by_defense, Ordering::Relaxed);
         i.sloppy_tcp.store(o.sloppy_tcp, Ordering::Relaxed);
         i.conn_reuse_mode
             .store(o.conn_reuse_mode, Ordering::Relaxed);
+    }
+
+    /// The SYN-flood defence's settings.
+    pub fn defense(&self) -> Defense {
+        self.inner.defense.get()
+    }
+
+    /// Replaces the defence's settings (a reload); takes effect at once.
+    pub fn set_defense(&self, d: Defense) {
+        let i = &self.inner;
+        let by_defense = i.defense.set(d, &i.timeouts);
+        let option = i.secure_tcp_option.load(Ordering::Relaxed);
+        i.secure_tcp.store(option || by_defense, Ordering::Relaxed);
+    }
+
+    /// What the defence is doing now.
+    pub fn defense_status(&self) -> DefenseStatus {
+        self.inner.defense.status()
+    }
+
+    /// Entries over all shards at most.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    /// Once per clock second (whichever shard's expiry comes first): measures the table's
+    /// pressure and moves the automatic defence modes (IPVS `update_defense_level`).
+    pub(crate) fn update_defense(&self, now: Secs) {
+        let i = &self.inner;
+        if !i.defense.claim(now) {
+            return;
+        }
+        let used: u64 = i
+            .shards
+            .iter()
+            .map(|s| {
+                s.stats.conns.load(Ordering::Relaxed) + s.stats.templates.load(Ordering::Relaxed)
+            })
+            .sum();
+        let pressure = i.defense.above_line(used as usize, i.capacity);
+        let by_defense = i.defense.evaluate(pressure, &i.timeouts);
+        let option = i.secure_tcp_option.load(Ordering::Relaxed);
+        i.secure_tcp.store(option || by_defense, Ordering::Relaxed);
     }
 
     #[inline]
@@ -501,6 +567,7 @@ impl ConnTable {
                 expired: a.expired + b.expired,
                 nodest_expired: a.nodest_expired + b.nodest_expired,
                 retime_dropped: a.retime_dropped + b.retime_dropped,
+                evicted: a.evicted + b.evicted,
             })
     }
 

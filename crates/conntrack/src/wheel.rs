@@ -15,18 +15,25 @@ use crate::timeouts::Secs;
 /// Buckets in the wheel; one per second, so 17 minutes of span (ESTABLISHED is 15).
 pub(crate) const WHEEL_SLOTS: u32 = 1024;
 
-/// `at` of a slot that is not on the wheel.
-const UNLINKED: u32 = u32::MAX;
-/// `at` of a slot whose bucket has fired and that waits in the ready list.
-const READY: u32 = u32::MAX - 1;
+/// `filed` of a slot that is not on the wheel (zero, so the links array starts zeroed and
+/// untouched: an empty table costs no resident memory for its timers).
+const UNLINKED: u32 = 0;
+/// `filed` of a slot whose bucket has fired and that waits in the ready list.
+const READY: u32 = 1;
+/// `filed` of a slot in a bucket is its tick plus this (ticks are seconds since the clock's
+/// start, far below `u32::MAX - 2`).
+const FILED_BASE: u32 = 2;
 
 #[derive(Clone, Copy, Debug)]
-struct Link {
+pub(crate) struct Link {
     prev: u32,
     next: u32,
-    /// The tick whose bucket holds this slot, or READY / UNLINKED.
-    at: u32,
+    /// The tick whose bucket holds this slot (plus [`FILED_BASE`]), or READY / UNLINKED.
+    filed: u32,
 }
+
+// SAFETY: three u32s; all-zero is "not on the wheel" (UNLINKED, NIL links).
+unsafe impl crate::memory::ZeroIsValid for Link {}
 
 #[derive(Debug)]
 pub(crate) struct Wheel {
@@ -42,15 +49,7 @@ impl Wheel {
     pub(crate) fn new(capacity: usize, now: Secs) -> Self {
         Wheel {
             heads: vec![NIL; WHEEL_SLOTS as usize].into_boxed_slice(),
-            links: vec![
-                Link {
-                    prev: NIL,
-                    next: NIL,
-                    at: UNLINKED,
-                };
-                capacity
-            ]
-            .into_boxed_slice(),
+            links: crate::memory::zeroed_slice(capacity),
             current: now,
             ready: NIL,
         }
@@ -64,10 +63,10 @@ impl Wheel {
 
     /// The tick `slot` is filed under, if it is on the wheel.
     pub(crate) fn filed_at(&self, slot: u32) -> Option<Secs> {
-        match self.links[slot as usize].at {
+        match self.links[slot as usize].filed {
             UNLINKED => None,
             READY => Some(self.current),
-            at => Some(at),
+            filed => Some(filed - FILED_BASE),
         }
     }
 
@@ -87,15 +86,15 @@ impl Wheel {
         self.links[slot as usize] = Link {
             prev: NIL,
             next: head,
-            at,
+            filed: at + FILED_BASE,
         };
         self.heads[bucket] = slot + 1;
     }
 
     /// Takes `slot` off the wheel (no-op if it is not on it).
     pub(crate) fn cancel(&mut self, slot: u32) {
-        let Link { prev, next, at } = self.links[slot as usize];
-        if at == UNLINKED {
+        let Link { prev, next, filed } = self.links[slot as usize];
+        if filed == UNLINKED {
             return;
         }
         if next != NIL {
@@ -103,12 +102,12 @@ impl Wheel {
         }
         if prev != NIL {
             self.links[(prev - 1) as usize].next = next;
-        } else if at == READY {
+        } else if filed == READY {
             self.ready = next;
         } else {
-            self.heads[(at % WHEEL_SLOTS) as usize] = next;
+            self.heads[((filed - FILED_BASE) % WHEEL_SLOTS) as usize] = next;
         }
-        self.links[slot as usize].at = UNLINKED;
+        self.links[slot as usize].filed = UNLINKED;
     }
 
     /// The next slot whose bucket is due at `now`, taken off the wheel. The caller either
@@ -133,7 +132,7 @@ impl Wheel {
             let mut cur = self.ready;
             while cur != NIL {
                 let link = &mut self.links[(cur - 1) as usize];
-                link.at = READY;
+                link.filed = READY;
                 cur = link.next;
             }
         }
