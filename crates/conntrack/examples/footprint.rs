@@ -76,6 +76,10 @@ fn main() {
         println!("on_huge_pages_kb {kb}");
     }
     println!(
+        "memory_when_full {} (estimate, all arrays)",
+        memory_when_full(n, shards)
+    );
+    println!(
         "bytes_per_conn {:.1}",
         (after - before) as f64 / fill.max(1) as f64
     );

@@ -69,7 +69,7 @@ pub use key::{Addr, Endpoint, Family, FlowKey, Protocol, ServiceKey};
 pub use shard::Shard;
 pub use state::{Direction, ReturnPath, TableSet, TcpFlags, TcpState};
 pub use sync::SyncPolicy;
-pub use table::{Config, ConnTable, Options, ShardStats};
+pub use table::{Config, ConnTable, Options, ShardStats, memory_when_full};
 pub use template::{Persistence, PersistenceMask, TemplateKey};
 pub use timeouts::{Secs, SetTimeouts, Timeouts};
 

@@ -398,6 +398,27 @@ pub(crate) struct Applied {
     pub(crate) shortened: bool,
 }
 
+/// Bytes a table of `max_entries` over `shards` shards occupies when full: every array it
+/// allocates (slots, indexes, timer and half-open links, free list, retime queue). An empty
+/// table costs almost none of it: the arrays are zeroed allocations the kernel backs only as
+/// they are written (the bucket heads as entries hash into them, the rest as slots are used).
+pub fn memory_when_full(max_entries: usize, shards: usize) -> u64 {
+    let shards = shards.clamp(1, u16::MAX as usize);
+    let per_shard = max_entries.div_ceil(shards).clamp(1, u32::MAX as usize - 1) as u64;
+    let heads = |n: u64| n.max(16).next_power_of_two() * 4;
+    let per_entry = (std::mem::size_of::<Slot>() // the slot
+        + 12 // its timer wheel link
+        + 8 // its half-open list link
+        + 4) as u64; // its place on the free list
+    let retime = per_shard.clamp(64, 16 * 1024) * 16;
+    let one = per_shard * per_entry
+        + 2 * heads(per_shard) // inbound and outbound buckets
+        + heads(per_shard / 8) // template buckets
+        + retime
+        + u64::from(crate::wheel::WHEEL_SLOTS) * 4;
+    one * shards as u64
+}
+
 impl ConnTable {
     /// Builds a table and its shards; hand one [`Shard`] to each worker and keep clones of
     /// the [`ConnTable`] wherever lookups are needed.
