@@ -19,8 +19,10 @@ use xvs_dataplane::xdp::AttachMode;
 use crate::config::{DaemonConfig, Interfaces, SyncConfig};
 use crate::daemon::Dataplane;
 use crate::director::{DaemonArgs, ListRequest};
-use crate::listing::{ConnEntry, DataplaneInfo, ListData, PortInfo, Timeouts};
-use crate::metrics::{ConnTableMetrics, DataplaneMetrics, PortMetrics, WorkerMetrics};
+use crate::listing::{ConnEntry, DataplaneInfo, DefenseInfo, ListData, PortInfo, Timeouts};
+use crate::metrics::{
+    ConnTableMetrics, DataplaneMetrics, DefenseMetrics, PortMetrics, WorkerMetrics,
+};
 use xvs_dataplane::pipeline::counters::Drop;
 use xvs_dataplane::sync::{Role, SyncControl, SyncOptions};
 use xvs_forwarders::Reason;
@@ -28,6 +30,34 @@ use xvs_forwarders::Reason;
 /// Connections and templates per entry of IPVS's `size=` (its hash table): the table holds
 /// `conn_table_size * ENTRIES_PER_BUCKET` entries (4096 -> 262144 by default).
 pub const ENTRIES_PER_BUCKET: usize = 64;
+
+/// Refuses a connection table this machine could not hold when full: `xvs check` and the
+/// daemon's start say so in one line instead of the daemon dying on a failed allocation
+/// later. (An empty table costs almost nothing: its memory grows with its entries.)
+pub fn check_table_memory(conn_table_size: u32) -> Result<(), String> {
+    let entries = conn_table_size as usize * ENTRIES_PER_BUCKET;
+    let needed = xvs_conntrack::memory_when_full(entries, 1);
+    let Some(total) = memory_total() else {
+        return Ok(());
+    };
+    if needed <= total {
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    Err(format!(
+        "daemon.conn_table_size: {conn_table_size} ({entries} entries) needs {:.1} GiB when full, more than this machine's {:.1} GiB of memory",
+        gib(needed),
+        gib(total)
+    ))
+}
+
+/// MemTotal from /proc/meminfo, in bytes.
+fn memory_total() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
 
 /// The AF_XDP dataplane; `None` until started.
 #[derive(Default)]
@@ -65,6 +95,7 @@ impl Dataplane for AfXdpDataplane {
         table: &ServiceTableSpec,
         timeouts: &Timeouts,
     ) -> Result<(), String> {
+        check_table_memory(config.conn_table_size)?;
         let ifaces = match &config.interfaces {
             Some(Interfaces::OneArm { iface }) => vec![iface.clone()],
             Some(Interfaces::TwoArm { external, internal }) => {
@@ -92,6 +123,8 @@ impl Dataplane for AfXdpDataplane {
             },
             timeouts: *timeouts,
             io_ceiling: self.io_ceiling,
+            defense: config.defense,
+            icmp: config.icmp,
         };
         self.first_iface = runtime_config.ifaces[0].clone();
         let runtime = Runtime::start(&runtime_config, table).map_err(|e| e.to_string())?;
@@ -298,6 +331,21 @@ fn dataplane_info(runtime: &Runtime) -> DataplaneInfo {
         icmp_sent: frames.icmp_sent,
         local_delivered: frames.local_delivered,
         drops,
+        defense: defense_info(runtime),
+    }
+}
+
+/// The SYN-flood defence's counters and modes.
+fn defense_info(runtime: &Runtime) -> DefenseInfo {
+    let table = runtime.conn_table();
+    let status = table.defense_status();
+    let stats = table.stats();
+    DefenseInfo {
+        evicted: stats.evicted,
+        refused: stats.refused,
+        drop_entry: status.drop_entry as u8,
+        secure_tcp: status.secure_tcp as u8,
+        under_pressure: status.under_pressure,
     }
 }
 
@@ -384,6 +432,15 @@ fn dataplane_metrics(runtime: &Runtime) -> DataplaneMetrics {
             templates: table.stats.templates,
             refused: table.stats.refused,
             expired: table.stats.expired,
+        },
+        defense: {
+            let d = defense_info(runtime);
+            DefenseMetrics {
+                evicted: d.evicted,
+                drop_entry: d.drop_entry,
+                secure_tcp: d.secure_tcp,
+                under_pressure: d.under_pressure,
+            }
         },
         sync: runtime.sync().map(SyncControl::status),
     }

@@ -24,6 +24,7 @@ pub mod announce;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod defense;
 pub mod director;
 pub mod forwarding;
 pub mod health;

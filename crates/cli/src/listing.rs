@@ -293,6 +293,24 @@ pub struct DataplaneInfo {
     pub local_delivered: u64,
     /// Non-zero drop counters by reason, in a fixed order.
     pub drops: Vec<(String, u64)>,
+    /// The connection table's SYN-flood defence: evictions and modes.
+    #[serde(default)]
+    pub defense: DefenseInfo,
+}
+
+/// `--json`'s view of the SYN-flood defence (`[defense]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefenseInfo {
+    /// Half-open connections evicted for new entries (`drop_entry`).
+    pub evicted: u64,
+    /// New entries refused because the table was full.
+    pub refused: u64,
+    /// `drop_entry`'s mode now, IPVS's 0-3 (2: automatic and in force).
+    pub drop_entry: u8,
+    /// `secure_tcp`'s mode now.
+    pub secure_tcp: u8,
+    /// The table is above its pressure line.
+    pub under_pressure: bool,
 }
 
 /// `xvsadm --dataplane`: one line per port, then the frame counters and each drop reason.

@@ -5,6 +5,7 @@
 
 pub mod afxdp;
 pub mod ceiling;
+pub mod icmp_limit;
 pub mod local;
 pub mod memory_port;
 pub mod neigh;

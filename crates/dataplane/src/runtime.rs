@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use xvs_conntrack::{Config, ConnTable, Listed, Options, SetTimeouts, ShardStats};
+use xvs_conntrack::{Config, ConnTable, Defense, Listed, Options, SetTimeouts, ShardStats};
+
+use crate::icmp_limit::IcmpLimits;
 
 use crate::afxdp::{AfXdpPorts, CopyMode, XskConfig};
 use crate::ceiling::IoCeiling;
@@ -64,6 +66,10 @@ pub struct RuntimeConfig {
     /// Run the workers' I/O ceiling ([`crate::ceiling`]) instead of the pipeline: for
     /// `make bench-compare` only.
     pub io_ceiling: bool,
+    /// SYN-flood defence (`[defense]`).
+    pub defense: Defense,
+    /// Limits of the ICMP errors the director sends (`[icmp]`).
+    pub icmp: IcmpLimits,
 }
 
 /// Why the director could not start.
@@ -258,6 +264,7 @@ impl Runtime {
 
         let mut table_config = Config::new(queues as usize, config.max_connections);
         table_config.options = config.options;
+        table_config.defense = config.defense;
         let (conns, shards) = ConnTable::new(table_config);
         conns.timeouts().set(config.timeouts);
         let conn_capacity = shards.iter().map(|s| s.capacity() as u64).sum();
@@ -299,6 +306,9 @@ impl Runtime {
                 tracing::info!(iface = %config.ifaces[port], queue, af_xdp = %copy, xdp = %filter.mode(), "port open");
             }
             let worker_counters = Arc::new(WorkerCounters::default());
+            worker_counters
+                .icmp
+                .set_limits(config.icmp, queues as usize);
             counters.push(worker_counters.clone());
             let sync_port = Arc::new(SyncPort::default());
             sync_ports.push(sync_port.clone());
@@ -424,6 +434,11 @@ impl Runtime {
     /// IPVS behaviour switches.
     pub fn set_options(&self, options: Options) {
         self.conns.set_options(options);
+    }
+
+    /// Replaces the SYN-flood defence's settings (a reload).
+    pub fn set_defense(&self, defense: Defense) {
+        self.conns.set_defense(defense);
     }
 
     /// The service table in use.

@@ -152,7 +152,11 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Check { config } => match xvs_cli::config::load(&config) {
             // Valid by IPVS's rules; the AF_XDP dataplane must also be able to serve it.
-            Ok(loaded) => match xvs_dataplane::service::snapshot::check_supported(&loaded.table) {
+            Ok(loaded) => match xvs_dataplane::service::snapshot::check_supported(&loaded.table)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    xvs_cli::forwarding::check_table_memory(loaded.daemon.conn_table_size)
+                }) {
                 Ok(()) => {
                     println!("OK");
                     ExitCode::SUCCESS

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use xvs_dataplane::service::spec::{DestSpec, ServiceAddr, ServiceTableSpec};
 
 use crate::announce::AnnounceConfig;
+use crate::defense;
 use crate::director::{DaemonArgs, Edit};
 use crate::health::spec::{
     self as health, DestKey, HealthConfig, RawCheck, RawPassive, ServiceHealth,
@@ -27,7 +28,8 @@ use crate::ipvsadm::{self, Command, MAX_TIMEOUT};
 use crate::listing::{DEFAULT_CONN_TABLE_SIZE, Timeouts};
 use crate::names::Names;
 use crate::spelling::MethodWords;
-use xvs_conntrack::SyncPolicy;
+use xvs_conntrack::{Defense, SyncPolicy};
+use xvs_dataplane::icmp_limit::IcmpLimits;
 
 pub mod read;
 
@@ -91,6 +93,10 @@ pub struct DaemonConfig {
     pub metrics: MetricsConfig,
     /// Scale-out: hold the VIPs for a BGP daemon to announce (`[announce]`), if present.
     pub announce: Option<AnnounceConfig>,
+    /// SYN-flood defence of the connection table (`[defense]`, see [`crate::defense`]).
+    pub defense: Defense,
+    /// Rate limits of the ICMP errors the director sends (`[icmp]`).
+    pub icmp: IcmpLimits,
 }
 
 /// The `[metrics]` section.
@@ -132,6 +138,8 @@ impl Default for DaemonConfig {
             sync: SyncConfig::default(),
             metrics: MetricsConfig::default(),
             announce: None,
+            defense: defense::default_defense(),
+            icmp: IcmpLimits::default(),
         }
     }
 }
@@ -201,6 +209,8 @@ struct RawConfig {
     options: DirectorOptions,
     sync: RawSync,
     metrics: RawMetrics,
+    defense: defense::RawDefense,
+    icmp: defense::RawIcmp,
     announce: Option<RawAnnounce>,
     service: Option<Vec<RawService>>,
 }
@@ -456,6 +466,8 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
         errors.push("options.sloppy_sctp: xvs has no SCTP services (sloppy_tcp is for TCP)".into());
     }
     daemon.sync = sync_config(raw.sync, &mut errors);
+    daemon.defense = defense::defense(raw.defense, &mut errors);
+    daemon.icmp = defense::icmp(raw.icmp, &mut errors);
     if let Some(text) = raw.metrics.listen {
         match text.parse::<SocketAddr>() {
             Ok(addr) => daemon.metrics.listen = Some(addr),

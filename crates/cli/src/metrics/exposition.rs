@@ -157,6 +157,7 @@ impl Collector for ScrapeCollector {
         }
         if let Some(dataplane) = &scrape.dataplane {
             xvs_dataplane(&mut encoder, dataplane)?;
+            xvs_defense(&mut encoder, dataplane)?;
             xvs_sync(&mut encoder, dataplane)?;
         }
         Ok(())
@@ -496,6 +497,39 @@ fn xvs_dataplane(encoder: &mut DescriptorEncoder, d: &DataplaneMetrics) -> fmt::
     )
 }
 
+/// The connection table's SYN-flood defence.
+fn xvs_defense(encoder: &mut DescriptorEncoder, d: &DataplaneMetrics) -> fmt::Result {
+    let f = &d.defense;
+    single(
+        encoder,
+        "xvs_conntrack_evicted",
+        "Half-open connections evicted from the connection table to make room for new ones (defense.drop_entry).",
+        MetricType::Counter,
+        f.evicted,
+    )?;
+    single(
+        encoder,
+        "xvs_defense_drop_entry",
+        "The drop_entry defence's mode now: 0 off, 1 automatic, 2 automatic and in force, 3 always.",
+        MetricType::Gauge,
+        u64::from(f.drop_entry),
+    )?;
+    single(
+        encoder,
+        "xvs_defense_secure_tcp",
+        "The secure_tcp defence's mode now: 0 off, 1 automatic, 2 automatic and in force, 3 always.",
+        MetricType::Gauge,
+        u64::from(f.secure_tcp),
+    )?;
+    single(
+        encoder,
+        "xvs_defense_under_pressure",
+        "1 while the connection table is above its pressure line (defense.pressure_percent).",
+        MetricType::Gauge,
+        u64::from(f.under_pressure),
+    )
+}
+
 /// The connection sync daemons.
 fn xvs_sync(encoder: &mut DescriptorEncoder, d: &DataplaneMetrics) -> fmt::Result {
     let Some(s) = &d.sync else {
@@ -597,7 +631,9 @@ fn xvs_sync(encoder: &mut DescriptorEncoder, d: &DataplaneMetrics) -> fmt::Resul
 mod tests {
     use super::*;
     use crate::listing::{DestEntry, ServiceEntry};
-    use crate::metrics::{BackendHealth, ConnTableMetrics, PortMetrics, WorkerMetrics};
+    use crate::metrics::{
+        BackendHealth, ConnTableMetrics, DefenseMetrics, PortMetrics, WorkerMetrics,
+    };
     use xvs_dataplane::service::spec::{DestSpec, ForwardMethod, Protocol, ServiceSpec};
 
     fn service(addr: ServiceAddr, rips: &[(&str, u16, u32)]) -> ServiceEntry {
@@ -762,6 +798,33 @@ mod tests {
             assert!(lines.contains(&line.as_str()), "missing {line:?} in\n{text}");
         }
         assert!(!text.contains("xvs_sync_"), "no sync families without sync");
+    }
+
+    #[test]
+    fn the_defence_exports_its_evictions_and_modes() {
+        let text = render(Scrape {
+            services: Vec::new(),
+            dataplane: Some(DataplaneMetrics {
+                defense: DefenseMetrics {
+                    evicted: 12345,
+                    drop_entry: 2,
+                    secure_tcp: 1,
+                    under_pressure: true,
+                },
+                ..Default::default()
+            }),
+            health: Vec::new(),
+            announce: None,
+        });
+        let lines = samples(&text);
+        for line in [
+            "xvs_conntrack_evicted_total 12345",
+            "xvs_defense_drop_entry 2",
+            "xvs_defense_secure_tcp 1",
+            "xvs_defense_under_pressure 1",
+        ] {
+            assert!(lines.contains(&line), "missing {line:?} in\n{text}");
+        }
     }
 
     #[test]

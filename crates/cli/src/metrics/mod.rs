@@ -64,6 +64,8 @@ pub struct DataplaneMetrics {
     pub drops: Vec<(String, u64)>,
     /// The connection table.
     pub conn_table: ConnTableMetrics,
+    /// Its SYN-flood defence.
+    pub defense: DefenseMetrics,
     /// The connection sync daemons and their counters, when the dataplane runs sync.
     pub sync: Option<SyncStatus>,
 }
@@ -118,6 +120,19 @@ pub struct ConnTableMetrics {
     pub refused: u64,
     /// Entries removed by their timer.
     pub expired: u64,
+}
+
+/// The SYN-flood defence of the connection table (`[defense]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DefenseMetrics {
+    /// Half-open connections evicted for new entries (`drop_entry`).
+    pub evicted: u64,
+    /// `drop_entry`'s mode now, IPVS's 0-3 (2: automatic and in force).
+    pub drop_entry: u8,
+    /// `secure_tcp`'s mode now.
+    pub secure_tcp: u8,
+    /// The table is above its pressure line.
+    pub under_pressure: bool,
 }
 
 /// One real server's health, as a health checker reports it.

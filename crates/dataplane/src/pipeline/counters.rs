@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use xvs_forwarders::Reason;
 
+use crate::icmp_limit::IcmpLimiter;
 use crate::service::snapshot::MAX_DESTS;
 
 /// Why the pipeline dropped a frame, beyond the forwarders' parse and rewrite reasons.
@@ -36,11 +37,14 @@ pub enum Drop {
     /// A packet for a local real server could not be handed to the kernel (no TUN device,
     /// or its write failed).
     LocalDeliveryFailed,
+    /// An ICMP error the director would have sent was over its rate limit
+    /// ([`IcmpLimiter`]).
+    IcmpRateLimited,
 }
 
 impl Drop {
     /// Every variant, in discriminant order.
-    pub const ALL: [Drop; 10] = [
+    pub const ALL: [Drop; 11] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::NoDestAvailable,
@@ -51,6 +55,7 @@ impl Drop {
         Drop::IcmpNoConnection,
         Drop::Refused,
         Drop::LocalDeliveryFailed,
+        Drop::IcmpRateLimited,
     ];
     /// Number of variants.
     pub const COUNT: usize = Self::ALL.len();
@@ -68,6 +73,7 @@ impl Drop {
             Drop::IcmpNoConnection => "icmp_no_connection",
             Drop::Refused => "refused",
             Drop::LocalDeliveryFailed => "local_delivery_failed",
+            Drop::IcmpRateLimited => "icmp_rate_limited",
         }
     }
 }
@@ -134,6 +140,8 @@ pub struct WorkerCounters {
     /// most `2^k` frames (1, 2, 4 ... 64), so an operator sees whether the worker keeps up
     /// (small batches) or is saturated (full ones).
     pub rx_batches: [AtomicU64; RX_BATCH_BUCKETS],
+    /// The worker's ICMP error rate limiter: single-writer cells like the counters.
+    pub icmp: IcmpLimiter,
 }
 
 /// Buckets of [`WorkerCounters::rx_batches`]: 1, 2, 4, 8, 16, 32 and 64 frames.
@@ -151,6 +159,7 @@ impl Default for WorkerCounters {
             local_delivered: AtomicU64::new(0),
             rx_batches: Default::default(),
             ports: Default::default(),
+            icmp: IcmpLimiter::default(),
         }
     }
 }

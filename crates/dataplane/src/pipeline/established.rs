@@ -117,6 +117,7 @@ impl Pipeline {
                 dr::readdress(frame, view, &hop.egress),
                 hop.port,
                 ingress,
+                view.src,
             );
             if let Verdict::Transmit { .. } = verdict {
                 add(&counters.tx_frames, 1);

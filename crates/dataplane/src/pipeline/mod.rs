@@ -657,7 +657,7 @@ impl Pipeline {
             add(&cells.out_bytes, u64::from(view.ip_total_len));
         }
         let vip = socket(conn.vip);
-        relay(shared, view.dst, ingress, |egress| {
+        relay(shared, view.dst, ingress, view.src, |egress| {
             nat::rewrite_outbound(frame, view, vip, egress)
         })
     }
@@ -693,7 +693,11 @@ impl Pipeline {
                 .table()
                 .lookup_inbound_any(&key)
                 .ok_or(Drop::IcmpNoConnection)?;
-            return relay(shared, sender, ingress, |egress| {
+            // The director itself tells the client: rate limited as its own errors are.
+            if !shared.counters.icmp.allow(sender) {
+                return Err(Drop::IcmpRateLimited);
+            }
+            return relay(shared, sender, ingress, view.src, |egress| {
                 icmp::answer_tunnel_error(frame, view, &error, egress)
             });
         }
@@ -729,7 +733,7 @@ impl Pipeline {
                     ingress,
                 );
             }
-            return relay(shared, *target.ip(), ingress, |egress| {
+            return relay(shared, *target.ip(), ingress, view.src, |egress| {
                 icmp::rewrite_toward_real_server(frame, view, &error, target, egress)
             });
         }
@@ -740,7 +744,7 @@ impl Pipeline {
             .lookup_outbound(&key)
             .ok_or(Drop::IcmpNoConnection)?;
         let vip = socket(conn.vip);
-        relay(shared, sender, ingress, |egress| {
+        relay(shared, sender, ingress, view.src, |egress| {
             icmp::rewrite_toward_client(frame, view, &error, vip, egress)
         })
     }
@@ -988,7 +992,7 @@ fn forward(
         ForwardMethod::Masq => nat::rewrite_inbound(frame, view, target, &hop.egress),
         ForwardMethod::Route => dr::forward(frame, view, &hop.egress),
     };
-    finish(counters, result, hop.port, ingress)
+    finish(counters, result, hop.port, ingress, view.src)
 }
 
 /// A packet for a local real server: its IP datagram, unchanged (still to VIP:port, as IPVS
@@ -1011,16 +1015,23 @@ fn deliver_locally(shared: &Shared, frame: &Frame<'_>, view: &PacketView) -> Ver
 }
 
 /// Looks the egress toward `to` up, lets `rewrite` build the frame for it, and turns the
-/// result into a verdict (see [`finish`]).
+/// result into a verdict (see [`finish`]; `sender` sent the packet being rewritten).
 #[inline]
 fn relay(
     shared: &Shared,
     to: Ipv4Addr,
     ingress: u8,
+    sender: Ipv4Addr,
     rewrite: impl FnOnce(&Egress) -> Result<Transmit, Reason>,
 ) -> Result<Verdict, Drop> {
     let (port, egress) = egress_to(shared, to)?;
-    Ok(finish(&shared.counters, rewrite(&egress), port, ingress))
+    Ok(finish(
+        &shared.counters,
+        rewrite(&egress),
+        port,
+        ingress,
+        sender,
+    ))
 }
 
 /// The outer source of tunnels to `real_server`: the configured one, else, as IPVS takes the
@@ -1056,17 +1067,22 @@ fn egress_to(shared: &Shared, dst: Ipv4Addr) -> Result<(u8, Egress), Drop> {
 }
 
 /// Turns a rewrite result into a verdict: forward on `port`, or return an ICMP error the
-/// forwarders built to the sender on the ingress port.
+/// forwarders built to `sender` on the ingress port, if its rate limit allows.
 #[inline]
 fn finish(
     counters: &WorkerCounters,
     result: Result<Transmit, Reason>,
     port: u8,
     ingress: u8,
+    sender: Ipv4Addr,
 ) -> Verdict {
     match result {
         Ok(Transmit::Forward) => Verdict::Transmit { port },
         Ok(Transmit::FragmentationNeededToSender | Transmit::TimeExceededToSender) => {
+            if !counters.icmp.allow(sender) {
+                counters.drop(Drop::IcmpRateLimited);
+                return Verdict::Drop;
+            }
             add(&counters.icmp_sent, 1);
             Verdict::Transmit { port: ingress }
         }
