@@ -575,6 +575,38 @@ fn too_big_df_packets_get_fragmentation_needed_back_on_the_ingress_port() {
 }
 
 #[test]
+fn a_flood_of_oversized_packets_gets_rate_limited_fragmentation_needed() {
+    let mut lab = Lab::new(ForwardMethod::Tunnel, "rr", Protocol::Udp);
+    let mut answered = 0;
+    for n in 0..40u16 {
+        let big = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+            .ipv4(CLIENT, VIP, 64)
+            .udp(5000 + n, 80);
+        let mut frame = Vec::new();
+        big.write(&mut frame, &[0u8; 1472]).unwrap();
+        set_df(&mut frame);
+        let (verdict, out) = lab.run(&frame, 0);
+        if verdict == (Verdict::Transmit { port: 0 }) {
+            let p = parse_back(&out);
+            assert_eq!(p.ip.destination, CLIENT);
+            assert_eq!((p.payload[0], p.payload[1]), (3, 4));
+            answered += 1;
+        } else {
+            assert_eq!(verdict, Verdict::Drop);
+        }
+    }
+    // Linux's defaults: a burst of 6 to one destination, then one a second (a 7th only if
+    // this loop took over a second).
+    assert!((6..=7).contains(&answered), "answered {answered}");
+    assert_eq!(
+        lab.counters.drops_of(Drop::IcmpRateLimited),
+        40 - answered
+    );
+    let sent = lab.counters.icmp_sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(sent, answered);
+}
+
+#[test]
 fn a_syn_reusing_a_closed_connections_tuple_is_scheduled_afresh() {
     // NAT, where the director sees both directions and a connection reaches TIME_WAIT
     // (DR connections end in FIN_WAIT, which IPVS's default conn_reuse_mode leaves alone).
