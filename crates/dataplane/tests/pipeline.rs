@@ -598,11 +598,11 @@ fn a_flood_of_oversized_packets_gets_rate_limited_fragmentation_needed() {
     // Linux's defaults: a burst of 6 to one destination, then one a second (a 7th only if
     // this loop took over a second).
     assert!((6..=7).contains(&answered), "answered {answered}");
-    assert_eq!(
-        lab.counters.drops_of(Drop::IcmpRateLimited),
-        40 - answered
-    );
-    let sent = lab.counters.icmp_sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(lab.counters.drops_of(Drop::IcmpRateLimited), 40 - answered);
+    let sent = lab
+        .counters
+        .icmp_sent
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(sent, answered);
 }
 

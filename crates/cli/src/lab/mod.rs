@@ -128,6 +128,11 @@ impl Lab {
         })
     }
 
+    /// The director's process id, while it runs (for its memory in /proc).
+    pub fn director_pid(&self) -> Option<u32> {
+        self.director.pid()
+    }
+
     /// The director's log so far.
     pub fn director_log(&self) -> String {
         self.director.log()
