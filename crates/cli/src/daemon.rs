@@ -131,6 +131,9 @@ pub trait Dataplane: Send + 'static {
         None
     }
 
+    /// A reload's `[defense]` settings (SYN-flood defence of the connection table).
+    fn set_defense(&mut self, _defense: &xvs_conntrack::Defense) {}
+
     /// Stops forwarding (SIGTERM/SIGINT).
     fn stop(&mut self);
 
@@ -340,6 +343,11 @@ impl<P: Dataplane> DataplaneDirector<P> {
         self.dataplane.configure_sync(sync)?;
         self.file_sync = sync.clone();
         Ok(())
+    }
+
+    /// Applies a reload's `[defense]` settings.
+    pub fn reload_defense(&mut self, defense: &xvs_conntrack::Defense) {
+        self.dataplane.set_defense(defense);
     }
 
     /// The configured table.
@@ -567,11 +575,12 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
             }
             // [announce] device, addresses and interval change on restart; drain at once.
             d.reload_drain(loaded.daemon.announce.as_ref().is_some_and(|a| a.drain));
+            d.reload_defense(&loaded.daemon.defense);
             tracing::info!(
                 file = %path.display(),
                 services = d.table().services.len(),
                 checks = d.health_config().checks().count(),
-                "reloaded (interfaces, queues, cores, socket and metrics.listen change on restart only)"
+                "reloaded (interfaces, queues, cores, socket, conn_table_size, metrics.listen and [icmp] change on restart only)"
             );
             true
         }

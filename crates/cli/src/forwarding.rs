@@ -135,6 +135,12 @@ impl Dataplane for AfXdpDataplane {
         Ok(())
     }
 
+    fn set_defense(&mut self, defense: &xvs_conntrack::Defense) {
+        if let Some(runtime) = &self.runtime {
+            runtime.set_defense(*defense);
+        }
+    }
+
     fn check(&self, table: &ServiceTableSpec) -> Result<(), String> {
         check_supported(table).map_err(|e| e.to_string())?;
         if let Some(runtime) = &self.runtime {

@@ -279,7 +279,18 @@ fn real_clients_are_served_through_a_syn_flood_that_fills_the_table() {
     println!("first client errors: {:?}", seen.errors);
     println!("{}", lab.xvsadm("--dataplane").unwrap_or_default());
     for rs in &lab.topology.real_servers {
-        let nstat = rs.ns.exec("nstat", &["-az", "TcpExtListenOverflows", "TcpExtListenDrops", "TcpExtSyncookiesSent", "TcpExtSyncookiesRecv", "TcpExtTCPReqQFullDrop", "TcpExtTCPReqQFullDoCookies"]);
+        let nstat = rs.ns.exec(
+            "nstat",
+            &[
+                "-az",
+                "TcpExtListenOverflows",
+                "TcpExtListenDrops",
+                "TcpExtSyncookiesSent",
+                "TcpExtSyncookiesRecv",
+                "TcpExtTCPReqQFullDrop",
+                "TcpExtTCPReqQFullDoCookies",
+            ],
+        );
         if let Ok(o) = nstat {
             println!("{}: {}", rs.name, String::from_utf8_lossy(&o.stdout));
         }

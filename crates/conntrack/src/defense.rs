@@ -220,8 +220,18 @@ impl DefenseState {
         after.in_force()
     }
 
-    /// Replaces the settings; the automatic modes are re-evaluated at the next second.
+    /// Replaces the settings (a reload). An automatic mode already in force stays in force
+    /// (a reload during a flood does not lift the defence); the next second re-evaluates.
     pub(crate) fn set(&self, d: Defense, timeouts: &Timeouts) -> bool {
+        let keep = |new: DefenseMode, now: DefenseMode| match (new, now) {
+            (DefenseMode::Auto, DefenseMode::AutoOn) => DefenseMode::AutoOn,
+            (new, _) => new,
+        };
+        let d = Defense {
+            drop_entry: keep(d.drop_entry, self.drop_entry()),
+            secure_tcp: keep(d.secure_tcp, self.secure_tcp()),
+            ..d
+        };
         self.store(d);
         self.evaluated.store(0, Ordering::Relaxed);
         let secure = d.secure_tcp.in_force();
@@ -360,6 +370,26 @@ mod tests {
         assert_eq!(Always.step(false), Always);
         assert!(!Auto.in_force() && AutoOn.in_force() && Always.in_force());
         assert_eq!(DefenseMode::from_u8(4), None);
+    }
+
+    #[test]
+    fn a_reload_during_pressure_keeps_the_defence_in_force() {
+        let t = Timeouts::default();
+        let auto = Defense {
+            drop_entry: DefenseMode::Auto,
+            secure_tcp: DefenseMode::Auto,
+            secure_syn_recv_timeout: 7,
+            ..Defense::default()
+        };
+        let s = DefenseState::new(auto);
+        s.evaluate(true, &t);
+        assert!(s.set(auto, &t));
+        assert_eq!(s.status().secure_tcp, DefenseMode::AutoOn);
+        assert_eq!(t.for_state(crate::Protocol::Tcp, TcpState::SynRecv), 7);
+        // Turning it off is obeyed at once.
+        assert!(!s.set(Defense::default(), &t));
+        assert_eq!(s.status().drop_entry, DefenseMode::Off);
+        assert_eq!(t.for_state(crate::Protocol::Tcp, TcpState::SynRecv), 60);
     }
 
     #[test]
