@@ -24,14 +24,14 @@
 //! one client at the same instant may each create one, and both are valid.
 //!
 //! ## A full table
-//! Each shard has a fixed number of slots (`max_entries / shards`, allocated up front, so
-//! memory is bounded and the hot path never allocates). When no slot is free a new flow is
-//! **refused and counted** ([`ShardStats::refused`]); nothing is evicted. The reasons: the
-//! usual cause of a full table is a SYN flood, and evicting "the oldest idle" entry under a
-//! flood would throw out established flows to make room for spoofed ones, while refusing keeps
-//! every existing flow working (the requirement) and mirrors IPVS/DPVS, which fail the
-//! allocation ("no memory for connection"). Refused SYNs are retried by real clients; idle
-//! entries still leave on their own timers.
+//! Each shard has a fixed number of slots (`max_entries / shards`, reserved up front as
+//! zeroed memory that becomes resident as it is used, so memory is bounded and the hot path
+//! never allocates). When no slot is free a new flow is **refused and counted**
+//! ([`ShardStats::refused`]), unless the SYN-flood defence's `drop_entry` is on
+//! ([`crate::defense`]): then the shard's oldest *half-open* connection is evicted for it
+//! ([`ShardStats::evicted`]). Evicting "the oldest idle" entry would throw out established
+//! flows to make room for spoofed ones; evicting only connections that never completed a
+//! handshake keeps every established flow working while real clients still get in.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
