@@ -83,6 +83,48 @@ fn check_prints_ok_or_the_problems() {
 }
 
 #[test]
+fn check_refuses_a_table_larger_than_the_machines_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |size: u32| {
+        let path = dir.path().join(format!("size-{size}.toml"));
+        std::fs::write(&path, format!("[daemon]\nconn_table_size = {size}\n")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_xvs"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .map(|kib: u64| kib * 1024)
+        .unwrap();
+    // 2^26 x 64 entries: about half a terabyte when full.
+    let largest = 1 << 26;
+    let needed = xvs_conntrack::memory_when_full(largest as usize * 64, 1);
+    let (ok, text) = check(largest);
+    if needed > total {
+        assert!(!ok, "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains("daemon.conn_table_size: 67108864 (4294967296 entries) needs")
+                && text.contains("GiB when full, more than this machine's"),
+            "{text}"
+        );
+    } else {
+        assert!(ok, "{text}");
+    }
+    // The smallest always fits.
+    assert_eq!(check(256), (true, "OK\n".to_string()));
+}
+
+#[test]
 fn run_reload_and_stop() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("xvs.toml");
