@@ -81,8 +81,9 @@ pub struct Defense {
     /// Hardened state tables and the shorter SYN_RECV timeout: under pressure (1, 2),
     /// always (3) or never (0).
     pub secure_tcp: DefenseMode,
-    /// The table is under pressure while its entries exceed this percentage of its
-    /// capacity (IPVS's `amemthresh`, counted in table slots instead of free pages).
+    /// The table comes under pressure when its entries exceed this percentage of its
+    /// capacity (IPVS's `amemthresh`, counted in table slots instead of free pages), and
+    /// stays under it until they are down to half that.
     pub pressure_percent: u8,
     /// SYN_RECV timeout without `secure_tcp` (IPVS: 60 s).
     pub syn_recv_timeout: Secs,
@@ -183,6 +184,20 @@ impl DefenseState {
     #[inline]
     pub(crate) fn above_line(&self, used: usize, capacity: usize) -> bool {
         used * 100 > capacity * usize::from(self.pressure_percent.load(Ordering::Relaxed))
+    }
+
+    /// Whether the table is under pressure with `used` of `capacity` entries: it comes
+    /// above the pressure line and ends at half of it. Without that hysteresis `secure_tcp`
+    /// would flap under a steady flood: its short timeouts bring the fill under the line,
+    /// the normal ones then fill the table with minute-long entries again.
+    pub(crate) fn pressure(&self, used: usize, capacity: usize) -> bool {
+        let line = usize::from(self.pressure_percent.load(Ordering::Relaxed));
+        let line = if self.under_pressure.load(Ordering::Relaxed) {
+            line / 2
+        } else {
+            line
+        };
+        used * 100 > capacity * line
     }
 
     pub(crate) fn status(&self) -> DefenseStatus {
@@ -409,5 +424,21 @@ mod tests {
         assert_eq!(t.for_state(crate::Protocol::Tcp, TcpState::SynRecv), 30);
         assert_eq!(t.for_state(crate::Protocol::Tcp, TcpState::SynAck), 120);
         assert!(s.above_line(91, 100) && !s.above_line(90, 100));
+    }
+
+    #[test]
+    fn pressure_starts_above_the_line_and_ends_at_half_of_it() {
+        let t = Timeouts::default();
+        let s = DefenseState::new(Defense {
+            pressure_percent: 80,
+            ..Defense::default()
+        });
+        assert!(!s.pressure(80, 100));
+        assert!(s.pressure(81, 100));
+        s.evaluate(true, &t);
+        assert!(s.pressure(41, 100), "still under pressure above 40%");
+        assert!(!s.pressure(40, 100));
+        s.evaluate(false, &t);
+        assert!(!s.pressure(79, 100));
     }
 }

@@ -541,7 +541,7 @@ impl ConnTable {
                 s.stats.conns.load(Ordering::Relaxed) + s.stats.templates.load(Ordering::Relaxed)
             })
             .sum();
-        let pressure = i.defense.above_line(used as usize, i.capacity);
+        let pressure = i.defense.pressure(used as usize, i.capacity);
         let by_defense = i.defense.evaluate(pressure, &i.timeouts);
         let option = i.secure_tcp_option.load(Ordering::Relaxed);
         i.secure_tcp.store(option || by_defense, Ordering::Relaxed);
