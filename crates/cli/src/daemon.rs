@@ -131,8 +131,9 @@ pub trait Dataplane: Send + 'static {
         None
     }
 
-    /// A reload's `[defense]` settings (SYN-flood defence of the connection table).
-    fn set_defense(&mut self, _defense: &xvs_conntrack::Defense) {}
+    /// A reload's `[defense]` and `[icmp]` settings (SYN-flood defence of the connection
+    /// table, limits of the ICMP errors the director sends).
+    fn set_flood_limits(&mut self, _config: &DaemonConfig) {}
 
     /// Stops forwarding (SIGTERM/SIGINT).
     fn stop(&mut self);
@@ -345,9 +346,9 @@ impl<P: Dataplane> DataplaneDirector<P> {
         Ok(())
     }
 
-    /// Applies a reload's `[defense]` settings.
-    pub fn reload_defense(&mut self, defense: &xvs_conntrack::Defense) {
-        self.dataplane.set_defense(defense);
+    /// Applies a reload's `[defense]` and `[icmp]` settings.
+    pub fn reload_flood_limits(&mut self, config: &DaemonConfig) {
+        self.dataplane.set_flood_limits(config);
     }
 
     /// The configured table.
@@ -575,12 +576,12 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
             }
             // [announce] device, addresses and interval change on restart; drain at once.
             d.reload_drain(loaded.daemon.announce.as_ref().is_some_and(|a| a.drain));
-            d.reload_defense(&loaded.daemon.defense);
+            d.reload_flood_limits(&loaded.daemon);
             tracing::info!(
                 file = %path.display(),
                 services = d.table().services.len(),
                 checks = d.health_config().checks().count(),
-                "reloaded (interfaces, queues, cores, socket, conn_table_size, metrics.listen and [icmp] change on restart only)"
+                "reloaded (interfaces, queues, cores, socket, conn_table_size and metrics.listen change on restart only)"
             );
             true
         }

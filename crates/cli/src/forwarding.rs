@@ -135,9 +135,10 @@ impl Dataplane for AfXdpDataplane {
         Ok(())
     }
 
-    fn set_defense(&mut self, defense: &xvs_conntrack::Defense) {
+    fn set_flood_limits(&mut self, config: &DaemonConfig) {
         if let Some(runtime) = &self.runtime {
-            runtime.set_defense(*defense);
+            runtime.set_defense(config.defense);
+            runtime.set_icmp_limits(config.icmp);
         }
     }
 

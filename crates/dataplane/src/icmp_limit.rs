@@ -10,9 +10,10 @@
 //! Each worker has its own limiter: the per-destination buckets are a small direct-mapped
 //! table (a destination that collides takes the slot over with a full bucket; the global
 //! bucket still bounds the total), and the global rate is split evenly among the workers.
-//! Its cells have a single writer (the worker) and are relaxed atomics only so the limiter
-//! can live beside the worker's counters; nothing is allocated or locked per packet, and the
-//! clock is read only when an error is about to be sent.
+//! Its cells have a single writer (the worker; a reload resets them from the control thread)
+//! and are relaxed atomics so the limiter can live beside the worker's counters; nothing is
+//! allocated or locked per packet, and the clock is read only when an error is about to be
+//! sent.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -142,6 +142,8 @@ pub struct Runtime {
     resolve: Arc<ResolveQueue>,
     sync: Option<SyncControl>,
     local: Arc<OnceLock<LocalDelivery>>,
+    /// The workers' counters, whose ICMP limiters a reload re-configures.
+    icmp_limiters: Vec<Arc<WorkerCounters>>,
 }
 
 /// Stops and joins the workers of a start that failed halfway.
@@ -362,6 +364,7 @@ impl Runtime {
             started.handles.push(handle);
         }
 
+        let icmp_limiters = counters.clone();
         let stats = Arc::new(Mutex::new(StatsRollup::new(counters)));
         resolve_next_hops(&routes, &first, &resolve);
         let side = spawn_side_thread(SideThread {
@@ -390,6 +393,7 @@ impl Runtime {
             resolve,
             sync: Some(sync),
             local,
+            icmp_limiters,
         })
     }
 
@@ -439,6 +443,15 @@ impl Runtime {
     /// Replaces the SYN-flood defence's settings (a reload).
     pub fn set_defense(&self, defense: Defense) {
         self.conns.set_defense(defense);
+    }
+
+    /// Replaces the limits of the ICMP errors the workers send (a reload). The workers'
+    /// buckets start afresh; a worker sending an error at that instant may see the old
+    /// limit for it (the cells are relaxed atomics).
+    pub fn set_icmp_limits(&self, limits: IcmpLimits) {
+        for counters in &self.icmp_limiters {
+            counters.icmp.set_limits(limits, self.icmp_limiters.len());
+        }
     }
 
     /// The service table in use.
