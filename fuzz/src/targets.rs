@@ -21,7 +21,11 @@ pub fn parse(data: &[u8]) {
     let got = xvs_forwarders::parse_bytes(&bytes);
     assert_eq!(got, reference::parse(&bytes), "parse_bytes vs etherparse");
     if let Some(common) = xvs_forwarders::parse_common(&bytes) {
-        assert_eq!(Ok(common), got, "the fast path's parse_common vs parse_bytes");
+        assert_eq!(
+            Ok(common),
+            got,
+            "the fast path's parse_common vs parse_bytes"
+        );
     }
 
     let headroom = 28;
