@@ -406,6 +406,8 @@ fn pool_servers(pool: u8, protocol: Protocol, vport: u16) -> Vec<(Ipv4Addr, Forw
         (0, _) => 0,
         (_, Protocol::Tcp) => NAT_TCP_PORT,
         (_, Protocol::Udp) => NAT_UDP_PORT,
+        // Services are TCP or UDP only (the model refuses ICMP); no port to map.
+        (_, Protocol::Icmp) => 0,
     };
     let pair =
         |servers: [Ipv4Addr; 2], method, port| servers.iter().map(|&a| (a, method, port)).collect();
