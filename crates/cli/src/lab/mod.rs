@@ -831,69 +831,117 @@ pub struct ConversationReport {
 /// ms for a while and reads every answer (`servers::CONVERSATION`). Runs on its own; see
 /// [`Conversation::finish`]. Dropping it kills the client.
 pub struct Conversation {
-    child: Child,
-    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    reader: Option<std::thread::JoinHandle<String>>,
-    ends: Instant,
+    run: ScriptRun,
 }
 
 impl Conversation {
     /// Starts it from `client` to `vip`, sending for `duration`.
     pub fn start(client: &Namespace, vip: &str, duration: Duration) -> LabResult<Conversation> {
-        let mut child = client
-            .command(servers::python())
-            .args([
-                "-c",
-                servers::CONVERSATION,
-                vip,
-                &LINES_PORT.to_string(),
-                &format!("{:.3}", duration.as_secs_f64()),
-            ])
+        let mut command = client.command(servers::python());
+        command.args([
+            "-c",
+            servers::CONVERSATION,
+            vip,
+            &LINES_PORT.to_string(),
+            &format!("{:.3}", duration.as_secs_f64()),
+        ]);
+        let run = ScriptRun::spawn(
+            command,
+            "conversation",
+            |line, answered| {
+                let is_answer = line.starts_with("answer ");
+                if is_answer {
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                is_answer
+            },
+            // Connecting (3 s at most), sending, the 1 s grace, and some slack.
+            duration + Duration::from_secs(10),
+        )?;
+        Ok(Conversation { run })
+    }
+
+    /// Answers received so far.
+    pub fn answered(&self) -> u64 {
+        self.run.answered()
+    }
+
+    /// Waits until `n` answers have come, for `limit` at most.
+    pub fn wait_answered(&self, n: u64, limit: Duration) -> LabResult<()> {
+        self.run.wait_answered(n, limit)
+    }
+
+    /// Waits for the conversation to end and returns its report.
+    pub fn finish(self) -> LabResult<ConversationReport> {
+        self.run.finish()
+    }
+}
+
+/// A client script run in a namespace that prints progress lines while it runs and, last,
+/// its report as one JSON line: the long-lived conversations of the labs' tests. Dropping it
+/// kills the script.
+pub(crate) struct ScriptRun {
+    child: Child,
+    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    reader: Option<std::thread::JoinHandle<String>>,
+    ends: Instant,
+    what: &'static str,
+}
+
+impl ScriptRun {
+    /// Starts `command` (its stdout is read here); `progress` takes each line and returns
+    /// true if it was a progress line (it may update the answer count), false for a line
+    /// that may be the report. The script must end within `limit`.
+    pub(crate) fn spawn(
+        mut command: Command,
+        what: &'static str,
+        progress: fn(&str, &std::sync::atomic::AtomicU64) -> bool,
+        limit: Duration,
+    ) -> LabResult<ScriptRun> {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| LabError(format!("cannot start the conversation: {e}")))?;
+            .map_err(|e| LabError(format!("cannot start the {what}: {e}")))?;
         let stdout = child
             .stdout
             .take()
-            .ok_or_else(|| LabError("the conversation has no stdout".into()))?;
+            .ok_or_else(|| LabError(format!("the {what} has no stdout")))?;
         let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = answered.clone();
         let reader = std::thread::spawn(move || {
             let mut last = String::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("answer ") {
-                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                } else {
+                if !progress(&line, &counter) {
                     last = line;
                 }
             }
             last
         });
-        Ok(Conversation {
+        Ok(ScriptRun {
             child,
             answered,
             reader: Some(reader),
-            // Connecting (3 s at most), sending, the 1 s grace, and some slack.
-            ends: Instant::now() + duration + Duration::from_secs(10),
+            ends: Instant::now() + limit,
+            what,
         })
     }
 
     /// Answers received so far.
-    pub fn answered(&self) -> u64 {
+    pub(crate) fn answered(&self) -> u64 {
         self.answered.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until `n` answers have come, for `limit` at most.
-    pub fn wait_answered(&self, n: u64, limit: Duration) -> LabResult<()> {
-        wait_for(&format!("{n} answers in the conversation"), limit, || {
-            self.answered() >= n
-        })
+    pub(crate) fn wait_answered(&self, n: u64, limit: Duration) -> LabResult<()> {
+        let what = format!("{n} answers in the {}", self.what);
+        wait_for(&what, limit, || self.answered() >= n)
     }
 
-    /// Waits for the conversation to end and returns its report.
-    pub fn finish(mut self) -> LabResult<ConversationReport> {
+    /// Waits for the script to end and parses its report.
+    pub(crate) fn finish<R: serde::de::DeserializeOwned>(mut self) -> LabResult<R> {
+        let what = self.what;
         loop {
             if self
                 .child
@@ -906,7 +954,7 @@ impl Conversation {
             if Instant::now() > self.ends {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                return Err(LabError("the conversation did not end in time".into()));
+                return Err(LabError(format!("the {what} did not end in time")));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -916,11 +964,11 @@ impl Conversation {
             .map(|r| r.join().unwrap_or_default())
             .unwrap_or_default();
         serde_json::from_str(&last)
-            .map_err(|e| LabError(format!("the conversation's report {last:?}: {e}")))
+            .map_err(|e| LabError(format!("the report of the {what} {last:?}: {e}")))
     }
 }
 
-impl Drop for Conversation {
+impl Drop for ScriptRun {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -25,8 +25,8 @@ use super::netns::{LabError, LabResult};
 use super::servers;
 use super::topology::{RealServerSetup, SCALE_OUT_ROUTER, ScaleOutTopology};
 use super::{
-    Children, HTTP_PORT, LINES_PORT, Programs, XvsDaemon, config_text, end_child, lab_dir,
-    spawn_logged, start_real_servers, wait_for,
+    Children, HTTP_PORT, LINES_PORT, Programs, ScriptRun, XvsDaemon, config_text, end_child,
+    lab_dir, spawn_logged, start_real_servers,
 };
 
 /// Debian's bird2.
@@ -313,53 +313,31 @@ impl ScaleOutLab {
     /// addresses to VIP:LINES_PORT for `duration`, with new connections alongside.
     pub fn conversations(&self, n: usize, duration: Duration) -> LabResult<Conversations> {
         let sources = self.topology.client_ips.join(",");
-        let mut child = self
-            .topology
-            .client
-            .command(servers::python())
-            .args([
-                "-c",
-                servers::CONVERSATIONS,
-                &self.topology.vip,
-                &LINES_PORT.to_string(),
-                &format!("{:.3}", duration.as_secs_f64()),
-                &n.to_string(),
-                &sources,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| LabError(format!("cannot start the conversations: {e}")))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| LabError("the conversations have no stdout".into()))?;
-        let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = answered.clone();
-        let reader = std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut last = String::new();
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(n) = line.strip_prefix("progress ") {
+        let mut command = self.topology.client.command(servers::python());
+        command.args([
+            "-c",
+            servers::CONVERSATIONS,
+            &self.topology.vip,
+            &LINES_PORT.to_string(),
+            &format!("{:.3}", duration.as_secs_f64()),
+            &n.to_string(),
+            &sources,
+        ]);
+        let run = ScriptRun::spawn(
+            command,
+            "conversations",
+            |line, answered| match line.strip_prefix("progress ") {
+                Some(n) => {
                     let n = n.trim().parse().unwrap_or(0);
-                    counter.store(n, std::sync::atomic::Ordering::Relaxed);
-                } else {
-                    last = line;
+                    answered.store(n, std::sync::atomic::Ordering::Relaxed);
+                    true
                 }
-            }
-            last
-        });
-        Ok(Conversations {
-            child,
-            answered,
-            reader: Some(reader),
+                None => false,
+            },
             // Connecting (3 s per connection at most), sending, the 2 s grace, and slack.
-            ends: Instant::now() + duration + Duration::from_secs(20),
-        })
+            duration + Duration::from_secs(20),
+        )?;
+        Ok(Conversations { run })
     }
 
     fn bird_file(&self, k: usize, ext: &str) -> PathBuf {
@@ -621,60 +599,23 @@ impl ConversationsReport {
 /// Long-lived conversations and new connections running on the client (see
 /// [`ScaleOutLab::conversations`]). Dropping it kills the client program.
 pub struct Conversations {
-    child: Child,
-    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    reader: Option<std::thread::JoinHandle<String>>,
-    ends: Instant,
+    run: ScriptRun,
 }
 
 impl Conversations {
     /// Answers received so far, over all conversations (updated twice a second).
     pub fn answered(&self) -> u64 {
-        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+        self.run.answered()
     }
 
     /// Waits until `n` answers have come, for `limit` at most.
     pub fn wait_answered(&self, n: u64, limit: Duration) -> LabResult<()> {
-        wait_for(&format!("{n} answers in the conversations"), limit, || {
-            self.answered() >= n
-        })
+        self.run.wait_answered(n, limit)
     }
 
     /// Waits for the conversations to end and returns their report.
-    pub fn finish(mut self) -> LabResult<ConversationsReport> {
-        loop {
-            if self
-                .child
-                .try_wait()
-                .map_err(|e| LabError(e.to_string()))?
-                .is_some()
-            {
-                break;
-            }
-            if Instant::now() > self.ends {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return Err(LabError("the conversations did not end in time".into()));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let last = self
-            .reader
-            .take()
-            .map(|r| r.join().unwrap_or_default())
-            .unwrap_or_default();
-        serde_json::from_str(&last)
-            .map_err(|e| LabError(format!("the conversations' report {last:?}: {e}")))
-    }
-}
-
-impl Drop for Conversations {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
+    pub fn finish(self) -> LabResult<ConversationsReport> {
+        self.run.finish()
     }
 }
 
