@@ -450,7 +450,7 @@ impl Pipeline {
             return self.inbound(frame, view, service, (sport, dport), bucket, ingress);
         }
         let key = FlowKey::new(
-            conn_protocol(protocol),
+            Protocol::from_u8(protocol),
             endpoint(view.src, sport),
             endpoint(view.dst, dport),
         );
@@ -477,7 +477,7 @@ impl Pipeline {
         let counters = &*shared.counters;
         let service = &snapshot.services[service_index];
         let key = FlowKey::new(
-            conn_protocol(view.protocol()),
+            Protocol::from_u8(view.protocol()),
             endpoint(view.src, sport),
             endpoint(view.dst, dport),
         );
@@ -685,7 +685,7 @@ impl Pipeline {
             }
             // The quote is the client's datagram as sent: client -> VIP.
             let key = FlowKey::new(
-                conn_protocol(quoted.protocol),
+                Protocol::from_u8(quoted.protocol),
                 endpoint(sender, quoted.src.port()),
                 endpoint(receiver, quoted.dst.port()),
             );
@@ -703,7 +703,7 @@ impl Pipeline {
         }
         // The connection's own direction is the reverse of the quoted packet's.
         let key = FlowKey::new(
-            conn_protocol(quoted.protocol),
+            Protocol::from_u8(quoted.protocol),
             endpoint(receiver, quoted.dst.port()),
             endpoint(sender, quoted.src.port()),
         );
@@ -1118,15 +1118,6 @@ fn real_port(dest_port: u16, requested: u16) -> u16 {
 #[inline]
 fn endpoint(addr: Ipv4Addr, port: u16) -> Endpoint {
     Endpoint::new(xvs_conntrack::Addr::v4(addr.octets()), port)
-}
-
-#[inline]
-fn conn_protocol(ip_protocol: u8) -> Protocol {
-    match ip_protocol {
-        6 => Protocol::Tcp,
-        17 => Protocol::Udp,
-        _ => Protocol::Icmp,
-    }
 }
 
 /// An endpoint as a socket address (the data path carries IPv4 only).
