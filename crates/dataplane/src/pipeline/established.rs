@@ -111,29 +111,26 @@ impl Pipeline {
         }
         count_in(counters, peeked.dest, view);
         // DR within the MTU, the most common forward of all: the MAC rewrite alone.
-        if method == ForwardMethod::Route && view.ip_total_len <= hop.egress.mtu {
-            let verdict = finish(
+        let verdict = if method == ForwardMethod::Route && view.ip_total_len <= hop.egress.mtu {
+            finish(
                 counters,
                 dr::readdress(frame, view, &hop.egress),
                 hop.port,
                 ingress,
                 view.src,
-            );
-            if let Verdict::Transmit { .. } = verdict {
-                add(&counters.tx_frames, 1);
-            }
-            return Some(verdict);
-        }
-        let verdict = forward(
-            shared,
-            &mut self.tunnel_ident,
-            frame,
-            view,
-            method,
-            socket(peeked.dest_addr),
-            hop,
-            ingress,
-        );
+            )
+        } else {
+            forward(
+                shared,
+                &mut self.tunnel_ident,
+                frame,
+                view,
+                method,
+                socket(peeked.dest_addr),
+                hop,
+                ingress,
+            )
+        };
         if let Verdict::Transmit { .. } = verdict {
             add(&counters.tx_frames, 1);
         }
