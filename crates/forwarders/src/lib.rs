@@ -74,6 +74,7 @@ mod parse;
 mod parse6;
 mod reason;
 mod reply;
+mod reply6;
 pub mod tun;
 pub mod wire;
 
@@ -82,3 +83,4 @@ pub use frame::{Frame, RECOMMENDED_HEADROOM};
 pub use parse::{L4, PacketView, TcpFlags, parse, parse_bytes, parse_common};
 pub use parse6::{PacketView6, parse6, parse6_bytes};
 pub use reason::Reason;
+pub use reply6::RECOMMENDED_HEADROOM_V6;

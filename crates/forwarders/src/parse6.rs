@@ -93,7 +93,6 @@ impl PacketView6 {
     }
 
     /// Refuses a view that does not fit `frame`.
-    #[allow(dead_code)] // the IPv6 rewrites use it
     #[inline]
     pub(crate) fn check_fits(&self, frame: &Frame<'_>) -> Result<(), Reason> {
         let header_end = usize::from(self.ip_offset) + ipv6::HEADER_LEN;
