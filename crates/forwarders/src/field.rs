@@ -21,7 +21,6 @@ pub(crate) mod eth {
 }
 
 /// IPv6 (RFC 8200) and its extension headers.
-#[allow(dead_code)] // the parser and rewrites of the next steps use the rest
 pub(crate) mod ipv6 {
     use super::Field;
     /// Version (4 bits), traffic class (8), flow label (20).
@@ -33,7 +32,6 @@ pub(crate) mod ipv6 {
     pub const DESTINATION: Field = 24..40;
     pub const HEADER_LEN: usize = 40;
     pub const NEXT_HOP_BY_HOP: u8 = 0;
-    pub const NEXT_IPIP: u8 = 4;
     pub const NEXT_TCP: u8 = 6;
     pub const NEXT_UDP: u8 = 17;
     pub const NEXT_IPV6: u8 = 41;
@@ -58,7 +56,6 @@ pub(crate) mod ipv6 {
 }
 
 /// ICMPv6 (RFC 4443).
-#[allow(dead_code)]
 pub(crate) mod icmpv6 {
     use super::Field;
     pub const TYPE: usize = 0;

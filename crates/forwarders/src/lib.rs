@@ -69,6 +69,7 @@ mod field;
 pub mod fragments;
 mod frame;
 pub mod icmp;
+pub mod icmp6;
 pub mod nat;
 mod parse;
 mod parse6;
