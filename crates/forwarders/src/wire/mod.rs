@@ -3,7 +3,11 @@
 //! `T: AsMut<[u8]>` write them, and nothing is copied or allocated.
 //!
 //! - [`EthernetFrame`] (Ethernet II), [`Ipv4Packet`] (RFC 791), [`TcpPacket`] (RFC 9293),
-//!   [`UdpPacket`] (RFC 768), [`IcmpPacket`] (ICMPv4, RFC 792).
+//!   [`UdpPacket`] (RFC 768), [`IcmpPacket`] (ICMPv4, RFC 792); for IPv6, [`Ipv6Packet`]
+//!   (RFC 8200) with the bounded extension-header walk [`walk_extension_headers`], and
+//!   [`Icmpv6Packet`] (RFC 4443), whose checksum covers the IPv6 pseudo-header, as the
+//!   `*_v6` checksum methods of [`TcpPacket`] and [`UdpPacket`] do (a UDP checksum of 0
+//!   does not verify over IPv6).
 //! - `new_checked` refuses a buffer too short for what its header announces, with the
 //!   [`Reason`] the forwarders count; after that no accessor can go out of bounds.
 //!   `new_unchecked` trusts the caller: on a buffer `new_checked` would refuse, accessors
