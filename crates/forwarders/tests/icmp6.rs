@@ -260,3 +260,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn relayed_errors_are_dropped_not_answered_at_the_gates() {
+    let quote = quoted(false, (VIP6, 80), (CLIENT6, 40000));
+    let rs = SocketAddrV6::new(RS6.into(), 8080, 0, 0);
+    // Hop limit 1: dropped (an ICMPv6 error is never answered with another).
+    let mut bytes = error(unreachable_port(), ROUTER6, VIP6, &quote);
+    bytes[21] = 1;
+    let mut frame = Frame::whole(&mut bytes);
+    let view = parse6(&frame).unwrap();
+    let parsed = icmp6::parse_error_v6(&frame, &view).unwrap();
+    assert_eq!(
+        icmp6::rewrite_toward_real_server_v6(&mut frame, &view, &parsed, rs, &to_real_server(1500)),
+        Err(Reason::TtlExpired)
+    );
+    // Larger than the egress MTU: dropped.
+    let mut bytes = error(unreachable_port(), ROUTER6, VIP6, &quote);
+    let before = bytes.clone();
+    let mut frame = Frame::whole(&mut bytes);
+    let view = parse6(&frame).unwrap();
+    let parsed = icmp6::parse_error_v6(&frame, &view).unwrap();
+    assert_eq!(
+        icmp6::rewrite_toward_real_server_v6(&mut frame, &view, &parsed, rs, &to_real_server(100)),
+        Err(Reason::TooBig)
+    );
+    assert_eq!(
+        frame.data(),
+        &before[..],
+        "refused frames are left as they came"
+    );
+}

@@ -212,6 +212,32 @@ fn check_icmpv6_error(out: &[u8], source: [u8; 16], kind: u8, code: u8, rest: u3
 }
 
 #[test]
+fn nat_translates_behind_extension_headers() {
+    let (mut chunk, len) = chunk6(false, 64, b"ext");
+    // Hop-by-hop options (8 bytes, PadN) before TCP.
+    let at = HEADROOM + 54;
+    chunk.splice(at..at, [6u8, 0, 1, 4, 0, 0, 0, 0]);
+    chunk[HEADROOM + 20] = 0;
+    let payload_len = u16::from_be_bytes([chunk[HEADROOM + 18], chunk[HEADROOM + 19]]) + 8;
+    chunk[HEADROOM + 18..HEADROOM + 20].copy_from_slice(&payload_len.to_be_bytes());
+    let len = len + 8;
+    let mut frame = Frame::new(&mut chunk, HEADROOM, len).unwrap();
+    let view = parse6(&frame).unwrap();
+    assert_eq!(view.l4_offset, 62);
+    let rs = SocketAddrV6::new(Ipv6Addr::from(RS6), 8080, 0, 0);
+    assert_eq!(
+        nat::rewrite_inbound_v6(&mut frame, &view, rs, &to_real_server(1500)),
+        Ok(Transmit::Forward)
+    );
+    let (ip, transport) = check_v6_transport(&frame.data()[14..]);
+    assert_eq!((ip.destination, ip.hop_limit), (RS6, 63));
+    let TransportSlice::Tcp(tcp) = transport else {
+        panic!("not TCP")
+    };
+    assert_eq!((tcp.source_port(), tcp.destination_port()), (40000, 8080));
+}
+
+#[test]
 fn nat_answers_hop_limit_and_packet_too_big() {
     let rs = SocketAddrV6::new(Ipv6Addr::from(RS6), 8080, 0, 0);
     let (mut chunk, len) = chunk6(false, 1, b"x");
