@@ -134,6 +134,14 @@ impl Delta {
         self.0 += u64::from(new >> 16) + u64::from(new & 0xffff);
     }
 
+    /// Records a 128-bit field (an IPv6 address) changing from `old` to `new`.
+    #[inline]
+    pub fn replace_u128(&mut self, old: u128, new: u128) {
+        for shift in (0..128).step_by(32) {
+            self.replace_u32((old >> shift) as u32, (new >> shift) as u32);
+        }
+    }
+
     /// The checksum after every recorded change.
     #[inline]
     pub fn apply(self, checksum: u16) -> u16 {
@@ -163,6 +171,17 @@ pub fn ipv4_pseudo_header(src: u32, dst: u32, protocol: u8, length: u16) -> u64 
         + u64::from(dst & 0xffff)
         + u64::from(protocol)
         + u64::from(length)
+}
+
+/// Unfolded sum of the IPv6 pseudo-header TCP, UDP and ICMPv6 checksums cover (RFC 8200
+/// 8.1): source, destination, the upper-layer length (32 bits) and the next header.
+#[inline]
+pub fn ipv6_pseudo_header(src: u128, dst: u128, next_header: u8, length: u32) -> u64 {
+    let mut sum = u64::from(next_header) + u64::from(length >> 16) + u64::from(length & 0xffff);
+    for shift in (0..128).step_by(16) {
+        sum += u64::from((src >> shift) as u16) + u64::from((dst >> shift) as u16);
+    }
+    sum
 }
 
 /// Checksum of an IPv4 header whose checksum field holds zero.

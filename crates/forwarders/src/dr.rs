@@ -10,7 +10,7 @@
 //! xvs issue specifies.
 
 use crate::egress::{self, Egress, Transmit};
-use crate::{Frame, PacketView, Reason};
+use crate::{Frame, PacketView, PacketView6, Reason};
 
 /// Rewrites `frame` for direct routing to the real server behind `egress.dst_mac`.
 ///
@@ -42,5 +42,24 @@ pub fn readdress(
 ) -> Result<Transmit, Reason> {
     egress::write_macs(frame.data_mut(), egress)?;
     egress::trim_after_datagram(frame, view);
+    Ok(Transmit::Forward)
+}
+
+/// [`forward`] for IPv6 (IPVS `ip_vs_dr_xmit_v6`): the Ethernet addresses change, the
+/// datagram does not (the hop limit is left as it came, like the TTL in [`forward`]).
+/// A packet larger than `egress.mtu` is answered with an ICMPv6 Packet Too Big from the
+/// VIP (IPv6 has no DF: every oversized packet gets one, except ICMPv6 errors, dropped as
+/// `TooBig`), reported as `Transmit::FragmentationNeededToSender`.
+pub fn forward_v6(
+    frame: &mut Frame<'_>,
+    view: &PacketView6,
+    egress: &Egress,
+) -> Result<Transmit, Reason> {
+    view.check_fits(frame)?;
+    if let Some(reply) = egress::mtu_gate6(frame, view, egress.mtu, view.dst)? {
+        return Ok(reply);
+    }
+    egress::write_macs(frame.data_mut(), egress)?;
+    egress::trim_after_datagram6(frame, view);
     Ok(Transmit::Forward)
 }

@@ -39,7 +39,11 @@ impl L4Checksum {
 
     /// Patches the covered checksum with `update` (UDP keeps a zero checksum as zero).
     #[inline]
-    fn patch(self, packet: &mut [u8], update: impl FnOnce(u16) -> u16) -> Result<(), Reason> {
+    pub(crate) fn patch(
+        self,
+        packet: &mut [u8],
+        update: impl FnOnce(u16) -> u16,
+    ) -> Result<(), Reason> {
         let (at_offset, is_udp) = match self {
             L4Checksum::Tcp(offset) => (offset, false),
             L4Checksum::Udp(offset) => (offset, true),

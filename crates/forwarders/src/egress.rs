@@ -25,9 +25,11 @@ pub enum Transmit {
     /// The frame is the rewritten packet: send it out of the egress link.
     Forward,
     /// The packet had DF set and did not fit the egress MTU: the frame now holds an ICMP
-    /// "fragmentation needed" for its sender. Send it back out of the ingress link.
+    /// "fragmentation needed" for its sender (for IPv6, any packet above the MTU: an ICMPv6
+    /// Packet Too Big). Send it back out of the ingress link.
     FragmentationNeededToSender,
-    /// The TTL ran out: the frame now holds an ICMP "time exceeded" for the sender.
+    /// The TTL (IPv6: hop limit) ran out: the frame now holds an ICMP (ICMPv6) "time
+    /// exceeded" for the sender.
     /// Send it back out of the ingress link.
     TimeExceededToSender,
 }
@@ -115,4 +117,66 @@ pub(crate) fn write_macs(packet: &mut [u8], egress: &Egress) -> Result<(), Reaso
     crate::field::write_mac(packet, eth::DESTINATION, egress.dst_mac)
         .ok_or(Reason::ViewMismatch)?;
     crate::field::write_mac(packet, eth::SOURCE, egress.src_mac).ok_or(Reason::ViewMismatch)
+}
+
+/// [`ttl_gate`] for IPv6: a hop limit <= 1 earns the sender an ICMPv6 Time Exceeded (hop
+/// limit exceeded), unless the packet is an ICMPv6 error (dropped, `TtlExpired`).
+#[inline]
+pub(crate) fn hop_limit_gate(
+    frame: &mut Frame<'_>,
+    view: &crate::PacketView6,
+    reply_source: core::net::Ipv6Addr,
+) -> Result<Option<Transmit>, Reason> {
+    if view.hop_limit > 1 {
+        return Ok(None);
+    }
+    if view.is_icmp_error() {
+        return Err(Reason::TtlExpired);
+    }
+    crate::reply6::write6(
+        frame,
+        view,
+        crate::reply6::Icmpv6Reply::HopLimitExceeded,
+        reply_source,
+        Reason::TtlExpired,
+    )?;
+    Ok(Some(Transmit::TimeExceededToSender))
+}
+
+/// [`mtu_gate`] for IPv6 (IPVS `__mtu_check_toobig_v6`): routers never fragment IPv6, so a
+/// packet larger than `mtu` always earns its sender a Packet Too Big carrying `mtu`
+/// (reported as `Transmit::FragmentationNeededToSender`), except an ICMPv6 error, which is
+/// dropped (`TooBig`).
+#[inline]
+pub(crate) fn mtu_gate6(
+    frame: &mut Frame<'_>,
+    view: &crate::PacketView6,
+    mtu: u16,
+    reply_source: core::net::Ipv6Addr,
+) -> Result<Option<Transmit>, Reason> {
+    if view.datagram_len() <= usize::from(mtu) {
+        return Ok(None);
+    }
+    if view.is_icmp_error() {
+        return Err(Reason::TooBig);
+    }
+    crate::reply6::write6(
+        frame,
+        view,
+        crate::reply6::Icmpv6Reply::PacketTooBig {
+            mtu: u32::from(mtu),
+        },
+        reply_source,
+        Reason::TooBig,
+    )?;
+    Ok(Some(Transmit::FragmentationNeededToSender))
+}
+
+/// [`trim_after_datagram`] for an IPv6 frame.
+#[inline]
+pub(crate) fn trim_after_datagram6(frame: &mut Frame<'_>, view: &crate::PacketView6) {
+    let keep = view.ip_end().max(MIN_FRAME);
+    if frame.len() > keep {
+        let _ = frame.set_range(frame.start(), keep);
+    }
 }

@@ -17,6 +17,63 @@ pub(crate) mod eth {
     pub const ETHERTYPE: Field = 12..14;
     pub const HEADER_LEN: usize = 14;
     pub const ETHERTYPE_IPV4: u16 = 0x0800;
+    pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+}
+
+/// IPv6 (RFC 8200) and its extension headers.
+pub(crate) mod ipv6 {
+    use super::Field;
+    /// Version (4 bits), traffic class (8), flow label (20).
+    pub const VERSION_TC_FLOW: Field = 0..4;
+    pub const PAYLOAD_LEN: Field = 4..6;
+    pub const NEXT_HEADER: usize = 6;
+    pub const HOP_LIMIT: usize = 7;
+    pub const SOURCE: Field = 8..24;
+    pub const DESTINATION: Field = 24..40;
+    pub const HEADER_LEN: usize = 40;
+    pub const NEXT_HOP_BY_HOP: u8 = 0;
+    pub const NEXT_TCP: u8 = 6;
+    pub const NEXT_UDP: u8 = 17;
+    pub const NEXT_IPV6: u8 = 41;
+    pub const NEXT_ROUTING: u8 = 43;
+    pub const NEXT_FRAGMENT: u8 = 44;
+    pub const NEXT_ICMPV6: u8 = 58;
+    pub const NEXT_DEST_OPTS: u8 = 60;
+    /// Every extension header starts with next header and (except fragment) a length.
+    pub const EXT_NEXT_HEADER: usize = 0;
+    /// Length in 8-byte units, not counting the first 8 bytes.
+    pub const EXT_LEN: usize = 1;
+    /// Routing header: segments left.
+    pub const ROUTING_SEGMENTS_LEFT: usize = 3;
+    /// Fragment header: offset (13 bits, 8-byte units), 2 reserved bits, M flag.
+    pub const FRAGMENT_OFFSET_FLAGS: Field = 2..4;
+    pub const FRAGMENT_IDENT: Field = 4..8;
+    pub const FRAGMENT_HEADER_LEN: usize = 8;
+    pub const FRAGMENT_MORE: u16 = 0x0001;
+    pub const FRAGMENT_OFFSET_MASK: u16 = 0xfff8;
+    /// The smallest MTU every IPv6 link carries.
+    pub const MIN_MTU: u16 = 1280;
+}
+
+/// ICMPv6 (RFC 4443).
+pub(crate) mod icmpv6 {
+    use super::Field;
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: Field = 2..4;
+    pub const REST_OF_HEADER: Field = 4..8;
+    /// Packet Too Big: the MTU; Parameter Problem: the pointer.
+    pub const MTU: Field = 4..8;
+    pub const ECHO_ID: Field = 4..6;
+    pub const ECHO_SEQ: Field = 6..8;
+    pub const HEADER_LEN: usize = 8;
+    pub const DEST_UNREACHABLE: u8 = 1;
+    pub const PACKET_TOO_BIG: u8 = 2;
+    pub const TIME_EXCEEDED: u8 = 3;
+    pub const PARAM_PROBLEM: u8 = 4;
+    pub const ECHO_REQUEST: u8 = 128;
+    pub const ECHO_REPLY: u8 = 129;
+    pub const CODE_HOP_LIMIT_EXCEEDED: u8 = 0;
 }
 
 /// IPv4 (RFC 791).

@@ -20,6 +20,13 @@
 //! For such a stage, [`FragmentKey::of`] reads the reassembly key and position of a frame
 //! `parse` refused as a fragment, without a second parser in the dataplane.
 //!
+//! **IPv6: the same policy.** The walker (`wire::walk_extension_headers`) reads the fragment
+//! header ([`Fragmentation::from_ipv6_word`]) and `parse6` refuses first fragments
+//! (`Reason::FirstFragment`) and later ones (`Reason::LaterFragment`) alike, for the same
+//! reason (IPVS runs behind `nf_defrag_ipv6`). Atomic fragments (a fragment header with
+//! offset 0 and M clear, RFC 6946) are whole datagrams and pass. ICMPv6 errors quoting a
+//! later fragment are refused (`Reason::IcmpQuotesFragment`).
+//!
 //! ICMP errors quoting a non-first fragment are refused for the same reason
 //! (`Reason::IcmpQuotesFragment`, as `ip_vs_in_icmp` ignores them); a quoted first fragment has
 //! its ports and is accepted.
@@ -28,7 +35,7 @@ use core::net::Ipv4Addr;
 
 use crate::Reason;
 use crate::field::ipv4::{FLAG_MF, OFFSET_MASK};
-use crate::field::{self, eth, ipv4};
+use crate::field::{self, eth, ipv4, ipv6};
 
 /// Where a datagram stands with respect to fragmentation, from its flags/offset word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +61,21 @@ impl Fragmentation {
                 offset_bytes: offset << 3,
             }
         } else if word & FLAG_MF != 0 {
+            Fragmentation::First
+        } else {
+            Fragmentation::Whole
+        }
+    }
+
+    /// Classifies the offset/flags word of an IPv6 fragment header (bytes 2..4): offset in
+    /// the high 13 bits (8-byte units), M in the low bit. An atomic fragment (offset 0,
+    /// M clear; RFC 6946) is the whole datagram, as the kernel treats it.
+    #[inline]
+    pub fn from_ipv6_word(word: u16) -> Self {
+        let offset_bytes = word & ipv6::FRAGMENT_OFFSET_MASK;
+        if offset_bytes != 0 {
+            Fragmentation::Later { offset_bytes }
+        } else if word & ipv6::FRAGMENT_MORE != 0 {
             Fragmentation::First
         } else {
             Fragmentation::Whole

@@ -47,6 +47,17 @@
 //! their usual rewrite. Fragments are refused: [`fragments`] explains why. Frames need
 //! [`RECOMMENDED_HEADROOM`] bytes of headroom for TUN and ICMP replies to avoid moving bytes.
 //!
+//! **IPv6** sits alongside, leaving every IPv4 function as it was: [`parse6`] gives a
+//! [`PacketView6`] (extension headers walked by [`wire::walk_extension_headers`], at most
+//! [`wire::MAX_EXTENSION_HEADERS`]; fragments refused by the IPv4 policy), and the rewrites
+//! have `_v6` siblings: [`dr::forward_v6`], [`nat::rewrite_inbound_v6`] /
+//! [`nat::rewrite_outbound_v6`], [`tun::encapsulate_6in6`], plus the mixed-family tunnels
+//! IPVS allows, [`tun::encapsulate_4in6`] and [`tun::encapsulate_6in4`]. Oversized packets
+//! are answered with an ICMPv6 Packet Too Big (reported as
+//! `Transmit::FragmentationNeededToSender`), expired hop limits with Time Exceeded; ICMPv6
+//! errors about a NAT connection go through [`icmp6`]. IPv6 rewrites want
+//! [`RECOMMENDED_HEADROOM_V6`] bytes of headroom.
+//!
 //! Headers are read and written through [`wire`]: smoltcp-style views
 //! (`Ipv4Packet<T: AsRef<[u8]>>` and its Ethernet, TCP, UDP and ICMP siblings) whose
 //! checked constructors refuse short buffers and whose setters keep checksums right, in full
@@ -69,14 +80,19 @@ mod field;
 pub mod fragments;
 mod frame;
 pub mod icmp;
+pub mod icmp6;
 pub mod nat;
 mod parse;
+mod parse6;
 mod reason;
 mod reply;
+mod reply6;
 pub mod tun;
 pub mod wire;
 
 pub use egress::{Egress, Transmit};
 pub use frame::{Frame, RECOMMENDED_HEADROOM};
 pub use parse::{L4, PacketView, TcpFlags, parse, parse_bytes, parse_common};
+pub use parse6::{PacketView6, parse6, parse6_bytes};
 pub use reason::Reason;
+pub use reply6::RECOMMENDED_HEADROOM_V6;

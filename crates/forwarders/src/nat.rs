@@ -13,13 +13,13 @@
 //! Like IPVS (the director routes these packets), the TTL is decremented; a packet arriving with
 //! TTL <= 1 is answered with "time exceeded" instead.
 
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 use crate::checksum::Delta;
 use crate::egress::{self, Egress, Transmit};
-use crate::field::{eth, ipv4, tcp, udp};
-use crate::wire::Ipv4Packet;
-use crate::{Frame, L4, PacketView, Reason};
+use crate::field::{self, eth, ipv4, ipv6, tcp, udp};
+use crate::wire::{Ipv4Packet, Ipv6Packet};
+use crate::{Frame, L4, PacketView, PacketView6, Reason};
 
 /// Client -> VIP:vport becomes client -> `real_server`.
 ///
@@ -243,4 +243,105 @@ fn read_u32<const N: usize>(header: &[u8; N], at: usize) -> u32 {
 #[inline(always)]
 fn write_u32<const N: usize>(header: &mut [u8; N], at: usize, value: u32) {
     header[at..at + 4].copy_from_slice(&value.to_be_bytes());
+}
+
+/// [`rewrite_inbound`] for IPv6 (IPVS `ip_vs_nat_xmit_v6`): client -> VIP:vport becomes
+/// client -> `real_server`. Hop limit <= 1 answers ICMPv6 Time Exceeded from the VIP; a
+/// packet above `egress.mtu` answers Packet Too Big from the VIP
+/// (`Transmit::FragmentationNeededToSender`). The hop limit is decremented; the TCP/UDP
+/// checksum is patched for the 128-bit address and the port (IPv6 has no header checksum).
+pub fn rewrite_inbound_v6(
+    frame: &mut Frame<'_>,
+    view: &PacketView6,
+    real_server: SocketAddrV6,
+    egress: &Egress,
+) -> Result<Transmit, Reason> {
+    translate6(
+        frame,
+        view,
+        Direction::Inbound,
+        real_server,
+        view.dst,
+        egress,
+    )
+}
+
+/// [`rewrite_outbound`] for IPv6: real server -> client becomes `virtual_service` -> client.
+pub fn rewrite_outbound_v6(
+    frame: &mut Frame<'_>,
+    view: &PacketView6,
+    virtual_service: SocketAddrV6,
+    egress: &Egress,
+) -> Result<Transmit, Reason> {
+    let vip = *virtual_service.ip();
+    translate6(
+        frame,
+        view,
+        Direction::Outbound,
+        virtual_service,
+        vip,
+        egress,
+    )
+}
+
+fn translate6(
+    frame: &mut Frame<'_>,
+    view: &PacketView6,
+    direction: Direction,
+    new_endpoint: SocketAddrV6,
+    reply_source: Ipv6Addr,
+    egress: &Egress,
+) -> Result<Transmit, Reason> {
+    view.check_fits(frame)?;
+    let (checksum_field, is_udp) = match view.l4 {
+        L4::Tcp { .. } => (tcp::CHECKSUM, false),
+        L4::Udp { .. } => (udp::CHECKSUM, true),
+        L4::Icmp { .. } => return Err(Reason::UnsupportedProtocol),
+    };
+    if let Some(reply) = egress::hop_limit_gate(frame, view, reply_source)? {
+        return Ok(reply);
+    }
+    if let Some(reply) = egress::mtu_gate6(frame, view, egress.mtu, reply_source)? {
+        return Ok(reply);
+    }
+    let (address_field, port_field) = match direction {
+        Direction::Inbound => (ipv6::DESTINATION, tcp::DST_PORT),
+        Direction::Outbound => (ipv6::SOURCE, tcp::SRC_PORT),
+    };
+    let ip = usize::from(view.ip_offset);
+    let l4 = usize::from(view.l4_offset);
+    let packet = frame.data_mut();
+    let (front, transport) = packet
+        .split_at_mut_checked(l4)
+        .ok_or(Reason::ViewMismatch)?;
+    let mut header = Ipv6Packet::new_unchecked(
+        front
+            .get_mut(ip..ip + ipv6::HEADER_LEN)
+            .ok_or(Reason::ViewMismatch)?,
+    );
+    header.decrement_hop_limit();
+    let address = front
+        .get_mut(field::at(ip, address_field))
+        .and_then(|bytes| bytes.first_chunk_mut::<16>())
+        .ok_or(Reason::ViewMismatch)?;
+    let old_address = u128::from_be_bytes(*address);
+    let new_address = new_endpoint.ip().to_bits();
+    *address = new_address.to_be_bytes();
+
+    let mut delta = Delta::default();
+    delta.replace_u128(old_address, new_address);
+    let old_port = field::read_u16(transport, port_field.clone()).ok_or(Reason::ViewMismatch)?;
+    field::write_u16(transport, port_field, new_endpoint.port()).ok_or(Reason::ViewMismatch)?;
+    delta.replace_u16(old_port, new_endpoint.port());
+    let old_checksum =
+        field::read_u16(transport, checksum_field.clone()).ok_or(Reason::ViewMismatch)?;
+    let new_checksum = if is_udp {
+        delta.apply_udp(old_checksum)
+    } else {
+        delta.apply(old_checksum)
+    };
+    field::write_u16(transport, checksum_field, new_checksum).ok_or(Reason::ViewMismatch)?;
+    egress::write_macs(packet, egress)?;
+    egress::trim_after_datagram6(frame, view);
+    Ok(Transmit::Forward)
 }

@@ -57,6 +57,15 @@ pub enum Reason {
     /// "fragmentation needed" while the client does not set DF, or a client address that may
     /// not be answered.
     TunnelErrorIgnored,
+    /// The EtherType is not IPv6 (the IPv6 parser's counterpart of `NotIpv4`).
+    NotIpv6,
+    /// More IPv6 extension headers than the walker's bound (`wire::MAX_EXTENSION_HEADERS`).
+    TooManyExtensionHeaders,
+    /// An IPv6 extension header the forwarders may not pass: hop-by-hop options other than
+    /// first, or a routing header with segments left (the VIP is not the final destination).
+    BadExtensionHeader,
+    /// A UDP checksum of 0 over IPv6, which RFC 8200 8.1 makes invalid.
+    UdpZeroChecksum,
 }
 
 impl Reason {
@@ -64,7 +73,7 @@ impl Reason {
     pub const COUNT: usize = Self::ALL.len();
 
     /// Every variant in discriminant order, for stats listings.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 27] = [
         Reason::FrameOutOfBounds,
         Reason::Truncated,
         Reason::NotIpv4,
@@ -88,6 +97,10 @@ impl Reason {
         Reason::IcmpQuotedProtocol,
         Reason::BadIcmpChecksum,
         Reason::TunnelErrorIgnored,
+        Reason::NotIpv6,
+        Reason::TooManyExtensionHeaders,
+        Reason::BadExtensionHeader,
+        Reason::UdpZeroChecksum,
     ];
 
     /// A stable snake_case name for metrics and logs.
@@ -116,6 +129,10 @@ impl Reason {
             Reason::IcmpQuotedProtocol => "icmp_quoted_protocol",
             Reason::BadIcmpChecksum => "bad_icmp_checksum",
             Reason::TunnelErrorIgnored => "tunnel_error_ignored",
+            Reason::NotIpv6 => "not_ipv6",
+            Reason::TooManyExtensionHeaders => "too_many_extension_headers",
+            Reason::BadExtensionHeader => "bad_extension_header",
+            Reason::UdpZeroChecksum => "udp_zero_checksum",
         }
     }
 }
@@ -137,7 +154,7 @@ mod tests {
         for (index, reason) in Reason::ALL.iter().enumerate() {
             assert_eq!(*reason as usize, index, "{reason}");
         }
-        assert_eq!(Reason::COUNT, 23);
+        assert_eq!(Reason::COUNT, 27);
     }
 
     #[test]

@@ -110,20 +110,7 @@ pub(crate) fn write_around_quote(
     if max_quote < ipv4::MIN_HEADER_LEN + 8 {
         return Err(Reason::TooBig);
     }
-    let quote_len = (quote.end - quote.start).min(max_quote);
-    let quote_at = frame.start() + quote.start;
-    let reply_len = REPLY_HEADERS + quote_len;
-    let reply_at = if quote_at >= REPLY_HEADERS {
-        quote_at - REPLY_HEADERS
-    } else if frame.start() + reply_len <= frame.buffer_mut().len() {
-        let reply_at = frame.start();
-        frame
-            .buffer_mut()
-            .copy_within(quote_at..quote_at + quote_len, reply_at + REPLY_HEADERS);
-        reply_at
-    } else {
-        return Err(Reason::NoHeadroom);
-    };
+    let (reply_at, reply_len) = place_quote(frame, quote, REPLY_HEADERS, max_quote)?;
     let tos = (message.quoted_tos & TOS_MASK) | PREC_INTERNETCONTROL;
     let out = frame
         .buffer_mut()
@@ -140,6 +127,36 @@ pub(crate) fn write_around_quote(
     )
     .ok_or(Reason::NoHeadroom)?;
     frame.set_range(reply_at, reply_len)
+}
+
+/// Where an error message of `headers` bytes in front of (at most `max_quote` bytes of) the
+/// frame bytes `quote` goes: in place when the buffer has `headers` bytes before the quote,
+/// else with the quote shifted to `headers` bytes past the frame start. Returns the buffer
+/// offset and length of the message; `NoHeadroom` (nothing moved) when neither fits.
+pub(crate) fn place_quote(
+    frame: &mut Frame<'_>,
+    quote: core::ops::Range<usize>,
+    headers: usize,
+    max_quote: usize,
+) -> Result<(usize, usize), Reason> {
+    if quote.start > quote.end || quote.end > frame.len() {
+        return Err(Reason::ViewMismatch);
+    }
+    let quote_len = (quote.end - quote.start).min(max_quote);
+    let quote_at = frame.start() + quote.start;
+    let reply_len = headers + quote_len;
+    let reply_at = if quote_at >= headers {
+        quote_at - headers
+    } else if frame.start() + reply_len <= frame.buffer_mut().len() {
+        let reply_at = frame.start();
+        frame
+            .buffer_mut()
+            .copy_within(quote_at..quote_at + quote_len, reply_at + headers);
+        reply_at
+    } else {
+        return Err(Reason::NoHeadroom);
+    };
+    Ok((reply_at, reply_len))
 }
 
 /// Writes the three headers and both checksums into `out` (quoted bytes already in place).

@@ -3,7 +3,11 @@
 //! `T: AsMut<[u8]>` write them, and nothing is copied or allocated.
 //!
 //! - [`EthernetFrame`] (Ethernet II), [`Ipv4Packet`] (RFC 791), [`TcpPacket`] (RFC 9293),
-//!   [`UdpPacket`] (RFC 768), [`IcmpPacket`] (ICMPv4, RFC 792).
+//!   [`UdpPacket`] (RFC 768), [`IcmpPacket`] (ICMPv4, RFC 792); for IPv6, [`Ipv6Packet`]
+//!   (RFC 8200) with the bounded extension-header walk [`walk_extension_headers`], and
+//!   [`Icmpv6Packet`] (RFC 4443), whose checksum covers the IPv6 pseudo-header, as the
+//!   `*_v6` checksum methods of [`TcpPacket`] and [`UdpPacket`] do (a UDP checksum of 0
+//!   does not verify over IPv6).
 //! - `new_checked` refuses a buffer too short for what its header announces, with the
 //!   [`Reason`] the forwarders count; after that no accessor can go out of bounds.
 //!   `new_unchecked` trusts the caller: on a buffer `new_checked` would refuse, accessors
@@ -20,14 +24,18 @@
 
 mod ethernet;
 mod icmp;
+mod icmpv6;
 mod ipv4;
+mod ipv6;
 mod tcp;
 mod udp;
 
 pub use crate::checksum::Delta;
 pub use ethernet::EthernetFrame;
 pub use icmp::IcmpPacket;
+pub use icmpv6::Icmpv6Packet;
 pub use ipv4::Ipv4Packet;
+pub use ipv6::{Ipv6Packet, MAX_EXTENSION_HEADERS, UpperLayer, walk_extension_headers};
 pub use tcp::TcpPacket;
 pub use tcp::flags as tcp_flags;
 pub use udp::UdpPacket;
@@ -38,6 +46,8 @@ use crate::field;
 pub const ETHERNET_HEADER_LEN: usize = field::eth::HEADER_LEN;
 /// Length of an IPv4 header without options.
 pub const IPV4_MIN_HEADER_LEN: usize = field::ipv4::MIN_HEADER_LEN;
+/// Length of the IPv6 fixed header.
+pub const IPV6_HEADER_LEN: usize = field::ipv6::HEADER_LEN;
 /// Length of a TCP header without options.
 pub const TCP_MIN_HEADER_LEN: usize = field::tcp::MIN_HEADER_LEN;
 /// Length of a UDP header.
@@ -49,6 +59,8 @@ pub const ICMP_HEADER_LEN: usize = field::icmp::HEADER_LEN;
 pub mod ethertype {
     /// IPv4.
     pub const IPV4: u16 = crate::field::eth::ETHERTYPE_IPV4;
+    /// IPv6.
+    pub const IPV6: u16 = crate::field::eth::ETHERTYPE_IPV6;
 }
 
 /// IP protocol numbers.
@@ -62,6 +74,18 @@ pub mod protocol {
     pub const TCP: u8 = ipv4::PROTO_TCP;
     /// UDP.
     pub const UDP: u8 = ipv4::PROTO_UDP;
+    /// IPv6 in IP (IPv6-in-IPv6 and IPv6-in-IPv4 tunnels).
+    pub const IPV6: u8 = crate::field::ipv6::NEXT_IPV6;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = crate::field::ipv6::NEXT_ICMPV6;
+    /// IPv6 hop-by-hop options.
+    pub const HOP_BY_HOP: u8 = crate::field::ipv6::NEXT_HOP_BY_HOP;
+    /// IPv6 routing header.
+    pub const ROUTING: u8 = crate::field::ipv6::NEXT_ROUTING;
+    /// IPv6 fragment header.
+    pub const FRAGMENT: u8 = crate::field::ipv6::NEXT_FRAGMENT;
+    /// IPv6 destination options.
+    pub const DEST_OPTS: u8 = crate::field::ipv6::NEXT_DEST_OPTS;
 }
 
 /// ICMP message types and codes.
@@ -79,6 +103,25 @@ pub mod icmp_type {
     pub const CODE_FRAG_NEEDED: u8 = icmp::CODE_FRAG_NEEDED;
     /// Time exceeded code: TTL exceeded in transit.
     pub const CODE_TTL_EXCEEDED: u8 = icmp::CODE_TTL_EXCEEDED;
+}
+
+/// ICMPv6 message types and codes (RFC 4443).
+pub mod icmpv6_type {
+    use crate::field::icmpv6;
+    /// Destination unreachable.
+    pub const DEST_UNREACHABLE: u8 = icmpv6::DEST_UNREACHABLE;
+    /// Packet too big (the MTU in bytes 4..8).
+    pub const PACKET_TOO_BIG: u8 = icmpv6::PACKET_TOO_BIG;
+    /// Time exceeded.
+    pub const TIME_EXCEEDED: u8 = icmpv6::TIME_EXCEEDED;
+    /// Parameter problem (the pointer in bytes 4..8).
+    pub const PARAM_PROBLEM: u8 = icmpv6::PARAM_PROBLEM;
+    /// Echo request.
+    pub const ECHO_REQUEST: u8 = icmpv6::ECHO_REQUEST;
+    /// Echo reply.
+    pub const ECHO_REPLY: u8 = icmpv6::ECHO_REPLY;
+    /// Time exceeded code: hop limit exceeded in transit.
+    pub const CODE_HOP_LIMIT_EXCEEDED: u8 = icmpv6::CODE_HOP_LIMIT_EXCEEDED;
 }
 
 // Big-endian accessors at fixed offsets. They index, so they panic out of bounds: the views'
@@ -119,3 +162,6 @@ fn patch_u16(bytes: &mut [u8], at: usize, update: impl FnOnce(u16) -> u16) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests6;

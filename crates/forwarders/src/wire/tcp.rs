@@ -1,6 +1,6 @@
 //! TCP segments (RFC 9293).
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::Reason;
 use crate::checksum::{self, Delta};
@@ -173,6 +173,50 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
             pseudo_header(src, dst, segment),
         )) == 0xffff
     }
+}
+
+impl<T: AsRef<[u8]>> TcpPacket<T> {
+    /// [`TcpPacket::verify_checksum`] over the IPv6 pseudo-header.
+    #[inline]
+    pub fn verify_checksum_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        let segment = self.buffer.as_ref();
+        checksum::fold(checksum::sum_words(
+            segment,
+            pseudo_header_v6(src, dst, segment),
+        )) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
+    /// [`TcpPacket::fill_checksum`] over the IPv6 pseudo-header.
+    #[inline]
+    pub fn fill_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
+        self.set_checksum(0);
+        let segment = self.buffer.as_ref();
+        let sum = !checksum::fold(checksum::sum_words(
+            segment,
+            pseudo_header_v6(src, dst, segment),
+        ));
+        self.set_checksum(sum);
+    }
+
+    /// Patches the checksum for an IPv6 pseudo-header address changing from `old` to `new`.
+    #[inline]
+    pub fn patch_pseudo_header_v6(&mut self, old: Ipv6Addr, new: Ipv6Addr) {
+        let mut delta = Delta::default();
+        delta.replace_u128(old.to_bits(), new.to_bits());
+        self.apply_checksum_delta(delta);
+    }
+}
+
+#[inline]
+fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, segment: &[u8]) -> u64 {
+    checksum::ipv6_pseudo_header(
+        src.to_bits(),
+        dst.to_bits(),
+        ipv4::PROTO_TCP,
+        segment.len() as u32,
+    )
 }
 
 /// The pseudo-header sum for `segment` between `src` and `dst`.

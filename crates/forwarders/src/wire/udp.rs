@@ -1,6 +1,6 @@
 //! UDP datagrams (RFC 768).
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::Reason;
 use crate::checksum::{self, Delta};
@@ -103,6 +103,55 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     fn datagram(&self) -> &[u8] {
         &self.buffer.as_ref()[..usize::from(self.len())]
     }
+}
+
+impl<T: AsRef<[u8]>> UdpPacket<T> {
+    /// The checksum over the IPv6 pseudo-header verifies. Unlike IPv4, a stored 0 does not
+    /// (RFC 8200 8.1: UDP over IPv6 must carry a checksum).
+    #[inline]
+    pub fn verify_checksum_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        if self.checksum() == 0 {
+            return false;
+        }
+        let datagram = self.datagram();
+        checksum::fold(checksum::sum_words(
+            datagram,
+            pseudo_header_v6(src, dst, datagram),
+        )) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
+    /// [`UdpPacket::fill_checksum`] over the IPv6 pseudo-header (a computed 0 is stored as
+    /// 0xffff, so the result is never the invalid 0).
+    #[inline]
+    pub fn fill_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
+        self.set_checksum(0);
+        let datagram = self.datagram();
+        let sum = !checksum::fold(checksum::sum_words(
+            datagram,
+            pseudo_header_v6(src, dst, datagram),
+        ));
+        self.set_checksum(if sum == 0 { 0xffff } else { sum });
+    }
+
+    /// Patches the checksum for an IPv6 pseudo-header address changing from `old` to `new`.
+    #[inline]
+    pub fn patch_pseudo_header_v6(&mut self, old: Ipv6Addr, new: Ipv6Addr) {
+        let mut delta = Delta::default();
+        delta.replace_u128(old.to_bits(), new.to_bits());
+        self.apply_checksum_delta(delta);
+    }
+}
+
+#[inline]
+fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, datagram: &[u8]) -> u64 {
+    checksum::ipv6_pseudo_header(
+        src.to_bits(),
+        dst.to_bits(),
+        ipv4::PROTO_UDP,
+        datagram.len() as u32,
+    )
 }
 
 #[inline]
