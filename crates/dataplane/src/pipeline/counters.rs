@@ -4,11 +4,12 @@
 //! workers. A cell has a single writer, so a relaxed load and store (no atomic
 //! read-modify-write) is enough; the side thread's relaxed loads may lag by a packet.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use xvs_forwarders::Reason;
 
 use crate::icmp_limit::IcmpLimiter;
+use crate::packet_io::FrameAccount;
 use crate::service::snapshot::MAX_DESTS;
 
 /// Why the pipeline dropped a frame, beyond the forwarders' parse and rewrite reasons.
@@ -114,6 +115,41 @@ pub struct PortCells {
     pub invalid_descs: AtomicU64,
 }
 
+/// Where the worker's frames are ([`crate::packet_io::FrameAccount`]), stored by the worker
+/// after each turn that received frames and at housekeeping, so the side thread and the
+/// control socket can read it; one writer, plain stores.
+#[derive(Debug, Default)]
+pub struct FrameCells {
+    /// Chunks of the frame memory.
+    pub total: AtomicU32,
+    /// Chunks in the free list.
+    pub free: AtomicU32,
+    /// Chunks on the kernel's rings (fill ring, or transmitted and not completed).
+    pub kernel: AtomicU32,
+    /// Chunks held in a batch.
+    pub in_flight: AtomicU32,
+}
+
+impl FrameCells {
+    /// Stores `account`.
+    pub fn store(&self, account: FrameAccount) {
+        self.total.store(account.total, Ordering::Relaxed);
+        self.free.store(account.free, Ordering::Relaxed);
+        self.kernel.store(account.kernel, Ordering::Relaxed);
+        self.in_flight.store(account.in_flight, Ordering::Relaxed);
+    }
+
+    /// What was stored last (the four values of one turn, unless read while being stored).
+    pub fn load(&self) -> FrameAccount {
+        FrameAccount {
+            total: self.total.load(Ordering::Relaxed),
+            free: self.free.load(Ordering::Relaxed),
+            kernel: self.kernel.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Ports a worker has at most (one arm, or external and internal).
 pub const MAX_PORTS: usize = 2;
 
@@ -142,6 +178,8 @@ pub struct WorkerCounters {
     pub rx_batches: [AtomicU64; RX_BATCH_BUCKETS],
     /// The worker's ICMP error rate limiter: single-writer cells like the counters.
     pub icmp: IcmpLimiter,
+    /// Where its frames are.
+    pub umem: FrameCells,
 }
 
 /// Buckets of [`WorkerCounters::rx_batches`]: 1, 2, 4, 8, 16, 32 and 64 frames.
@@ -160,6 +198,7 @@ impl Default for WorkerCounters {
             rx_batches: Default::default(),
             ports: Default::default(),
             icmp: IcmpLimiter::default(),
+            umem: FrameCells::default(),
         }
     }
 }
