@@ -19,7 +19,9 @@ use xvs_dataplane::xdp::AttachMode;
 use crate::config::{DaemonConfig, Interfaces, SyncConfig};
 use crate::daemon::Dataplane;
 use crate::director::{DaemonArgs, ListRequest};
-use crate::listing::{ConnEntry, DataplaneInfo, DefenseInfo, ListData, PortInfo, Timeouts};
+use crate::listing::{
+    ConnEntry, DataplaneInfo, DefenseInfo, ListData, PortInfo, Timeouts, UmemInfo, WorkerInfo,
+};
 use crate::metrics::{
     ConnTableMetrics, DataplaneMetrics, DefenseMetrics, PortMetrics, WorkerMetrics,
 };
@@ -170,7 +172,7 @@ impl Dataplane for AfXdpDataplane {
                 return;
             }
             ListRequest::Dataplane => {
-                data.dataplane = Some(dataplane_info(runtime));
+                data.dataplane = Some(Box::new(dataplane_info(runtime)));
                 data.sync = runtime.sync().map(|s| Box::new(s.status()));
                 return;
             }
@@ -315,7 +317,32 @@ fn method_changes_are_safe(running: &Snapshot, table: &ServiceTableSpec) -> Resu
 
 /// `--dataplane`: the ports' modes and the workers' frame and drop counters.
 fn dataplane_info(runtime: &Runtime) -> DataplaneInfo {
-    let frames = runtime.with_stats(|stats| stats.frames());
+    let (frames, umems) = runtime.with_stats(|stats| {
+        let umems: Vec<_> = (0..stats.worker_count())
+            .map(|w| stats.worker(w).umem)
+            .collect();
+        (stats.frames(), umems)
+    });
+    let table = runtime.conn_table();
+    let per_worker = umems
+        .iter()
+        .enumerate()
+        .map(|(worker, u)| WorkerInfo {
+            worker: worker as u32,
+            umem: UmemInfo {
+                total: u.total,
+                free: u.free,
+                kernel: u.kernel,
+                in_flight: u.in_flight,
+            },
+            // One shard per worker, in the same order.
+            conn_entries: {
+                let s = table.shard_stats(worker as u16);
+                s.conns + s.templates
+            },
+        })
+        .collect();
+    let stats = table.stats();
     let ports = runtime
         .modes()
         .iter()
@@ -339,6 +366,8 @@ fn dataplane_info(runtime: &Runtime) -> DataplaneInfo {
         local_delivered: frames.local_delivered,
         drops,
         defense: defense_info(runtime),
+        conn_entries: stats.conns + stats.templates,
+        per_worker,
     }
 }
 
@@ -397,6 +426,9 @@ fn dataplane_metrics(runtime: &Runtime) -> DataplaneMetrics {
             tx_frames: w.frames.tx,
             icmp_sent: w.frames.icmp_sent,
             rx_batches: w.rx_batches,
+            umem_free: w.umem.free,
+            umem_kernel: w.umem.kernel,
+            umem_in_flight: w.umem.in_flight,
         })
         .collect();
     // Ports are listed queue by queue, each queue's interfaces in port order.
