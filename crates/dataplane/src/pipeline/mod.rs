@@ -39,7 +39,7 @@ use xvs_sched::{Request, SchedOptions, Scheduler};
 
 use crate::local::LocalDelivery;
 use crate::route::{Neighbours, Routes};
-use crate::service::snapshot::{LoadCounters, Service, Snapshot, dest_slot};
+use crate::service::snapshot::{LoadCounters, Service, Snapshot, conntrack_addr, dest_slot};
 use crate::service::spec::{ForwardMethod, ServiceAddr};
 use crate::sync::{INSTALLS_PER_TURN, Install, SyncPort};
 use counters::{Drop, WorkerCounters, add};
@@ -823,7 +823,7 @@ fn choose(
     let snapshot = loads.0;
     let endpoint_of = |index: usize| {
         let dest = &service.dests[index];
-        let addr = xvs_conntrack::Addr::v4(v4(dest.spec.addr).octets());
+        let addr = conntrack_addr(dest.spec.addr);
         Endpoint::new(addr, real_port(dest.spec.port, key.dst.port))
     };
     let Some(persistence) = service.persistence else {
@@ -846,10 +846,7 @@ fn choose(
             let dest = &service.dests[index];
             // The template keeps the configured port: 0 on a port-0 service means "the
             // port each connection asks for".
-            let addr = Endpoint::new(
-                xvs_conntrack::Addr::v4(v4(dest.spec.addr).octets()),
-                dest.spec.port,
-            );
+            let addr = Endpoint::new(conntrack_addr(dest.spec.addr), dest.spec.port);
             shard
                 .insert_template(
                     &template_key,
