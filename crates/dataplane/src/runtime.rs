@@ -40,7 +40,7 @@ use crate::service::spec::ServiceTableSpec;
 use crate::stats::{ESTIMATE_INTERVAL_SECS, StatsRollup};
 use crate::sync::{SyncControl, SyncPort};
 use crate::worker::{self, WorkerInputs};
-use crate::xdp::{AttachMode, Match, XdpFilter, XdpMode};
+use crate::xdp::{AttachMode, Match, Match6, XdpFilter, XdpMode};
 
 /// How the director runs.
 #[derive(Debug, Clone)]
@@ -249,9 +249,14 @@ impl Runtime {
             .iter()
             .flat_map(|d| d.ipv4.iter().map(|&(a, _)| a))
             .collect();
+        let locals6: Vec<Ipv6Addr> = devs
+            .iter()
+            .flat_map(|d| d.ipv6.iter().map(|&(a, _)| a))
+            .collect();
         for (dev, filter) in devs.iter().zip(filters.iter_mut()) {
             filter
                 .set_locals(&locals)
+                .and_then(|()| filter.set_locals6(&locals6))
                 .map_err(|source| RuntimeError::Filter {
                     iface: dev.name.clone(),
                     source: Box::new(source),
@@ -622,9 +627,15 @@ fn set_filter_maps(
     };
     let vips: Vec<Match> = vips.into_iter().map(to_match).collect();
     let nat: Vec<Match> = nat.into_iter().map(to_match).collect();
+    let (vips6, nat6) = snapshot.filter_matches6();
+    let to_match6 = |(proto, addr, port)| Match6 { addr, port, proto };
+    let vips6: Vec<Match6> = vips6.into_iter().map(to_match6).collect();
+    let nat6: Vec<Match6> = nat6.into_iter().map(to_match6).collect();
     for filter in filters {
         filter.set_vips(&vips)?;
         filter.set_nat_returns(&nat)?;
+        filter.set_vips6(&vips6)?;
+        filter.set_nat_returns6(&nat6)?;
     }
     Ok(())
 }
