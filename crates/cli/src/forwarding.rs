@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use xvs_conntrack::Protocol as ConnProtocol;
 use xvs_dataplane::afxdp::XskConfig;
-use xvs_dataplane::runtime::{PortMode, Runtime, RuntimeConfig, ipv4_of};
+use xvs_dataplane::runtime::{PortMode, Runtime, RuntimeConfig, ipv4_of, ipv6_of};
 use xvs_dataplane::service::snapshot::{Snapshot, check_supported};
 use xvs_dataplane::service::spec::{ServiceAddr, ServiceTableSpec, SocketText};
 use xvs_dataplane::stats::FrameCounters;
@@ -115,6 +115,7 @@ impl Dataplane for AfXdpDataplane {
             cores: config.cores.clone(),
             max_connections: config.conn_table_size as usize * ENTRIES_PER_BUCKET,
             tunnel_source: config.director_address.and_then(ipv4_of),
+            tunnel_source6: config.director_address.and_then(ipv6_of),
             xsk: XskConfig::default(),
             attach: AttachMode::Auto,
             options: xvs_conntrack::Options {
