@@ -41,7 +41,8 @@ impl ChainIndex {
     pub(crate) fn new(buckets: usize) -> Self {
         let n = buckets.max(16).next_power_of_two();
         ChainIndex {
-            heads: crate::memory::zeroed_slice(n),
+            // Hashes scatter a few connections over the whole array: small pages.
+            heads: crate::memory::zeroed_sparse_slice(n),
             stripes: (0..STRIPES.min(n / MIN_BUCKETS_PER_STRIPE))
                 .map(|_| AtomicU32::new(0))
                 .collect(),
