@@ -2,5 +2,6 @@
 //! compiled snapshot the workers read.
 
 pub mod classify;
+pub mod marks;
 pub mod snapshot;
 pub use xvs_model::spec;
