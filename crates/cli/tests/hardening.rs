@@ -163,15 +163,18 @@ fn control_only_refuses_what_the_real_daemon_refuses() {
             .status
             .success()
     );
+    // IPv4 fwmark services are served (by the config file's [[mark]] rules); IPv6 ones
+    // wait for the IPv6 data path.
+    assert!(xvsadm(socket, "-A -f 7 -s rr", None).status.success());
     assert_eq!(
-        refused(&xvsadm(socket, "-A -f 7", None)),
-        "fwmark service 7: firewall marks are set by netfilter, which AF_XDP traffic bypasses; use -t/-u services"
+        refused(&xvsadm(socket, "-A -f 8 -6", None)),
+        "IPv6 fwmark service 8: the xvs data path forwards IPv4 only for now"
     );
     assert_eq!(
         refused(&xvsadm(socket, "-A -t [2001:db8::10]:80", None)),
         "IPv6 service [2001:db8::10]: the xvs data path forwards IPv4 only for now"
     );
-    assert_eq!(saved(socket), "-A -t 10.0.0.1:80 -s rr\n");
+    assert_eq!(saved(socket), "-A -t 10.0.0.1:80 -s rr\n-A -f 7 -s rr\n");
 }
 
 #[test]

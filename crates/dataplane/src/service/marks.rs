@@ -25,6 +25,9 @@ pub struct MarkClassifier {
     v4: FamilyTable,
     v6: FamilyTable,
     rules: Vec<MarkRule>,
+    /// The rules whose mark a service of their family serves: only their traffic is worth
+    /// taking from the kernel.
+    served: Vec<MarkRule>,
 }
 
 /// The rules of one address family, by prefix length.
@@ -94,6 +97,11 @@ impl MarkClassifier {
     pub fn new(rules: &[MarkRule], service_of: impl Fn(u32, bool) -> Option<u16>) -> Self {
         let mut classifier = MarkClassifier {
             rules: rules.to_vec(),
+            served: rules
+                .iter()
+                .filter(|r| service_of(r.mark, r.destination.is_ipv6()).is_some())
+                .cloned()
+                .collect(),
             ..Default::default()
         };
         for ipv6 in [false, true] {
@@ -135,13 +143,14 @@ impl MarkClassifier {
         &self.rules
     }
 
-    /// For the XDP filter: each `(protocol, destination)` of the rules with every port range
-    /// any rule marks there, its own and those of wider destinations covering it (the
-    /// filter finds the longest matching prefix only, so that entry must answer for all),
-    /// merged and sorted. `ipv6` selects the family.
+    /// For the XDP filter: each `(protocol, destination)` of the rules a service serves, with
+    /// every port range such a rule marks there, its own and those of wider destinations
+    /// covering it (the filter finds the longest matching prefix only, so that entry must
+    /// answer for all), merged and sorted. `ipv6` selects the family. Rules of a mark no
+    /// service has are left out: their traffic stays the kernel's.
     pub fn filter_entries(&self, ipv6: bool) -> Vec<(u8, Prefix, Vec<PortRange>)> {
         let family: Vec<&MarkRule> = self
-            .rules
+            .served
             .iter()
             .filter(|r| r.destination.is_ipv6() == ipv6)
             .collect();
@@ -163,6 +172,59 @@ impl MarkClassifier {
             })
             .collect()
     }
+}
+
+/// Whether the data path can take `rules`: [`xvs_model::mark::check_rules`], and within the
+/// XDP filter's bounds (destinations in its mark map, port ranges per destination counting
+/// those of wider destinations covering it). One line naming what is over and the bound.
+pub fn check_mark_rules(rules: &[MarkRule]) -> Result<(), String> {
+    xvs_model::mark::check_rules(rules)?;
+    let compiled = MarkClassifier::new(rules, |_, _| Some(0));
+    for ipv6 in [false, true] {
+        let entries = compiled.filter_entries(ipv6);
+        if entries.len() > crate::xdp::MAX_MARK_DESTS {
+            return Err(format!(
+                "mark: {} distinct (protocol, destination) pairs, the XDP filter takes at most {}",
+                entries.len(),
+                crate::xdp::MAX_MARK_DESTS
+            ));
+        }
+        if let Some((protocol, dst, ranges)) = entries
+            .iter()
+            .find(|(_, _, r)| r.len() > crate::xdp::MARK_RANGES)
+        {
+            let word = if *protocol == 6 { "tcp" } else { "udp" };
+            return Err(format!(
+                "mark: {word} {dst} has {} separate port ranges (with those of wider destinations \
+                 covering it), the XDP filter takes at most {} per destination; join them into ranges",
+                ranges.len(),
+                crate::xdp::MARK_RANGES
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The fwmark services of `table` no rule gives their mark (in their family): accepted, as
+/// IPVS accepts a service nothing marks for, but they receive no traffic; worth a warning.
+pub fn unmarked_services(
+    table: &xvs_model::spec::ServiceTableSpec,
+    rules: &[MarkRule],
+) -> Vec<u32> {
+    table
+        .services
+        .iter()
+        .filter_map(|s| match s.addr {
+            xvs_model::spec::ServiceAddr::Fwmark { mark, ipv6 } => Some((mark, ipv6)),
+            _ => None,
+        })
+        .filter(|&(mark, ipv6)| {
+            !rules
+                .iter()
+                .any(|r| r.mark == mark && r.destination.is_ipv6() == ipv6)
+        })
+        .map(|(mark, _)| mark)
+        .collect()
 }
 
 /// Sorted ranges with overlapping and adjacent ones joined.
@@ -388,14 +450,32 @@ mod tests {
     }
 
     #[test]
+    fn rules_beyond_the_filters_bounds_are_refused_in_one_line() {
+        let ports: Vec<String> = (0..17).map(|i| (1000 + 2 * i).to_string()).collect();
+        let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+        let e = check_mark_rules(&[rule(1, Protocol::Tcp, "192.0.2.10", &ports)]).unwrap_err();
+        assert!(
+            e.starts_with("mark: tcp 192.0.2.10 has 17 separate port ranges"),
+            "{e}"
+        );
+        // Adjacent ports join into one range: no limit reached.
+        let ports: Vec<String> = (0..40).map(|i| (1000 + i).to_string()).collect();
+        let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+        assert!(check_mark_rules(&[rule(1, Protocol::Tcp, "192.0.2.10", &ports)]).is_ok());
+        assert!(check_mark_rules(&[rule(0, Protocol::Tcp, "192.0.2.10", &["80"])]).is_err());
+    }
+
+    #[test]
     fn filter_entries_carry_the_ports_of_covering_destinations() {
         let rules = vec![
             rule(1, Protocol::Tcp, "192.0.2.10", &["443", "80"]),
             rule(2, Protocol::Tcp, "192.0.2.0/24", &["81", "8000-8100"]),
             rule(3, Protocol::Udp, "192.0.2.0/24", &["53"]),
             rule(4, Protocol::Tcp, "2001:db8::/64", &["80"]),
+            rule(5, Protocol::Tcp, "192.0.2.20", &["22"]),
         ];
-        let m = MarkClassifier::new(&rules, |_, _| None);
+        // Mark 5 has no service: its rule takes nothing from the kernel.
+        let m = MarkClassifier::new(&rules, |mark, _| (mark != 5).then_some(0));
         let r = |a, b| PortRange::new(a, b).unwrap();
         assert_eq!(
             m.filter_entries(false),
