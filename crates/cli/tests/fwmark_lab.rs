@@ -127,6 +127,13 @@ fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https() {
     }
     let saved = lab.xvsadm("-S -n").unwrap();
     assert!(saved.contains("-A -f 1 -s rr -p 300\n"), "{saved}");
+    let json: serde_json::Value =
+        serde_json::from_str(&lab.xvsadm("-L -n --json").unwrap()).unwrap();
+    assert_eq!(
+        json["services"][0]["addr"],
+        serde_json::json!({"fwmark": {"mark": 1, "ipv6": false}}),
+        "{json}"
+    );
 
     // A long-lived connection on 7000 from the lab's own client address, before the others.
     let mut session = lab.open_session().unwrap();
