@@ -219,5 +219,24 @@ fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https() {
         servers_seen[2],
         "80 is still the mark's, its template still holds"
     );
+    // Over the control socket: ipvsadm's own lines, the real server's port optional.
+    lab.xvsadm("-A -f 2 -s wlc").unwrap();
+    lab.xvsadm(&format!("-a -f 2 -r {rip} -g")).unwrap();
+    let listing = lab.xvsadm("-L -n").unwrap();
+    assert!(listing.contains("FWM  2 wlc\n"), "{listing}");
+    assert!(
+        lab.xvsadm("-S -n")
+            .unwrap()
+            .contains(&format!("-A -f 2 -s wlc\n-a -f 2 -r {rip}:0 -g -w 1\n"))
+    );
+    // No rule gives mark 2: accepted, as IPVS accepts it, and said in the log.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lab
+        .director_log()
+        .contains("fwmark service 2: no [[mark]] rule gives mark 2")
+    {
+        assert!(Instant::now() < deadline, "{}", lab.director_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(line_servers);
 }
