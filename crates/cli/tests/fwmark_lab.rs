@@ -2,7 +2,7 @@
 //! namespaces, with real kernel TCP clients and servers. Needs root.
 //!
 //! The seeds' HTTP + HTTPS example: `[[mark]]` gives TCP to the VIP on ports 80 and 443 (and
-//! the line servers' 7000) mark 1, and `-f 1 -s rr -p 300` with two DR real servers of port
+//! the line servers' 7000) mark 1, and `-f 1 -s rr -p 300` with two DR (or NAT) real servers of port
 //! 0 serves it. Each of several client addresses lands on one real server for every port of
 //! the mark; a port no rule marks is not the mark's; a SIGHUP changing the rules keeps a
 //! running connection.
@@ -21,15 +21,12 @@ fn programs() -> Programs {
 
 /// The second service port: a plain TCP line server, as the issue allows for "HTTPS".
 const HTTPS_PORT: u16 = 443;
-/// Client addresses besides the lab's own 172.16.0.100 (on the client's /24).
-const CLIENTS: [&str; 6] = [
-    "172.16.0.100",
-    "172.16.0.101",
-    "172.16.0.102",
-    "172.16.0.103",
-    "172.16.0.104",
-    "172.16.0.105",
-];
+/// The lab's client address (`N.N.N.100`) and five more on its /24.
+fn clients(lab: &Lab) -> Vec<String> {
+    let own = &lab.topology.client_ip;
+    let net = own.rsplit_once('.').expect("an IPv4 address").0;
+    (100..106).map(|last| format!("{net}.{last}")).collect()
+}
 
 /// Connects from `source` to `vip:port`, sends one line, prints the answer (`rsN: line`).
 const ASK_FROM: &str = r#"
@@ -49,6 +46,11 @@ impl Drop for Killed {
 }
 
 fn services(lab: &Lab, ports: &str) -> String {
+    let method = match lab.topology.mode {
+        Mode::Dr => "dr",
+        Mode::Nat => "nat",
+        Mode::Tun => "tun",
+    };
     let vip = &lab.topology.vip;
     let mut text = format!(
         "[[mark]]\nmark = 1\nprotocol = \"tcp\"\ndestination = \"{vip}\"\nports = {ports}\n\n\
@@ -56,7 +58,7 @@ fn services(lab: &Lab, ports: &str) -> String {
     );
     for rs in &lab.topology.real_servers {
         text.push_str(&format!(
-            "\n[[service.real_server]]\naddress = \"{}\"\nmethod = \"dr\"\n",
+            "\n[[service.real_server]]\naddress = \"{}\"\nmethod = \"{method}\"\n",
             rs.rip
         ));
     }
@@ -89,11 +91,24 @@ fn line_from(lab: &Lab, source: &str, port: u16) -> String {
 }
 
 #[test]
-fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https() {
-    let lab = match Lab::start(Mode::Dr, programs()) {
+fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https_dr() {
+    persistent_mark_across_ports(Mode::Dr);
+}
+
+/// NAT: port-0 real servers keep each connection's port, and their replies from 80, 443 and
+/// 7000 reach the workers (the filter's NAT-return entries of the mark's ports).
+#[test]
+fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https_nat() {
+    persistent_mark_across_ports(Mode::Nat);
+}
+
+fn persistent_mark_across_ports(mode: Mode) {
+    let lab = match Lab::start(mode, programs()) {
         Ok(lab) => lab,
-        Err(e) => panic!("lab dr: {e} (this test needs root, ip, ethtool, curl, python3)"),
+        Err(e) => panic!("lab {mode}: {e} (this test needs root, ip, ethtool, curl, python3)"),
     };
+    let clients = clients(&lab);
+    let flag = mode.option();
     // A plain TCP service on 443 beside each real server's HTTP on 80.
     let mut line_servers = Vec::new();
     for rs in &lab.topology.real_servers {
@@ -105,7 +120,7 @@ fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https() {
             .expect("start the 443 line server");
         line_servers.push(Killed(child));
     }
-    for source in &CLIENTS[1..] {
+    for source in &clients[1..] {
         lab.topology
             .client
             .ip(&["addr", "add", &format!("{source}/24"), "dev", "eth0"])
@@ -114,7 +129,7 @@ fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https() {
     let rip = &lab.topology.real_servers[1].rip;
     lab.reload(
         &services(&lab, &format!("[{HTTP_PORT}, {HTTPS_PORT}, {LINES_PORT}]")),
-        &format!("-a -f 1 -r {rip}:0 -g"),
+        &format!("-a -f 1 -r {rip}:0 {flag}"),
     )
     .unwrap();
     let listing = lab.xvsadm("-L -n").unwrap();
@@ -141,7 +156,7 @@ fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https() {
     let (session_server, _) = first.split_once(':').expect("rsN: before");
     // Each client: one server for 80, 443 and 7000, again and again.
     let mut servers_seen = Vec::new();
-    for source in CLIENTS {
+    for source in &clients {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut server = http_from(&lab, source);
         while server.is_empty() && Instant::now() < deadline {
@@ -166,7 +181,7 @@ fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https() {
                 "{source} :7000 round {round}"
             );
         }
-        if source == CLIENTS[0] {
+        if *source == clients[0] {
             assert_eq!(server, session_server, "the session's client too");
         }
         servers_seen.push(server);
@@ -178,7 +193,7 @@ fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https() {
     // One persistence template per client address.
     let conns = lab.xvsadm("-L -n -c").unwrap();
     let templates = conns.lines().filter(|l| l.contains("NONE")).count();
-    assert_eq!(templates, CLIENTS.len(), "{conns}");
+    assert_eq!(templates, clients.len(), "{conns}");
     // A port no rule marks is not the mark's: start a line server on 8080 on both real
     // servers; the mark would carry 8080 to one of them, but the filter leaves it to the
     // director's kernel, which has no such server.
@@ -192,7 +207,7 @@ fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https() {
         line_servers.push(Killed(child));
     }
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(line_from(&lab, CLIENTS[1], 8080), "", "8080 is not marked");
+    assert_eq!(line_from(&lab, &clients[1], 8080), "", "8080 is not marked");
 
     // SIGHUP with 443 no longer marked: the running connection stays on its server, 443
     // leaves the mark, 80 and 7000 stay.
@@ -203,7 +218,7 @@ fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https() {
     .unwrap();
     lab.signal_director("HUP").unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !line_from(&lab, CLIENTS[2], HTTPS_PORT).is_empty() {
+    while !line_from(&lab, &clients[2], HTTPS_PORT).is_empty() {
         assert!(
             Instant::now() < deadline,
             "443 still served after the reload"
@@ -215,19 +230,19 @@ fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https() {
         format!("{session_server}: after")
     );
     assert_eq!(
-        http_from(&lab, CLIENTS[2]),
+        http_from(&lab, &clients[2]),
         servers_seen[2],
         "80 is still the mark's, its template still holds"
     );
     // Over the control socket: ipvsadm's own lines, the real server's port optional.
     lab.xvsadm("-A -f 2 -s wlc").unwrap();
-    lab.xvsadm(&format!("-a -f 2 -r {rip} -g")).unwrap();
+    lab.xvsadm(&format!("-a -f 2 -r {rip} {flag}")).unwrap();
     let listing = lab.xvsadm("-L -n").unwrap();
     assert!(listing.contains("FWM  2 wlc\n"), "{listing}");
     assert!(
         lab.xvsadm("-S -n")
             .unwrap()
-            .contains(&format!("-A -f 2 -s wlc\n-a -f 2 -r {rip}:0 -g -w 1\n"))
+            .contains(&format!("-A -f 2 -s wlc\n-a -f 2 -r {rip}:0 {flag} -w 1\n"))
     );
     // No rule gives mark 2: accepted, as IPVS accepts it, and said in the log.
     let deadline = Instant::now() + Duration::from_secs(5);
