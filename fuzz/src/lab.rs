@@ -169,6 +169,8 @@ impl Lab {
                     mtu: mtu_ext,
                     nets: vec![(DIP, 24)],
                     gateway: Some(GATEWAY),
+                    nets6: Vec::new(),
+                    gateway6: None,
                 },
                 Link {
                     port: 1,
@@ -177,6 +179,8 @@ impl Lab {
                     mtu: mtu_int,
                     nets: vec![(Ipv4Addr::new(10, 0, 0, 1), 24)],
                     gateway: None,
+                    nets6: Vec::new(),
+                    gateway6: None,
                 },
             ],
         });
@@ -224,6 +228,7 @@ impl Lab {
                     counters: counters.clone(),
                     resolve: Arc::new(ResolveQueue::new(16)),
                     tunnel_source,
+                    tunnel_source6: None,
                     sync,
                     local: Default::default(),
                 };

@@ -181,6 +181,7 @@ impl Director {
                     counters: counters.clone(),
                     resolve: Arc::new(ResolveQueue::new(64)),
                     tunnel_source: Some(DIP),
+                    tunnel_source6: None,
                     sync: Default::default(),
                     local: Default::default(),
                 };
@@ -267,6 +268,8 @@ fn routes(method: Method) -> Routes {
         mtu: 1500,
         nets: vec![(DIP, 24)],
         gateway: Some(Ipv4Addr::new(192, 168, 0, 1)),
+        nets6: Vec::new(),
+        gateway6: None,
     };
     let mut links = vec![external];
     if method == Method::Nat {
@@ -277,6 +280,8 @@ fn routes(method: Method) -> Routes {
             mtu: 1500,
             nets: vec![(Ipv4Addr::new(10, 0, 0, 1), 24)],
             gateway: None,
+            nets6: Vec::new(),
+            gateway6: None,
         });
     }
     Routes { links }

@@ -173,7 +173,7 @@ pub trait Dataplane: Send + 'static {
 }
 
 /// The stand-in [`Dataplane`] while none is plugged in: forwards nothing, counts nothing,
-/// and refuses what the AF_XDP dataplane refuses (fwmark and IPv6 services), with its
+/// and refuses what the AF_XDP dataplane refuses (fwmark services), with its
 /// words, so a table tried with `--control-only` is one the real daemon takes.
 #[derive(Debug, Default)]
 pub struct ControlOnly;
@@ -1094,7 +1094,8 @@ mod tests {
     fn control_only_refuses_what_the_afxdp_dataplane_refuses_in_its_words() {
         use crate::daemon::Dataplane as _;
         let afxdp = crate::forwarding::AfXdpDataplane::default();
-        for line in ["-A -f 7 -6", "-A -t [2001:db8::10]:80 -s rr"] {
+        {
+            let line = "-A -f 7 -6";
             let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
             let crate::ipvsadm::Command::Edit(edit) =
                 crate::ipvsadm::parse(&words, "xvsadm", &Names::none()).unwrap()
@@ -1118,6 +1119,35 @@ mod tests {
             service: ServiceSpec::new(vip()),
         })
         .unwrap();
+    }
+
+    #[test]
+    fn ipv6_services_pass_the_dataplane_check_beside_ipv4_ones() {
+        use crate::daemon::Dataplane as _;
+        let afxdp = crate::forwarding::AfXdpDataplane::default();
+        let mut d = DataplaneDirector::new(TableOnlyDirector::default(), ControlOnly);
+        for line in [
+            "-A -t [2001:db8::10]:80 -s rr",
+            "-a -t [2001:db8::10]:80 -r [2001:db8::2]:80 -g",
+            "-a -t [2001:db8::10]:80 -r [fd00::3]:8080 -m",
+            "-A -u [2001:db8::10]:53 -s sh -p 600 -M 64",
+            "-a -u [2001:db8::10]:53 -r [2001:db8::4]:53 -i",
+            "-A -t 10.0.0.1:80 -s rr",
+        ] {
+            let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            let crate::ipvsadm::Command::Edit(edit) =
+                crate::ipvsadm::parse(&words, "xvsadm", &Names::none()).unwrap()
+            else {
+                panic!("{line}")
+            };
+            d.apply_batch(std::slice::from_ref(&edit)).unwrap();
+        }
+        assert_eq!(d.table().services.len(), 3);
+        assert_eq!(afxdp.check(d.table()), Ok(()));
+        assert_eq!(
+            ControlOnly.start(&DaemonConfig::default(), d.table(), &Timeouts::default()),
+            Ok(())
+        );
     }
 
     #[test]

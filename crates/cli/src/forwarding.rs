@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use xvs_conntrack::Protocol as ConnProtocol;
 use xvs_dataplane::afxdp::XskConfig;
-use xvs_dataplane::runtime::{PortMode, Runtime, RuntimeConfig, ipv4_of};
+use xvs_dataplane::runtime::{PortMode, Runtime, RuntimeConfig, ipv4_of, ipv6_of};
 use xvs_dataplane::service::marks::unmarked_services;
 use xvs_dataplane::service::snapshot::{Snapshot, check_supported};
 use xvs_dataplane::service::spec::{ServiceAddr, ServiceTableSpec, SocketText};
@@ -21,7 +21,9 @@ use xvs_model::mark::MarkRule;
 use crate::config::{DaemonConfig, Interfaces, SyncConfig};
 use crate::daemon::Dataplane;
 use crate::director::{DaemonArgs, ListRequest};
-use crate::listing::{ConnEntry, DataplaneInfo, DefenseInfo, ListData, PortInfo, Timeouts};
+use crate::listing::{
+    ConnEntry, DataplaneInfo, DefenseInfo, ListData, PortInfo, Timeouts, UmemInfo, WorkerInfo,
+};
 use crate::metrics::{
     ConnTableMetrics, DataplaneMetrics, DefenseMetrics, PortMetrics, WorkerMetrics,
 };
@@ -126,6 +128,7 @@ impl Dataplane for AfXdpDataplane {
             cores: config.cores.clone(),
             max_connections: config.conn_table_size as usize * ENTRIES_PER_BUCKET,
             tunnel_source: config.director_address.and_then(ipv4_of),
+            tunnel_source6: config.director_address.and_then(ipv6_of),
             xsk: XskConfig::default(),
             attach: AttachMode::Auto,
             options: xvs_conntrack::Options {
@@ -198,7 +201,7 @@ impl Dataplane for AfXdpDataplane {
                 return;
             }
             ListRequest::Dataplane => {
-                data.dataplane = Some(dataplane_info(runtime));
+                data.dataplane = Some(Box::new(dataplane_info(runtime)));
                 data.sync = runtime.sync().map(|s| Box::new(s.status()));
                 return;
             }
@@ -343,7 +346,32 @@ fn method_changes_are_safe(running: &Snapshot, table: &ServiceTableSpec) -> Resu
 
 /// `--dataplane`: the ports' modes and the workers' frame and drop counters.
 fn dataplane_info(runtime: &Runtime) -> DataplaneInfo {
-    let frames = runtime.with_stats(|stats| stats.frames());
+    let (frames, umems) = runtime.with_stats(|stats| {
+        let umems: Vec<_> = (0..stats.worker_count())
+            .map(|w| stats.worker(w).umem)
+            .collect();
+        (stats.frames(), umems)
+    });
+    let table = runtime.conn_table();
+    let per_worker = umems
+        .iter()
+        .enumerate()
+        .map(|(worker, u)| WorkerInfo {
+            worker: worker as u32,
+            umem: UmemInfo {
+                total: u.total,
+                free: u.free,
+                kernel: u.kernel,
+                in_flight: u.in_flight,
+            },
+            // One shard per worker, in the same order.
+            conn_entries: {
+                let s = table.shard_stats(worker as u16);
+                s.conns + s.templates
+            },
+        })
+        .collect();
+    let stats = table.stats();
     let ports = runtime
         .modes()
         .iter()
@@ -367,6 +395,8 @@ fn dataplane_info(runtime: &Runtime) -> DataplaneInfo {
         local_delivered: frames.local_delivered,
         drops,
         defense: defense_info(runtime),
+        conn_entries: stats.conns + stats.templates,
+        per_worker,
     }
 }
 
@@ -425,6 +455,9 @@ fn dataplane_metrics(runtime: &Runtime) -> DataplaneMetrics {
             tx_frames: w.frames.tx,
             icmp_sent: w.frames.icmp_sent,
             rx_batches: w.rx_batches,
+            umem_free: w.umem.free,
+            umem_kernel: w.umem.kernel,
+            umem_in_flight: w.umem.in_flight,
         })
         .collect();
     // Ports are listed queue by queue, each queue's interfaces in port order.

@@ -253,7 +253,7 @@ pub struct ListData {
     /// How the dataplane runs and what it dropped (`xvsadm --dataplane`); `None` when the
     /// daemon forwards nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dataplane: Option<DataplaneInfo>,
+    pub dataplane: Option<Box<DataplaneInfo>>,
     /// The connection sync daemons and their counters (`-L --daemon`, `--dataplane`);
     /// `None` when the daemon forwards nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -296,6 +296,38 @@ pub struct DataplaneInfo {
     /// The connection table's SYN-flood defence: evictions and modes.
     #[serde(default)]
     pub defense: DefenseInfo,
+    /// Entries in the connection table (connections and templates, all workers).
+    #[serde(default)]
+    pub conn_entries: u64,
+    /// Each worker's frame memory and connection-table shard, in queue order.
+    #[serde(default)]
+    pub per_worker: Vec<WorkerInfo>,
+}
+
+/// One worker in `--dataplane`: where its frames are and how many entries its share of the
+/// connection table holds, so a leak or a growth shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The worker (and queue) number.
+    pub worker: u32,
+    /// Its frame memory.
+    pub umem: UmemInfo,
+    /// Entries (connections and templates) in its shard of the connection table.
+    pub conn_entries: u64,
+}
+
+/// Where a worker's UMEM frames are, as it last published: `free + kernel + in_flight`
+/// equals `total` unless a frame leaked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UmemInfo {
+    /// Frames of the UMEM.
+    pub total: u32,
+    /// Frames in the worker's free list.
+    pub free: u32,
+    /// Frames on the kernel's rings: in a fill ring, or transmitted and not completed.
+    pub kernel: u32,
+    /// Frames the worker holds in a batch.
+    pub in_flight: u32,
 }
 
 /// `--json`'s view of the SYN-flood defence (`[defense]`).
@@ -330,6 +362,13 @@ pub fn render_dataplane(info: &DataplaneInfo) -> String {
         "Frames: rx {} tx {} icmp_sent {} local {}\n",
         info.rx_frames, info.tx_frames, info.icmp_sent, info.local_delivered
     ));
+    for w in &info.per_worker {
+        let u = &w.umem;
+        out.push_str(&format!(
+            "Worker {}: umem total {} free {} kernel {} in_flight {}, conn_entries {}\n",
+            w.worker, u.total, u.free, u.kernel, u.in_flight, w.conn_entries
+        ));
+    }
     out.push_str("Drops:");
     if info.drops.is_empty() {
         out.push_str(" none");

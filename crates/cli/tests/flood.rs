@@ -16,17 +16,16 @@
 //! - the daemon's resident memory stays below what the table may take when full;
 //! - the director reports the evictions and the defence in force (`--dataplane --json`).
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+mod support;
+
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use support::{Requests, SynTarget, dataplane, http_client, programs, rss, syn_stream};
 use xvs_cli::forwarding::ENTRIES_PER_BUCKET;
-use xvs_cli::lab::{Conversation, HTTP_PORT, LINES_PORT, Lab, Mode, Programs};
-use xvs_pktgen::frame::Addressing;
-use xvs_pktgen::pattern::{FlowSpace, FrameSize, Mode as Traffic, Pattern};
-use xvs_pktgen::wire::{SendOptions, Sender, enter_netns};
+use xvs_cli::lab::{Conversation, HTTP_PORT, LINES_PORT, Lab, Mode};
 
 /// IPVS's `size=`: 1024 buckets, 65 536 entries.
 const TABLE_SIZE: u32 = 1024;
@@ -35,170 +34,18 @@ const FLOOD: Duration = Duration::from_secs(30);
 const CALIBRATION: Duration = Duration::from_secs(3);
 /// Concurrent real clients, each making one request after another.
 const CLIENTS: usize = 2;
-/// Spoofed sources: 10.99.0.1 .. 10.99.1.0, which the router has no route back to.
-const SPOOFED_BASE: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
-const SPOOFED_ADDRESSES: u32 = 256;
 /// Half-open entries' lifetime under `secure_tcp` (the default is 10 s; shorter here so the
 /// test sees the table recover soon after the flood).
 const SECURE_SYN_RECV: u64 = 5;
 
-fn programs() -> Programs {
-    Programs {
-        xvs: env!("CARGO_BIN_EXE_xvs").into(),
-        xvsadm: env!("CARGO_BIN_EXE_xvsadm").into(),
-    }
-}
-
-/// Resident memory of process `pid` in bytes (VmRSS).
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    bytes.try_into().ok()
-}
-
-/// One HTTP/1.0 GET to `vip` on a new connection: the body's server name, or why not.
-fn request(vip: Ipv4Addr) -> Result<String, String> {
-    let timeout = Duration::from_secs(3);
-    let mut stream = TcpStream::connect_timeout(&SocketAddr::from((vip, HTTP_PORT)), timeout)
-        .map_err(|e| format!("connect: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).ok();
-    stream.set_write_timeout(Some(timeout)).ok();
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .map_err(|e| format!("read: {e}"))?;
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
-    match body {
-        "rs1" | "rs2" => Ok(body.to_string()),
-        _ => Err(format!("unexpected answer {answer:?}")),
-    }
-}
-
-/// What the real clients saw.
-#[derive(Default)]
-struct Requests {
-    ok: u64,
-    failed: u64,
-    errors: Vec<String>,
-    latencies_us: Vec<u64>,
-}
-
-impl Requests {
-    fn add(&mut self, other: Requests) {
-        self.ok += other.ok;
-        self.failed += other.failed;
-        self.errors.extend(other.errors.into_iter().take(5));
-        self.latencies_us.extend(other.latencies_us);
-    }
-
-    fn percentile_ms(&mut self, p: f64) -> f64 {
-        self.latencies_us.sort_unstable();
-        let n = self.latencies_us.len();
-        if n == 0 {
-            return f64::NAN;
-        }
-        let i = ((n as f64 * p).ceil() as usize).clamp(1, n) - 1;
-        self.latencies_us[i] as f64 / 1000.0
-    }
-}
-
-/// A real client in namespace `ns`: requests one after another until `stop`.
-fn client(ns: String, vip: Ipv4Addr, stop: Arc<AtomicBool>) -> Result<Requests, String> {
-    enter_netns(&ns)?;
-    let mut seen = Requests::default();
-    while !stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        match request(vip) {
-            Ok(_) => {
-                seen.ok += 1;
-                seen.latencies_us.push(started.elapsed().as_micros() as u64);
-            }
-            Err(e) => {
-                seen.failed += 1;
-                if seen.errors.len() < 5 {
-                    seen.errors.push(e);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(seen)
-}
-
-/// The flood's addressing: from the client's namespace through the router to the VIP.
-#[derive(Clone)]
-struct Target {
-    ns: String,
-    vip: Ipv4Addr,
-    client_mac: [u8; 6],
-    router_mac: [u8; 6],
-}
-
-/// The flood: pktgen's sender on the client's `eth0`, SYNs to VIP:80 through the router, at
-/// `rate` a second (0: as fast as it goes) for `duration`. Returns (SYNs sent, seconds).
-fn flood(target: Target, rate: u64, duration: Duration) -> Result<(u64, f64), String> {
-    let Target {
-        ns,
-        vip,
-        client_mac,
-        router_mac,
-    } = target;
-    enter_netns(&ns)?;
-    // The flood takes whatever CPU the lab leaves (this machine's few cores also run the
-    // director, the router, the real servers and the clients).
-    // SAFETY: setpriority on this thread's own id; it only lowers its scheduling priority.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
-    }
-    let addressing = Addressing {
-        src_mac: client_mac,
-        dst_mac: router_mac,
-        dst: vip,
-        dst_port: HTTP_PORT,
-    };
-    let space = FlowSpace::from(SPOOFED_BASE, SPOOFED_ADDRESSES);
-    let mut pattern = Pattern::new(Traffic::New, 0, space, FrameSize::Fixed(64), &addressing);
-    let mut sender = Sender::open("eth0")?;
-    let options = SendOptions {
-        rate,
-        duration,
-        live: false,
-    };
-    let summary = sender.run(&mut pattern, &options, Vec::new())?;
-    Ok((summary.tx.packets, summary.seconds))
-}
-
 /// Frames the director has received (`--dataplane --json`).
 fn director_rx(lab: &Lab) -> u64 {
-    let json = lab
-        .xvsadm("--dataplane --json")
-        .expect("--dataplane --json");
-    let value: serde_json::Value = serde_json::from_str(&json).expect("JSON");
-    value["rx_frames"].as_u64().expect("rx_frames")
+    dataplane(lab)["rx_frames"].as_u64().expect("rx_frames")
 }
 
 /// `xvsadm --dataplane --json`'s defence section.
 fn defense(lab: &Lab) -> serde_json::Value {
-    let json = lab
-        .xvsadm("--dataplane --json")
-        .expect("--dataplane --json");
-    let value: serde_json::Value = serde_json::from_str(&json).expect("JSON");
-    value["defense"].clone()
+    dataplane(lab)["defense"].clone()
 }
 
 #[test]
@@ -219,38 +66,17 @@ fn real_clients_are_served_through_a_syn_flood_that_fills_the_table() {
         .unwrap();
     let vip: Ipv4Addr = lab.topology.vip.parse().unwrap();
     let client_ns = lab.topology.client.name().to_string();
-    // A first request through the router also puts the router's MAC in the client's table.
-    let first = lab.http_get().unwrap();
-    assert!(first == "rs1" || first == "rs2", "{first:?}");
-    let neigh = lab
-        .topology
-        .client
-        .exec("ip", &["neigh", "show", "172.16.0.254"])
-        .unwrap();
-    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
-    let router_mac = neigh
-        .split_whitespace()
-        .skip_while(|w| *w != "lladdr")
-        .nth(1)
-        .and_then(parse_mac)
-        .unwrap_or_else(|| panic!("the router's MAC in {neigh:?}"));
-    let client_mac = parse_mac(&lab.topology.client.mac("eth0").unwrap()).unwrap();
+    let target = SynTarget::of(&lab);
     let pid = lab.director_pid().expect("the director runs");
     let rss_start = rss(pid);
     let entries = TABLE_SIZE as usize * ENTRIES_PER_BUCKET;
     let cap = rss_start + xvs_conntrack::memory_when_full(entries, 1) + (8 << 20);
-    let target = Target {
-        ns: client_ns.clone(),
-        vip,
-        client_mac,
-        router_mac,
-    };
 
     // What the lab carries: a burst flat out, counted where it arrives.
     let before = director_rx(&lab);
     let (burst, burst_secs) = {
         let target = target.clone();
-        std::thread::spawn(move || flood(target, 0, CALIBRATION))
+        std::thread::spawn(move || syn_stream(target, 0, CALIBRATION))
             .join()
             .unwrap()
             .expect("the burst ran")
@@ -273,10 +99,10 @@ fn real_clients_are_served_through_a_syn_flood_that_fills_the_table() {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let (ns, stop) = (client_ns.clone(), stop.clone());
-            std::thread::spawn(move || client(ns, vip, stop))
+            std::thread::spawn(move || http_client(ns, vip, Duration::from_millis(10), stop))
         })
         .collect();
-    let sender = std::thread::spawn(move || flood(target, flood_rate, FLOOD));
+    let sender = std::thread::spawn(move || syn_stream(target, flood_rate, FLOOD));
     // While it floods: the daemon's memory, and the defence as the director reports it.
     let mut rss_peak = rss_start;
     let mut pressure_seen = false;
@@ -310,8 +136,8 @@ fn real_clients_are_served_through_a_syn_flood_that_fills_the_table() {
     }
     let recovered = flood_ended.elapsed();
 
-    let total = seen.ok + seen.failed;
-    let success = seen.ok as f64 * 100.0 / total.max(1) as f64;
+    let total = seen.total();
+    let success = seen.success_percent();
     let rate = syns as f64 / seconds.max(f64::MIN_POSITIVE);
     let (p50, p99) = (seen.percentile_ms(0.50), seen.percentile_ms(0.99));
     println!(

@@ -164,17 +164,22 @@ fn control_only_refuses_what_the_real_daemon_refuses() {
             .success()
     );
     // IPv4 fwmark services are served (by the config file's [[mark]] rules); IPv6 ones
-    // wait for the IPv6 data path.
+    // wait for the IPv6 path to consult the mark rules.
     assert!(xvsadm(socket, "-A -f 7 -s rr", None).status.success());
     assert_eq!(
         refused(&xvsadm(socket, "-A -f 8 -6", None)),
-        "IPv6 fwmark service 8: the xvs data path forwards IPv4 only for now"
+        "IPv6 fwmark service 8: xvs serves IPv4 fwmark services only for now"
+    );
+    assert!(
+        xvsadm(socket, "-A -t [2001:db8::10]:80", None)
+            .status
+            .success(),
+        "IPv6 services are served"
     );
     assert_eq!(
-        refused(&xvsadm(socket, "-A -t [2001:db8::10]:80", None)),
-        "IPv6 service [2001:db8::10]: the xvs data path forwards IPv4 only for now"
+        saved(socket),
+        "-A -t 10.0.0.1:80 -s rr\n-A -t [2001:db8::10]:80 -s wlc\n-A -f 7 -s rr\n"
     );
-    assert_eq!(saved(socket), "-A -t 10.0.0.1:80 -s rr\n-A -f 7 -s rr\n");
 }
 
 #[test]
@@ -252,4 +257,87 @@ fn a_restore_longer_than_one_request_is_refused_in_one_line() {
         "{line}"
     );
     assert_eq!(saved(&daemon.socket), "-A -t 10.0.0.1:80 -s rr\n");
+}
+
+/// IPv6 services beside IPv4 ones, from the config file and from xvsadm: listed as ipvsadm
+/// lists them (bracketed addresses, `mask 64` for an IPv6 prefix), saved, restored, and in
+/// the JSON listing.
+#[test]
+fn ipv6_services_load_list_save_and_restore_beside_ipv4_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("xvs.toml");
+    std::fs::write(
+        &config,
+        "[[service]]\ntcp = \"[2001:db8::10]:80\"\nscheduler = \"rr\"\n\
+         [[service.real_server]]\naddress = \"2001:db8::2\"\nmethod = \"dr\"\n\
+         [[service.real_server]]\naddress = \"[fd00::3]:8080\"\nmethod = \"nat\"\nweight = 2\n\
+         [[service]]\ntcp = \"10.0.0.1:80\"\nscheduler = \"rr\"\n\
+         [[service.real_server]]\naddress = \"10.0.0.2\"\nmethod = \"dr\"\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(dir.path(), Some(&config));
+    let socket = &daemon.socket;
+    for line in [
+        "-A -u [2001:db8::10]:53 -s sh -p 600 -M 64",
+        "-a -u [2001:db8::10]:53 -r [2001:db8::4]:53 -i",
+    ] {
+        let out = xvsadm(socket, line, None);
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = xvsadm(socket, "-L -n", None);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "IP Virtual Server version 1.2.1 (size=4096)\n\
+         Prot LocalAddress:Port Scheduler Flags\n\
+         \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+         TCP  10.0.0.1:80 rr\n\
+         \x20 -> 10.0.0.2:80                  Route   1      0          0         \n\
+         TCP  [2001:db8::10]:80 rr\n\
+         \x20 -> [2001:db8::2]:80             Route   1      0          0         \n\
+         \x20 -> [fd00::3]:8080               Masq    2      0          0         \n\
+         UDP  [2001:db8::10]:53 sh persistent 600 mask 64\n\
+         \x20 -> [2001:db8::4]:53             Tunnel  1      0          0         \n"
+    );
+    let rules = saved(socket);
+    assert_eq!(
+        rules,
+        "-A -t 10.0.0.1:80 -s rr\n\
+         -a -t 10.0.0.1:80 -r 10.0.0.2:80 -g -w 1\n\
+         -A -t [2001:db8::10]:80 -s rr\n\
+         -a -t [2001:db8::10]:80 -r [2001:db8::2]:80 -g -w 1\n\
+         -a -t [2001:db8::10]:80 -r [fd00::3]:8080 -m -w 2\n\
+         -A -u [2001:db8::10]:53 -s sh -p 600 -M 64\n\
+         -a -u [2001:db8::10]:53 -r [2001:db8::4]:53 -i -w 1 --tun-type ipip\n"
+    );
+    assert!(xvsadm(socket, "-C", None).status.success());
+    assert_eq!(saved(socket), "");
+    assert!(
+        xvsadm(socket, "-R", Some(rules.as_bytes()))
+            .status
+            .success()
+    );
+    assert_eq!(saved(socket), rules, "-S | -R round trip");
+    let json = String::from_utf8(xvsadm(socket, "-L -n --json", None).stdout).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let addrs: Vec<&str> = value["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["addr"]["inet"]["addr"].as_str().unwrap())
+        .collect();
+    assert_eq!(addrs, ["10.0.0.1", "2001:db8::10", "2001:db8::10"]);
+    // A mixed-family real server of a non-tunnel method is refused in one line.
+    assert_eq!(
+        refused(&xvsadm(
+            socket,
+            "-a -t [2001:db8::10]:80 -r 10.0.0.9:80 -g",
+            None
+        )),
+        "Different address family is allowed only for tunneling servers"
+    );
 }

@@ -75,7 +75,7 @@ fn dr_round_robin_alternates_over_tcp_and_udp() {
     let before = lab.xvsadm("-S -n").unwrap();
     let refused = lab.xvsadm("-A -f 7 -6 -s rr").unwrap_err().to_string();
     assert!(
-        refused.contains("IPv6 fwmark service 7: the xvs data path forwards IPv4 only"),
+        refused.contains("IPv6 fwmark service 7: xvs serves IPv4 fwmark services only"),
         "{refused}"
     );
     assert_eq!(lab.xvsadm("-S -n").unwrap(), before);

@@ -20,7 +20,13 @@
 // error xvs's; so does a quoted IPIP packet from one of the director's addresses (TUN). ICMP
 // echo to a VIP stays with the kernel, which answers it.
 //
-// ARP, IPv6, VLAN-tagged frames and everything not matching go to the kernel.
+// IPv6 the same way, with maps of its own (xvs_vips6, xvs_nat_returns6, xvs_locals6): the
+// upper-layer header is found by walking at most MAX_EXTENSION_HEADERS extension headers (as
+// xvs's parser does; a longer chain stays with the kernel), a later fragment carries no
+// ports, and ICMPv6 errors (types 1 to 4) are matched by the packet they quote. Every other
+// ICMPv6 message (neighbour discovery, echo, router advertisements) is the kernel's.
+//
+// ARP, VLAN-tagged frames and everything not matching go to the kernel.
 //
 // Self-contained on purpose (no kernel or libbpf headers): build.rs compiles it with
 // `clang -O2 -g -target bpf`, and the key layout below is mirrored by `xdp::MatchKey`.
@@ -62,12 +68,21 @@ static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
 #define IP_OFFSET_MASK 0x1fff /* fragment offset; non-zero on every fragment but the first */
 #define IPPROTO_ICMP 1
 #define IPPROTO_IPIP 4
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define IPPROTO_SCTP 132
+#define IPPROTO_ICMPV6 58
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_DEST 60
+#define IPV6_HLEN 40
+#define IPV6_FRAG_OFFSET_MASK 0xfff8 /* fragment offset in the fragment header */
+#define MAX_EXTENSION_HEADERS 8       /* xvs_forwarders::wire::MAX_EXTENSION_HEADERS */
 
 // Addresses and ports in network byte order, as read from the packet.
 struct match_key {
@@ -130,6 +145,38 @@ struct {
 	__type(value, struct mark_ports);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } xvs_marks_v4 SEC(".maps");
+
+// The IPv6 maps, keyed like the IPv4 ones with a 16-byte address (`xdp::MatchKey6`).
+struct match_key6 {
+	__u8 addr[16];
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_MATCHES);
+	__type(key, struct match_key6);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} xvs_vips6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_MATCHES);
+	__type(key, struct match_key6);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} xvs_nat_returns6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct match_key6);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} xvs_locals6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -222,6 +269,117 @@ static __always_inline int icmp_error_is_ours(__u8 *icmp, void *data_end)
 	       (!is_local(saddr) && matches(&xvs_nat_returns, daddr, dport, proto));
 }
 
+static __always_inline int matches6(void *map, const __u8 *addr, __u16 port, __u8 proto)
+{
+	struct match_key6 key = { .port = port, .proto = proto, .pad = 0 };
+
+	__builtin_memcpy(key.addr, addr, 16);
+	if (port && bpf_map_lookup_elem(map, &key))
+		return 1;
+	key.port = 0;
+	if (bpf_map_lookup_elem(map, &key))
+		return 1;
+	key.proto = 0;
+	return bpf_map_lookup_elem(map, &key) != 0;
+}
+
+static __always_inline int is_local6(const __u8 *addr)
+{
+	struct match_key6 key = { .port = 0, .proto = 0, .pad = 0 };
+
+	__builtin_memcpy(key.addr, addr, 16);
+	return bpf_map_lookup_elem(&xvs_locals6, &key) != 0;
+}
+
+// Finds the upper-layer header of the IPv6 packet at `ip` (its fixed header in bounds):
+// sets *proto and *l4, and *later_fragment for a fragment other than the first. Returns 0
+// when the chain is cut short by the frame or longer than MAX_EXTENSION_HEADERS.
+static __always_inline int upper_layer6(__u8 *ip, void *data_end, __u8 *proto, __u8 **l4,
+					int *later_fragment)
+{
+	__u8 next = ip[6];
+	__u8 *p = ip + IPV6_HLEN;
+
+#pragma unroll
+	for (int i = 0; i < MAX_EXTENSION_HEADERS; i++) {
+		if (next != NEXTHDR_HOP && next != NEXTHDR_ROUTING && next != NEXTHDR_DEST &&
+		    next != NEXTHDR_FRAGMENT)
+			break;
+		if ((void *)(p + 8) > data_end)
+			return 0;
+		if (next == NEXTHDR_FRAGMENT) {
+			if (*(__u16 *)(p + 2) & bpf_htons(IPV6_FRAG_OFFSET_MASK))
+				*later_fragment = 1;
+			next = p[0];
+			p += 8;
+		} else {
+			next = p[0];
+			p += ((__u32)p[1] + 1) * 8;
+		}
+	}
+	if (next == NEXTHDR_HOP || next == NEXTHDR_ROUTING || next == NEXTHDR_DEST ||
+	    next == NEXTHDR_FRAGMENT)
+		return 0;
+	*proto = next;
+	*l4 = p;
+	return 1;
+}
+
+// True when the ICMPv6 message at `icmp` is an error quoting a packet of an IPv6 VIP or NAT
+// service.
+static __always_inline int icmp6_error_is_ours(__u8 *icmp, void *data_end)
+{
+	__u8 *inner = icmp + 8;
+
+	if ((void *)(inner + IPV6_HLEN) > data_end)
+		return 0;
+	if (icmp[0] < 1 || icmp[0] > 4 || (inner[0] >> 4) != 6)
+		return 0;
+	__u8 proto = 0;
+	__u8 *l4 = 0;
+	int later_fragment = 0;
+	if (!upper_layer6(inner, data_end, &proto, &l4, &later_fragment))
+		return 0;
+	__u16 sport = 0, dport = 0;
+	if (carries_ports(proto) && !later_fragment) {
+		if ((void *)(l4 + 4) > data_end)
+			return 0;
+		sport = *(__u16 *)l4;
+		dport = *(__u16 *)(l4 + 2);
+	}
+	return matches6(&xvs_vips6, inner + 8, sport, proto) ||
+	       (!is_local6(inner + 8) && matches6(&xvs_nat_returns6, inner + 24, dport, proto));
+}
+
+static __always_inline int filter6(struct xdp_md *ctx, __u8 *ip, void *data_end)
+{
+	if ((void *)(ip + IPV6_HLEN) > data_end || (ip[0] >> 4) != 6)
+		return XDP_PASS;
+	__u8 *saddr = ip + 8;
+	__u8 *daddr = ip + 24;
+	__u8 proto = 0;
+	__u8 *l4 = 0;
+	int later_fragment = 0;
+	if (!upper_layer6(ip, data_end, &proto, &l4, &later_fragment))
+		return XDP_PASS;
+	if (proto == IPPROTO_ICMPV6) {
+		if (!later_fragment && icmp6_error_is_ours(l4, data_end))
+			return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
+		return XDP_PASS;
+	}
+	__u16 sport = 0, dport = 0;
+	if (carries_ports(proto) && !later_fragment) {
+		if ((void *)(l4 + 4) > data_end)
+			return XDP_PASS;
+		sport = *(__u16 *)l4;
+		dport = *(__u16 *)(l4 + 2);
+	}
+	if (matches6(&xvs_vips6, daddr, dport, proto) ||
+	    (!is_local6(daddr) && matches6(&xvs_nat_returns6, saddr, sport, proto)))
+		return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
+	return XDP_PASS;
+}
+
 SEC("xdp")
 int xvs_filter(struct xdp_md *ctx)
 {
@@ -232,6 +390,8 @@ int xvs_filter(struct xdp_md *ctx)
 
 	if ((void *)(ip + 20) > data_end)
 		return XDP_PASS;
+	if (*(__u16 *)(eth + 12) == bpf_htons(ETH_P_IPV6))
+		return filter6(ctx, ip, data_end);
 	if (*(__u16 *)(eth + 12) != bpf_htons(ETH_P_IP))
 		return XDP_PASS;
 

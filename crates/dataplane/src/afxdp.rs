@@ -31,7 +31,7 @@ use std::time::Duration;
 use libxdp_sys::{xsk_ring_cons, xsk_ring_prod, xsk_socket, xsk_umem};
 
 use crate::packet_io::{
-    BATCH_SIZE, PacketIo, PollSummary, PortStats, ProcessFn, TxList, process_received,
+    BATCH_SIZE, FrameAccount, PacketIo, PollSummary, PortStats, ProcessFn, TxList, process_received,
 };
 use crate::umem::{Desc, Umem, UmemConfig};
 
@@ -202,6 +202,9 @@ struct XskSocket {
     comp: Box<xsk_ring_cons>,
     /// How many chunks the fill ring should hold.
     fill_target: u32,
+    /// Chunks this socket's rings hold for the kernel, by the rings' own traffic: given to
+    /// the fill ring and not received yet, plus queued on the TX ring and not completed yet.
+    with_kernel: u32,
     stats: PortStats,
 }
 
@@ -291,6 +294,7 @@ impl XskSocket {
             fill,
             comp,
             fill_target: config.fill_ring,
+            with_kernel: 0,
             stats: PortStats::default(),
         };
         socket.mode = socket.bound_mode()?;
@@ -382,7 +386,9 @@ impl XskSocket {
         for i in 0..n {
             // SAFETY: entries `idx..idx + n` were just peeked, so they are readable.
             let addr = unsafe { *libxdp_sys::xsk_ring_cons__comp_addr(&*self.comp, idx + i) };
-            if !umem.complete(addr) {
+            if umem.complete(addr) {
+                self.with_kernel -= 1;
+            } else {
                 self.stats.invalid_descs += 1;
             }
         }
@@ -423,6 +429,7 @@ impl XskSocket {
         }
         // SAFETY: submits exactly the entries reserved and written above.
         unsafe { libxdp_sys::xsk_ring_prod__submit(&mut *self.fill, reserved) };
+        self.with_kernel += reserved;
         if self.fill_needs_wakeup() {
             self.wake_rx();
         }
@@ -448,6 +455,7 @@ impl XskSocket {
                 self.stats.invalid_descs += 1;
             }
         }
+        self.with_kernel -= valid as u32;
         if n > 0 {
             // SAFETY: releases exactly the `n` entries peeked above.
             unsafe { libxdp_sys::xsk_ring_cons__release(&mut *self.rx, n) };
@@ -501,6 +509,7 @@ impl XskSocket {
         if queued > 0 {
             // SAFETY: submits exactly the entries written above.
             unsafe { libxdp_sys::xsk_ring_prod__submit(&mut *self.tx, queued) };
+            self.with_kernel += queued;
             if self.tx_needs_wakeup() {
                 self.kick_tx();
             }
@@ -854,6 +863,15 @@ impl PacketIo for AfXdpPorts {
         self.sockets
             .get(port)
             .map_or_else(PortStats::default, |s| s.stats)
+    }
+
+    fn frames(&self) -> FrameAccount {
+        FrameAccount {
+            total: self.umem.config().frame_count,
+            free: self.umem.free_count() as u32,
+            kernel: self.sockets.iter().map(|s| s.with_kernel).sum(),
+            in_flight: self.umem.in_batch_count(),
+        }
     }
 }
 

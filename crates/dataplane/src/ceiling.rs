@@ -81,7 +81,7 @@ impl IoCeiling {
                     self.hops.push(CeilingHop { port, header });
                 }
                 None => {
-                    let _ = self.shared.resolve.push((port, hop));
+                    let _ = self.shared.resolve.push((port, hop.into()));
                 }
             }
         }

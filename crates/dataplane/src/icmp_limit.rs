@@ -14,8 +14,12 @@
 //! and are relaxed atomics so the limiter can live beside the worker's counters; nothing is
 //! allocated or locked per packet, and the clock is read only when an error is about to be
 //! sent.
+//!
+//! IPv6 destinations (Packet Too Big, Time Exceeded) share the limiter: an IPv6 address is
+//! folded to the 32-bit key of its bucket (a collision only shares a bucket, as two IPv4
+//! addresses colliding in the direct-mapped table do).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -115,13 +119,14 @@ impl IcmpLimiter {
 
     /// May an ICMP error go to `dst` now? Takes a token from both buckets if so.
     #[cold]
-    pub fn allow(&self, dst: Ipv4Addr) -> bool {
+    pub fn allow(&self, dst: impl Into<IpAddr>) -> bool {
         let now = self.epoch.elapsed().as_millis() as u64;
         self.allow_at(dst, now)
     }
 
     /// [`allow`](Self::allow) at `now_ms` milliseconds since the limiter's start.
-    pub fn allow_at(&self, dst: Ipv4Addr, now_ms: u64) -> bool {
+    pub fn allow_at(&self, dst: impl Into<IpAddr>, now_ms: u64) -> bool {
+        let dst = dst.into();
         // The global bucket (Linux icmp_global_allow), in millitokens.
         let per_sec = u64::from(self.per_sec.load(Ordering::Relaxed));
         let global = if per_sec == 0 {
@@ -138,7 +143,7 @@ impl IcmpLimiter {
         // The destination's bucket (Linux inet_peer_xrlim_allow), in milliseconds.
         let timeout = u64::from(self.ratelimit_ms.load(Ordering::Relaxed));
         if timeout != 0 {
-            let key = u32::from(dst).max(1);
+            let key = peer_key(dst).max(1);
             let peer = &self.peers[(key.wrapping_mul(0x9e37_79b1) >> 24) as usize % PEERS];
             let cap = BURST_FACTOR * timeout;
             let tokens = if peer.addr.load(Ordering::Relaxed) == key {
@@ -164,9 +169,24 @@ impl IcmpLimiter {
     }
 }
 
+/// The 32-bit bucket key of a destination: an IPv4 address itself, an IPv6 one folded with
+/// every bit taking part.
+#[inline]
+fn peer_key(dst: IpAddr) -> u32 {
+    match dst {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(a) => {
+            let bits = a.to_bits();
+            let folded = (bits as u64) ^ ((bits >> 64) as u64).rotate_left(17);
+            (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn limiter(limits: IcmpLimits, workers: usize) -> IcmpLimiter {
         let l = IcmpLimiter::default();
@@ -250,5 +270,24 @@ mod tests {
         assert_eq!(allowed(&l, A, 0, 10_000), 10_000);
         // The clock-reading form works too.
         assert!(l.allow(A));
+    }
+
+    #[test]
+    fn ipv6_destinations_are_limited_each_on_their_own() {
+        let l = limiter(
+            IcmpLimits {
+                ratelimit_ms: 1000,
+                msgs_per_sec: 0,
+                msgs_burst: 0,
+            },
+            1,
+        );
+        let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+        let sent_a = (0..10).filter(|_| l.allow_at(a, 0)).count();
+        let sent_b = (0..10).filter(|_| l.allow_at(b, 0)).count();
+        assert_eq!((sent_a, sent_b), (6, 6), "a burst of six each");
+        assert!(l.allow_at(a, 1000), "one more a second later");
+        assert_ne!(peer_key(a.into()), peer_key(b.into()));
     }
 }

@@ -13,7 +13,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::packet_io::{
-    BATCH_SIZE, PacketIo, PollSummary, PortStats, ProcessFn, TxList, process_received,
+    BATCH_SIZE, FrameAccount, PacketIo, PollSummary, PortStats, ProcessFn, TxList, process_received,
 };
 use crate::umem::{Desc, Umem, UmemConfig};
 
@@ -180,6 +180,20 @@ impl PacketIo for MemoryPorts {
         self.ports
             .get(port)
             .map_or_else(PortStats::default, |p| p.stats)
+    }
+
+    /// The receive and transmit queues stand in for the kernel's rings.
+    fn frames(&self) -> FrameAccount {
+        FrameAccount {
+            total: self.umem.config().frame_count,
+            free: self.umem.free_count() as u32,
+            kernel: self
+                .ports
+                .iter()
+                .map(|p| p.rx.len() + p.tx.len())
+                .sum::<usize>() as u32,
+            in_flight: self.umem.in_batch_count(),
+        }
     }
 }
 
@@ -356,6 +370,61 @@ mod tests {
         );
         assert_eq!(ports.drain_tx(0, |bytes| assert_eq!(bytes, &[1; 60])), 2);
         assert_eq!(ports.free_frames(), 8);
+    }
+
+    #[test]
+    fn every_frame_is_accounted_for_after_traffic() {
+        let mut ports = MemoryPorts::with_tx_ring(2, config(32), 4).unwrap();
+        let account = |ports: &MemoryPorts| {
+            let a = ports.frames();
+            assert!(a.balanced(), "{a:?}");
+            (a.free, a.kernel, a.in_flight)
+        };
+        assert_eq!(account(&ports), (32, 0, 0));
+        let mut turn = 0u32;
+        for round in 0..50 {
+            for i in 0..(round % 7 + 3) {
+                assert!(ports.push_rx(i % 2, &[round as u8; 60]));
+            }
+            // Queued and not yet received: the "kernel" holds them.
+            let (_, kernel, _) = account(&ports);
+            assert_eq!(
+                kernel as usize,
+                ports.rx_pending(0)
+                    + ports.rx_pending(1)
+                    + ports.tx_pending(0)
+                    + ports.tx_pending(1)
+            );
+            // Every third frame dropped, every fifth sent to a port that does not exist,
+            // the rest forwarded to the other port (whose queue of 4 overflows at times).
+            ports
+                .poll(64, &mut |ingress, _, verdicts| {
+                    for v in verdicts.iter_mut() {
+                        turn += 1;
+                        *v = match turn {
+                            t if t % 3 == 0 => Verdict::Drop,
+                            t if t % 5 == 0 => Verdict::Transmit { port: 9 },
+                            _ => Verdict::Transmit { port: 1 - ingress },
+                        };
+                    }
+                })
+                .unwrap();
+            let (free, kernel, in_flight) = account(&ports);
+            assert_eq!(in_flight, 0, "nothing held between turns");
+            assert_eq!(kernel as usize, ports.tx_pending(0) + ports.tx_pending(1));
+            assert_eq!(free + kernel, 32);
+            if round % 4 == 0 {
+                ports.drain_tx(0, |_| {});
+                ports.drain_tx(1, |_| {});
+                assert_eq!(account(&ports), (32, 0, 0));
+            }
+        }
+        let stats = [ports.stats(0), ports.stats(1)];
+        let lost: u64 = stats.iter().map(|s| s.tx_ring_full + s.bad_verdict).sum();
+        assert!(
+            lost > 0,
+            "the test overflowed a queue and named a missing port"
+        );
     }
 
     #[test]

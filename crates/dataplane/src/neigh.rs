@@ -9,10 +9,14 @@
 //! finds the answer. The worker drops (and counts) packets toward an unresolved neighbour and
 //! queues the address; the side thread calls [`NeighbourCache::request`] and
 //! [`NeighbourCache::refresh`] and publishes [`NeighbourCache::neighbours`].
+//!
+//! IPv6 the same way: the dump asks for every family and keeps IPv4 and IPv6 entries, and
+//! `NTF_USE` on an IPv6 address makes the kernel send its neighbour solicitation (neighbour
+//! discovery stays the kernel's: ND frames pass the XDP filter like ARP).
 
 use std::collections::HashMap;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use crate::netdev::Mac;
@@ -46,13 +50,13 @@ pub mod state {
     pub const USABLE: u16 = REACHABLE | STALE | DELAY | PROBE | NOARP | PERMANENT;
 }
 
-/// One IPv4 neighbour entry.
+/// One IPv4 or IPv6 neighbour entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Neighbour {
     /// Interface index.
     pub ifindex: u32,
     /// The neighbour's address.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Its MAC, when the kernel has one.
     pub mac: Option<Mac>,
     /// `NUD_*` state bits, see [`state`].
@@ -70,44 +74,51 @@ impl Neighbour {
     }
 }
 
-fn ndmsg(ifindex: u32, state: u16, flags: u8) -> [u8; NDMSG_LEN] {
+fn ndmsg(family: i32, ifindex: u32, state: u16, flags: u8) -> [u8; NDMSG_LEN] {
     let mut header = [0u8; NDMSG_LEN];
-    header[0] = libc::AF_INET as u8;
+    header[0] = family as u8;
     header[4..8].copy_from_slice(&ifindex.to_ne_bytes());
     header[8..10].copy_from_slice(&state.to_ne_bytes());
     header[10] = flags;
     header
 }
 
-/// The `RTM_GETNEIGH` dump of IPv4 neighbours.
+/// The `RTM_GETNEIGH` dump of the neighbours of every family (the parser keeps IPv4 and
+/// IPv6 ones).
 pub fn dump_request(seq: u32) -> Vec<u8> {
     Request::new(
         kind::GET_NEIGH,
         flags::REQUEST | flags::DUMP,
         seq,
-        &ndmsg(0, 0, 0),
+        &ndmsg(libc::AF_UNSPEC, 0, 0, 0),
     )
     .finish()
 }
 
 /// The `RTM_NEWNEIGH` + `NTF_USE` request that makes the kernel resolve `addr` on `ifindex`
 /// (creating an entry when there is none).
-pub fn resolve_request(ifindex: u32, addr: Ipv4Addr, seq: u32) -> Vec<u8> {
-    let header = ndmsg(ifindex, 0, NTF_USE);
+pub fn resolve_request(ifindex: u32, addr: IpAddr, seq: u32) -> Vec<u8> {
+    let (family, octets): (i32, &[u8]) = match &addr {
+        IpAddr::V4(a) => (libc::AF_INET, &a.octets()[..]),
+        IpAddr::V6(a) => (libc::AF_INET6, &a.octets()[..]),
+    };
+    let header = ndmsg(family, ifindex, 0, NTF_USE);
     Request::new(
         kind::NEW_NEIGH,
         flags::REQUEST | flags::ACK | flags::CREATE,
         seq,
         &header,
     )
-    .attr(NDA_DST, &addr.octets())
+    .attr(NDA_DST, octets)
     .finish()
 }
 
-/// Parses an `RTM_NEWNEIGH` payload; None for other families or truncated messages.
+/// Parses an `RTM_NEWNEIGH` payload; None for families other than IPv4 and IPv6 or
+/// truncated messages.
 pub fn parse_neighbour(payload: &[u8]) -> Option<Neighbour> {
     let header = payload.get(..NDMSG_LEN)?;
-    if i32::from(header[0]) != libc::AF_INET {
+    let family = i32::from(header[0]);
+    if family != libc::AF_INET && family != libc::AF_INET6 {
         return None;
     }
     let ifindex = u32::from_ne_bytes(header[4..8].try_into().ok()?);
@@ -116,7 +127,16 @@ pub fn parse_neighbour(payload: &[u8]) -> Option<Neighbour> {
     let mut mac = None;
     for (kind, value) in attributes(payload, NDMSG_LEN) {
         match kind {
-            NDA_DST => addr = <[u8; 4]>::try_from(value).ok().map(Ipv4Addr::from),
+            NDA_DST if family == libc::AF_INET => {
+                addr = <[u8; 4]>::try_from(value)
+                    .ok()
+                    .map(|a| Ipv4Addr::from(a).into())
+            }
+            NDA_DST => {
+                addr = <[u8; 16]>::try_from(value)
+                    .ok()
+                    .map(|a| Ipv6Addr::from(a).into())
+            }
             NDA_LLADDR => mac = <[u8; 6]>::try_from(value).ok(),
             _ => {}
         }
@@ -129,7 +149,7 @@ pub fn parse_neighbour(payload: &[u8]) -> Option<Neighbour> {
     })
 }
 
-/// Reads every IPv4 neighbour the kernel knows (calling thread's namespace).
+/// Reads every IPv4 and IPv6 neighbour the kernel knows (calling thread's namespace).
 pub fn dump(socket: &mut RouteSocket) -> io::Result<Vec<Neighbour>> {
     let seq = socket.next_seq();
     let mut found = Vec::new();
@@ -142,7 +162,7 @@ pub fn dump(socket: &mut RouteSocket) -> io::Result<Vec<Neighbour>> {
 }
 
 /// Asks the kernel to resolve `addr` on interface `ifindex`.
-pub fn resolve(socket: &mut RouteSocket, ifindex: u32, addr: Ipv4Addr) -> io::Result<()> {
+pub fn resolve(socket: &mut RouteSocket, ifindex: u32, addr: IpAddr) -> io::Result<()> {
     let seq = socket.next_seq();
     socket.transact(&resolve_request(ifindex, addr, seq), seq, |_| {})
 }
@@ -156,8 +176,8 @@ pub struct NeighbourCache {
     socket: RouteSocket,
     /// Interface index of each port (index = port number).
     ports: Vec<u32>,
-    macs: HashMap<(u8, Ipv4Addr), Mac>,
-    asked: HashMap<(u8, Ipv4Addr), Instant>,
+    macs: HashMap<(u8, IpAddr), Mac>,
+    asked: HashMap<(u8, IpAddr), Instant>,
 }
 
 impl NeighbourCache {
@@ -200,13 +220,14 @@ impl NeighbourCache {
     }
 
     /// The MAC of `addr` on `port`, if resolved.
-    pub fn lookup(&self, port: u8, addr: Ipv4Addr) -> Option<Mac> {
-        self.macs.get(&(port, addr)).copied()
+    pub fn lookup(&self, port: u8, addr: impl Into<IpAddr>) -> Option<Mac> {
+        self.macs.get(&(port, addr.into())).copied()
     }
 
     /// Starts resolving `addr` on `port` unless it is known or was asked for less than
     /// [`REQUEST_INTERVAL`] ago. Returns whether a request was sent.
-    pub fn request(&mut self, port: u8, addr: Ipv4Addr) -> io::Result<bool> {
+    pub fn request(&mut self, port: u8, addr: impl Into<IpAddr>) -> io::Result<bool> {
+        let addr = addr.into();
         let Some(&ifindex) = self.ports.get(usize::from(port)) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
         };
@@ -230,7 +251,10 @@ impl NeighbourCache {
     pub fn neighbours(&self) -> Neighbours {
         let mut table = Neighbours::new();
         for (&(port, addr), &mac) in &self.macs {
-            table.insert(port, addr, mac);
+            match addr {
+                IpAddr::V4(a) => table.insert(port, a, mac),
+                IpAddr::V6(a) => table.insert6(port, a, mac),
+            }
         }
         table
     }
@@ -257,7 +281,7 @@ mod tests {
     fn parses_a_neighbour_message() {
         let entry = parse_neighbour(REACHABLE_ENTRY).unwrap();
         assert_eq!(entry.ifindex, 3);
-        assert_eq!(entry.addr, Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(entry.addr, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
         assert_eq!(entry.mac, Some([2, 0, 0, 0, 0, 9]));
         assert_eq!(entry.usable_mac(), Some([2, 0, 0, 0, 0, 9]));
     }
@@ -271,9 +295,16 @@ mod tests {
         let mut failed = REACHABLE_ENTRY.to_vec();
         failed[8] = state::FAILED as u8;
         assert_eq!(parse_neighbour(&failed).unwrap().usable_mac(), None);
-        let mut ipv6 = REACHABLE_ENTRY.to_vec();
-        ipv6[0] = 10;
-        assert_eq!(parse_neighbour(&ipv6), None);
+        let mut bridge = REACHABLE_ENTRY.to_vec();
+        bridge[0] = libc::AF_BRIDGE as u8;
+        assert_eq!(parse_neighbour(&bridge), None);
+        let mut short_v6 = REACHABLE_ENTRY.to_vec();
+        short_v6[0] = libc::AF_INET6 as u8;
+        assert_eq!(
+            parse_neighbour(&short_v6),
+            None,
+            "a 4-byte NDA_DST is no IPv6 address"
+        );
         for len in 0..REACHABLE_ENTRY.len() {
             let _ = parse_neighbour(&REACHABLE_ENTRY[..len]);
         }
@@ -287,7 +318,7 @@ mod tests {
     #[test]
     #[cfg(target_endian = "little")] // literal bytes of an x86-64 kernel
     fn the_resolve_request_is_newneigh_with_ntf_use() {
-        let bytes = resolve_request(3, Ipv4Addr::new(10, 0, 0, 2), 42);
+        let bytes = resolve_request(3, Ipv4Addr::new(10, 0, 0, 2).into(), 42);
         let mut expected = vec![36, 0, 0, 0]; // length
         expected.extend_from_slice(&[28, 0]); // RTM_NEWNEIGH
         expected.extend_from_slice(&[0x05, 0x04]); // REQUEST | ACK | CREATE
@@ -299,10 +330,29 @@ mod tests {
 
     #[test]
     #[cfg(target_endian = "little")] // literal bytes of an x86-64 kernel
-    fn the_dump_request_asks_for_ipv4_neighbours() {
+    fn the_dump_request_asks_for_every_family() {
         let bytes = dump_request(1);
         assert_eq!(bytes.len(), 28);
         assert_eq!(&bytes[4..8], &[30, 0, 0x01, 0x03]); // RTM_GETNEIGH, REQUEST | DUMP
-        assert_eq!(bytes[16], 2);
+        assert_eq!(bytes[16], 0); // AF_UNSPEC
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")] // literal bytes of an x86-64 kernel
+    fn ipv6_neighbours_parse_and_resolve_with_their_family() {
+        let v6: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let mut entry = vec![10, 0, 0, 0, 3, 0, 0, 0, 0x04, 0, 0, 1]; // AF_INET6, ifindex 3, STALE
+        entry.extend_from_slice(&[20, 0, 1, 0]);
+        entry.extend_from_slice(&v6.octets());
+        entry.extend_from_slice(&[10, 0, 2, 0, 2, 0, 0, 0, 0, 9, 0, 0]);
+        let parsed = parse_neighbour(&entry).unwrap();
+        assert_eq!(parsed.addr, IpAddr::V6(v6));
+        assert_eq!(parsed.usable_mac(), Some([2, 0, 0, 0, 0, 9]));
+        let bytes = resolve_request(3, v6.into(), 7);
+        assert_eq!(bytes.len(), 16 + 12 + 20);
+        assert_eq!(bytes[16], 10, "ndmsg family AF_INET6");
+        assert_eq!(bytes[26], NTF_USE);
+        assert_eq!(&bytes[28..32], &[20, 0, 1, 0], "NDA_DST of 16 bytes");
+        assert_eq!(&bytes[32..48], &v6.octets());
     }
 }

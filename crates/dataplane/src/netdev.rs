@@ -1,11 +1,12 @@
-//! Facts about a director interface, by name: index, MAC, MTU, IPv4 addresses, RX queues.
+//! Facts about a director interface, by name: index, MAC, MTU, IPv4 and IPv6 addresses,
+//! RX queues.
 //!
 //! Read through rtnetlink (`RTM_GETLINK`, `RTM_GETADDR`) and the ethtool ioctl, both of which
 //! answer for the calling thread's network namespace; sysfs would answer for the namespace it
 //! was mounted in, which is wrong for a director started inside `ip netns exec` or `setns`.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::netlink::{self, RouteSocket, attributes, flags, kind};
 
@@ -34,6 +35,8 @@ pub struct NetDev {
     pub mtu: u32,
     /// IPv4 addresses with their prefix lengths, in the kernel's order.
     pub ipv4: Vec<(Ipv4Addr, u8)>,
+    /// IPv6 addresses with their prefix lengths (link-local ones included), kernel order.
+    pub ipv6: Vec<(Ipv6Addr, u8)>,
     /// RX queues in use: one AF_XDP socket and worker each.
     pub rx_queues: u32,
 }
@@ -44,6 +47,7 @@ impl NetDev {
         let mut socket = RouteSocket::open()?;
         let mut dev = link_by_name(&mut socket, name)?;
         dev.ipv4 = ipv4_addresses(&mut socket, dev.ifindex)?;
+        dev.ipv6 = ipv6_addresses(&mut socket, dev.ifindex)?;
         if let Some(active) = ethtool_rx_channels(name) {
             dev.rx_queues = active;
         }
@@ -134,6 +138,7 @@ pub fn parse_link(payload: &[u8]) -> Option<NetDev> {
         mac: [0; 6],
         mtu: 0,
         ipv4: Vec::new(),
+        ipv6: Vec::new(),
         rx_queues: 1,
     };
     for (kind, value) in attributes(payload, IFINFOMSG_LEN) {
@@ -177,6 +182,32 @@ pub fn parse_ipv4_address(payload: &[u8]) -> Option<(u32, Ipv4Addr, u8)> {
     Some((ifindex, local.or(address)?, prefix))
 }
 
+/// Parses an `RTM_NEWADDR` payload into (interface index, address, prefix length) for IPv6.
+/// Tentative addresses (duplicate address detection still running) are left out: the kernel
+/// does not send from them yet.
+pub fn parse_ipv6_address(payload: &[u8]) -> Option<(u32, Ipv6Addr, u8)> {
+    const IFA_F_TENTATIVE: u8 = 0x40;
+    let header = payload.get(..IFADDRMSG_LEN)?;
+    if i32::from(header[0]) != libc::AF_INET6 || header[2] & IFA_F_TENTATIVE != 0 {
+        return None;
+    }
+    let prefix = header[1];
+    let ifindex = u32::from_ne_bytes(header[4..8].try_into().ok()?);
+    let mut address = None;
+    let mut local = None;
+    for (kind, value) in attributes(payload, IFADDRMSG_LEN) {
+        let Ok(octets) = <[u8; 16]>::try_from(value) else {
+            continue;
+        };
+        match kind {
+            IFA_LOCAL => local = Some(Ipv6Addr::from(octets)),
+            IFA_ADDRESS => address = Some(Ipv6Addr::from(octets)),
+            _ => {}
+        }
+    }
+    Some((ifindex, local.or(address)?, prefix))
+}
+
 fn link_by_name(socket: &mut RouteSocket, name: &str) -> io::Result<NetDev> {
     let seq = socket.next_seq();
     let mut found = None;
@@ -200,6 +231,26 @@ fn ipv4_addresses(socket: &mut RouteSocket, ifindex: u32) -> io::Result<Vec<(Ipv
             return;
         }
         if let Some((index, addr, prefix)) = parse_ipv4_address(m.payload)
+            && index == ifindex
+        {
+            found.push((addr, prefix));
+        }
+    })?;
+    Ok(found)
+}
+
+fn ipv6_addresses(socket: &mut RouteSocket, ifindex: u32) -> io::Result<Vec<(Ipv6Addr, u8)>> {
+    let seq = socket.next_seq();
+    let mut header = [0u8; IFADDRMSG_LEN];
+    header[0] = libc::AF_INET6 as u8;
+    let request =
+        netlink::Request::new(kind::GET_ADDR, flags::REQUEST | flags::DUMP, seq, &header).finish();
+    let mut found = Vec::new();
+    socket.transact(&request, seq, |m| {
+        if m.kind != kind::NEW_ADDR {
+            return;
+        }
+        if let Some((index, addr, prefix)) = parse_ipv6_address(m.payload)
             && index == ifindex
         {
             found.push((addr, prefix));
@@ -330,6 +381,23 @@ mod tests {
         let mut ipv6 = payload;
         ipv6[0] = 10;
         assert_eq!(parse_ipv4_address(&ipv6), None);
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")] // literal bytes of an x86-64 kernel
+    fn parses_an_ipv6_address_message_and_skips_tentative_ones() {
+        let v6: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let mut payload = vec![10, 64, 0x80, 0, 7, 0, 0, 0]; // AF_INET6, /64, PERMANENT
+        payload.extend_from_slice(&[20, 0, 1, 0]);
+        payload.extend_from_slice(&v6.octets());
+        assert_eq!(parse_ipv6_address(&payload), Some((7, v6, 64)));
+        assert_eq!(parse_ipv4_address(&payload), None);
+        let mut tentative = payload.clone();
+        tentative[2] |= 0x40;
+        assert_eq!(parse_ipv6_address(&tentative), None);
+        for len in 0..payload.len() {
+            let _ = parse_ipv6_address(&payload[..len]);
+        }
     }
 
     #[test]

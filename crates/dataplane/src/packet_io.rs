@@ -68,6 +68,30 @@ pub struct PollSummary {
     pub transmitted: usize,
 }
 
+/// Where a worker's frames are, read from its free list and its rings (see
+/// [`PacketIo::frames`]): every chunk of the frame memory is in exactly one of the three
+/// places, so `free + kernel + in_flight == total` unless a frame leaked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameAccount {
+    /// Chunks of the frame memory.
+    pub total: u32,
+    /// Chunks in the worker's free list.
+    pub free: u32,
+    /// Chunks the kernel holds: given to a fill ring and not received yet, or queued for
+    /// transmission and not completed yet.
+    pub kernel: u32,
+    /// Chunks the worker holds in a batch (received, not yet transmitted or freed).
+    pub in_flight: u32,
+}
+
+impl FrameAccount {
+    /// Whether every chunk is accounted for (no frame leaked, none counted twice).
+    pub fn balanced(&self) -> bool {
+        u64::from(self.free) + u64::from(self.kernel) + u64::from(self.in_flight)
+            == u64::from(self.total)
+    }
+}
+
 /// The processing callback: `(ingress port, frames, verdicts)`, both slices of equal length.
 pub type ProcessFn<'p> = dyn FnMut(u8, &mut [Frame<'_>], &mut [Verdict]) + 'p;
 
@@ -87,6 +111,11 @@ pub trait PacketIo {
 
     /// Counters of port `port` (zeros for a port that does not exist).
     fn stats(&self, port: usize) -> PortStats;
+
+    /// Where the frames are now: the free list's length, what the rings hold by their own
+    /// counts, and what a batch holds. Cheap (no walk over the frames), so a worker can
+    /// publish it every turn.
+    fn frames(&self) -> FrameAccount;
 }
 
 /// The frames of one batch bound for one port.

@@ -15,7 +15,7 @@
 //! estimates.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
@@ -40,7 +40,7 @@ use crate::service::spec::ServiceTableSpec;
 use crate::stats::{ESTIMATE_INTERVAL_SECS, StatsRollup};
 use crate::sync::{SyncControl, SyncPort};
 use crate::worker::{self, WorkerInputs};
-use crate::xdp::{AttachMode, MarkEntry, Match, XdpFilter, XdpMode};
+use crate::xdp::{AttachMode, MarkEntry, Match, Match6, XdpFilter, XdpMode};
 use xvs_model::mark::MarkRule;
 
 /// How the director runs.
@@ -56,6 +56,8 @@ pub struct RuntimeConfig {
     pub max_connections: usize,
     /// Outer source of tunnelled packets; `None`: the egress interface's first address.
     pub tunnel_source: Option<Ipv4Addr>,
+    /// Outer source of IPv6 tunnels; `None`: the egress interface's global IPv6 address.
+    pub tunnel_source6: Option<Ipv6Addr>,
     /// AF_XDP sizes and bind mode.
     pub xsk: XskConfig,
     /// XDP attach mode.
@@ -203,9 +205,11 @@ fn open_local_delivery_if_needed(
 /// does not wait for resolution (a dropped SYN costs the client a one-second retransmit).
 fn resolve_next_hops(routes: &Routes, snapshot: &Snapshot, resolve: &ResolveQueue) {
     for (_, dest, _) in snapshot.dests() {
-        if let IpAddr::V4(ip) = dest.spec.addr
-            && let Some(hop) = routes.next_hop(ip)
-        {
+        let hop = match dest.spec.addr {
+            IpAddr::V4(ip) => routes.next_hop(ip).map(|(port, hop)| (port, hop.into())),
+            IpAddr::V6(ip) => routes.next_hop6(ip).map(|(port, hop)| (port, hop.into())),
+        };
+        if let Some(hop) = hop {
             let _ = resolve.push(hop);
         }
     }
@@ -251,9 +255,14 @@ impl Runtime {
             .iter()
             .flat_map(|d| d.ipv4.iter().map(|&(a, _)| a))
             .collect();
+        let locals6: Vec<Ipv6Addr> = devs
+            .iter()
+            .flat_map(|d| d.ipv6.iter().map(|&(a, _)| a))
+            .collect();
         for (dev, filter) in devs.iter().zip(filters.iter_mut()) {
             filter
                 .set_locals(&locals)
+                .and_then(|()| filter.set_locals6(&locals6))
                 .map_err(|source| RuntimeError::Filter {
                     iface: dev.name.clone(),
                     source: Box::new(source),
@@ -269,6 +278,7 @@ impl Runtime {
         let neighbours = Arc::new(Published::new(Arc::new(neighbour_cache.neighbours())));
         let resolve = Arc::new(ResolveQueue::new(1024));
         let tunnel_source = config.tunnel_source;
+        let tunnel_source6 = config.tunnel_source6;
 
         let mut table_config = Config::new(queues as usize, config.max_connections);
         table_config.options = config.options;
@@ -327,6 +337,7 @@ impl Runtime {
                 counters: worker_counters,
                 resolve: resolve.clone(),
                 tunnel_source,
+                tunnel_source6,
                 sync: sync_port,
                 local: local.clone(),
             };
@@ -571,6 +582,10 @@ impl Drop for Runtime {
 /// The links the workers route over, from the interfaces' facts and the main routing table.
 fn routes_of(devs: &[NetDev]) -> io::Result<Routes> {
     let gateways = default_gateways()?;
+    // A kernel without IPv6 has no such file: no IPv6 default routes then.
+    let gateways6 = std::fs::read_to_string("/proc/net/ipv6_route")
+        .map(|text| parse_default_gateways6(&text))
+        .unwrap_or_default();
     let links = devs
         .iter()
         .enumerate()
@@ -581,6 +596,11 @@ fn routes_of(devs: &[NetDev]) -> io::Result<Routes> {
             mtu: dev.mtu.min(u32::from(u16::MAX)) as u16,
             nets: dev.ipv4.clone(),
             gateway: gateways
+                .iter()
+                .find(|(name, _)| *name == dev.name)
+                .map(|&(_, gw)| gw),
+            nets6: dev.ipv6.clone(),
+            gateway6: gateways6
                 .iter()
                 .find(|(name, _)| *name == dev.name)
                 .map(|&(_, gw)| gw),
@@ -612,6 +632,23 @@ fn parse_default_gateways(text: &str) -> Vec<(String, Ipv4Addr)> {
         .collect()
 }
 
+/// IPv6 default routes from `/proc/net/ipv6_route`: (interface, gateway). A line is
+/// `destination prefix source prefix next-hop metric refcnt use flags device`, addresses
+/// as 32 hex digits; the default route has destination `::` and prefix 0.
+fn parse_default_gateways6(text: &str) -> Vec<(String, Ipv6Addr)> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || f[0] != "0".repeat(32) || f[1] != "00" {
+                return None;
+            }
+            let gw = u128::from_str_radix(f[4], 16).ok()?;
+            Some((f[9].to_string(), Ipv6Addr::from(gw)))
+        })
+        .filter(|(_, gw)| !gw.is_unspecified())
+        .collect()
+}
+
 /// Points every filter's maps at `snapshot`'s VIPs and NAT real servers.
 fn set_filter_maps(
     filters: &mut [XdpFilter],
@@ -638,10 +675,16 @@ fn set_filter_maps(
             })
         })
         .collect();
+    let (vips6, nat6) = snapshot.filter_matches6();
+    let to_match6 = |(proto, addr, port)| Match6 { addr, port, proto };
+    let vips6: Vec<Match6> = vips6.into_iter().map(to_match6).collect();
+    let nat6: Vec<Match6> = nat6.into_iter().map(to_match6).collect();
     for filter in filters {
         filter.set_vips(&vips)?;
         filter.set_marks(&marks)?;
         filter.set_nat_returns(&nat)?;
+        filter.set_vips6(&vips6)?;
+        filter.set_nat_returns6(&nat6)?;
     }
     Ok(())
 }
@@ -693,6 +736,14 @@ fn spawn_side_thread(mut side: SideThread) -> io::Result<JoinHandle<()>> {
     })
 }
 
+/// An address as IPv6 for the IPv6 tunnel source, when it is one.
+pub fn ipv6_of(addr: IpAddr) -> Option<Ipv6Addr> {
+    match addr {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    }
+}
+
 /// An address as IPv4 for the tunnel source, when it is one.
 pub fn ipv4_of(addr: IpAddr) -> Option<Ipv4Addr> {
     match addr {
@@ -736,6 +787,17 @@ fn log_socket_losses(ports: &AfXdpPorts) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_ipv6_default_gateways_from_proc_net_ipv6_route() {
+        let text = "20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n\
+                    00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003     eth0\n\
+                    00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n";
+        assert_eq!(
+            parse_default_gateways6(text),
+            vec![("eth0".to_string(), "fe80::1".parse().unwrap())]
+        );
+    }
 
     #[test]
     fn reads_default_gateways_from_proc_net_route() {

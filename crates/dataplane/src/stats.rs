@@ -20,6 +20,7 @@ use xvs_conntrack::DestId;
 
 use xvs_forwarders::Reason;
 
+use crate::packet_io::FrameAccount;
 use crate::pipeline::counters::{
     DestCells, Drop, MAX_PORTS, PortCells, RX_BATCH_BUCKETS, WorkerCounters,
 };
@@ -111,6 +112,8 @@ pub struct WorkerFrames {
     pub ports: [PortLosses; MAX_PORTS],
     /// Receive batches by size bucket (see [`WorkerCounters::rx_batches`]).
     pub rx_batches: [u64; RX_BATCH_BUCKETS],
+    /// Where its frames were at its last turn.
+    pub umem: FrameAccount,
 }
 
 /// IPVS's rate estimator for one set of counters.
@@ -332,6 +335,7 @@ impl StatsRollup {
             frames,
             ports,
             rx_batches,
+            umem: w.umem.load(),
         }
     }
 

@@ -156,6 +156,8 @@ pub struct Umem {
     config: UmemConfig,
     owners: Vec<Owner>,
     free: Vec<u64>,
+    /// Chunks in the `Batch` state (received, not yet queued or freed).
+    in_batch: u32,
 }
 
 impl std::fmt::Debug for Umem {
@@ -182,6 +184,7 @@ impl Umem {
             config,
             owners: vec![Owner::Free; count],
             free,
+            in_batch: 0,
         })
     }
 
@@ -200,6 +203,12 @@ impl Umem {
         self.free.len()
     }
 
+    /// Number of chunks received and held in a batch (neither queued for transmission nor
+    /// freed yet).
+    pub fn in_batch_count(&self) -> u32 {
+        self.in_batch
+    }
+
     /// Takes a free chunk for the kernel's fill ring; returns its address.
     pub(crate) fn alloc_for_kernel(&mut self) -> Option<u64> {
         let addr = self.free.pop()?;
@@ -216,17 +225,22 @@ impl Umem {
             .is_some_and(|end| {
                 self.in_region(desc.addr) && end <= self.chunk_base(desc.addr) + self.chunk_len()
             });
-        fits && self.transition(desc.addr, Owner::Kernel, Owner::Batch)
+        let received = fits && self.transition(desc.addr, Owner::Kernel, Owner::Batch);
+        self.in_batch += u32::from(received);
+        received
     }
 
     /// A processed frame goes to a transmit ring.
     pub(crate) fn queue_for_tx(&mut self, addr: u64) -> bool {
-        self.transition(addr, Owner::Batch, Owner::Tx)
+        let queued = self.transition(addr, Owner::Batch, Owner::Tx);
+        self.in_batch -= u32::from(queued);
+        queued
     }
 
     /// A processed frame is dropped: its chunk is free again.
     pub(crate) fn release(&mut self, addr: u64) {
         if self.transition(addr, Owner::Batch, Owner::Free) {
+            self.in_batch -= 1;
             self.free.push(self.chunk_base(addr));
         }
     }
@@ -389,9 +403,12 @@ mod tests {
         assert_eq!(desc, Desc { addr: 256, len: 3 });
         assert_eq!(umem.free_count(), 3);
         assert!(umem.receive(desc));
+        assert_eq!(umem.in_batch_count(), 1);
         assert!(!umem.receive(desc), "a chunk is received once");
+        assert_eq!(umem.in_batch_count(), 1);
         assert!(!umem.complete(desc.addr), "not on a transmit ring");
         assert!(umem.queue_for_tx(desc.addr));
+        assert_eq!(umem.in_batch_count(), 0);
         assert_eq!(umem.tx_bytes(desc), &[1, 2, 3]);
         assert!(umem.complete(desc.addr));
         assert!(!umem.complete(desc.addr), "completed once");

@@ -2,8 +2,9 @@
 //!
 //! Each turn reads, in the order the data path runs:
 //! pick up a new service table or neighbour table if one was published -> set the clock ->
-//! install what the sync backup received -> `poll` the ports (RX batch -> pipeline -> TX batch) -> every few milliseconds expire
-//! connections -> if idle for a while, sleep in the kernel until frames arrive.
+//! install what the sync backup received -> `poll` the ports (RX batch -> pipeline -> TX batch)
+//! -> publish where the frames are -> every few milliseconds expire connections -> if idle for
+//! a while, sleep in the kernel until frames arrive.
 
 use std::io;
 use std::sync::Arc;
@@ -106,10 +107,13 @@ pub fn run<P: PacketIo, S: Stage>(
         })?;
         if summary.received > 0 {
             pipeline.counters().count_batch(summary.received);
+            pipeline.counters().umem.store(io.frames());
         }
         if now.duration_since(last_housekeeping) >= HOUSEKEEPING_EVERY {
             pipeline.housekeeping();
             publish_port_losses(io, pipeline.counters());
+            // An idle worker's frames move too (completions come back, fill rings refill).
+            pipeline.counters().umem.store(io.frames());
             last_housekeeping = now;
         }
         if summary.received == 0 {
@@ -176,5 +180,77 @@ mod tests {
         let full = counters.ports[0].tx_ring_full.load(Ordering::Relaxed);
         assert_eq!(full, ports.stats(0).tx_ring_full);
         assert_eq!(full, 3, "a ring of 2 takes 2 of 5 frames");
+    }
+
+    /// A stage that forwards every frame back out of port 0 and stops the loop after a few
+    /// turns, so `run` publishes what its frames are doing.
+    struct Reflect {
+        counters: WorkerCounters,
+        stop: Arc<AtomicBool>,
+        batches: u32,
+    }
+
+    impl Stage for Reflect {
+        fn set_snapshot(&mut self, _: Arc<Snapshot>) {}
+        fn set_neighbours(&mut self, _: Arc<Neighbours>) {}
+        fn set_clock(&mut self, _: Clock) {}
+        fn install_synced(&mut self) {}
+        fn process_batch(&mut self, _: &mut [Frame<'_>], _: u8, verdicts: &mut [Verdict]) {
+            verdicts.fill(Verdict::Transmit { port: 0 });
+            self.batches += 1;
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        fn counters(&self) -> &WorkerCounters {
+            &self.counters
+        }
+        fn housekeeping(&mut self) {}
+    }
+
+    #[test]
+    fn the_worker_publishes_where_its_frames_are() {
+        use crate::publish::Published;
+        let config = UmemConfig {
+            frame_count: 64,
+            ..UmemConfig::default()
+        };
+        let mut ports = MemoryPorts::new(1, config).unwrap();
+        for _ in 0..10 {
+            assert!(ports.push_rx(0, &[0u8; 60]));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut stage = Reflect {
+            counters: WorkerCounters::default(),
+            stop: stop.clone(),
+            batches: 0,
+        };
+        let snapshot = Arc::new(Published::new(Arc::new(
+            crate::service::snapshot::SnapshotBuilder::new()
+                .build(&Default::default())
+                .unwrap(),
+        )));
+        let neighbours = Arc::new(Published::new(Arc::new(Neighbours::default())));
+        let inputs = WorkerInputs {
+            snapshot: snapshot.subscribe(),
+            neighbours: neighbours.subscribe(),
+            stop,
+            epoch: Instant::now(),
+        };
+        run(&mut ports, &mut stage, inputs).unwrap();
+        assert_eq!(stage.batches, 1);
+        let published = stage.counters.umem.load();
+        assert_eq!(published, ports.frames());
+        assert!(published.balanced(), "{published:?}");
+        assert_eq!(
+            (
+                published.total,
+                published.free,
+                published.kernel,
+                published.in_flight
+            ),
+            (64, 54, 10, 0),
+            "the 10 reflected frames wait on the transmit queue"
+        );
+        assert_eq!(ports.drain_tx(0, |_| {}), 10);
+        assert_eq!(ports.frames().free, 64);
     }
 }

@@ -30,7 +30,8 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::hash::Hash;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -54,6 +55,9 @@ pub const MARK_RANGES: usize = 16;
 
 /// Entries the mark map holds (`MAX_MARK_DESTS`).
 pub const MAX_MARK_DESTS: usize = 4096;
+const VIP6_MAP: &str = "xvs_vips6";
+const NAT_RETURN6_MAP: &str = "xvs_nat_returns6";
+const LOCALS6_MAP: &str = "xvs_locals6";
 
 /// IP protocol numbers the filter understands ports for.
 pub mod proto {
@@ -200,6 +204,53 @@ impl MarkPorts {
     }
 }
 
+/// [`Match`] for IPv6: the program's IPv6 maps, beside the IPv4 ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Match6 {
+    /// The address.
+    pub addr: Ipv6Addr,
+    /// The port; 0 matches any port of `proto`.
+    pub port: u16,
+    /// IP protocol ([`proto`]); 0 (with port 0) matches any traffic to the address.
+    pub proto: u8,
+}
+
+/// The IPv6 map key as the program reads it: `struct match_key6` in `bpf/xdp_filter.c`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MatchKey6 {
+    addr: [u8; 16],
+    port: [u8; 2],
+    proto: u8,
+    pad: u8,
+}
+
+// SAFETY: `MatchKey6` is `repr(C)`, made of byte arrays and bytes only (no padding, every
+// bit pattern valid), which is what `Pod` requires for copying it to and from the kernel.
+unsafe impl Pod for MatchKey6 {}
+
+impl From<Match6> for MatchKey6 {
+    fn from(m: Match6) -> Self {
+        MatchKey6 {
+            addr: m.addr.octets(),
+            port: m.port.to_be_bytes(),
+            proto: m.proto,
+            pad: 0,
+        }
+    }
+}
+
+impl MatchKey6 {
+    /// The key's bytes, as the kernel stores them.
+    pub fn to_bytes(self) -> [u8; 20] {
+        let mut bytes = [0u8; 20];
+        bytes[..16].copy_from_slice(&self.addr);
+        bytes[16..18].copy_from_slice(&self.port);
+        bytes[18] = self.proto;
+        bytes
+    }
+}
+
 /// How the program is attached: `drv` (native, in the driver) or `skb` (generic, after the
 /// kernel built an skb; works everywhere, slower). Zero-copy AF_XDP needs `drv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +317,9 @@ pub struct XdpFilter {
     nat_returns: HashMap<MapData, MatchKey, u32>,
     locals: HashMap<MapData, MatchKey, u32>,
     marks_v4: LpmTrie<MapData, MarkKeyV4, MarkPorts>,
+    vips6: HashMap<MapData, MatchKey6, u32>,
+    nat_returns6: HashMap<MapData, MatchKey6, u32>,
+    locals6: HashMap<MapData, MatchKey6, u32>,
     sockets: XskMap<MapData>,
     ifindex: u32,
     mode: XdpMode,
@@ -309,6 +363,9 @@ impl XdpFilter {
         let nat_returns = HashMap::try_from(take_map(&mut ebpf, NAT_RETURN_MAP)?)?;
         let locals = HashMap::try_from(take_map(&mut ebpf, LOCALS_MAP)?)?;
         let marks_v4 = LpmTrie::try_from(take_map(&mut ebpf, MARK_MAP_V4)?)?;
+        let vips6 = HashMap::try_from(take_map(&mut ebpf, VIP6_MAP)?)?;
+        let nat_returns6 = HashMap::try_from(take_map(&mut ebpf, NAT_RETURN6_MAP)?)?;
+        let locals6 = HashMap::try_from(take_map(&mut ebpf, LOCALS6_MAP)?)?;
         let sockets = XskMap::try_from(take_map(&mut ebpf, XSK_MAP)?)?;
         tracing::info!(ifindex, %mode, "XDP filter attached");
         Ok(XdpFilter {
@@ -316,6 +373,9 @@ impl XdpFilter {
             nat_returns,
             locals,
             marks_v4,
+            vips6,
+            nat_returns6,
+            locals6,
             sockets,
             ifindex,
             mode,
@@ -390,6 +450,34 @@ impl XdpFilter {
             .collect())
     }
 
+    /// [`set_vips`](Self::set_vips) for the IPv6 services.
+    pub fn set_vips6(&mut self, matches: &[Match6]) -> Result<(), XdpError> {
+        replace_contents(&mut self.vips6, matches)
+    }
+
+    /// [`set_nat_returns`](Self::set_nat_returns) for IPv6 NAT real servers.
+    pub fn set_nat_returns6(&mut self, matches: &[Match6]) -> Result<(), XdpError> {
+        replace_contents(&mut self.nat_returns6, matches)
+    }
+
+    /// [`set_locals`](Self::set_locals) for the director's IPv6 addresses.
+    pub fn set_locals6(&mut self, addrs: &[Ipv6Addr]) -> Result<(), XdpError> {
+        let matches: Vec<Match6> = addrs
+            .iter()
+            .map(|&addr| Match6 {
+                addr,
+                port: 0,
+                proto: proto::ANY,
+            })
+            .collect();
+        replace_contents(&mut self.locals6, &matches)
+    }
+
+    /// The IPv6 VIP map's current entries.
+    pub fn vips6(&self) -> Result<Vec<MatchKey6>, XdpError> {
+        Ok(self.vips6.keys().collect::<Result<_, _>>()?)
+    }
+
     /// The VIP map's current entries (for `xvsadm` and tests).
     pub fn vips(&self) -> Result<Vec<MatchKey>, XdpError> {
         Ok(self.vips.keys().collect::<Result<_, _>>()?)
@@ -451,15 +539,15 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, XdpEr
 }
 
 /// Inserts every wanted entry, then removes the entries no longer wanted.
-fn replace_contents(
-    map: &mut HashMap<MapData, MatchKey, u32>,
-    matches: &[Match],
+fn replace_contents<M: Copy, K: Pod + Eq + Hash + From<M>>(
+    map: &mut HashMap<MapData, K, u32>,
+    matches: &[M],
 ) -> Result<(), XdpError> {
-    let wanted: HashSet<MatchKey> = matches.iter().map(|&m| MatchKey::from(m)).collect();
+    let wanted: HashSet<K> = matches.iter().map(|&m| K::from(m)).collect();
     for key in &wanted {
         map.insert(key, 1, 0)?;
     }
-    let stale: Vec<MatchKey> = map
+    let stale: Vec<K> = map
         .keys()
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
@@ -506,6 +594,22 @@ mod tests {
     fn match_key_layout_is_the_programs() {
         assert_eq!(std::mem::size_of::<MatchKey>(), 8);
         assert_eq!(std::mem::align_of::<MatchKey>(), 1);
+        assert_eq!(std::mem::size_of::<MatchKey6>(), 20);
+        assert_eq!(std::mem::align_of::<MatchKey6>(), 1);
+    }
+
+    #[test]
+    fn ipv6_match_keys_are_network_order_bytes() {
+        let key = MatchKey6::from(Match6 {
+            addr: "2001:db8::10".parse().unwrap(),
+            port: 0x1f90,
+            proto: proto::TCP,
+        });
+        let mut want = [0u8; 20];
+        want[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        want[15] = 0x10;
+        want[16..].copy_from_slice(&[0x1f, 0x90, 6, 0]);
+        assert_eq!(key.to_bytes(), want);
     }
 
     #[test]

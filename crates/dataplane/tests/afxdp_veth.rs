@@ -264,7 +264,9 @@ fn a_received_frame_rewritten_and_sent_back_reaches_the_client_socket() {
             }
             ports.wait(Duration::from_millis(5)).unwrap();
         }
-        (bad_checksums, echoed, ports.stats(0))
+        // `wait` took the last completions back.
+        ports.wait(Duration::from_millis(5)).unwrap();
+        (bad_checksums, echoed, ports.stats(0), ports.frames())
     });
     let ((), worker) = ready(&ready_rx, worker);
 
@@ -284,8 +286,19 @@ fn a_received_frame_rewritten_and_sent_back_reaches_the_client_socket() {
         (replies, udp_in_csum_errors(&snmp))
     });
     stop_tx.send(()).unwrap();
-    let (bad_checksums, echoed, stats) = worker.join().unwrap();
+    let (bad_checksums, echoed, stats, frames) = worker.join().unwrap();
     let (replies, csum_errors) = replies;
+    // Every frame is accounted for after the traffic: the fill ring full again (2048 of the
+    // 4096), the echoes completed, nothing held.
+    let config = XskConfig::default();
+    assert!(frames.balanced(), "{frames:?}");
+    assert_eq!(frames.total, config.umem.frame_count, "{frames:?}");
+    assert_eq!(frames.in_flight, 0, "{frames:?}");
+    assert_eq!(
+        (frames.kernel, frames.free),
+        (config.fill_ring, config.umem.frame_count - config.fill_ring),
+        "{frames:?}"
+    );
     assert_eq!(replies.len(), FRAMES);
     for (from, bytes, sent) in replies {
         assert_eq!(from, SocketAddrV4::new(VIP, 6000).into());

@@ -29,6 +29,8 @@ fn routes() -> Routes {
         mtu: 1500,
         nets: vec![(net, 24)],
         gateway,
+        nets6: Vec::new(),
+        gateway6: None,
     };
     Routes {
         links: vec![
@@ -81,6 +83,7 @@ fn shared(resolved: usize) -> (Shared, Arc<WorkerCounters>, Arc<ResolveQueue>) {
         counters: counters.clone(),
         resolve: resolve.clone(),
         tunnel_source: None,
+        tunnel_source6: None,
         sync: Arc::new(SyncPort::default()),
         local: Default::default(),
     };
@@ -134,7 +137,7 @@ fn frames_go_to_the_real_servers_in_turn_with_only_the_ethernet_header_changed()
 fn unresolved_real_servers_are_asked_for_and_left_out() {
     let (shared, counters, resolve) = shared(1);
     let mut ceiling = IoCeiling::new(shared.clone());
-    assert_eq!(resolve.pop(), Some((1, rip(1))));
+    assert_eq!(resolve.pop(), Some((1, rip(1).into())));
     let (verdicts, out) = run(&mut ceiling, &[udp_frame(1), udp_frame(2)]);
     assert_eq!(verdicts, vec![Verdict::Transmit { port: 1 }; 2]);
     assert!(out.iter().all(|f| f[..6] == RS_MACS[0]));

@@ -54,6 +54,8 @@ fn link(port: u8, name: &str, mac: [u8; 6], net: Ipv4Addr) -> Link {
         mtu: 1500,
         nets: vec![(net, 24)],
         gateway: None,
+        nets6: Vec::new(),
+        gateway6: None,
     }
 }
 
@@ -143,6 +145,7 @@ impl Lab {
             counters: counters.clone(),
             resolve: Arc::new(ResolveQueue::new(64)),
             tunnel_source: Some(Ipv4Addr::new(192, 168, 0, 10)),
+            tunnel_source6: None,
             sync: Arc::new(SyncPort::default()),
             local: Default::default(),
         };

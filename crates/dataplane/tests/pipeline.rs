@@ -39,6 +39,8 @@ fn one_arm() -> Routes {
             mtu: 1500,
             nets: vec![(Ipv4Addr::new(192, 168, 0, 10), 24)],
             gateway: None,
+            nets6: Vec::new(),
+            gateway6: None,
         }],
     }
 }
@@ -54,6 +56,8 @@ fn two_arm() -> Routes {
                 mtu: 1500,
                 nets: vec![(Ipv4Addr::new(192, 168, 0, 10), 24)],
                 gateway: None,
+                nets6: Vec::new(),
+                gateway6: None,
             },
             Link {
                 port: 1,
@@ -62,6 +66,8 @@ fn two_arm() -> Routes {
                 mtu: 1500,
                 nets: vec![(Ipv4Addr::new(10, 0, 0, 1), 24)],
                 gateway: None,
+                nets6: Vec::new(),
+                gateway6: None,
             },
         ],
     }
@@ -139,6 +145,7 @@ impl Lab {
             counters: counters.clone(),
             resolve: resolve.clone(),
             tunnel_source: Some(Ipv4Addr::new(192, 168, 0, 10)),
+            tunnel_source6: None,
             sync: sync.clone(),
             local: Default::default(),
         };
@@ -515,7 +522,7 @@ fn unresolved_neighbours_are_dropped_counted_and_queued() {
     let syn = tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), "S");
     assert_eq!(lab.run(&syn, 0).0, Verdict::Drop);
     assert_eq!(lab.counters.drops_of(Drop::NeighbourUnresolved), 1);
-    assert_eq!(lab.resolve.pop(), Some((0, rs_ip(lab.method, 0))));
+    assert_eq!(lab.resolve.pop(), Some((0, rs_ip(lab.method, 0).into())));
 }
 
 #[test]

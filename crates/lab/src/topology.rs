@@ -17,6 +17,11 @@
 //! Addresses follow the seeds: VIP 172.16.21.10, DIP 192.168.40.11, RIPs 192.168.40.12/.13
 //! (DR, TUN); VIP 192.168.0.11, internal 10.168.0.90, RIPs 10.168.0.94/.95 (NAT).
 //!
+//! [`Topology::add_ipv6`] makes a lab dual-stack: IPv6 addresses beside the IPv4 ones on
+//! every host ([`Ipv6Plan`]), IPv6 routes as the IPv4 ones, and the IPv6 VIP where the IPv4
+//! VIP is (director and, for DR and TUN, the real servers' `lo`). Duplicate address
+//! detection is off in every lab namespace, so no address stays tentative.
+//!
 //! [`HaTopology`] is the same with two directors, active and standby, and the VIP (for NAT
 //! also the real servers' gateway) floating between them.
 
@@ -126,6 +131,25 @@ pub struct RealServerHost {
     pub rip: String,
     /// Its LAN interface.
     pub dev: String,
+    /// Its IPv6 address, in a dual-stack lab.
+    pub rip6: Option<String>,
+}
+
+/// The IPv6 addresses of a dual-stack lab, beside the IPv4 ones.
+///
+/// DR and TUN: client 2001:db8:16::100 behind the router (2001:db8:16::254, and
+/// 2001:db8:40::254 on the LAN), director 2001:db8:40::11, real servers 2001:db8:40::12 and
+/// ::13, VIP 2001:db8:21::10 routed by the router to the director. NAT: client
+/// 2001:db8::100 and the VIP 2001:db8::11 on the external link, director fd00:168::90 on
+/// the internal one, real servers fd00:168::94 and ::95 with the director as gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6Plan {
+    /// The IPv6 virtual IP.
+    pub vip: String,
+    /// The client's IPv6 address.
+    pub client_ip: String,
+    /// The director's IPv6 address on the real servers' network (TUN's tunnel source).
+    pub dip: String,
 }
 
 /// A built lab. Dropping it removes every namespace (and so every link) it created.
@@ -147,6 +171,8 @@ pub struct Topology {
     pub dip: String,
     /// The real servers.
     pub real_servers: Vec<RealServerHost>,
+    /// The IPv6 addresses, once [`Topology::add_ipv6`] made the lab dual-stack.
+    pub ipv6: Option<Ipv6Plan>,
     /// Router and LAN bridge namespaces, kept alive until the lab is dropped.
     _infrastructure: Vec<Namespace>,
 }
@@ -160,10 +186,79 @@ impl Topology {
             Mode::Nat => two_arm(&tag),
         }
     }
+
+    /// Adds IPv6 beside IPv4 on every host, as [`Ipv6Plan`] describes.
+    pub fn add_ipv6(&mut self) -> LabResult<()> {
+        let v6 = |ns: &Namespace, dev: &str, cidr: &str| {
+            ns.ip(&["-6", "addr", "add", cidr, "dev", dev, "nodad"])
+                .map(|_| ())
+        };
+        let route = |ns: &Namespace, to: &str, via: &str| {
+            ns.ip(&["-6", "route", "add", to, "via", via]).map(|_| ())
+        };
+        let plan = match self.mode {
+            Mode::Dr | Mode::Tun => {
+                let plan = Ipv6Plan {
+                    vip: "2001:db8:21::10".into(),
+                    client_ip: "2001:db8:16::100".into(),
+                    dip: "2001:db8:40::11".into(),
+                };
+                let router = &self._infrastructure[0];
+                v6(&self.client, "eth0", "2001:db8:16::100/64")?;
+                route(&self.client, "default", "2001:db8:16::254")?;
+                v6(router, "eth0", "2001:db8:16::254/64")?;
+                v6(router, "eth1", "2001:db8:40::254/64")?;
+                router.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+                route(router, &format!("{}/128", plan.vip), &plan.dip)?;
+                v6(&self.director, "eth0", "2001:db8:40::11/64")?;
+                v6(&self.director, "eth0", &format!("{}/128", plan.vip))?;
+                route(&self.director, "default", "2001:db8:40::254")?;
+                for (i, rs) in self.real_servers.iter_mut().enumerate() {
+                    let rip = format!("2001:db8:40::{}", 12 + i);
+                    v6(&rs.ns, &rs.dev, &format!("{rip}/64"))?;
+                    route(&rs.ns, "default", "2001:db8:40::254")?;
+                    // IPv6 has no ARP to silence: the kernel answers neighbour
+                    // solicitations only for addresses of the receiving interface.
+                    v6(&rs.ns, "lo", &format!("{}/128", plan.vip))?;
+                    rs.rip6 = Some(rip);
+                }
+                plan
+            }
+            Mode::Nat => {
+                let plan = Ipv6Plan {
+                    vip: "2001:db8::11".into(),
+                    client_ip: "2001:db8::100".into(),
+                    dip: "fd00:168::90".into(),
+                };
+                v6(&self.client, "eth0", "2001:db8::100/64")?;
+                v6(&self.director, "ext0", &format!("{}/64", plan.vip))?;
+                v6(&self.director, "int0", "fd00:168::90/64")?;
+                for (i, rs) in self.real_servers.iter_mut().enumerate() {
+                    let rip = format!("fd00:168::{}", 94 + i);
+                    v6(&rs.ns, &rs.dev, &format!("{rip}/64"))?;
+                    route(&rs.ns, "default", &plan.dip)?;
+                    rs.rip6 = Some(rip);
+                }
+                plan
+            }
+        };
+        self.ipv6 = Some(plan);
+        Ok(())
+    }
 }
 
 fn namespace(tag: &str, role: &str) -> LabResult<Namespace> {
-    Namespace::create(&format!("xvs-{tag}-{role}"))
+    let ns = Namespace::create(&format!("xvs-{tag}-{role}"))?;
+    // No duplicate address detection: links made from now on get link-local addresses that
+    // are usable at once (neighbour discovery sends from them). Kernels without IPv6 lack
+    // the keys, and IPv4 labs do not need them.
+    for key in [
+        "net.ipv6.conf.all.accept_dad",
+        "net.ipv6.conf.default.accept_dad",
+    ] {
+        let _ = ns.sysctl(key, "0");
+    }
+    Ok(ns)
 }
 
 /// A LAN: a bridge in its own namespace that ports are plugged into.
@@ -219,6 +314,7 @@ fn real_server(
         ns,
         rip,
         dev: "eth0".to_string(),
+        rip6: None,
     })
 }
 
@@ -321,6 +417,7 @@ fn one_arm(mode: Mode, tag: &str, setup: &RealServerSetup) -> LabResult<Topology
         director_ifaces: vec!["eth0".to_string()],
         dip: "192.168.40.11".to_string(),
         real_servers,
+        ipv6: None,
         _infrastructure: vec![router, lan.ns],
     })
 }
@@ -353,6 +450,7 @@ fn two_arm(tag: &str) -> LabResult<Topology> {
         director_ifaces: vec!["ext0".to_string(), "int0".to_string()],
         dip: NAT_GATEWAY.to_string(),
         real_servers,
+        ipv6: None,
         _infrastructure: vec![lan.ns],
     })
 }

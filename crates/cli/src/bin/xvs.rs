@@ -54,6 +54,9 @@ enum Cmd {
         /// HTTP requests to send.
         #[arg(long, default_value_t = 20)]
         requests: u32,
+        /// The dual-stack lab, its requests to the IPv6 VIP.
+        #[arg(long)]
+        ipv6: bool,
         /// Instead: the scale-out lab with N directors (2 or 3) behind a router's ECMP,
         /// announcing the VIP with bird2; 50 conversations survive killing, restarting and
         /// draining one director (needs bird2).
@@ -97,12 +100,12 @@ enum Cmd {
         /// TUN device to create for the inner packets.
         #[arg(long)]
         tun: String,
-        /// Expected outer source (the director).
+        /// Expected outer source (the director); IPv6 for IPv6-in-IPv6.
         #[arg(long)]
-        source: std::net::Ipv4Addr,
-        /// This real server's address (the outer destination).
+        source: std::net::IpAddr,
+        /// This real server's address (the outer destination), of the same family.
         #[arg(long)]
-        me: std::net::Ipv4Addr,
+        me: std::net::IpAddr,
         /// Where to keep the counts.
         #[arg(long)]
         report: PathBuf,
@@ -189,8 +192,9 @@ fn main() -> ExitCode {
             mode,
             scheduler,
             requests,
+            ipv6,
             scale_out: None,
-        } => run_lab(mode, &scheduler, requests),
+        } => run_lab(mode, &scheduler, requests, ipv6),
         Cmd::Drain { undo, socket } => {
             let path = xvs_cli::control::socket_path(socket.as_deref(), None);
             let request = xvs_cli::control::Request::Drain { drained: !undo };
@@ -313,7 +317,7 @@ fn run_scale_out_lab(n: usize) -> ExitCode {
 }
 
 /// `xvs lab`: runs the lab, prints the answers per real server and the director's stats.
-fn run_lab(mode: lab::Mode, scheduler: &str, requests: u32) -> ExitCode {
+fn run_lab(mode: lab::Mode, scheduler: &str, requests: u32, ipv6: bool) -> ExitCode {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
@@ -328,8 +332,9 @@ fn run_lab(mode: lab::Mode, scheduler: &str, requests: u32) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("xvs lab: {mode} mode, scheduler {scheduler}, {requests} requests");
-    match lab::run(mode, scheduler, requests, programs, &stop) {
+    let family = if ipv6 { ", IPv6" } else { "" };
+    println!("xvs lab: {mode} mode{family}, scheduler {scheduler}, {requests} requests");
+    match lab::run(mode, scheduler, requests, ipv6, programs, &stop) {
         Ok(report) => {
             for (server, count) in &report.answers {
                 println!("{server}: {count}");

@@ -14,10 +14,15 @@
 //! protocol 4, the expected tunnel source and destination, total length consistent with the
 //! inner datagram, DF copied from the inner header. Counts go to a report file (`key value`
 //! lines) rewritten after each packet, so tests can read them while it runs.
+//!
+//! IPv6-in-IPv6 the same way (`--source` and `--me` IPv6 addresses): a raw IPv6 socket for
+//! next header 41 receives the inner datagram (the kernel keeps the outer header, but tells
+//! its source and destination), checked as [`check_outer6`] says, and written into the TUN
+//! device.
 
 use std::fs::File;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
@@ -63,6 +68,22 @@ pub fn check_outer(packet: &[u8], tunnel_source: Ipv4Addr, me: Ipv4Addr) -> Opti
         && usize::from(inner_header.total_len()) == inner.len()
         && outer.dont_frag() == inner_header.dont_frag())
     .then_some(inner)
+}
+
+/// Checks an IPv6-in-IPv6 packet as a raw IPv6 socket gives it: the outer source and
+/// destination (from the socket) must be the tunnel's, and the inner datagram a whole IPv6
+/// packet (version 6, payload length matching what arrived). Returns the inner datagram.
+pub fn check_outer6(
+    inner: &[u8],
+    from: Ipv6Addr,
+    to: Ipv6Addr,
+    tunnel_source: Ipv6Addr,
+    me: Ipv6Addr,
+) -> Option<&[u8]> {
+    let header = inner.get(..40)?;
+    let payload_len = usize::from(u16::from_be_bytes([header[4], header[5]]));
+    (from == tunnel_source && to == me && header[0] >> 4 == 6 && payload_len + 40 == inner.len())
+        .then_some(inner)
 }
 
 /// Opens TUN device `name` (no packet information header), up to the caller to configure.
@@ -115,13 +136,94 @@ fn open_ipip_socket(iface: &str) -> std::io::Result<OwnedFd> {
     Ok(owned)
 }
 
+/// A raw IPv6 socket for next header 41 (IPv6-in-IPv6) bound to `iface`, telling each
+/// packet's destination (`IPV6_RECVPKTINFO`).
+fn open_ip6ip6_socket(iface: &str) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_IPV6) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a freshly created socket we own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let name = iface.as_bytes();
+    let on: libc::c_int = 1;
+    // SAFETY: SO_BINDTODEVICE reads `name.len()` bytes of the interface name from `name`;
+    // IPV6_RECVPKTINFO reads one int from `on`.
+    let rc = unsafe {
+        libc::setsockopt(
+            owned.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        ) | libc::setsockopt(
+            owned.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVPKTINFO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(owned)
+}
+
+/// Receives one packet from the IPv6 raw socket: its length, outer source and destination.
+fn recv6(socket: &OwnedFd, buf: &mut [u8]) -> std::io::Result<(usize, Ipv6Addr, Ipv6Addr)> {
+    let mut from: libc::sockaddr_in6 = zeroed_sockaddr_in6();
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; its pointers are set below to live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_in6).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: `msg` points at `from`, `iov` (over `buf`) and `control`, all valid for the
+    // lengths given, for the duration of the call.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut to = Ipv6Addr::UNSPECIFIED;
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+    // `msg_controllen`; an IPV6_PKTINFO payload is a `struct in6_pktinfo`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::IPPROTO_IPV6 && (*cmsg).cmsg_type == libc::IPV6_PKTINFO {
+                let info = libc::CMSG_DATA(cmsg)
+                    .cast::<libc::in6_pktinfo>()
+                    .read_unaligned();
+                to = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n as usize, Ipv6Addr::from(from.sin6_addr.s6_addr), to))
+}
+
+fn zeroed_sockaddr_in6() -> libc::sockaddr_in6 {
+    // SAFETY: an all-zero sockaddr_in6 is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
 /// Runs the decapsulator until killed: packets on `iface` tunnelled from `tunnel_source` to
-/// `me` go into TUN device `tun_name` (created and brought up here).
+/// `me` (both IPv4: IPIP; both IPv6: IPv6-in-IPv6) go into TUN device `tun_name` (created
+/// and brought up here).
 pub fn run(
     iface: &str,
     tun_name: &str,
-    tunnel_source: Ipv4Addr,
-    me: Ipv4Addr,
+    tunnel_source: IpAddr,
+    me: IpAddr,
     report: &Path,
 ) -> std::io::Result<()> {
     let mut tun = open_tun(tun_name)?;
@@ -131,6 +233,15 @@ pub fn run(
     if !up.success() {
         return Err(std::io::Error::other("cannot bring the tun device up"));
     }
+    let (tunnel_source, me) = match (tunnel_source, me) {
+        (IpAddr::V4(source), IpAddr::V4(me)) => (source, me),
+        (IpAddr::V6(source), IpAddr::V6(me)) => return run6(iface, &mut tun, source, me, report),
+        _ => {
+            return Err(std::io::Error::other(
+                "--source and --me of different families",
+            ));
+        }
+    };
     let socket = open_ipip_socket(iface)?;
     let mut counts = DecapReport::default();
     let mut buf = vec![0u8; 65536];
@@ -147,6 +258,35 @@ pub fn run(
         }
         let packet = &buf[..n as usize];
         match check_outer(packet, tunnel_source, me) {
+            Some(inner) => {
+                tun.write_all(inner)?;
+                counts.decapsulated += 1;
+            }
+            None => counts.bad_outer += 1,
+        }
+        write_report(report, &counts)?;
+    }
+}
+
+/// [`run`] for IPv6-in-IPv6.
+fn run6(
+    iface: &str,
+    tun: &mut File,
+    tunnel_source: Ipv6Addr,
+    me: Ipv6Addr,
+    report: &Path,
+) -> std::io::Result<()> {
+    let socket = open_ip6ip6_socket(iface)?;
+    let mut counts = DecapReport::default();
+    let mut buf = vec![0u8; 65536];
+    write_report(report, &counts)?;
+    loop {
+        let (n, from, to) = match recv6(&socket, &mut buf) {
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        match check_outer6(&buf[..n], from, to, tunnel_source, me) {
             Some(inner) => {
                 tun.write_all(inner)?;
                 counts.decapsulated += 1;
@@ -252,6 +392,41 @@ mod tests {
         short_inner[20 + 3] = 27;
         assert!(check_outer(&short_inner, src, me).is_none(), "inner length");
         assert!(check_outer(&good[..30], src, me).is_none(), "truncated");
+    }
+
+    #[test]
+    fn ipv6_inner_packets_are_checked_against_the_tunnel() {
+        let (src, me): (Ipv6Addr, Ipv6Addr) =
+            ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+        let mut inner = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        inner.extend_from_slice(&[0u8; 32]);
+        inner.extend_from_slice(&[0, 1, 0, 2, 0, 8, 0, 0]);
+        assert_eq!(
+            check_outer6(&inner, src, me, src, me).map(<[u8]>::len),
+            Some(48)
+        );
+        assert!(
+            check_outer6(&inner, me, me, src, me).is_none(),
+            "wrong tunnel source"
+        );
+        assert!(
+            check_outer6(&inner, src, src, src, me).is_none(),
+            "not for me"
+        );
+        assert!(
+            check_outer6(&inner[..47], src, me, src, me).is_none(),
+            "payload length"
+        );
+        let mut v4 = inner.clone();
+        v4[0] = 0x45;
+        assert!(
+            check_outer6(&v4, src, me, src, me).is_none(),
+            "not IPv6 inside"
+        );
+        assert!(
+            check_outer6(&inner[..20], src, me, src, me).is_none(),
+            "truncated"
+        );
     }
 
     #[test]

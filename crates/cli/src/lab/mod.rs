@@ -81,11 +81,29 @@ impl Lab {
     /// [`Lab::start`] with `extra` in the director's configuration file, kept across
     /// reloads: more `[daemon]` keys or whole sections (`[metrics]`, `[sync]`).
     pub fn start_with(mode: Mode, programs: Programs, extra: &str) -> LabResult<Lab> {
+        Lab::start_inner(mode, programs, extra, false)
+    }
+
+    /// [`Lab::start`] for a dual-stack lab: IPv6 beside IPv4 on every host
+    /// ([`topology::Ipv6Plan`]), the servers listening on both families, and for TUN an
+    /// IPv6-in-IPv6 decapsulator beside the IPIP one.
+    pub fn start_dual_stack(mode: Mode, programs: Programs) -> LabResult<Lab> {
+        Lab::start_inner(mode, programs, "", true)
+    }
+
+    fn start_inner(mode: Mode, programs: Programs, extra: &str, ipv6: bool) -> LabResult<Lab> {
         let dir = lab_dir("lab")?;
         let setup = RealServerSetup::new(&programs.xvs, &dir);
-        let topology = Topology::build(mode, &setup).inspect_err(|_| {
-            let _ = std::fs::remove_dir_all(&dir);
-        })?;
+        let topology = Topology::build(mode, &setup)
+            .and_then(|mut t| {
+                if ipv6 {
+                    t.add_ipv6()?;
+                }
+                Ok(t)
+            })
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&dir);
+            })?;
         let director = XvsDaemon::new(programs.clone(), &dir, "director");
         let mut lab = Lab {
             topology,
@@ -95,9 +113,10 @@ impl Lab {
             helpers: Children::default(),
         };
         let tunnel_source = (mode == Mode::Tun).then_some(lab.topology.dip.as_str());
+        let tunnel_source6 = lab.topology.ipv6.as_ref().map(|p| p.dip.as_str());
         start_real_servers(
             &lab.topology.real_servers,
-            tunnel_source,
+            tunnel_source.map(|v4| (v4, tunnel_source6)),
             &programs,
             &lab.dir,
             &mut lab.helpers,
@@ -158,20 +177,106 @@ impl Lab {
         persistence: Option<u32>,
         weights: &[u32],
     ) -> LabResult<()> {
-        let vip = &self.topology.vip;
-        let mut add = format!("-A {protocol} {vip}:{port} -s {scheduler}");
+        let rips: Vec<&str> = self
+            .topology
+            .real_servers
+            .iter()
+            .map(|rs| rs.rip.as_str())
+            .collect();
+        self.add_service_at(
+            &self.topology.vip,
+            &rips,
+            protocol,
+            port,
+            scheduler,
+            persistence,
+            weights,
+        )
+    }
+
+    /// [`Lab::add_service`] on the IPv6 VIP and the real servers' IPv6 addresses (a
+    /// dual-stack lab: [`Lab::start_dual_stack`]).
+    pub fn add_service6(
+        &self,
+        protocol: &str,
+        port: u16,
+        scheduler: &str,
+        persistence: Option<u32>,
+        weights: &[u32],
+    ) -> LabResult<()> {
+        let plan = self.ipv6_plan()?;
+        let rips: Vec<&str> = self
+            .topology
+            .real_servers
+            .iter()
+            .filter_map(|rs| rs.rip6.as_deref())
+            .collect();
+        self.add_service_at(
+            &plan.vip,
+            &rips,
+            protocol,
+            port,
+            scheduler,
+            persistence,
+            weights,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_service_at(
+        &self,
+        vip: &str,
+        rips: &[&str],
+        protocol: &str,
+        port: u16,
+        scheduler: &str,
+        persistence: Option<u32>,
+        weights: &[u32],
+    ) -> LabResult<()> {
+        let vs = host_port(vip, port);
+        let mut add = format!("-A {protocol} {vs} -s {scheduler}");
         if let Some(timeout) = persistence {
             add.push_str(&format!(" -p {timeout}"));
         }
         self.xvsadm(&add)?;
-        for (rs, weight) in self.topology.real_servers.iter().zip(weights) {
+        for (rip, weight) in rips.iter().zip(weights) {
             let method = self.topology.mode.option();
             self.xvsadm(&format!(
-                "-a {protocol} {vip}:{port} -r {}:{port} {method} -w {weight}",
-                rs.rip
+                "-a {protocol} {vs} -r {} {method} -w {weight}",
+                host_port(rip, port)
             ))?;
         }
         Ok(())
+    }
+
+    fn ipv6_plan(&self) -> LabResult<&topology::Ipv6Plan> {
+        self.topology
+            .ipv6
+            .as_ref()
+            .ok_or_else(|| LabError("not a dual-stack lab (Lab::start_dual_stack)".into()))
+    }
+
+    /// [`Lab::http_get`] to the IPv6 VIP.
+    pub fn http_get6(&self) -> LabResult<String> {
+        http_get(&self.topology.client, &self.ipv6_plan()?.vip)
+    }
+
+    /// [`Lab::udp_ask`] to the IPv6 VIP.
+    pub fn udp_ask6(&self) -> LabResult<String> {
+        let vip = self.ipv6_plan()?.vip.clone();
+        let out = self.topology.client.exec(
+            servers::python(),
+            &["-c", servers::UDP_ASK, &vip, &UDP_PORT.to_string()],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The IPv6-in-IPv6 decapsulator's report of real server `index` (dual-stack TUN lab).
+    pub fn decap_report6(&self, index: usize) -> decap::DecapReport {
+        let name = &self.topology.real_servers[index].name;
+        let text =
+            std::fs::read_to_string(self.dir.join(format!("{name}.decap6"))).unwrap_or_default();
+        decap::DecapReport::parse(&text)
     }
 
     /// One HTTP GET from the client to the VIP (a new connection each time); the body.
@@ -421,12 +526,13 @@ pub fn service_toml(
 }
 
 /// Starts on each real server its HTTP server (page: the server's name, in `dir`), TCP line
-/// server and UDP server, and with `tunnel_source` (TUN) the IPIP decapsulator; their
-/// output goes to `dir/NAME-PROGRAM.log`, and each is kept in `children` as `NAME-PROGRAM`
-/// (`rs1-http`, ...). Returns once every HTTP server answers.
+/// server and UDP server, and with `tunnel_source` (TUN) the IPIP decapsulator (and with an
+/// IPv6 tunnel source the IPv6-in-IPv6 one); their output goes to `dir/NAME-PROGRAM.log`,
+/// and each is kept in `children` as `NAME-PROGRAM` (`rs1-http`, ...). Returns once every
+/// HTTP server answers.
 fn start_real_servers(
     real_servers: &[RealServerHost],
-    tunnel_source: Option<&str>,
+    tunnel_source: Option<(&str, Option<&str>)>,
     programs: &Programs,
     dir: &Path,
     children: &mut Children,
@@ -448,21 +554,29 @@ fn start_real_servers(
                 &dir.join(format!("{}.log", program.child_name(name))),
             )?;
         }
-        if let Some(source) = tunnel_source {
-            let mut decap = rs.ns.command(&programs.xvs.to_string_lossy());
-            decap.args([
-                "lab-decap",
-                "--iface",
-                &rs.dev,
-                "--tun",
-                "tun0",
-                "--source",
-                source,
-                "--me",
-                &rs.rip,
-            ]);
-            decap.arg("--report").arg(dir.join(format!("{name}.decap")));
-            children.spawn(decap, &dir.join(format!("{name}-decap.log")))?;
+        if let Some((source, source6)) = tunnel_source {
+            let mut tunnels = vec![(source, rs.rip.as_str(), "tun0", "decap")];
+            if let (Some(source6), Some(rip6)) = (source6, rs.rip6.as_deref()) {
+                tunnels.push((source6, rip6, "tun6", "decap6"));
+            }
+            for (source, me, tun, report) in tunnels {
+                let mut decap = rs.ns.command(&programs.xvs.to_string_lossy());
+                decap.args([
+                    "lab-decap",
+                    "--iface",
+                    &rs.dev,
+                    "--tun",
+                    tun,
+                    "--source",
+                    source,
+                    "--me",
+                    me,
+                ]);
+                decap
+                    .arg("--report")
+                    .arg(dir.join(format!("{name}.{report}")));
+                children.spawn(decap, &dir.join(format!("{name}-{report}.log")))?;
+            }
         }
     }
     // Ready when each answers on loopback from inside its namespace.
@@ -499,6 +613,9 @@ impl ServerProgram {
 fn server_command(rs: &RealServerHost, program: ServerProgram, dir: &Path) -> Command {
     let mut command = rs.ns.command(servers::python());
     let name = rs.name.as_str();
+    // A dual-stack real server listens on both families (an IPv6 wildcard socket takes
+    // IPv4 too).
+    let any = if rs.rip6.is_some() { "::" } else { "0.0.0.0" };
     match program {
         ServerProgram::Http => {
             command
@@ -507,16 +624,16 @@ fn server_command(rs: &RealServerHost, program: ServerProgram, dir: &Path) -> Co
                     "http.server",
                     &HTTP_PORT.to_string(),
                     "--bind",
-                    "0.0.0.0",
+                    any,
                     "--directory",
                 ])
                 .arg(dir.join(name));
         }
         ServerProgram::Lines => {
-            command.args(["-c", servers::TCP_LINES, name, &LINES_PORT.to_string()]);
+            command.args(["-c", servers::TCP_LINES, name, &LINES_PORT.to_string(), any]);
         }
         ServerProgram::Udp => {
-            command.args(["-c", servers::UDP_NAME, name, &UDP_PORT.to_string()]);
+            command.args(["-c", servers::UDP_NAME, name, &UDP_PORT.to_string(), any]);
         }
     }
     command
@@ -558,9 +675,19 @@ fn wait_ready(rs: &RealServerHost, program: ServerProgram) -> LabResult<()> {
 
 /// One HTTP GET from `client` to `http://VIP:HTTP_PORT/` (a new connection); the body.
 pub fn http_get(client: &Namespace, vip: &str) -> LabResult<String> {
-    let url = format!("http://{vip}:{HTTP_PORT}/");
+    let url = format!("http://{}/", host_port(vip, HTTP_PORT));
     let out = client.exec("curl", &["-s", "--max-time", "3", &url])?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `host:port`, with an IPv6 host in brackets (`[2001:db8::10]:80`), as URLs and ipvsadm
+/// write it.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Helper processes of a lab (servers, decapsulators), killed and reaped on drop; some
@@ -1004,22 +1131,36 @@ pub struct LabReport {
     pub stats: String,
 }
 
-/// `xvs lab`: the seed lab for `mode`, `requests` HTTP requests through the VIP.
+/// `xvs lab`: the seed lab for `mode`, `requests` HTTP requests through the VIP; with
+/// `ipv6`, the dual-stack lab and its IPv6 VIP (`xvs lab --ipv6`).
 pub fn run(
     mode: Mode,
     scheduler: &str,
     requests: u32,
+    ipv6: bool,
     programs: Programs,
     stop: &std::sync::atomic::AtomicBool,
 ) -> LabResult<LabReport> {
-    let lab = Lab::start(mode, programs)?;
-    lab.add_service("-t", HTTP_PORT, scheduler, None, &[1, 1])?;
+    let lab = if ipv6 {
+        let lab = Lab::start_dual_stack(mode, programs)?;
+        lab.add_service6("-t", HTTP_PORT, scheduler, None, &[1, 1])?;
+        lab
+    } else {
+        let lab = Lab::start(mode, programs)?;
+        lab.add_service("-t", HTTP_PORT, scheduler, None, &[1, 1])?;
+        lab
+    };
     let mut report = LabReport::default();
     for _ in 0..requests {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(LabError("interrupted".into()));
         }
-        let body = lab.http_get().unwrap_or_default();
+        let body = if ipv6 {
+            lab.http_get6()
+        } else {
+            lab.http_get()
+        }
+        .unwrap_or_default();
         let key = if body.is_empty() {
             "(no answer)".to_string()
         } else {

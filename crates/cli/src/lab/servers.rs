@@ -3,12 +3,17 @@
 //! every line with the server's name (for long-lived connections), and a UDP server that
 //! answers every datagram with the server's name.
 
-/// `python3 -c TCP_LINES NAME PORT`: answers each line of a connection with `NAME: line`.
+/// `python3 -c TCP_LINES NAME PORT [ADDR]`: answers each line of a connection with `NAME:
+/// line`; listens on ADDR (default 0.0.0.0; `::` takes both families).
 pub const TCP_LINES: &str = r#"
 import socket, sys, threading
 name, port = sys.argv[1], int(sys.argv[2])
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", port)); s.listen(64)
+host = sys.argv[3] if len(sys.argv) > 3 else "0.0.0.0"
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+if ":" in host:
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port)); s.listen(64)
 def serve(c):
     f = c.makefile("rwb", buffering=0)
     for line in f:
@@ -19,21 +24,27 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
-/// `python3 -c UDP_NAME NAME PORT`: answers each datagram with `NAME`.
+/// `python3 -c UDP_NAME NAME PORT [ADDR]`: answers each datagram with `NAME`; listens on
+/// ADDR (default 0.0.0.0; `::` takes both families).
 pub const UDP_NAME: &str = r#"
 import socket, sys
 name, port = sys.argv[1], int(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port))
+host = sys.argv[3] if len(sys.argv) > 3 else "0.0.0.0"
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+if ":" in host:
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind((host, port))
 while True:
     data, peer = s.recvfrom(2048)
     s.sendto(name.encode(), peer)
 "#;
 
 /// `python3 -c UDP_ASK HOST PORT`: sends one datagram from a fresh port, prints the answer
-/// (or nothing after 2 s).
+/// (or nothing after 2 s). HOST may be IPv6.
 pub const UDP_ASK: &str = r#"
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
 s.sendto(b"who", (sys.argv[1], int(sys.argv[2])))
 try:
     print(s.recvfrom(2048)[0].decode())

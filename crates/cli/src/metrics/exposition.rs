@@ -389,6 +389,31 @@ fn xvs_dataplane(encoder: &mut DescriptorEncoder, d: &DataplaneMetrics) -> fmt::
             })
         })
         .collect();
+    let frames: Vec<_> = d
+        .workers
+        .iter()
+        .flat_map(|w| {
+            [
+                ("free", w.umem_free),
+                ("kernel", w.umem_kernel),
+                ("in_flight", w.umem_in_flight),
+            ]
+            .map(|(state, n)| {
+                let labels = vec![
+                    ("worker", w.queue.to_string()),
+                    ("state", state.to_string()),
+                ];
+                (labels, u64::from(n))
+            })
+        })
+        .collect();
+    family(
+        encoder,
+        "xvs_worker_umem_frames",
+        "UMEM frames of the worker by where they are: free (its free list), kernel (fill ring, or transmitted and not completed), in_flight (held in a batch); their sum is the UMEM's size unless a frame leaked.",
+        gauge,
+        frames,
+    )?;
     family(
         encoder,
         "xvs_worker_rx_batches",
@@ -734,6 +759,9 @@ mod tests {
                     tx_frames: 51,
                     icmp_sent: 0,
                     rx_batches: [3, 0, 1, 0, 0, 0, 2],
+                    umem_free: 2040,
+                    umem_kernel: 2056,
+                    umem_in_flight: 0,
                 }],
                 ports: vec![PortMetrics {
                     iface: "eth0".into(),
@@ -784,6 +812,9 @@ mod tests {
             "xvs_worker_rx_batches_total{worker=\"0\",frames_le=\"1\"} 3".to_string(),
             "xvs_worker_rx_batches_total{worker=\"0\",frames_le=\"4\"} 1".to_string(),
             "xvs_worker_rx_batches_total{worker=\"0\",frames_le=\"64\"} 2".to_string(),
+            "xvs_worker_umem_frames{worker=\"0\",state=\"free\"} 2040".to_string(),
+            "xvs_worker_umem_frames{worker=\"0\",state=\"kernel\"} 2056".to_string(),
+            "xvs_worker_umem_frames{worker=\"0\",state=\"in_flight\"} 0".to_string(),
             "xvs_port_info{iface=\"eth0\",queue=\"0\",af_xdp=\"copy\",xdp=\"drv\"} 1".to_string(),
             "xvs_port_tx_ring_full_total{iface=\"eth0\",queue=\"0\"} 2".to_string(),
             "xvs_drops_total{reason=\"no_connection\"} 0".to_string(),

@@ -86,6 +86,12 @@ pub struct WorkerMetrics {
     /// Receive batches by size: batches of at most 1, 2, 4 ... 64 frames (each bucket
     /// counts those above the previous bound).
     pub rx_batches: [u64; xvs_dataplane::pipeline::counters::RX_BATCH_BUCKETS],
+    /// Its UMEM frames in its free list.
+    pub umem_free: u32,
+    /// Its UMEM frames on the kernel's rings (fill ring, transmitted and not completed).
+    pub umem_kernel: u32,
+    /// Its UMEM frames held in a batch.
+    pub umem_in_flight: u32,
 }
 
 /// One AF_XDP port: an interface's queue.

@@ -4,11 +4,12 @@
 //! workers. A cell has a single writer, so a relaxed load and store (no atomic
 //! read-modify-write) is enough; the side thread's relaxed loads may lag by a packet.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use xvs_forwarders::Reason;
 
 use crate::icmp_limit::IcmpLimiter;
+use crate::packet_io::FrameAccount;
 use crate::service::snapshot::MAX_DESTS;
 
 /// Why the pipeline dropped a frame, beyond the forwarders' parse and rewrite reasons.
@@ -114,6 +115,66 @@ pub struct PortCells {
     pub invalid_descs: AtomicU64,
 }
 
+/// Where the worker's frames are ([`crate::packet_io::FrameAccount`]), stored by the worker
+/// after each turn that received frames and at housekeeping, so the side thread and the
+/// control socket can read it. One writer; a sequence counter (a seqlock, odd while
+/// storing) lets a reader take the four values of one turn together, so their sum is
+/// checkable: a torn read would look like a leaked frame.
+#[derive(Debug, Default)]
+pub struct FrameCells {
+    seq: AtomicU32,
+    /// Chunks of the frame memory.
+    pub total: AtomicU32,
+    /// Chunks in the free list.
+    pub free: AtomicU32,
+    /// Chunks on the kernel's rings (fill ring, or transmitted and not completed).
+    pub kernel: AtomicU32,
+    /// Chunks held in a batch.
+    pub in_flight: AtomicU32,
+}
+
+impl FrameCells {
+    /// Stores `account` (the worker only).
+    pub fn store(&self, account: FrameAccount) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        // A reader that sees any of the stores below also sees the odd counter.
+        fence(Ordering::Release);
+        self.total.store(account.total, Ordering::Relaxed);
+        self.free.store(account.free, Ordering::Relaxed);
+        self.kernel.store(account.kernel, Ordering::Relaxed);
+        self.in_flight.store(account.in_flight, Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// What was stored last: the four values of one store, never a mix of two.
+    pub fn load(&self) -> FrameAccount {
+        let mut tries = 0u32;
+        loop {
+            let before = self.seq.load(Ordering::Acquire);
+            if before & 1 == 0 {
+                let account = FrameAccount {
+                    total: self.total.load(Ordering::Relaxed),
+                    free: self.free.load(Ordering::Relaxed),
+                    kernel: self.kernel.load(Ordering::Relaxed),
+                    in_flight: self.in_flight.load(Ordering::Relaxed),
+                };
+                fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == before {
+                    return account;
+                }
+            }
+            // The worker is inside a store: a few instructions, unless it was preempted.
+            tries += 1;
+            if tries.is_multiple_of(64) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
 /// Ports a worker has at most (one arm, or external and internal).
 pub const MAX_PORTS: usize = 2;
 
@@ -142,6 +203,8 @@ pub struct WorkerCounters {
     pub rx_batches: [AtomicU64; RX_BATCH_BUCKETS],
     /// The worker's ICMP error rate limiter: single-writer cells like the counters.
     pub icmp: IcmpLimiter,
+    /// Where its frames are.
+    pub umem: FrameCells,
 }
 
 /// Buckets of [`WorkerCounters::rx_batches`]: 1, 2, 4, 8, 16, 32 and 64 frames.
@@ -160,6 +223,7 @@ impl Default for WorkerCounters {
             rx_batches: Default::default(),
             ports: Default::default(),
             icmp: IcmpLimiter::default(),
+            umem: FrameCells::default(),
         }
     }
 }
@@ -214,5 +278,35 @@ mod batch_tests {
             .collect();
         // <=1, <=2, <=4 (3, 4), <=8 (5), <=16, <=32, <=64 (33, 64, 64, and 200 capped)
         assert_eq!(got, vec![1, 1, 2, 1, 0, 1, 4]);
+    }
+
+    #[test]
+    fn a_reader_never_sees_the_frames_of_two_turns_mixed() {
+        let cells = std::sync::Arc::new(FrameCells::default());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (cells, stop) = (cells.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    // Always balanced; every value changes from one store to the next.
+                    let kernel = i % 2048;
+                    let in_flight = i % 64;
+                    cells.store(FrameAccount {
+                        total: 4096,
+                        free: 4096 - kernel - in_flight,
+                        kernel,
+                        in_flight,
+                    });
+                    i = i.wrapping_add(1);
+                }
+            })
+        };
+        for _ in 0..200_000 {
+            let a = cells.load();
+            assert!(a.total == 0 || a.balanced(), "{a:?}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
     }
 }

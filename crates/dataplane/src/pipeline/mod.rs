@@ -18,14 +18,19 @@
 //! flow's common packet to the fast path (`established.rs`), which does steps 1, 3 and 4 in
 //! their cheapest form and hands every other frame, untouched, to the full path above.
 //!
+//! IPv6 frames (EtherType 0x86dd) take the same stages through `v6.rs`: the same
+//! prefetching, connection table, schedulers and counters, with the forwarders' IPv6
+//! rewrites; the established fast path is IPv4's only.
+//!
 //! Nothing here allocates, takes a lock or makes a system call per packet.
 
 pub mod counters;
 mod established;
+mod v6;
 
 use established::Fast;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::sync::{Arc, OnceLock};
 
 use crossbeam::queue::ArrayQueue;
@@ -35,12 +40,12 @@ use xvs_conntrack::{
 };
 use xvs_forwarders::icmp::{self, IcmpErrorView};
 use xvs_forwarders::tun::Tunnel;
-use xvs_forwarders::{Egress, Frame, L4, PacketView, Reason, Transmit, dr, nat, parse, tun};
+use xvs_forwarders::{Egress, Frame, PacketView, Reason, Transmit, dr, nat, parse, tun};
 use xvs_sched::{Request, SchedOptions, Scheduler};
 
 use crate::local::LocalDelivery;
-use crate::route::{Neighbours, Routes};
-use crate::service::snapshot::{LoadCounters, Service, Snapshot, dest_slot};
+use crate::route::{HopAddr, Neighbours, Routes};
+use crate::service::snapshot::{LoadCounters, Service, Snapshot, conntrack_addr, dest_slot};
 use crate::service::spec::{ForwardMethod, ServiceAddr};
 use crate::sync::{INSTALLS_PER_TURN, Install, SyncPort};
 use counters::{Drop, WorkerCounters, add};
@@ -48,8 +53,8 @@ use counters::{Drop, WorkerCounters, add};
 use crate::packet_io::BATCH_SIZE;
 pub use crate::packet_io::Verdict;
 
-/// Neighbours to resolve, from the workers to the side thread.
-pub type ResolveQueue = ArrayQueue<(u8, Ipv4Addr)>;
+/// Neighbours to resolve (IPv4 or IPv6 next hops), from the workers to the side thread.
+pub type ResolveQueue = ArrayQueue<(u8, IpAddr)>;
 
 /// The worker's view of time, set once per batch.
 #[derive(Debug, Clone, Copy, Default)]
@@ -75,6 +80,8 @@ pub struct Shared {
     pub resolve: Arc<ResolveQueue>,
     /// Source address of tunnels (`-i`); the egress link's address when `None`.
     pub tunnel_source: Option<Ipv4Addr>,
+    /// Source address of IPv6 tunnels; the egress link's global IPv6 address when `None`.
+    pub tunnel_source6: Option<Ipv6Addr>,
     /// This worker's end of the connection sync (idle unless a sync daemon runs).
     pub sync: Arc<SyncPort>,
     /// Where packets for local real servers go (the director's kernel), once opened; until
@@ -91,36 +98,67 @@ pub struct Pipeline {
     schedulers: Vec<(ServiceAddr, SchedOptions, Box<dyn Scheduler>)>,
     clock: Clock,
     tunnel_ident: u16,
-    /// The way to each real server, filled on first use.
-    egress: EgressCache,
+    /// The way to each IPv4 real server, filled on first use.
+    egress: EgressCache<Ipv4Addr>,
+    /// The way to each IPv6 real server (a real server has one family: slots never clash).
+    egress6: EgressCache<Ipv6Addr>,
+}
+
+/// An address family the pipeline forwards to: its routing ([`HopAddr`]) and the tunnel
+/// source configured for it.
+trait Family: HopAddr {
+    /// The configured tunnel source of this family.
+    fn configured_source(shared: &Shared) -> Option<Self>;
+}
+
+impl Family for Ipv4Addr {
+    #[inline]
+    fn configured_source(shared: &Shared) -> Option<Self> {
+        shared.tunnel_source
+    }
+}
+
+impl Family for Ipv6Addr {
+    #[inline]
+    fn configured_source(shared: &Shared) -> Option<Self> {
+        shared.tunnel_source6
+    }
 }
 
 /// The egress toward each real server (port, MACs, MTU and the tunnel source), by
 /// [`DestId`] slot, so an established flow's packet looks up no route and no neighbour. It
 /// is valid for one epoch: a new service table, new neighbours or new routes start the next.
-#[derive(Default)]
-struct EgressCache {
+struct EgressCache<A> {
     epoch: u32,
-    by_slot: Vec<CachedEgress>,
+    by_slot: Vec<CachedEgress<A>>,
+}
+
+impl<A> Default for EgressCache<A> {
+    fn default() -> Self {
+        EgressCache {
+            epoch: 1,
+            by_slot: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
-struct CachedEgress {
+struct CachedEgress<A> {
     epoch: u32,
-    hop: Hop,
+    hop: Hop<A>,
 }
 
 /// Where a frame to one real server leaves: the port, the link parameters and, for TUN,
 /// the outer source; or, for a local real server, the director's own kernel.
 #[derive(Clone, Copy)]
-struct Hop {
+struct Hop<A> {
     port: u8,
     egress: Egress,
-    tunnel_source: Option<Ipv4Addr>,
+    tunnel_source: Option<A>,
     local: bool,
 }
 
-impl EgressCache {
+impl<A: Family> EgressCache<A> {
     fn invalidate(&mut self) {
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
@@ -132,7 +170,7 @@ impl EgressCache {
 
     /// The hop toward real server `dest` at `addr`, resolved now if not cached.
     #[inline(always)]
-    fn hop(&mut self, shared: &Shared, dest: DestId, addr: Ipv4Addr) -> Result<Hop, Drop> {
+    fn hop(&mut self, shared: &Shared, dest: DestId, addr: A) -> Result<Hop<A>, Drop> {
         match self.by_slot.get(dest_slot(dest)) {
             Some(c) if c.epoch == self.epoch => Ok(c.hop),
             _ => self.fill(shared, dest, addr),
@@ -141,7 +179,7 @@ impl EgressCache {
 
     /// The hop toward `dest` if it is cached (the fast path never resolves).
     #[inline(always)]
-    fn cached(&self, dest: DestId) -> Option<Hop> {
+    fn cached(&self, dest: DestId) -> Option<Hop<A>> {
         match self.by_slot.get(dest_slot(dest)) {
             Some(c) if c.epoch == self.epoch => Some(c.hop),
             _ => None,
@@ -151,9 +189,9 @@ impl EgressCache {
     /// Resolves and remembers the hop toward `dest` (the first packet after a change).
     #[cold]
     #[inline(never)]
-    fn fill(&mut self, shared: &Shared, dest: DestId, addr: Ipv4Addr) -> Result<Hop, Drop> {
+    fn fill(&mut self, shared: &Shared, dest: DestId, addr: A) -> Result<Hop<A>, Drop> {
         let slot = dest_slot(dest);
-        let hop = if shared.routes.is_own(addr) {
+        let hop = if addr.is_own(&shared.routes) {
             Hop {
                 port: 0,
                 egress: Egress {
@@ -200,10 +238,8 @@ impl Pipeline {
             schedulers: Vec::new(),
             clock: Clock::default(),
             tunnel_ident: worker.wrapping_mul(0x3779),
-            egress: EgressCache {
-                epoch: 1,
-                by_slot: Vec::new(),
-            },
+            egress: EgressCache::default(),
+            egress6: EgressCache::default(),
         };
         pipeline.set_snapshot(shared.snapshot);
         pipeline
@@ -213,6 +249,7 @@ impl Pipeline {
     /// and options keep their state (rr position, lblc cache) and see the new servers.
     pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
         self.egress.invalidate();
+        self.egress6.invalidate();
         let mut old: Vec<_> = std::mem::take(&mut self.schedulers);
         for service in &snapshot.services {
             let mut options = service.spec.sched_options();
@@ -257,12 +294,14 @@ impl Pipeline {
     /// Switches to new neighbours (after the side thread resolved some).
     pub fn set_neighbours(&mut self, neighbours: Arc<Neighbours>) {
         self.egress.invalidate();
+        self.egress6.invalidate();
         self.shared.neighbours = neighbours;
     }
 
     /// Switches to new routes (links changed).
     pub fn set_routes(&mut self, routes: Arc<Routes>) {
         self.egress.invalidate();
+        self.egress6.invalidate();
         self.shared.routes = routes;
     }
 
@@ -378,6 +417,9 @@ impl Pipeline {
                 *verdict = match self.established(frame, bucket, ingress) {
                     Fast::Done(verdict) => verdict,
                     Fast::Parsed(view) => self.process_parsed(frame, &view, bucket, ingress),
+                    Fast::Unparsed if is_ipv6(frame.data()) => {
+                        self.process6(frame, bucket, ingress)
+                    }
                     Fast::Unparsed => self.process(frame, ingress),
                 };
             }
@@ -387,6 +429,9 @@ impl Pipeline {
     /// Processes one received frame in place.
     #[inline]
     pub fn process(&mut self, frame: &mut Frame<'_>, ingress: u8) -> Verdict {
+        if is_ipv6(frame.data()) {
+            return self.process6(frame, NO_BUCKET, ingress);
+        }
         let view = match parse(frame) {
             Ok(view) => view,
             Err(reason) => {
@@ -474,16 +519,69 @@ impl Pipeline {
         bucket: usize,
         ingress: u8,
     ) -> Result<Verdict, Drop> {
-        let shared = &self.shared;
-        let snapshot = &*shared.snapshot;
-        let counters = &*shared.counters;
-        let service = &snapshot.services[service_index];
         let key = FlowKey::new(
             Protocol::from_u8(view.protocol()),
             endpoint(view.src, sport),
             endpoint(view.dst, dport),
         );
         let flags = TcpFlags::from_byte(view.tcp_flags().map_or(0, |f| f.0));
+        let placed = self.place(service_index, &key, flags, bucket)?;
+        let shared = &self.shared;
+        let counters = &*shared.counters;
+        let (dest_id, method, dest_addr) = match placed {
+            Placed::OnePacket {
+                dest,
+                method,
+                dest_addr,
+            } => (dest, method, dest_addr),
+            Placed::Tracked {
+                flow,
+                dest,
+                dest_addr,
+            } => {
+                if shared
+                    .sync
+                    .master
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    sync_out(self.shard.table(), &shared.sync, flow);
+                }
+                let (_, d, _) = shared.snapshot.dest(dest).ok_or(Drop::DestRemoved)?;
+                (dest, d.spec.method, dest_addr)
+            }
+        };
+        count_in(counters, dest_id, view);
+        send_to_dest(
+            shared,
+            &mut self.egress,
+            &mut self.tunnel_ident,
+            frame,
+            view,
+            dest_id,
+            method,
+            socket(dest_addr),
+            ingress,
+        )
+    }
+
+    /// The connection-table and scheduling half of an inbound packet, the same for both
+    /// address families: the packet's connection found (its state advanced by `flags`) or,
+    /// for a packet that may open one, a real server chosen and the connection created
+    /// (counted for the real server), or for a one-packet (`-o`) UDP service just the
+    /// choice. `bucket` is the key's inbound bucket when stage 1 hashed it.
+    #[inline(always)]
+    fn place(
+        &mut self,
+        service_index: usize,
+        key: &FlowKey,
+        flags: TcpFlags,
+        bucket: usize,
+    ) -> Result<Placed, Drop> {
+        let key = *key;
+        let shared = &self.shared;
+        let snapshot = &*shared.snapshot;
+        let counters = &*shared.counters;
+        let service = &snapshot.services[service_index];
         let mut loads = LoadCounters(snapshot);
         let now = self.clock.secs;
         let opening = flags.opens();
@@ -500,7 +598,7 @@ impl Pipeline {
             self.shard
                 .track_inbound_at(bucket, &key, flags, now, snapshot, &mut loads)
         };
-        let (flow, dest_id, dest_addr) = match tracked {
+        let (flow, dest, dest_addr) = match tracked {
             Tracked::Hit(hit) => (hit.flow, hit.dest, hit.dest_addr),
             Tracked::Drop => return Err(Drop::DestRemoved),
             Tracked::Miss => {
@@ -545,7 +643,7 @@ impl Pipeline {
                         // unknown flow is stray (a flow from before a restart, a scan) and
                         // is dropped. Under sloppy_tcp any segment but an RST opens one (a
                         // flow ECMP moved here from another director: mh picks its server).
-                        if matches!(view.l4, L4::Tcp { .. })
+                        if key.proto == Protocol::Tcp
                             && (flags.rst()
                                 || !(flags.syn()
                                     || service.spec.sloppy_tcp
@@ -554,14 +652,14 @@ impl Pipeline {
                             return Err(Drop::NoConnection);
                         }
                         let request = Request {
-                            src: view.src.into(),
-                            src_port: sport,
-                            dst: view.dst.into(),
-                            dst_port: dport,
+                            src: key.src.addr.to_ip(),
+                            src_port: key.src.port,
+                            dst: key.dst.addr.to_ip(),
+                            dst_port: key.dst.port,
                             now_ms: self.clock.millis,
                         };
                         let scheduler = &mut *self.schedulers[service_index].2;
-                        if service.spec.one_packet && matches!(view.l4, L4::Udp { .. }) {
+                        if service.spec.one_packet && key.proto == Protocol::Udp {
                             // -o: every datagram is scheduled on its own and leaves no
                             // entry; a persistent service still keeps the client on its
                             // template's server.
@@ -576,19 +674,11 @@ impl Pipeline {
                             )?;
                             let dest = &service.dests[choice.index];
                             add(&counters.dests[dest_slot(dest.id)].conns, 1);
-                            count_in(counters, dest.id, view);
-                            let target = socket(choice.dest_addr);
-                            return send_to_dest(
-                                shared,
-                                &mut self.egress,
-                                &mut self.tunnel_ident,
-                                frame,
-                                view,
-                                dest.id,
-                                dest.spec.method,
-                                target,
-                                ingress,
-                            );
+                            return Ok(Placed::OnePacket {
+                                dest: dest.id,
+                                method: dest.spec.method,
+                                dest_addr: choice.dest_addr,
+                            });
                         }
                         let opened = open(
                             &mut self.shard,
@@ -605,27 +695,11 @@ impl Pipeline {
                 }
             }
         };
-        if shared
-            .sync
-            .master
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            sync_out(self.shard.table(), &shared.sync, flow);
-        }
-        let (_, dest, _) = snapshot.dest(dest_id).ok_or(Drop::DestRemoved)?;
-        count_in(counters, dest_id, view);
-        let target = socket(dest_addr);
-        send_to_dest(
-            shared,
-            &mut self.egress,
-            &mut self.tunnel_ident,
-            frame,
-            view,
-            dest_id,
-            dest.spec.method,
-            target,
-            ingress,
-        )
+        Ok(Placed::Tracked {
+            flow,
+            dest,
+            dest_addr,
+        })
     }
 
     /// Real server -> client, the reply of a NAT connection.
@@ -767,6 +841,22 @@ fn sync_out(table: &ConnTable, port: &SyncPort, flow: FlowRef) {
     }
 }
 
+/// Where [`Pipeline::place`] put an inbound packet.
+enum Placed {
+    /// Its connection (found or just opened): the real server and where packets go.
+    Tracked {
+        flow: FlowRef,
+        dest: DestId,
+        dest_addr: Endpoint,
+    },
+    /// A one-packet (`-o`) UDP datagram: scheduled on its own, no connection kept.
+    OnePacket {
+        dest: DestId,
+        method: ForwardMethod,
+        dest_addr: Endpoint,
+    },
+}
+
 /// Stage 1 found no TCP/UDP tuple in the frame.
 const NO_BUCKET: usize = usize::MAX;
 
@@ -776,7 +866,7 @@ const NO_BUCKET: usize = usize::MAX;
 fn quick_key(data: &[u8]) -> Option<FlowKey> {
     let ip = data.get(14..)?;
     if data[12] != 0x08 || data[13] != 0x00 || ip.len() < 20 {
-        return None;
+        return if is_ipv6(data) { quick_key6(ip) } else { None };
     }
     let header_len = usize::from(ip[0] & 0x0f) * 4;
     let protocol = match ip[9] {
@@ -793,12 +883,45 @@ fn quick_key(data: &[u8]) -> Option<FlowKey> {
     ))
 }
 
+/// [`quick_key`] for the IPv6 datagram `ip` whose next header is TCP or UDP itself (with
+/// extension headers, stage 1 leaves the frame to the full path's own lookup).
+#[cold]
+fn quick_key6(ip: &[u8]) -> Option<FlowKey> {
+    let protocol = match *ip.get(6)? {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        _ => return None,
+    };
+    let ports = ip.get(40..44)?;
+    let addr = |at: usize| {
+        let octets: [u8; 16] = ip[at..at + 16].try_into().expect("16 bytes");
+        xvs_conntrack::Addr::v6(octets)
+    };
+    Some(FlowKey::new(
+        protocol,
+        Endpoint::new(addr(8), u16::from_be_bytes([ports[0], ports[1]])),
+        Endpoint::new(addr(24), u16::from_be_bytes([ports[2], ports[3]])),
+    ))
+}
+
+/// Whether the frame's EtherType is IPv6's (0x86dd).
+#[inline(always)]
+fn is_ipv6(data: &[u8]) -> bool {
+    data.get(12..14) == Some(&[0x86, 0xdd][..])
+}
+
 /// Counts one packet client -> real server.
 #[inline]
 fn count_in(counters: &WorkerCounters, dest: DestId, view: &PacketView) {
+    count_in_len(counters, dest, view.ip_total_len.into());
+}
+
+/// Counts one packet of `len` IP bytes client -> real server.
+#[inline]
+fn count_in_len(counters: &WorkerCounters, dest: DestId, len: u64) {
     let cells = &counters.dests[dest_slot(dest)];
     add(&cells.in_pkts, 1);
-    add(&cells.in_bytes, u64::from(view.ip_total_len));
+    add(&cells.in_bytes, len);
 }
 
 /// The real server a new flow goes to: the one the client's persistence template names, if
@@ -825,7 +948,7 @@ fn choose(
     let snapshot = loads.0;
     let endpoint_of = |index: usize| {
         let dest = &service.dests[index];
-        let addr = xvs_conntrack::Addr::v4(v4(dest.spec.addr).octets());
+        let addr = conntrack_addr(dest.spec.addr);
         Endpoint::new(addr, real_port(dest.spec.port, key.dst.port))
     };
     let Some(persistence) = service.persistence else {
@@ -848,10 +971,7 @@ fn choose(
             let dest = &service.dests[index];
             // The template keeps the configured port: 0 on a port-0 service means "the
             // port each connection asks for".
-            let addr = Endpoint::new(
-                xvs_conntrack::Addr::v4(v4(dest.spec.addr).octets()),
-                dest.spec.port,
-            );
+            let addr = Endpoint::new(conntrack_addr(dest.spec.addr), dest.spec.port);
             shard
                 .insert_template(
                     &template_key,
@@ -936,7 +1056,7 @@ fn open(
 #[inline(always)]
 fn send_to_dest(
     shared: &Shared,
-    egress: &mut EgressCache,
+    egress: &mut EgressCache<Ipv4Addr>,
     tunnel_ident: &mut u16,
     frame: &mut Frame<'_>,
     view: &PacketView,
@@ -968,12 +1088,13 @@ fn forward(
     view: &PacketView,
     method: ForwardMethod,
     target: SocketAddrV4,
-    hop: Hop,
+    hop: Hop<Ipv4Addr>,
     ingress: u8,
 ) -> Verdict {
     let counters = &*shared.counters;
     if hop.local {
-        return deliver_locally(shared, frame, view);
+        let start = usize::from(view.ip_offset);
+        return deliver_locally(shared, frame, start..start + usize::from(view.ip_total_len));
     }
     let result = match method {
         ForwardMethod::Tunnel => match hop.tunnel_source {
@@ -1000,11 +1121,13 @@ fn forward(
 /// A packet for a local real server: its IP datagram, unchanged (still to VIP:port, as IPVS
 /// delivers it), goes to the director's kernel; the frame's memory is reused.
 #[cold]
-fn deliver_locally(shared: &Shared, frame: &Frame<'_>, view: &PacketView) -> Verdict {
+fn deliver_locally(
+    shared: &Shared,
+    frame: &Frame<'_>,
+    datagram: std::ops::Range<usize>,
+) -> Verdict {
     let counters = &*shared.counters;
-    let start = usize::from(view.ip_offset);
-    let end = start + usize::from(view.ip_total_len);
-    let delivered = match (shared.local.get(), frame.data().get(start..end)) {
+    let delivered = match (shared.local.get(), frame.data().get(datagram)) {
         (Some(local), Some(packet)) => local.deliver(packet).is_ok(),
         _ => false,
     };
@@ -1019,11 +1142,11 @@ fn deliver_locally(shared: &Shared, frame: &Frame<'_>, view: &PacketView) -> Ver
 /// Looks the egress toward `to` up, lets `rewrite` build the frame for it, and turns the
 /// result into a verdict (see [`finish`]; `sender` sent the packet being rewritten).
 #[inline]
-fn relay(
+fn relay<A: Family>(
     shared: &Shared,
-    to: Ipv4Addr,
+    to: A,
     ingress: u8,
-    sender: Ipv4Addr,
+    sender: A,
     rewrite: impl FnOnce(&Egress) -> Result<Transmit, Reason>,
 ) -> Result<Verdict, Drop> {
     let (port, egress) = egress_to(shared, to)?;
@@ -1039,19 +1162,19 @@ fn relay(
 /// The outer source of tunnels to `real_server`: the configured one, else, as IPVS takes the
 /// route's preferred source, the address of the egress link's network holding the next hop.
 #[inline]
-fn tunnel_source(shared: &Shared, real_server: Ipv4Addr) -> Option<Ipv4Addr> {
-    shared.tunnel_source.or_else(|| {
-        let (port, _) = shared.routes.next_hop(real_server)?;
-        shared.routes.link(port)?.source_toward(real_server)
+fn tunnel_source<A: Family>(shared: &Shared, real_server: A) -> Option<A> {
+    A::configured_source(shared).or_else(|| {
+        let (port, _) = real_server.next_hop(&shared.routes)?;
+        real_server.source_on(shared.routes.link(port)?)
     })
 }
 
 /// The egress port and link parameters toward `dst`'s next hop.
 #[inline]
-fn egress_to(shared: &Shared, dst: Ipv4Addr) -> Result<(u8, Egress), Drop> {
-    let (port, hop) = shared.routes.next_hop(dst).ok_or(Drop::NoRoute)?;
+fn egress_to<A: Family>(shared: &Shared, dst: A) -> Result<(u8, Egress), Drop> {
+    let (port, hop) = dst.next_hop(&shared.routes).ok_or(Drop::NoRoute)?;
     let link = shared.routes.link(port).ok_or(Drop::NoRoute)?;
-    match shared.neighbours.get(port, hop) {
+    match hop.neighbour(&shared.neighbours, port) {
         Some(mac) => Ok((
             port,
             Egress {
@@ -1062,7 +1185,7 @@ fn egress_to(shared: &Shared, dst: Ipv4Addr) -> Result<(u8, Egress), Drop> {
         )),
         None => {
             // The side thread resolves it; a full queue means it is busy resolving already.
-            let _ = shared.resolve.push((port, hop));
+            let _ = shared.resolve.push((port, hop.into()));
             Err(Drop::NeighbourUnresolved)
         }
     }
@@ -1076,7 +1199,7 @@ fn finish(
     result: Result<Transmit, Reason>,
     port: u8,
     ingress: u8,
-    sender: Ipv4Addr,
+    sender: impl Into<IpAddr>,
 ) -> Verdict {
     match result {
         Ok(Transmit::Forward) => Verdict::Transmit { port },

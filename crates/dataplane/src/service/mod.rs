@@ -2,6 +2,7 @@
 //! compiled snapshot the workers read.
 
 pub mod classify;
+pub mod classify6;
 pub mod marks;
 pub mod snapshot;
 pub use xvs_model::spec;

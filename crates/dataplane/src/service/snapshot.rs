@@ -13,7 +13,7 @@
 //! it: ids are a 16-bit slot plus a 16-bit generation bumped on every reuse, and a freed slot
 //! is reused only after all 65536 slots were handed out once, oldest first.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use xvs_conntrack::{DestCounters, DestId, DestStatus, Persistence, PersistenceMask};
@@ -33,6 +33,8 @@ pub fn dest_slot(id: DestId) -> usize {
 
 pub use super::classify::ClassKey;
 use super::classify::Classifier;
+pub use super::classify6::ClassKey6;
+use super::classify6::Classifier6;
 use super::marks::{MarkClassifier, NO_SERVICE};
 use xvs_model::mark::MarkRule;
 
@@ -72,6 +74,8 @@ pub struct Snapshot {
     classify: Classifier,
     /// The mark rules, asked before `classify` (fwmark services first, as IPVS).
     marks: MarkClassifier,
+    /// The IPv6 services' own table, beside the IPv4 one.
+    classify6: Classifier6,
     /// Indexed by a [`DestId`]'s slot: the live real server there, dense so a packet's
     /// lookup is one bounds-checked load (slots are handed out from 0 up, see the builder).
     by_slot: Vec<SlotRef>,
@@ -142,6 +146,15 @@ impl Snapshot {
     /// The compiled mark rules (the XDP filter's entries, listings).
     pub fn marks(&self) -> &MarkClassifier {
         &self.marks
+    }
+
+    /// [`classify`](Self::classify) for an IPv6 packet to `[vip]:port`.
+    #[inline]
+    pub fn classify6(&self, protocol: u8, vip: Ipv6Addr, port: u16) -> Option<usize> {
+        self.classify6
+            .get((protocol, vip, port))
+            .or_else(|| self.classify6.get((protocol, vip, 0)))
+            .map(usize::from)
     }
 
     /// The live real server behind `id`, with its service.
@@ -225,6 +238,21 @@ impl Snapshot {
                 nat.push((protocol, rip, 0));
             }
         }
+    }
+
+    /// [`filter_matches`](Self::filter_matches) for IPv6: every `[VIP]:port`, and every
+    /// IPv6 NAT real server's `[address]:port`.
+    pub fn filter_matches6(&self) -> (Vec<ClassKey6>, Vec<ClassKey6>) {
+        let vips = self.classify6.iter().map(|(key, _)| key).collect();
+        let mut nat = Vec::new();
+        for (service, dest, _) in self.dests() {
+            if let (ForwardMethod::Masq, IpAddr::V6(rip), ServiceAddr::Inet { protocol, .. }) =
+                (dest.spec.method, dest.spec.addr, service.spec.addr)
+            {
+                nat.push((ip_protocol(protocol), rip, dest.spec.port));
+            }
+        }
+        (vips, nat)
     }
 }
 
@@ -401,16 +429,23 @@ impl SnapshotBuilder {
                     method: dest_spec.method,
                 };
             }
-            if let ServiceAddr::Inet {
-                protocol,
-                addr: IpAddr::V4(vip),
-                port,
-            } = spec.addr
-            {
-                snapshot.classify.insert(
+            match spec.addr {
+                ServiceAddr::Inet {
+                    protocol,
+                    addr: IpAddr::V4(vip),
+                    port,
+                } => snapshot.classify.insert(
                     (ip_protocol(protocol), u32::from(vip), port),
                     service_index as u16,
-                );
+                ),
+                ServiceAddr::Inet {
+                    protocol,
+                    addr: IpAddr::V6(vip),
+                    port,
+                } => snapshot
+                    .classify6
+                    .insert((ip_protocol(protocol), vip, port), service_index as u16),
+                ServiceAddr::Fwmark { .. } => {}
             }
             snapshot.services.push(service);
         }
@@ -507,20 +542,12 @@ pub fn check_supported(table: &ServiceTableSpec) -> Result<(), BuildError> {
         match service.addr {
             ServiceAddr::Fwmark { mark, ipv6: true } => {
                 return Err(BuildError::Unsupported(format!(
-                    "IPv6 fwmark service {mark}: the xvs data path forwards IPv4 only for now"
+                    "IPv6 fwmark service {mark}: xvs serves IPv4 fwmark services only for now"
                 )));
             }
             // Served when mark rules (the config file's `[[mark]]`) give packets the mark; a
             // service no rule marks for is accepted, as IPVS accepts one nothing marks for.
             ServiceAddr::Fwmark { ipv6: false, .. } => {}
-            ServiceAddr::Inet {
-                addr: IpAddr::V6(vip),
-                ..
-            } => {
-                return Err(BuildError::Unsupported(format!(
-                    "IPv6 service [{vip}]: the xvs data path forwards IPv4 only for now"
-                )));
-            }
             ServiceAddr::Inet { .. } => {}
         }
     }
@@ -626,6 +653,66 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_services_classify_in_their_own_table_beside_ipv4() {
+        let mut t = table(&[(1, 1)]);
+        let vip6: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let v6 = ServiceAddr::Inet {
+            protocol: Protocol::Tcp,
+            addr: IpAddr::V6(vip6),
+            port: 80,
+        };
+        let mut persistent = ServiceSpec::new(ServiceAddr::Inet {
+            protocol: Protocol::Udp,
+            addr: IpAddr::V6(vip6),
+            port: 0,
+        });
+        persistent.persistence = Some(PersistenceSpec {
+            timeout_secs: 300,
+            prefix_len: 64,
+        });
+        t.add_service(ServiceSpec::new(v6)).unwrap();
+        t.add_service(persistent).unwrap();
+        for last in [2u16, 3] {
+            let d = DestSpec {
+                addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, last)),
+                port: 80,
+                method: if last == 2 {
+                    ForwardMethod::Masq
+                } else {
+                    ForwardMethod::Route
+                },
+                weight: 1,
+                upper_threshold: 0,
+                lower_threshold: 0,
+            };
+            t.add_dest(&v6, d).unwrap();
+        }
+        let s = SnapshotBuilder::new().build(&t).unwrap();
+        assert_eq!(s.classify6(6, vip6, 80), Some(1));
+        assert_eq!(s.classify6(6, vip6, 81), None);
+        assert_eq!(s.classify6(17, vip6, 53), Some(2), "port-0 persistent");
+        assert_eq!(s.classify6(6, "2001:db8::11".parse().unwrap(), 80), None);
+        // The IPv4 table is unchanged, and an IPv4-mapped form of an IPv4 VIP is no match.
+        assert_eq!(s.classify(6, Ipv4Addr::new(192, 0, 2, 1), 80), Some(0));
+        assert_eq!(
+            s.classify6(6, Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped(), 80),
+            None
+        );
+        // -M 64 masks the client to its /64.
+        let mask = s.services[2].persistence.unwrap().mask;
+        assert_eq!(mask, PersistenceMask::v6_prefix(64));
+        let (vips, nat) = s.filter_matches6();
+        let mut vips = vips;
+        vips.sort();
+        assert_eq!(vips, vec![(6, vip6, 80), (17, vip6, 0)]);
+        assert_eq!(
+            nat,
+            vec![(6, Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2), 80)]
+        );
+        assert_eq!(s.filter_matches().0.len(), 1, "IPv4 matches stay IPv4 only");
+    }
+
+    #[test]
     fn serves_ipv4_fwmark_services_and_refuses_ipv6_ones_for_now() {
         let mut t = ServiceTableSpec::default();
         t.add_service(ServiceSpec::new(ServiceAddr::Fwmark {
@@ -641,7 +728,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             SnapshotBuilder::new().build(&t).unwrap_err().to_string(),
-            "IPv6 fwmark service 1: the xvs data path forwards IPv4 only for now"
+            "IPv6 fwmark service 1: xvs serves IPv4 fwmark services only for now"
         );
     }
 

@@ -1,0 +1,671 @@
+//! The pipeline's IPv6 path end to end in memory: frames built with etherparse, processed
+//! (one by one and in batches), parsed back, every header field compared and every
+//! checksum recomputed from scratch.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use etherparse::{
+    EtherType, Ethernet2Header, IpNumber, Ipv6Header, NetSlice, PacketBuilder, SlicedPacket,
+    TransportSlice,
+};
+use xvs_conntrack::{Config, ConnTable};
+use xvs_dataplane::pipeline::counters::{Drop, WorkerCounters};
+use xvs_dataplane::pipeline::{Clock, Pipeline, ResolveQueue, Shared, Verdict};
+use xvs_dataplane::route::{Link, Neighbours, Routes};
+use xvs_dataplane::service::snapshot::SnapshotBuilder;
+use xvs_dataplane::service::spec::{
+    DestSpec, ForwardMethod, PersistenceSpec, Protocol, ServiceAddr, ServiceSpec, ServiceTableSpec,
+};
+use xvs_dataplane::sync::SyncPort;
+use xvs_forwarders::{Frame, Reason};
+
+const HEADROOM: usize = 256;
+const DIRECTOR_MAC: [u8; 6] = [2, 0xd, 0, 0, 0, 1];
+const INTERNAL_MAC: [u8; 6] = [2, 0xd, 0, 0, 0, 2];
+const CLIENT_MAC: [u8; 6] = [2, 0xc, 0, 0, 0, 1];
+const RS_MACS: [[u8; 6]; 2] = [[2, 0x5, 0, 0, 0, 11], [2, 0x5, 0, 0, 0, 12]];
+
+const VIP: [u8; 16] = ip6(0x2001_0db8_0000_0000, 0x100);
+const CLIENT: [u8; 16] = ip6(0x2001_0db8_0000_0000, 0x50);
+const DIRECTOR: [u8; 16] = ip6(0x2001_0db8_0000_0000, 0xa);
+const VIP4: [u8; 4] = [192, 168, 0, 100];
+const CLIENT4: [u8; 4] = [192, 168, 0, 50];
+
+const fn ip6(high: u64, low: u64) -> [u8; 16] {
+    ((high as u128) << 64 | low as u128).to_be_bytes()
+}
+
+fn rs_ip(method: ForwardMethod, i: usize) -> [u8; 16] {
+    match method {
+        ForwardMethod::Masq => ip6(0xfd00_0000_0000_0000, 0x11 + i as u64),
+        _ => ip6(0x2001_0db8_0000_0000, 0x11 + i as u64),
+    }
+}
+
+/// Director, client and DR/TUN real servers on 2001:db8::/64 (and 192.168.0.0/24); NAT
+/// real servers behind it on fd00::/64 (and 10.0.0.0/24).
+fn routes() -> Routes {
+    Routes {
+        links: vec![
+            Link {
+                port: 0,
+                name: "ext".into(),
+                mac: DIRECTOR_MAC,
+                mtu: 1500,
+                nets: vec![(Ipv4Addr::new(192, 168, 0, 10), 24)],
+                gateway: None,
+                nets6: vec![("fe80::d".parse().unwrap(), 64), (DIRECTOR.into(), 64)],
+                gateway6: None,
+            },
+            Link {
+                port: 1,
+                name: "int".into(),
+                mac: INTERNAL_MAC,
+                mtu: 1500,
+                nets: vec![(Ipv4Addr::new(10, 0, 0, 1), 24)],
+                gateway: None,
+                nets6: vec![("fd00::1".parse().unwrap(), 64)],
+                gateway6: None,
+            },
+        ],
+    }
+}
+
+fn service6(protocol: Protocol, port: u16) -> ServiceAddr {
+    ServiceAddr::Inet {
+        protocol,
+        addr: IpAddr::V6(VIP.into()),
+        port,
+    }
+}
+
+struct Lab {
+    pipeline: Pipeline,
+    counters: Arc<WorkerCounters>,
+    resolve: Arc<ResolveQueue>,
+    method: ForwardMethod,
+}
+
+impl Lab {
+    /// `[VIP]:80` (and `[VIP]:53` over UDP) with two real servers using `method`, plus an
+    /// IPv4 service VIP4:80 with DR real servers 192.168.0.11/12 (dual stack).
+    fn new(method: ForwardMethod, scheduler: &str, persistence: Option<u8>) -> Lab {
+        let mut neighbours = Neighbours::new();
+        let rs_port = if method == ForwardMethod::Masq { 1 } else { 0 };
+        for (i, mac) in RS_MACS.iter().enumerate() {
+            neighbours.insert6(rs_port, rs_ip(method, i).into(), *mac);
+            neighbours.insert(0, Ipv4Addr::new(192, 168, 0, 11 + i as u8), *mac);
+        }
+        neighbours.insert6(0, CLIENT.into(), CLIENT_MAC);
+        let mut table = ServiceTableSpec::default();
+        let real_port = |port| {
+            if method == ForwardMethod::Masq {
+                port + 8000
+            } else {
+                port
+            }
+        };
+        for (protocol, port) in [(Protocol::Tcp, 80), (Protocol::Udp, 53)] {
+            let mut service = ServiceSpec::new(service6(protocol, port));
+            service.scheduler = scheduler.to_string();
+            service.persistence = persistence.map(|prefix_len| PersistenceSpec {
+                timeout_secs: 300,
+                prefix_len,
+            });
+            table.add_service(service).unwrap();
+            for i in 0..2 {
+                let dest = DestSpec {
+                    addr: IpAddr::V6(rs_ip(method, i).into()),
+                    port: real_port(port),
+                    method,
+                    weight: 1,
+                    upper_threshold: 0,
+                    lower_threshold: 0,
+                };
+                table.add_dest(&service6(protocol, port), dest).unwrap();
+            }
+        }
+        let v4 = ServiceAddr::Inet {
+            protocol: Protocol::Tcp,
+            addr: IpAddr::V4(VIP4.into()),
+            port: 80,
+        };
+        table.add_service(ServiceSpec::new(v4)).unwrap();
+        for i in 0..2 {
+            let dest = DestSpec {
+                addr: IpAddr::V4(Ipv4Addr::new(192, 168, 0, 11 + i as u8)),
+                port: 80,
+                method: ForwardMethod::Route,
+                weight: 1,
+                upper_threshold: 0,
+                lower_threshold: 0,
+            };
+            table.add_dest(&v4, dest).unwrap();
+        }
+        let snapshot = Arc::new(SnapshotBuilder::new().build(&table).unwrap());
+        let (_conns, mut shards) = ConnTable::new(Config::new(1, 4096));
+        let counters = Arc::new(WorkerCounters::default());
+        counters.icmp.set_limits(Default::default(), 1);
+        let resolve = Arc::new(ResolveQueue::new(64));
+        let shared = Shared {
+            snapshot,
+            routes: Arc::new(routes()),
+            neighbours: Arc::new(neighbours),
+            counters: counters.clone(),
+            resolve: resolve.clone(),
+            tunnel_source: None,
+            tunnel_source6: None,
+            sync: Arc::new(SyncPort::default()),
+            local: Default::default(),
+        };
+        let mut pipeline = Pipeline::new(0, shards.remove(0), shared);
+        pipeline.set_clock(Clock {
+            secs: 100,
+            millis: 100_000,
+        });
+        Lab {
+            pipeline,
+            counters,
+            resolve,
+            method,
+        }
+    }
+
+    /// Processes `packet` alone and returns the verdict and the frame after.
+    fn run(&mut self, packet: &[u8], ingress: u8) -> (Verdict, Vec<u8>) {
+        let mut buf = vec![0u8; HEADROOM + packet.len() + 64];
+        buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(packet);
+        let mut frame = Frame::new(&mut buf, HEADROOM, packet.len()).unwrap();
+        let verdict = self.pipeline.process(&mut frame, ingress);
+        (verdict, frame.data().to_vec())
+    }
+
+    /// Processes `packets` as one batch (the staged path).
+    fn run_batch(&mut self, packets: &[Vec<u8>], ingress: u8) -> Vec<(Verdict, Vec<u8>)> {
+        let mut bufs: Vec<Vec<u8>> = packets
+            .iter()
+            .map(|p| {
+                let mut buf = vec![0u8; HEADROOM + p.len() + 64];
+                buf[HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
+                buf
+            })
+            .collect();
+        let mut frames: Vec<Frame<'_>> = bufs
+            .iter_mut()
+            .zip(packets)
+            .map(|(buf, p)| Frame::new(buf, HEADROOM, p.len()).unwrap())
+            .collect();
+        let mut verdicts = vec![Verdict::Drop; frames.len()];
+        self.pipeline
+            .process_batch(&mut frames, ingress, &mut verdicts);
+        verdicts
+            .into_iter()
+            .zip(frames.iter().map(|f| f.data().to_vec()))
+            .collect()
+    }
+
+    fn drops(&self, why: Drop) -> u64 {
+        self.counters.drops_of(why)
+    }
+}
+
+fn tcp6(src: ([u8; 16], u16), dst: ([u8; 16], u16), flags: &str, payload: &[u8]) -> Vec<u8> {
+    tcp6_from(CLIENT_MAC, DIRECTOR_MAC, src, dst, flags, payload)
+}
+
+fn tcp6_from(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: ([u8; 16], u16),
+    dst: ([u8; 16], u16),
+    flags: &str,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv6(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, 1000, 64240);
+    if flags.contains('S') {
+        b = b.syn();
+    }
+    if flags.contains('A') {
+        b = b.ack(1);
+    }
+    if flags.contains('F') {
+        b = b.fin();
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn udp6(src: ([u8; 16], u16), dst: ([u8; 16], u16), payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv6(src.0, dst.0, 64)
+        .udp(src.1, dst.1);
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+/// The IPv6 header and transport of an IP packet, every transport checksum recomputed.
+fn check_v6(ip_bytes: &[u8]) -> (Ipv6Header, TransportSlice<'_>) {
+    let sliced = SlicedPacket::from_ip(ip_bytes).unwrap();
+    let Some(NetSlice::Ipv6(ip)) = &sliced.net else {
+        panic!("not IPv6")
+    };
+    let header = ip.header().to_header();
+    assert_eq!(
+        usize::from(header.payload_length) + 40,
+        ip_bytes.len(),
+        "payload length covers the datagram"
+    );
+    let transport = sliced.transport.clone().expect("transport");
+    match &transport {
+        TransportSlice::Tcp(tcp) => assert_eq!(
+            tcp.checksum(),
+            tcp.to_header()
+                .calc_checksum_ipv6(&header, tcp.payload())
+                .unwrap(),
+            "TCP checksum"
+        ),
+        TransportSlice::Udp(udp) => assert_eq!(
+            udp.checksum(),
+            udp.to_header()
+                .calc_checksum_ipv6(&header, udp.payload())
+                .unwrap(),
+            "UDP checksum"
+        ),
+        TransportSlice::Icmpv6(icmp) => assert_eq!(
+            icmp.checksum(),
+            icmp.icmp_type()
+                .calc_checksum(header.source, header.destination, icmp.payload())
+                .unwrap(),
+            "ICMPv6 checksum"
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+    (header, transport)
+}
+
+fn eth(frame: &[u8]) -> Ethernet2Header {
+    Ethernet2Header::from_slice(frame).unwrap().0
+}
+
+fn ports(t: &TransportSlice<'_>) -> (u16, u16) {
+    match t {
+        TransportSlice::Tcp(tcp) => (tcp.source_port(), tcp.destination_port()),
+        TransportSlice::Udp(udp) => (udp.source_port(), udp.destination_port()),
+        other => panic!("no ports in {other:?}"),
+    }
+}
+
+fn payload<'a>(t: &TransportSlice<'a>) -> &'a [u8] {
+    match t {
+        TransportSlice::Tcp(tcp) => tcp.payload(),
+        TransportSlice::Udp(udp) => udp.payload(),
+        other => panic!("no payload in {other:?}"),
+    }
+}
+
+#[test]
+fn dr_rewrites_the_macs_only_and_keeps_the_connection_on_its_server() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", None);
+    let syn = tcp6((CLIENT, 40000), (VIP, 80), "S", b"");
+    let (verdict, out) = lab.run(&syn, 0);
+    assert_eq!(verdict, Verdict::Transmit { port: 0 });
+    let e = eth(&out);
+    assert_eq!(
+        (e.source, e.destination, e.ether_type),
+        (DIRECTOR_MAC, RS_MACS[0], EtherType::IPV6)
+    );
+    assert_eq!(
+        &out[14..],
+        &syn[14..],
+        "the datagram is untouched, hop limit included"
+    );
+    check_v6(&out[14..]);
+    // The next client connection goes to the other server (rr); the first stays put.
+    let (_, out) = lab.run(&tcp6((CLIENT, 40001), (VIP, 80), "S", b""), 0);
+    assert_eq!(eth(&out).destination, RS_MACS[1]);
+    for flags in ["A", "A", "FA"] {
+        let (v, out) = lab.run(&tcp6((CLIENT, 40000), (VIP, 80), flags, b"data"), 0);
+        assert_eq!(v, Verdict::Transmit { port: 0 });
+        assert_eq!(eth(&out).destination, RS_MACS[0]);
+    }
+    let cells = &lab.counters.dests[0];
+    assert_eq!(cells.conns.load(Ordering::Relaxed), 1);
+    assert_eq!(cells.in_pkts.load(Ordering::Relaxed), 4);
+    assert_eq!(
+        cells.in_bytes.load(Ordering::Relaxed),
+        (syn.len() - 14 + 3 * (syn.len() - 14 + 4)) as u64
+    );
+    // A stray ACK of no connection is no SYN: dropped and counted.
+    let (v, _) = lab.run(&tcp6((CLIENT, 40009), (VIP, 80), "A", b""), 0);
+    assert_eq!(v, Verdict::Drop);
+    assert_eq!(lab.drops(Drop::NoConnection), 1);
+    let (v, _) = lab.run(&tcp6((CLIENT, 40000), (VIP, 81), "S", b""), 0);
+    assert_eq!(v, Verdict::Drop);
+    assert_eq!(lab.drops(Drop::NotForUs), 1);
+}
+
+#[test]
+fn nat_translates_both_ways_with_checksums_and_tracks_state() {
+    let mut lab = Lab::new(ForwardMethod::Masq, "rr", None);
+    let (v, out) = lab.run(&tcp6((CLIENT, 40000), (VIP, 80), "S", b""), 0);
+    assert_eq!(v, Verdict::Transmit { port: 1 });
+    let e = eth(&out);
+    assert_eq!((e.source, e.destination), (INTERNAL_MAC, RS_MACS[0]));
+    let (ip, t) = check_v6(&out[14..]);
+    assert_eq!(
+        (ip.source, ip.destination, ip.hop_limit),
+        (CLIENT, rs_ip(lab.method, 0), 63)
+    );
+    assert_eq!(ip.next_header, IpNumber::TCP);
+    assert_eq!(ports(&t), (40000, 8080));
+    // The real server's SYN-ACK comes back on the internal port, from [RIP]:8080.
+    let reply = tcp6_from(
+        RS_MACS[0],
+        INTERNAL_MAC,
+        (rs_ip(lab.method, 0), 8080),
+        (CLIENT, 40000),
+        "SA",
+        b"hello",
+    );
+    let (v, out) = lab.run(&reply, 1);
+    assert_eq!(v, Verdict::Transmit { port: 0 });
+    let e = eth(&out);
+    assert_eq!((e.source, e.destination), (DIRECTOR_MAC, CLIENT_MAC));
+    let (ip, t) = check_v6(&out[14..]);
+    assert_eq!((ip.source, ip.destination, ip.hop_limit), (VIP, CLIENT, 63));
+    assert_eq!(ports(&t), (80, 40000));
+    assert_eq!(payload(&t), b"hello");
+    let cells = &lab.counters.dests[0];
+    assert_eq!(cells.out_pkts.load(Ordering::Relaxed), 1);
+    // UDP to [VIP]:53 goes to port 8053, checksum recomputed.
+    let (v, out) = lab.run(&udp6((CLIENT, 5000), (VIP, 53), b"query"), 0);
+    assert_eq!(v, Verdict::Transmit { port: 1 });
+    let (ip, t) = check_v6(&out[14..]);
+    assert_eq!(ip.source, CLIENT);
+    assert_eq!(ports(&t).1, 8053);
+    assert_eq!(payload(&t), b"query");
+}
+
+#[test]
+fn tun_wraps_ipv6_in_ipv6_from_the_egress_address() {
+    let mut lab = Lab::new(ForwardMethod::Tunnel, "rr", None);
+    let syn = udp6((CLIENT, 5000), (VIP, 53), b"tunnelled");
+    let (v, out) = lab.run(&syn, 0);
+    assert_eq!(v, Verdict::Transmit { port: 0 });
+    let e = eth(&out);
+    assert_eq!(
+        (e.source, e.destination, e.ether_type),
+        (DIRECTOR_MAC, RS_MACS[0], EtherType::IPV6)
+    );
+    let outer = Ipv6Header::from_slice(&out[14..]).unwrap().0;
+    assert_eq!(
+        (outer.source, outer.destination, outer.next_header),
+        (DIRECTOR, rs_ip(lab.method, 0), IpNumber::IPV6)
+    );
+    assert_eq!(usize::from(outer.payload_length), syn.len() - 14);
+    assert_eq!((outer.hop_limit, outer.flow_label.value()), (63, 0));
+    let (inner, t) = check_v6(&out[54..]);
+    assert_eq!(
+        (inner.source, inner.destination, inner.hop_limit),
+        (CLIENT, VIP, 63)
+    );
+    assert_eq!(ports(&t), (5000, 53));
+    assert_eq!(payload(&t), b"tunnelled");
+    // Past the tunnel's inner MTU (1500 - 40): Packet Too Big to the client, from the VIP,
+    // carrying 1460, on the ingress port; rate limited per client like every error sent.
+    let big = udp6((CLIENT, 5000), (VIP, 53), &[7u8; 1440]);
+    let mut sent = 0;
+    for _ in 0..10 {
+        let (v, out) = lab.run(&big, 0);
+        if v == Verdict::Drop {
+            continue;
+        }
+        assert_eq!(v, Verdict::Transmit { port: 0 });
+        sent += 1;
+        let e = eth(&out);
+        assert_eq!((e.source, e.destination), (DIRECTOR_MAC, CLIENT_MAC));
+        let (ip, t) = check_v6(&out[14..]);
+        assert_eq!((ip.source, ip.destination), (VIP, CLIENT));
+        let TransportSlice::Icmpv6(icmp) = t else {
+            panic!("not ICMPv6")
+        };
+        assert_eq!(
+            icmp.icmp_type(),
+            etherparse::Icmpv6Type::PacketTooBig { mtu: 1460 }
+        );
+        assert_eq!(
+            &icmp.payload()[..40],
+            &big[14..54],
+            "quotes the client's packet"
+        );
+    }
+    assert_eq!(sent, 6, "a burst of six, then the rate limit");
+    assert_eq!(lab.drops(Drop::IcmpRateLimited), 4);
+    assert_eq!(lab.counters.icmp_sent.load(Ordering::Relaxed), 6);
+}
+
+#[test]
+fn icmpv6_errors_about_nat_connections_are_relayed_with_the_quote_rewritten() {
+    let mut lab = Lab::new(ForwardMethod::Masq, "rr", None);
+    let rip = rs_ip(lab.method, 0);
+    lab.run(&tcp6((CLIENT, 40000), (VIP, 80), "S", b""), 0);
+    // From the real-server side: a router says [RIP]:8080 is unreachable for client ->
+    // RIP; the client must see it about its own packet to [VIP]:80, from the VIP.
+    let quote = tcp6((CLIENT, 40000), (rip, 8080), "S", b"");
+    let router: [u8; 16] = ip6(0xfd00_0000_0000_0000, 0xfe);
+    let mut error = Vec::new();
+    PacketBuilder::ethernet2(RS_MACS[1], INTERNAL_MAC)
+        .ipv6(router, CLIENT, 64)
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1400 })
+        .write(&mut error, &quote[14..])
+        .unwrap();
+    let (v, out) = lab.run(&error, 1);
+    assert_eq!(v, Verdict::Transmit { port: 0 });
+    assert_eq!(eth(&out).destination, CLIENT_MAC);
+    let (ip, t) = check_v6(&out[14..]);
+    assert_eq!((ip.source, ip.destination), (VIP, CLIENT));
+    let TransportSlice::Icmpv6(icmp) = t else {
+        panic!("not ICMPv6")
+    };
+    assert_eq!(
+        icmp.icmp_type(),
+        etherparse::Icmpv6Type::PacketTooBig { mtu: 1400 }
+    );
+    let quoted = Ipv6Header::from_slice(icmp.payload()).unwrap().0;
+    assert_eq!((quoted.source, quoted.destination), (CLIENT, VIP));
+    let quoted_ports = &icmp.payload()[40..44];
+    assert_eq!(quoted_ports, &[0x9c, 0x40, 0, 80], "40000 -> 80");
+    // From the client side about a reply [VIP]:80 -> client: to the real server, the quote
+    // naming [RIP]:8080.
+    let quote = tcp6((VIP, 80), (CLIENT, 40000), "SA", b"");
+    let mut error = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv6(CLIENT, VIP, 64)
+        .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(
+            etherparse::icmpv6::DestUnreachableCode::Port,
+        ))
+        .write(&mut error, &quote[14..])
+        .unwrap();
+    let (v, out) = lab.run(&error, 0);
+    assert_eq!(v, Verdict::Transmit { port: 1 });
+    assert_eq!(eth(&out).destination, RS_MACS[0]);
+    let (ip, t) = check_v6(&out[14..]);
+    assert_eq!((ip.source, ip.destination, ip.hop_limit), (CLIENT, rip, 63));
+    let TransportSlice::Icmpv6(icmp) = t else {
+        panic!("not ICMPv6")
+    };
+    let quoted = Ipv6Header::from_slice(icmp.payload()).unwrap().0;
+    assert_eq!((quoted.source, quoted.destination), (rip, CLIENT));
+    assert_eq!(
+        &icmp.payload()[40..44],
+        &[0x1f, 0x90, 0x9c, 0x40],
+        "8080 -> 40000"
+    );
+    // An error about no connection is dropped and counted.
+    let quote = tcp6((VIP, 80), (CLIENT, 49999), "SA", b"");
+    let mut error = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv6(CLIENT, VIP, 64)
+        .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(
+            etherparse::icmpv6::DestUnreachableCode::Port,
+        ))
+        .write(&mut error, &quote[14..])
+        .unwrap();
+    assert_eq!(lab.run(&error, 0).0, Verdict::Drop);
+    assert_eq!(lab.drops(Drop::IcmpNoConnection), 1);
+}
+
+#[test]
+fn persistence_with_prefix_64_keeps_a_client_network_on_one_server() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", Some(64));
+    let neighbour = |low: u64| ip6(0x2001_0db8_0000_0000, low);
+    let mut servers = Vec::new();
+    for (n, low) in [0x50u64, 0x51, 0x9999, 0x50].into_iter().enumerate() {
+        let (v, out) = lab.run(
+            &tcp6((neighbour(low), 40000 + n as u16), (VIP, 80), "S", b""),
+            0,
+        );
+        assert_eq!(v, Verdict::Transmit { port: 0 });
+        servers.push(eth(&out).destination);
+    }
+    assert!(
+        servers.iter().all(|&m| m == servers[0]),
+        "one /64, one server: {servers:?}"
+    );
+    // Another /64 is scheduled on its own (rr: the other server).
+    let other = ip6(0x2001_0db8_0000_0001, 0x50);
+    let (_, out) = lab.run(&tcp6((other, 40000), (VIP, 80), "S", b""), 0);
+    assert_ne!(eth(&out).destination, servers[0]);
+}
+
+#[test]
+fn an_unresolved_neighbour_is_queued_for_the_kernel_and_counted() {
+    let mut lab = Lab::new(ForwardMethod::Masq, "rr", None);
+    // No MAC for the client: the reply cannot leave until the kernel resolves it.
+    lab.pipeline.set_neighbours(Arc::new({
+        let mut n = Neighbours::new();
+        n.insert6(1, rs_ip(lab.method, 0).into(), RS_MACS[0]);
+        n.insert6(1, rs_ip(lab.method, 1).into(), RS_MACS[1]);
+        n
+    }));
+    lab.run(&tcp6((CLIENT, 40000), (VIP, 80), "S", b""), 0);
+    let reply = tcp6_from(
+        RS_MACS[0],
+        INTERNAL_MAC,
+        (rs_ip(lab.method, 0), 8080),
+        (CLIENT, 40000),
+        "SA",
+        b"",
+    );
+    assert_eq!(lab.run(&reply, 1).0, Verdict::Drop);
+    assert_eq!(lab.drops(Drop::NeighbourUnresolved), 1);
+    assert_eq!(lab.resolve.pop(), Some((0, IpAddr::V6(CLIENT.into()))));
+    // No route at all (a global address off every link, no IPv6 gateway).
+    let stranger = ip6(0x2001_0db8_0000_0777, 1);
+    lab.run(&tcp6((stranger, 40000), (VIP, 80), "S", b""), 0);
+    let reply = tcp6_from(
+        RS_MACS[1],
+        INTERNAL_MAC,
+        (rs_ip(lab.method, 1), 8080),
+        (stranger, 40000),
+        "SA",
+        b"",
+    );
+    assert_eq!(lab.run(&reply, 1).0, Verdict::Drop);
+    assert_eq!(lab.drops(Drop::NoRoute), 1);
+}
+
+#[test]
+fn fragments_bad_extension_chains_and_truncated_frames_are_counted_not_forwarded() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", None);
+    let syn = tcp6((CLIENT, 40000), (VIP, 80), "S", b"");
+    // A fragment header (first fragment, more to come) before TCP.
+    let mut frag = syn.clone();
+    frag.splice(54..54, [6u8, 0, 0, 1, 0, 0, 0, 42]);
+    frag[20] = 44;
+    let len = u16::from_be_bytes([frag[18], frag[19]]) + 8;
+    frag[18..20].copy_from_slice(&len.to_be_bytes());
+    assert_eq!(lab.run(&frag, 0).0, Verdict::Drop);
+    // Hop-by-hop options before TCP: walked, and the SYN forwarded.
+    let mut hbh = syn.clone();
+    hbh.splice(54..54, [6u8, 0, 1, 4, 0, 0, 0, 0]);
+    hbh[20] = 0;
+    hbh[18..20].copy_from_slice(&len.to_be_bytes());
+    let (v, out) = lab.run(&hbh, 0);
+    assert_eq!(v, Verdict::Transmit { port: 0 });
+    assert_eq!(&out[14..], &hbh[14..]);
+    // Truncated, and an EtherType of IPv6 with an IPv4 header behind it.
+    assert_eq!(lab.run(&syn[..50], 0).0, Verdict::Drop);
+    let mut wrong = syn.clone();
+    wrong[14] = 0x45;
+    assert_eq!(lab.run(&wrong, 0).0, Verdict::Drop);
+    let c = &lab.counters;
+    assert_eq!(
+        c.refused_of(Reason::FirstFragment),
+        1,
+        "fragments: the IPv4 policy"
+    );
+    assert_eq!(
+        c.refused_of(Reason::Truncated) + c.refused_of(Reason::BadIpVersion),
+        2
+    );
+    assert_eq!(lab.drops(Drop::Refused), 3);
+    // Every prefix of a valid frame is refused or forwarded, never a panic.
+    for cut in 0..syn.len() {
+        let _ = lab.run(&syn[..cut], 0);
+    }
+}
+
+#[test]
+fn the_batch_path_serves_ipv6_and_ipv4_side_by_side() {
+    let mut lab = Lab::new(ForwardMethod::Route, "rr", None);
+    let v4 = |sport: u16, flags: &str| {
+        let mut b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+            .ipv4(CLIENT4, VIP4, 64)
+            .tcp(sport, 80, 1000, 64240);
+        if flags.contains('S') {
+            b = b.syn();
+        } else {
+            b = b.ack(1);
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, b"v4").unwrap();
+        out
+    };
+    let batch = vec![
+        tcp6((CLIENT, 40000), (VIP, 80), "S", b""),
+        v4(50000, "S"),
+        tcp6((CLIENT, 40001), (VIP, 80), "S", b""),
+        udp6((CLIENT, 5000), (VIP, 53), b"q"),
+    ];
+    let out = lab.run_batch(&batch, 0);
+    for (n, (v, frame)) in out.iter().enumerate() {
+        assert_eq!(*v, Verdict::Transmit { port: 0 }, "frame {n}");
+        assert_eq!(
+            &frame[14..],
+            &batch[n][14..],
+            "DR leaves the datagram, frame {n}"
+        );
+    }
+    assert_eq!(eth(&out[0].1).destination, RS_MACS[0]);
+    assert_eq!(eth(&out[2].1).destination, RS_MACS[1]);
+    assert_eq!(eth(&out[1].1).ether_type, EtherType::IPV4);
+    // Established packets of both families in one batch keep their servers.
+    let batch = vec![
+        tcp6((CLIENT, 40001), (VIP, 80), "A", b"x"),
+        v4(50000, "A"),
+        tcp6((CLIENT, 40000), (VIP, 80), "A", b"y"),
+    ];
+    let out = lab.run_batch(&batch, 0);
+    assert_eq!(eth(&out[0].1).destination, RS_MACS[1]);
+    assert_eq!(eth(&out[2].1).destination, RS_MACS[0]);
+    assert!(out.iter().all(|(v, _)| *v == Verdict::Transmit { port: 0 }));
+    assert_eq!(lab.counters.tx_frames.load(Ordering::Relaxed), 7);
+    assert_eq!(lab.counters.rx_frames.load(Ordering::Relaxed), 7);
+}
