@@ -135,6 +135,12 @@ pub trait Dataplane: Send + 'static {
     /// table, limits of the ICMP errors the director sends).
     fn set_flood_limits(&mut self, _config: &DaemonConfig) {}
 
+    /// A reload's `[[mark]]` rules (already valid): the fwmark services' traffic. Connections
+    /// keep their real servers. A dataplane that classifies nothing ignores them.
+    fn set_mark_rules(&mut self, _rules: &[xvs_model::mark::MarkRule]) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Stops forwarding (SIGTERM/SIGINT).
     fn stop(&mut self);
 
@@ -344,6 +350,11 @@ impl<P: Dataplane> DataplaneDirector<P> {
         self.dataplane.configure_sync(sync)?;
         self.file_sync = sync.clone();
         Ok(())
+    }
+
+    /// Applies a reload's `[[mark]]` rules.
+    pub fn reload_marks(&mut self, rules: &[xvs_model::mark::MarkRule]) -> Result<(), String> {
+        self.dataplane.set_mark_rules(rules)
     }
 
     /// Applies a reload's `[defense]` and `[icmp]` settings.
@@ -570,6 +581,9 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
             {
                 tracing::error!(file = %path.display(), "reload refused, the running configuration stays: {reason}");
                 return false;
+            }
+            if let Err(reason) = d.reload_marks(&loaded.daemon.marks) {
+                tracing::error!(file = %path.display(), "mark rules refused, the running ones stay: {reason}");
             }
             if let Err(reason) = d.reload_sync(&loaded.daemon.sync) {
                 tracing::error!(file = %path.display(), "sync settings refused, the running sync daemons stay: {reason}");
@@ -1003,7 +1017,8 @@ mod tests {
         assert_eq!(d.dataplane().zeroed, 1);
     }
 
-    /// A dataplane that cannot serve fwmark services, as the AF_XDP one.
+    /// A dataplane that cannot serve IPv6 fwmark services, as the AF_XDP one until its IPv6
+    /// path lands (IPv4 fwmark services it serves).
     #[derive(Debug, Default)]
     struct NoFwmark {
         updates: usize,
@@ -1022,9 +1037,9 @@ mod tests {
             match table
                 .services
                 .iter()
-                .any(|s| matches!(s.addr, ServiceAddr::Fwmark { .. }))
+                .any(|s| matches!(s.addr, ServiceAddr::Fwmark { ipv6: true, .. }))
             {
-                true => Err("fwmark services are not served".to_string()),
+                true => Err("IPv6 fwmark services are not served".to_string()),
                 false => Ok(()),
             }
         }
@@ -1041,7 +1056,7 @@ mod tests {
         let mut d = DataplaneDirector::new(TableOnlyDirector::default(), NoFwmark::default());
         let fwmark = ServiceAddr::Fwmark {
             mark: 7,
-            ipv6: false,
+            ipv6: true,
         };
         let edits = [
             Edit::AddService {
@@ -1054,7 +1069,7 @@ mod tests {
         let failure = d.apply_batch(&edits).unwrap_err();
         assert_eq!(
             (failure.index, failure.message.as_str()),
-            (1, "fwmark services are not served")
+            (1, "IPv6 fwmark services are not served")
         );
         assert!(d.table().services.is_empty(), "all or nothing");
         assert_eq!(d.dataplane().updates, 0);
@@ -1064,6 +1079,15 @@ mod tests {
         assert!(d.table().services.is_empty());
         d.apply_batch(&edits[..1]).unwrap();
         assert_eq!((d.table().services.len(), d.dataplane().updates), (1, 1));
+        // The IPv4 form of the mark is served.
+        d.apply_batch(&[Edit::AddService {
+            service: ServiceSpec::new(ServiceAddr::Fwmark {
+                mark: 7,
+                ipv6: false,
+            }),
+        }])
+        .unwrap();
+        assert_eq!((d.table().services.len(), d.dataplane().updates), (2, 2));
     }
 
     #[test]
@@ -1071,7 +1095,7 @@ mod tests {
         use crate::daemon::Dataplane as _;
         let afxdp = crate::forwarding::AfXdpDataplane::default();
         {
-            let line = "-A -f 7";
+            let line = "-A -f 7 -6";
             let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
             let crate::ipvsadm::Command::Edit(edit) =
                 crate::ipvsadm::parse(&words, "xvsadm", &Names::none()).unwrap()

@@ -11,10 +11,12 @@ use std::net::IpAddr;
 use xvs_conntrack::Protocol as ConnProtocol;
 use xvs_dataplane::afxdp::XskConfig;
 use xvs_dataplane::runtime::{PortMode, Runtime, RuntimeConfig, ipv4_of, ipv6_of};
+use xvs_dataplane::service::marks::unmarked_services;
 use xvs_dataplane::service::snapshot::{Snapshot, check_supported};
 use xvs_dataplane::service::spec::{ServiceAddr, ServiceTableSpec, SocketText};
 use xvs_dataplane::stats::FrameCounters;
 use xvs_dataplane::xdp::AttachMode;
+use xvs_model::mark::MarkRule;
 
 use crate::config::{DaemonConfig, Interfaces, SyncConfig};
 use crate::daemon::Dataplane;
@@ -59,6 +61,17 @@ fn memory_total() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Logs each fwmark service no mark rule serves: accepted (IPVS accepts a service nothing
+/// marks for), but it receives no traffic until a `[[mark]]` gives its mark.
+fn warn_unmarked(table: &ServiceTableSpec, rules: &[MarkRule]) {
+    for mark in unmarked_services(table, rules) {
+        tracing::warn!(
+            mark,
+            "fwmark service {mark}: no [[mark]] rule gives mark {mark}, so it receives no traffic"
+        );
+    }
 }
 
 /// The AF_XDP dataplane; `None` until started.
@@ -128,8 +141,10 @@ impl Dataplane for AfXdpDataplane {
             io_ceiling: self.io_ceiling,
             defense: config.defense,
             icmp: config.icmp,
+            marks: config.marks.clone(),
         };
         self.first_iface = runtime_config.ifaces[0].clone();
+        warn_unmarked(table, &config.marks);
         let runtime = Runtime::start(&runtime_config, table).map_err(|e| e.to_string())?;
         for mode in runtime.modes() {
             tracing::info!(iface = %mode.iface, queue = mode.queue, af_xdp = %mode.copy, xdp = %mode.xdp, "forwarding");
@@ -158,9 +173,22 @@ impl Dataplane for AfXdpDataplane {
             return;
         };
         runtime.set_timeouts(*timeouts);
+        warn_unmarked(table, runtime.mark_rules());
         if let Err(e) = runtime.update(table) {
             tracing::error!(error = %e, "configuration not applied to the dataplane");
         }
+    }
+
+    fn set_mark_rules(&mut self, rules: &[MarkRule]) -> Result<(), String> {
+        let Some(runtime) = self.runtime.as_mut() else {
+            return Ok(());
+        };
+        if runtime.mark_rules() == rules {
+            return Ok(());
+        }
+        runtime.set_mark_rules(rules).map_err(|e| e.to_string())?;
+        warn_unmarked(runtime.table(), rules);
+        Ok(())
     }
 
     fn fill(&self, what: &ListRequest, data: &mut ListData) {

@@ -163,9 +163,12 @@ fn control_only_refuses_what_the_real_daemon_refuses() {
             .status
             .success()
     );
+    // IPv4 fwmark services are served (by the config file's [[mark]] rules); IPv6 ones
+    // wait for the IPv6 path to consult the mark rules.
+    assert!(xvsadm(socket, "-A -f 7 -s rr", None).status.success());
     assert_eq!(
-        refused(&xvsadm(socket, "-A -f 7", None)),
-        "fwmark service 7: firewall marks are set by netfilter, which AF_XDP traffic bypasses; use -t/-u services"
+        refused(&xvsadm(socket, "-A -f 8 -6", None)),
+        "IPv6 fwmark service 8: xvs serves IPv4 fwmark services only for now"
     );
     assert!(
         xvsadm(socket, "-A -t [2001:db8::10]:80", None)
@@ -175,7 +178,7 @@ fn control_only_refuses_what_the_real_daemon_refuses() {
     );
     assert_eq!(
         saved(socket),
-        "-A -t 10.0.0.1:80 -s rr\n-A -t [2001:db8::10]:80 -s wlc\n"
+        "-A -t 10.0.0.1:80 -s rr\n-A -t [2001:db8::10]:80 -s wlc\n-A -f 7 -s rr\n"
     );
 }
 

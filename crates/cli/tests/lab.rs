@@ -73,8 +73,11 @@ fn dr_round_robin_alternates_over_tcp_and_udp() {
     assert!(conns.lines().any(|l| l.starts_with("UDP")), "{conns}");
     // What AF_XDP cannot serve is refused in one line and changes nothing.
     let before = lab.xvsadm("-S -n").unwrap();
-    let refused = lab.xvsadm("-A -f 7 -s rr").unwrap_err().to_string();
-    assert!(refused.contains("fwmark service 7"), "{refused}");
+    let refused = lab.xvsadm("-A -f 7 -6 -s rr").unwrap_err().to_string();
+    assert!(
+        refused.contains("IPv6 fwmark service 7: xvs serves IPv4 fwmark services only"),
+        "{refused}"
+    );
     assert_eq!(lab.xvsadm("-S -n").unwrap(), before);
     // The port runs in copy mode on veth (veth refuses zero-copy), native XDP.
     let dataplane = lab.xvsadm("--dataplane").unwrap();

@@ -5,7 +5,10 @@
 //
 //   - IPv4 to a virtual service: (dst addr, dst port, protocol) is in xvs_vips;
 //   - NAT return traffic: (src addr, src port, protocol) is in xvs_nat_returns, unless it is
-//     addressed to one of the director's own addresses (xvs_locals).
+//     addressed to one of the director's own addresses (xvs_locals);
+//   - marked traffic (fwmark services): the longest prefix of (protocol, dst addr) in
+//     xvs_marks_v4 lists the destination port among its port ranges (at most MARK_RANGES,
+//     a bounded loop; each entry holds the ranges of wider prefixes covering it too).
 //
 // Each map is tried with the exact port, then port 0 ("any port" of that protocol, for
 // persistent port-0 services), then port 0 and protocol 0 ("any traffic to that address").
@@ -50,6 +53,7 @@ struct xdp_md {
 enum xdp_action { XDP_ABORTED = 0, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
 
 #define BPF_MAP_TYPE_HASH 1
+#define BPF_MAP_TYPE_LPM_TRIE 11
 #define BPF_MAP_TYPE_XSKMAP 17
 #define BPF_F_NO_PREALLOC 1
 
@@ -118,6 +122,30 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } xvs_locals SEC(".maps");
 
+// Mark rules: the key is a prefix of (protocol, IPv4 address), prefixlen = 8 + the
+// address's prefix length; the value the destination ports marked there, in host order.
+// Mirrored by `xdp::MarkKeyV4` and `xdp::MarkPorts`.
+#define MAX_MARK_DESTS 4096
+#define MARK_RANGES 16
+
+struct mark_key_v4 {
+	__u32 prefixlen;
+	__u8 data[8]; /* protocol, address, 3 bytes of padding (never within the prefix) */
+};
+
+struct mark_ports {
+	__u32 count;
+	__u16 ranges[MARK_RANGES][2]; /* first, last */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_MARK_DESTS);
+	__type(key, struct mark_key_v4);
+	__type(value, struct mark_ports);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} xvs_marks_v4 SEC(".maps");
+
 // The IPv6 maps, keyed like the IPv4 ones with a 16-byte address (`xdp::MatchKey6`).
 struct match_key6 {
 	__u8 addr[16];
@@ -170,6 +198,28 @@ static __always_inline int matches(void *map, __u32 addr, __u16 port, __u8 proto
 	return bpf_map_lookup_elem(map, &key) != 0;
 }
 
+// True when a mark rule marks (proto, addr, port): port in network order, as read.
+static __always_inline int marked_v4(__u32 addr, __u16 port, __u8 proto)
+{
+	struct mark_key_v4 key = { .prefixlen = 40, .data = { proto } };
+
+	if (!port)
+		return 0;
+	__builtin_memcpy(&key.data[1], &addr, 4);
+	struct mark_ports *ports = bpf_map_lookup_elem(&xvs_marks_v4, &key);
+	if (!ports)
+		return 0;
+	__u16 p = bpf_htons(port);
+#pragma unroll
+	for (int i = 0; i < MARK_RANGES; i++) {
+		if ((__u32)i >= ports->count)
+			break;
+		if (p >= ports->ranges[i][0] && p <= ports->ranges[i][1])
+			return 1;
+	}
+	return 0;
+}
+
 static __always_inline int is_local(__u32 addr)
 {
 	struct match_key key = { .addr = addr, .port = 0, .proto = 0, .pad = 0 };
@@ -215,7 +265,7 @@ static __always_inline int icmp_error_is_ours(__u8 *icmp, void *data_end)
 		dport = *(__u16 *)(l4 + 2);
 	}
 	// A quoted packet the director itself sent to a real server is the kernel's business.
-	return matches(&xvs_vips, saddr, sport, proto) ||
+	return matches(&xvs_vips, saddr, sport, proto) || marked_v4(saddr, sport, proto) ||
 	       (!is_local(saddr) && matches(&xvs_nat_returns, daddr, dport, proto));
 }
 
@@ -364,7 +414,7 @@ int xvs_filter(struct xdp_md *ctx)
 		dport = *(__u16 *)(l4 + 2);
 	}
 
-	if (matches(&xvs_vips, daddr, dport, proto) ||
+	if (matches(&xvs_vips, daddr, dport, proto) || marked_v4(daddr, dport, proto) ||
 	    (!is_local(daddr) && matches(&xvs_nat_returns, saddr, sport, proto)))
 		return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
 	if (proto == IPPROTO_ICMP && first_fragment && icmp_error_is_ours(ip + ihl, data_end))

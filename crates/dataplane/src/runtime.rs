@@ -40,7 +40,8 @@ use crate::service::spec::ServiceTableSpec;
 use crate::stats::{ESTIMATE_INTERVAL_SECS, StatsRollup};
 use crate::sync::{SyncControl, SyncPort};
 use crate::worker::{self, WorkerInputs};
-use crate::xdp::{AttachMode, Match, Match6, XdpFilter, XdpMode};
+use crate::xdp::{AttachMode, MarkEntry, Match, Match6, XdpFilter, XdpMode};
+use xvs_model::mark::MarkRule;
 
 /// How the director runs.
 #[derive(Debug, Clone)]
@@ -72,6 +73,8 @@ pub struct RuntimeConfig {
     pub defense: Defense,
     /// Limits of the ICMP errors the director sends (`[icmp]`).
     pub icmp: IcmpLimits,
+    /// The mark rules fwmark services are served by (`[[mark]]`).
+    pub marks: Vec<MarkRule>,
 }
 
 /// Why the director could not start.
@@ -129,6 +132,8 @@ pub struct ConnTableUse {
 /// The running director.
 pub struct Runtime {
     builder: SnapshotBuilder,
+    /// The table last compiled: new mark rules are compiled with it.
+    table: ServiceTableSpec,
     snapshot: Arc<Published<Snapshot>>,
     conns: ConnTable,
     /// Sum of the shards' slot counts (fixed at start).
@@ -230,6 +235,7 @@ impl Runtime {
         let queues = config.queues.unwrap_or_else(|| devs[0].rx_queues.max(1));
 
         let mut builder = SnapshotBuilder::new();
+        builder.set_mark_rules(&config.marks);
         let first = Arc::new(builder.build(table)?);
         let snapshot = Arc::new(Published::new(first.clone()));
 
@@ -390,6 +396,7 @@ impl Runtime {
         let workers = std::mem::take(&mut started.handles);
         Ok(Runtime {
             builder,
+            table: table.clone(),
             snapshot,
             conns,
             conn_capacity,
@@ -421,8 +428,35 @@ impl Runtime {
     /// Compiles and publishes a new configuration; the filters follow. On error nothing
     /// changes.
     pub fn update(&mut self, table: &ServiceTableSpec) -> Result<(), RuntimeError> {
-        // Build on a copy: the builder's memory of real servers changes only if all succeeds.
+        let builder = self.builder.clone();
+        self.publish_build(builder, table)
+    }
+
+    /// Compiles and publishes the current table with new mark rules (a reload): connections
+    /// keep their real servers, as for any other rebuild. On error nothing changes.
+    pub fn set_mark_rules(&mut self, rules: &[MarkRule]) -> Result<(), RuntimeError> {
         let mut builder = self.builder.clone();
+        builder.set_mark_rules(rules);
+        let table = self.table.clone();
+        self.publish_build(builder, &table)
+    }
+
+    /// The mark rules in force.
+    pub fn mark_rules(&self) -> &[MarkRule] {
+        self.builder.mark_rules()
+    }
+
+    /// The table last compiled.
+    pub fn table(&self) -> &ServiceTableSpec {
+        &self.table
+    }
+
+    fn publish_build(
+        &mut self,
+        mut builder: SnapshotBuilder,
+        table: &ServiceTableSpec,
+    ) -> Result<(), RuntimeError> {
+        // Build on a copy: the builder's memory of real servers changes only if all succeeds.
         let next = Arc::new(builder.build(table)?);
         let previous = self.snapshot.load();
         // Count the last packets of the old table before it goes.
@@ -438,6 +472,7 @@ impl Runtime {
         open_local_delivery_if_needed(&self.local, &self.routes, &next);
         self.snapshot.publish(next);
         self.builder = builder;
+        self.table = table.clone();
         Ok(())
     }
 
@@ -627,12 +662,26 @@ fn set_filter_maps(
     };
     let vips: Vec<Match> = vips.into_iter().map(to_match).collect();
     let nat: Vec<Match> = nat.into_iter().map(to_match).collect();
+    let marks: Vec<MarkEntry> = snapshot
+        .marks()
+        .filter_entries(false)
+        .into_iter()
+        .filter_map(|(proto, dst, ports)| {
+            Some(MarkEntry {
+                proto,
+                addr: ipv4_of(dst.addr())?,
+                prefix_len: dst.len(),
+                ports: ports.iter().map(|r| (r.first, r.last)).collect(),
+            })
+        })
+        .collect();
     let (vips6, nat6) = snapshot.filter_matches6();
     let to_match6 = |(proto, addr, port)| Match6 { addr, port, proto };
     let vips6: Vec<Match6> = vips6.into_iter().map(to_match6).collect();
     let nat6: Vec<Match6> = nat6.into_iter().map(to_match6).collect();
     for filter in filters {
         filter.set_vips(&vips)?;
+        filter.set_marks(&marks)?;
         filter.set_nat_returns(&nat)?;
         filter.set_vips6(&vips6)?;
         filter.set_nat_returns6(&nat6)?;

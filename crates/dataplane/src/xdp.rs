@@ -7,6 +7,9 @@
 //! - NAT return traffic: `(src addr, src port, protocol)` of a NAT real server is in the
 //!   NAT-return map;
 //!
+//! - marked traffic: TCP or UDP whose `(protocol, destination)` has a longest matching prefix
+//!   in the mark map listing its destination port ([`MarkEntry`], the fwmark services' rules);
+//!
 //! and passes everything else to the kernel (`XDP_PASS`): ARP, IPv6, the director's own
 //! traffic, ICMP echo to a VIP (the kernel answers it when the VIP is on the interface). A
 //! queue with no socket registered passes too. Each map is looked up with the exact port, then
@@ -31,6 +34,7 @@ use std::hash::Hash;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData, XskMap};
 use aya::programs::{Xdp, XdpFlags};
 use aya::{Ebpf, Pod};
@@ -44,6 +48,13 @@ const VIP_MAP: &str = "xvs_vips";
 const NAT_RETURN_MAP: &str = "xvs_nat_returns";
 const LOCALS_MAP: &str = "xvs_locals";
 const XSK_MAP: &str = "xvs_xsks";
+const MARK_MAP_V4: &str = "xvs_marks_v4";
+
+/// Port ranges one mark-map entry holds (`MARK_RANGES` in the program: a bounded loop).
+pub const MARK_RANGES: usize = 16;
+
+/// Entries the mark map holds (`MAX_MARK_DESTS`).
+pub const MAX_MARK_DESTS: usize = 4096;
 const VIP6_MAP: &str = "xvs_vips6";
 const NAT_RETURN6_MAP: &str = "xvs_nat_returns6";
 const LOCALS6_MAP: &str = "xvs_locals6";
@@ -135,6 +146,61 @@ impl MatchKey {
         let [a, b, c, d] = self.addr;
         let [p, q] = self.port;
         [a, b, c, d, p, q, self.proto, self.pad]
+    }
+}
+
+/// One entry of the mark map: TCP or UDP (`proto`) to `addr/prefix_len` on one of `ports`
+/// (first, last; at most [`MARK_RANGES`]) is marked traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkEntry {
+    /// IP protocol number.
+    pub proto: u8,
+    /// The destination network.
+    pub addr: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+    /// Destination port ranges, inclusive.
+    pub ports: Vec<(u16, u16)>,
+}
+
+/// The mark map's key data: `struct mark_key_v4`'s `data`, protocol then address (network
+/// order), then padding the prefix never reaches.
+type MarkKeyV4 = [u8; 8];
+
+fn mark_key(entry: &MarkEntry) -> Key<MarkKeyV4> {
+    let [a, b, c, d] = entry.addr.octets();
+    Key::new(
+        8 + u32::from(entry.prefix_len),
+        [entry.proto, a, b, c, d, 0, 0, 0],
+    )
+}
+
+/// `struct mark_ports`: how many ranges, then `[first, last]` pairs in host order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkPorts {
+    count: u32,
+    ranges: [[u16; 2]; MARK_RANGES],
+}
+
+// SAFETY: `MarkPorts` is `repr(C)` of a u32 and u16 arrays, 4 + 64 bytes with no padding
+// (every bit pattern valid), which is what `Pod` requires.
+unsafe impl Pod for MarkPorts {}
+
+impl MarkPorts {
+    /// The value for `ports`, `None` beyond [`MARK_RANGES`].
+    pub fn new(ports: &[(u16, u16)]) -> Option<MarkPorts> {
+        if ports.len() > MARK_RANGES {
+            return None;
+        }
+        let mut value = MarkPorts {
+            count: ports.len() as u32,
+            ranges: [[0; 2]; MARK_RANGES],
+        };
+        for (slot, &(first, last)) in value.ranges.iter_mut().zip(ports) {
+            *slot = [first, last];
+        }
+        Some(value)
     }
 }
 
@@ -234,6 +300,9 @@ pub enum XdpError {
         /// Why.
         reason: String,
     },
+    /// A mark-map entry has more port ranges than the program reads.
+    #[error("mark rules for {0}: more than {MARK_RANGES} port ranges for one destination")]
+    TooManyRanges(String),
     /// A map update failed.
     #[error("XDP filter map: {0}")]
     Map(#[from] aya::maps::MapError),
@@ -247,6 +316,7 @@ pub struct XdpFilter {
     vips: HashMap<MapData, MatchKey, u32>,
     nat_returns: HashMap<MapData, MatchKey, u32>,
     locals: HashMap<MapData, MatchKey, u32>,
+    marks_v4: LpmTrie<MapData, MarkKeyV4, MarkPorts>,
     vips6: HashMap<MapData, MatchKey6, u32>,
     nat_returns6: HashMap<MapData, MatchKey6, u32>,
     locals6: HashMap<MapData, MatchKey6, u32>,
@@ -292,6 +362,7 @@ impl XdpFilter {
         let vips = HashMap::try_from(take_map(&mut ebpf, VIP_MAP)?)?;
         let nat_returns = HashMap::try_from(take_map(&mut ebpf, NAT_RETURN_MAP)?)?;
         let locals = HashMap::try_from(take_map(&mut ebpf, LOCALS_MAP)?)?;
+        let marks_v4 = LpmTrie::try_from(take_map(&mut ebpf, MARK_MAP_V4)?)?;
         let vips6 = HashMap::try_from(take_map(&mut ebpf, VIP6_MAP)?)?;
         let nat_returns6 = HashMap::try_from(take_map(&mut ebpf, NAT_RETURN6_MAP)?)?;
         let locals6 = HashMap::try_from(take_map(&mut ebpf, LOCALS6_MAP)?)?;
@@ -301,6 +372,7 @@ impl XdpFilter {
             vips,
             nat_returns,
             locals,
+            marks_v4,
             vips6,
             nat_returns6,
             locals6,
@@ -338,6 +410,44 @@ impl XdpFilter {
     pub fn set_locals(&mut self, addrs: &[Ipv4Addr]) -> Result<(), XdpError> {
         let matches: Vec<Match> = addrs.iter().map(|&a| Match::any(a)).collect();
         replace_contents(&mut self.locals, &matches)
+    }
+
+    /// Makes `entries` the mark map's whole content, new and changed entries first, stale
+    /// ones after (as for the other maps, a destination marked before and after a reload
+    /// never stops being redirected).
+    pub fn set_marks(&mut self, entries: &[MarkEntry]) -> Result<(), XdpError> {
+        let mut wanted = HashSet::new();
+        for entry in entries {
+            let value = MarkPorts::new(&entry.ports).ok_or_else(|| {
+                XdpError::TooManyRanges(format!("{}/{}", entry.addr, entry.prefix_len))
+            })?;
+            let key = mark_key(entry);
+            self.marks_v4.insert(&key, value, 0)?;
+            wanted.insert(key_bytes(&key));
+        }
+        let stale: Vec<Key<MarkKeyV4>> = self
+            .marks_v4
+            .keys()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|key| !wanted.contains(&key_bytes(key)))
+            .collect();
+        for key in &stale {
+            self.marks_v4.remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// The mark map's current entries: protocol, network, prefix length.
+    pub fn marks(&self) -> Result<Vec<(u8, Ipv4Addr, u8)>, XdpError> {
+        let keys = self.marks_v4.keys().collect::<Result<Vec<_>, _>>()?;
+        Ok(keys
+            .iter()
+            .map(|key| {
+                let (len, d) = key_bytes(key);
+                (d[0], Ipv4Addr::new(d[1], d[2], d[3], d[4]), (len - 8) as u8)
+            })
+            .collect())
     }
 
     /// [`set_vips`](Self::set_vips) for the IPv6 services.
@@ -385,6 +495,11 @@ impl XdpFilter {
         self.sockets.set(queue, socket.as_raw_fd(), 0)?;
         Ok(())
     }
+}
+
+/// A mark key's prefix length and data (the packed key cannot be hashed in place).
+fn key_bytes(key: &Key<MarkKeyV4>) -> (u32, MarkKeyV4) {
+    (key.prefix_len(), key.data())
 }
 
 fn attach_in(program: &mut Xdp, ifindex: u32, mode: XdpMode) -> Result<XdpMode, XdpError> {
@@ -456,6 +571,23 @@ mod tests {
         assert_eq!(key.to_bytes(), [192, 0, 2, 7, 0x1f, 0x90, 6, 0]);
         let key = MatchKey::from(Match::any(Ipv4Addr::new(198, 51, 100, 9)));
         assert_eq!(key.to_bytes(), [198, 51, 100, 9, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn mark_keys_and_values_have_the_programs_layout() {
+        let entry = MarkEntry {
+            proto: proto::TCP,
+            addr: Ipv4Addr::new(192, 0, 2, 0),
+            prefix_len: 24,
+            ports: vec![(80, 80), (8000, 8100)],
+        };
+        let key = mark_key(&entry);
+        assert_eq!(key_bytes(&key), (32, [6, 192, 0, 2, 0, 0, 0, 0]));
+        assert_eq!(std::mem::size_of::<Key<MarkKeyV4>>(), 12);
+        assert_eq!(std::mem::size_of::<MarkPorts>(), 4 + 4 * MARK_RANGES);
+        let value = MarkPorts::new(&entry.ports).unwrap();
+        assert_eq!((value.count, value.ranges[1]), (2, [8000, 8100]));
+        assert!(MarkPorts::new(&[(1, 1); MARK_RANGES + 1]).is_none());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use common::*;
 use xvs_dataplane::afxdp::{AfXdpPorts, CopyMode, XskConfig};
 use xvs_dataplane::netdev::NetDev;
 use xvs_dataplane::packet_io::{PacketIo, PortStats, Verdict};
-use xvs_dataplane::xdp::{AttachMode, Match, MatchKey, XdpFilter, XdpMode};
+use xvs_dataplane::xdp::{AttachMode, MARK_RANGES, MarkEntry, Match, MatchKey, XdpFilter, XdpMode};
 
 const DIRECTOR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -576,4 +576,144 @@ fn a_second_filter_on_the_same_interface_is_refused_in_words() {
         // Once the first is gone the interface is free again.
         XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
     });
+}
+
+/// Marked traffic (fwmark services): the mark map's longest matching prefix of (protocol,
+/// destination) with the port in one of its ranges goes to the socket; other ports of the
+/// same destinations, and a reload's dropped entries, stay the kernel's.
+#[test]
+fn the_mark_map_sends_marked_ports_of_a_prefix_to_the_socket() {
+    let mut lab = Lab::new();
+    let link = one_arm(&mut lab);
+    let (dir, cli, dev) = (
+        link.left_ns.clone(),
+        link.right_ns.clone(),
+        link.left.clone(),
+    );
+    // A second address of the /28 on the director, so the client's ARP for it is answered.
+    run(
+        "ip",
+        &[
+            "-n",
+            &dir,
+            "addr",
+            "add",
+            "10.77.0.97/32",
+            "dev",
+            &link.left,
+        ],
+    );
+    let kernel = in_netns(&dir, || {
+        ["0.0.0.0:5001", "0.0.0.0:6011", "0.0.0.0:7000"].map(udp_socket)
+    });
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let worker = spawn_in(&dir, move || {
+        let netdev = NetDev::by_name(&dev).unwrap();
+        let mut filter = XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
+        let mut ports = AfXdpPorts::open(&[&dev], 0, &XskConfig::default()).unwrap();
+        filter
+            .register_socket(0, ports.socket_fd(0).unwrap())
+            .unwrap();
+        let entry = |addr, prefix_len, ports: &[(u16, u16)]| MarkEntry {
+            proto: 17,
+            addr,
+            prefix_len,
+            ports: ports.to_vec(),
+        };
+        // A first table with UDP 7000 to the VIP, then a reload without it.
+        filter
+            .set_marks(&[
+                entry(Ipv4Addr::new(10, 77, 0, 96), 28, &[(5000, 5000)]),
+                entry(VIP, 32, &[(7000, 7000)]),
+            ])
+            .unwrap();
+        filter
+            .set_marks(&[
+                entry(Ipv4Addr::new(10, 77, 0, 96), 28, &[(5000, 5000)]),
+                entry(VIP, 32, &[(5000, 5000), (6000, 6010)]),
+            ])
+            .unwrap();
+        let mut marks = filter.marks().unwrap();
+        marks.sort();
+        assert_eq!(
+            marks,
+            [(17, Ipv4Addr::new(10, 77, 0, 96), 28), (17, VIP, 32)]
+        );
+        let too_many = vec![(1, 1); MARK_RANGES + 1];
+        assert!(filter.set_marks(&[entry(VIP, 32, &too_many)]).is_err());
+        ready_tx.send(()).unwrap();
+        let mut received: Vec<Vec<u8>> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while received.len() < 4 && Instant::now() < deadline {
+            ports
+                .poll(64, &mut |_, frames, _| {
+                    received.extend(frames.iter().map(|f| f.data().to_vec()));
+                })
+                .unwrap();
+            ports.wait(Duration::from_millis(5)).unwrap();
+        }
+        let _ = stop_rx.recv_timeout(Duration::from_secs(15));
+        received
+    });
+    let ((), worker) = ready(&ready_rx, worker);
+    in_netns(&cli, move || {
+        let socket = udp_socket("10.77.0.2:0");
+        for (to, port) in [
+            (VIP, 5000),
+            (VIP, 6000),
+            (VIP, 6010),
+            (VIP, 5001),
+            (VIP, 6011),
+            (VIP, 7000),
+            (Ipv4Addr::new(10, 77, 0, 1), 5000),
+        ] {
+            socket
+                .send_to(format!("{to}:{port}").as_bytes(), (to, port))
+                .unwrap();
+        }
+        // The director's own address is outside the /28: its 5000 is the kernel's (no
+        // socket: an ICMP port unreachable). 10.77.0.97 is inside; the VIP's /32 holds
+        // the /28's 5000 as well.
+        socket
+            .send_to(b"10.77.0.97:5000", (Ipv4Addr::new(10, 77, 0, 97), 5000))
+            .unwrap();
+    });
+    let mut buf = [0u8; 64];
+    let mut kernel_got: Vec<String> = kernel
+        .iter()
+        .map(|s| {
+            let (n, _) = s
+                .recv_from(&mut buf)
+                .expect("unmarked ports reach the kernel");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+        .collect();
+    kernel_got.sort();
+    assert_eq!(
+        kernel_got,
+        ["10.77.0.100:5001", "10.77.0.100:6011", "10.77.0.100:7000"]
+    );
+    stop_tx.send(()).unwrap();
+    let received = worker.join().unwrap();
+    let mut got: Vec<String> = received
+        .iter()
+        .map(|frame| {
+            let (src, dst, _, dport, payload) = udp_fields(frame).expect("a UDP frame");
+            assert_eq!(src, CLIENT);
+            assert!(checksums_ok(frame));
+            assert_eq!(payload, format!("{dst}:{dport}").as_bytes());
+            String::from_utf8_lossy(payload).into_owned()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "10.77.0.100:5000",
+            "10.77.0.100:6000",
+            "10.77.0.100:6010",
+            "10.77.0.97:5000"
+        ]
+    );
 }

@@ -8,6 +8,7 @@
 //! workers read, xvs-sched builds the schedulers they name, and the CLI parses and prints them
 //! in ipvsadm's syntax. This crate is at the bottom: it depends on no other xvs crate.
 
+pub mod mark;
 pub mod protocol;
 mod sched_error;
 pub mod scheduler;

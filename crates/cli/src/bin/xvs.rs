@@ -161,6 +161,15 @@ fn main() -> ExitCode {
                     xvs_cli::forwarding::check_table_memory(loaded.daemon.conn_table_size)
                 }) {
                 Ok(()) => {
+                    for mark in xvs_dataplane::service::marks::unmarked_services(
+                        &loaded.table,
+                        &loaded.daemon.marks,
+                    ) {
+                        println!(
+                            "{}: warning: fwmark service {mark}: no [[mark]] rule gives mark {mark}, so it receives no traffic",
+                            config.display()
+                        );
+                    }
                     println!("OK");
                     ExitCode::SUCCESS
                 }

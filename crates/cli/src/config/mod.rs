@@ -30,6 +30,9 @@ use crate::names::Names;
 use crate::spelling::MethodWords;
 use xvs_conntrack::{Defense, SyncPolicy};
 use xvs_dataplane::icmp_limit::IcmpLimits;
+use xvs_dataplane::service::marks::check_mark_rules;
+use xvs_model::Protocol;
+use xvs_model::mark::{MarkRule, PortRange, Prefix};
 
 pub mod read;
 
@@ -97,6 +100,8 @@ pub struct DaemonConfig {
     pub defense: Defense,
     /// Rate limits of the ICMP errors the director sends (`[icmp]`).
     pub icmp: IcmpLimits,
+    /// `[[mark]]`: the rules that give packets the firewall marks `-f` services serve.
+    pub marks: Vec<MarkRule>,
 }
 
 /// The `[metrics]` section.
@@ -140,6 +145,7 @@ impl Default for DaemonConfig {
             announce: None,
             defense: defense::default_defense(),
             icmp: IcmpLimits::default(),
+            marks: Vec::new(),
         }
     }
 }
@@ -212,7 +218,47 @@ struct RawConfig {
     defense: defense::RawDefense,
     icmp: defense::RawIcmp,
     announce: Option<RawAnnounce>,
+    mark: Vec<RawMark>,
     service: Option<Vec<RawService>>,
+}
+
+/// `[[mark]]`: every key required, each of its TOML type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMark {
+    mark: u32,
+    protocol: String,
+    destination: String,
+    ports: Vec<RawPorts>,
+}
+
+/// One entry of `ports`: a port (a number) or a `"FIRST-LAST"` range (a string).
+#[derive(Debug)]
+enum RawPorts {
+    Port(i64),
+    Range(String),
+}
+
+impl<'de> Deserialize<'de> for RawPorts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawPorts;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a port number or a \"FIRST-LAST\" range")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawPorts, E> {
+                Ok(RawPorts::Port(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawPorts, E> {
+                Ok(RawPorts::Port(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPorts, E> {
+                Ok(RawPorts::Range(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// Scale-out's `[announce]` (see [`crate::announce`]).
@@ -478,6 +524,7 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
     }
 
     daemon.announce = raw.announce.map(|a| announce_config(a, &mut errors));
+    daemon.marks = mark_rules(raw.mark, &mut errors);
 
     let mut table = ServiceTableSpec::default();
     let mut health = HealthConfig::default();
@@ -495,6 +542,72 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// `[[mark]]`: each key checked on its own (all problems reported), then the rules together
+/// (no port with two marks, within the data path's bounds) once each is well formed.
+fn mark_rules(raw: Vec<RawMark>, errors: &mut Vec<String>) -> Vec<MarkRule> {
+    let before = errors.len();
+    let mut rules = Vec::new();
+    for (i, m) in raw.into_iter().enumerate() {
+        let key = format!("mark[{i}]");
+        if m.mark == 0 {
+            errors.push(format!(
+                "{key}.mark: 0 is not allowed (a number from 1 to 4294967295; 0 means unmarked)"
+            ));
+        }
+        let protocol = match m.protocol.as_str() {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            other => {
+                errors.push(format!(
+                    "{key}.protocol: '{other}' is not allowed (a string: tcp or udp)"
+                ));
+                None
+            }
+        };
+        let destination = match m.destination.parse::<Prefix>() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.push(format!(
+                    "{key}.destination: {e} (a string such as \"192.0.2.10\", \"192.0.2.0/24\" or \"2001:db8::/64\")"
+                ));
+                None
+            }
+        };
+        if m.ports.is_empty() {
+            errors.push(format!(
+                "{key}.ports: the list is empty (ports and \"FIRST-LAST\" ranges such as [80, 443, \"8000-8100\"]; \"1-65535\" for all)"
+            ));
+        }
+        let mut ports = Vec::new();
+        for (j, p) in m.ports.iter().enumerate() {
+            let parsed = match p {
+                RawPorts::Port(n) => u16::try_from(*n)
+                    .map_err(|_| format!("{n} is not a port (1 to 65535)"))
+                    .and_then(|n| PortRange::new(n, n)),
+                RawPorts::Range(text) => text.parse::<PortRange>(),
+            };
+            match parsed {
+                Ok(r) => ports.push(r),
+                Err(e) => errors.push(format!("{key}.ports[{j}]: {e}")),
+            }
+        }
+        if let (Some(protocol), Some(destination)) = (protocol, destination) {
+            rules.push(MarkRule {
+                mark: m.mark,
+                protocol,
+                destination,
+                ports,
+            });
+        }
+    }
+    if errors.len() == before
+        && let Err(e) = check_mark_rules(&rules)
+    {
+        errors.push(e);
+    }
+    rules
 }
 
 /// `[announce]`: a device name the kernel accepts, IPv4 VIPs, a period of 10 ms to 10 s, a
@@ -1247,6 +1360,95 @@ address = "10.0.1.3"
             checks,
             vec!["10.0.1.2"],
             "type none turns the service's check off"
+        );
+    }
+
+    #[test]
+    fn mark_rules_parse_both_families_and_ranges_and_name_their_keys_when_wrong() {
+        let ok = parse_str(
+            "[[mark]]\nmark = 1\nprotocol = \"tcp\"\ndestination = \"192.0.2.10\"\nports = [80, 443, \"8000-8100\"]\n\
+             [[mark]]\nmark = 2\nprotocol = \"udp\"\ndestination = \"2001:db8::/64\"\nports = [\"1-65535\"]\n\
+             [[service]]\nfwmark = 1\nscheduler = \"rr\"\npersistent = 300\n\
+             [[service.real_server]]\naddress = \"10.0.0.2\"\nmethod = \"dr\"\n",
+            &Names::none(),
+        )
+        .unwrap();
+        let range = |a, b| PortRange::new(a, b).unwrap();
+        assert_eq!(
+            ok.daemon.marks,
+            vec![
+                MarkRule {
+                    mark: 1,
+                    protocol: Protocol::Tcp,
+                    destination: "192.0.2.10".parse().unwrap(),
+                    ports: vec![range(80, 80), range(443, 443), range(8000, 8100)],
+                },
+                MarkRule {
+                    mark: 2,
+                    protocol: Protocol::Udp,
+                    destination: "2001:db8::/64".parse().unwrap(),
+                    ports: vec![range(1, 65535)],
+                },
+            ]
+        );
+        assert_eq!(
+            ok.table,
+            table_of(&["-A -f 1 -s rr -p 300", "-a -f 1 -r 10.0.0.2 -g -w 1"])
+        );
+        let rule = |body: &str| refusal(&format!("[[mark]]\n{body}\n"));
+        let full = |mark: &str, protocol: &str, destination: &str, ports: &str| {
+            rule(&format!(
+                "mark = {mark}\nprotocol = {protocol}\ndestination = {destination}\nports = {ports}"
+            ))
+        };
+        assert_eq!(
+            full(
+                "0",
+                "\"icmp\"",
+                "\"192.0.2.10/24\"",
+                "[0, \"90-80\", 70000]"
+            ),
+            vec![
+                "mark[0].mark: 0 is not allowed (a number from 1 to 4294967295; 0 means unmarked)",
+                "mark[0].protocol: 'icmp' is not allowed (a string: tcp or udp)",
+                "mark[0].destination: '192.0.2.10/24': 192.0.2.10/24 has host bits set (the network is 192.0.2.0/24) (a string such as \"192.0.2.10\", \"192.0.2.0/24\" or \"2001:db8::/64\")",
+                "mark[0].ports[0]: port 0 is not a destination port (ports are 1..=65535)",
+                "mark[0].ports[1]: 90-80 is empty (the first port is higher)",
+                "mark[0].ports[2]: 70000 is not a port (1 to 65535)",
+            ]
+        );
+        assert_eq!(
+            full("\"1\"", "\"tcp\"", "\"192.0.2.10\"", "[80]"),
+            vec!["mark[0].mark: string \"1\" is not allowed (a number from 1 to 4294967295)"]
+        );
+        assert_eq!(
+            full("1", "\"tcp\"", "\"192.0.2.10\"", "80"),
+            vec![
+                "mark[0].ports: integer 80 is not allowed (a list of ports and \"FIRST-LAST\" ranges such as [80, 443, \"8000-8100\"])"
+            ]
+        );
+        assert_eq!(
+            full("1", "\"tcp\"", "\"192.0.2.10\"", "[]"),
+            vec![
+                "mark[0].ports: the list is empty (ports and \"FIRST-LAST\" ranges such as [80, 443, \"8000-8100\"]; \"1-65535\" for all)"
+            ]
+        );
+        assert!(rule("mark = 1\nprotocol = \"tcp\"\nports = [80]")[0].contains("destination"));
+        assert!(
+            rule(
+                "mark = 1\nprotocol = \"tcp\"\ndestination = \"192.0.2.1\"\nports = [80]\nport = 1"
+            )[0]
+            .contains("port")
+        );
+        // One port, two marks: refused, naming both rules.
+        assert_eq!(
+            refusal(
+                "[[mark]]\nmark = 1\nprotocol = \"tcp\"\ndestination = \"192.0.2.10\"\nports = [443]\n\
+                 [[mark]]\nmark = 2\nprotocol = \"tcp\"\ndestination = \"192.0.2.10\"\nports = [\"400-500\"]\n"
+            ),
+            vec![
+                "mark[1]: tcp 192.0.2.10 port 400-500 is marked 1 by mark[0] already (port 443); one destination port has one mark"
+            ]
         );
     }
 

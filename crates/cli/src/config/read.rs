@@ -95,7 +95,18 @@ fn key_words(key: &str) -> (Option<&'static str>, Option<&'static str>) {
     let in_real_server = key.contains(".real_server[") && !key.contains(".check");
     let in_service = key.starts_with("service[") && !in_real_server && !key.contains(".check");
     let in_sync_daemon = key.starts_with("sync.master.") || key.starts_with("sync.backup.");
+    let in_mark = key.starts_with("mark[");
     match last {
+        "mark" if in_mark => (None, Some("a number from 1 to 4294967295")),
+        "protocol" if in_mark => (None, Some("a string: tcp or udp")),
+        "destination" if in_mark => (
+            None,
+            Some("a string such as \"192.0.2.10\", \"192.0.2.0/24\" or \"2001:db8::/64\""),
+        ),
+        l if in_mark && l.starts_with("ports") => (
+            None,
+            Some("a list of ports and \"FIRST-LAST\" ranges such as [80, 443, \"8000-8100\"]"),
+        ),
         "weight" if in_real_server => (
             Some("illegal weight specified"),
             Some("a number from 0 to 65535"),

@@ -91,9 +91,19 @@ impl Pipeline {
         // No classification needed: a real server is live only inside its service (its
         // identity includes the service's address), and the connection was made for that
         // service's (protocol, VIP, port) or its port-0 form, so the full path's `classify`
-        // finds a service for this packet whenever `dest` is found.
+        // finds a service for this packet whenever `dest` is found. (A fwmark service's
+        // connection outlives a reload that stops marking its ports, as an IPVS connection
+        // outlives the iptables rule that marked its first packet.)
         let method = snapshot.dest_method(peeked.dest)?;
-        debug_assert!(snapshot.classify(protocol as u8, view.dst, dport).is_some());
+        debug_assert!(
+            snapshot
+                .service_for(protocol as u8, view.dst, dport)
+                .is_some()
+                || snapshot.dest(peeked.dest).is_some_and(|(s, _, _)| matches!(
+                    s.spec.addr,
+                    crate::service::spec::ServiceAddr::Fwmark { .. }
+                ))
+        );
         let hop = self.egress.cached(peeked.dest)?;
         if hop.local {
             return None;

@@ -6,7 +6,8 @@
 //! [`Verdict`], rewriting it in place:
 //!
 //! 1. `parse` the frame once into a `PacketView` (malformed: counted and dropped);
-//! 2. classify: a packet to a virtual service is *inbound*; a packet whose tuple is the reply
+//! 2. classify: a packet to a virtual service (a marked packet's fwmark service first, then the
+//!    `(protocol, VIP, port)` service, as IPVS's `ip_vs_service_find`) is *inbound*; a packet whose tuple is the reply
 //!    of a NAT connection is *outbound*; an ICMP error is matched by the packet it quotes;
 //! 3. inbound: find the connection, or for a new one (TCP: SYN only) consult the persistence
 //!    template and the scheduler, and create it; feed the packet to the TCP state machine;
@@ -491,7 +492,8 @@ impl Pipeline {
         ingress: u8,
     ) -> Result<Verdict, Drop> {
         let protocol = view.protocol();
-        if let Some(service) = self.shared.snapshot.classify(protocol, view.dst, dport) {
+        // IPVS's order: the fwmark service of the packet's mark, then (protocol, VIP, port).
+        if let Some(service) = self.shared.snapshot.service_for(protocol, view.dst, dport) {
             return self.inbound(frame, view, service, (sport, dport), bucket, ingress);
         }
         let key = FlowKey::new(
@@ -782,7 +784,7 @@ impl Pipeline {
             endpoint(sender, quoted.src.port()),
         );
         if snapshot
-            .classify(quoted.protocol, sender, quoted.src.port())
+            .service_for(quoted.protocol, sender, quoted.src.port())
             .is_some()
         {
             // Quotes a reply VIP -> client: the connection is client -> VIP. The error's RSS

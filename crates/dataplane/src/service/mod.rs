@@ -3,5 +3,6 @@
 
 pub mod classify;
 pub mod classify6;
+pub mod marks;
 pub mod snapshot;
 pub use xvs_model::spec;

@@ -35,6 +35,8 @@ pub use super::classify::ClassKey;
 use super::classify::Classifier;
 pub use super::classify6::ClassKey6;
 use super::classify6::Classifier6;
+use super::marks::{MarkClassifier, NO_SERVICE};
+use xvs_model::mark::MarkRule;
 
 /// One real server as the data path needs it.
 #[derive(Debug, Clone)]
@@ -70,6 +72,8 @@ pub struct Snapshot {
     /// The services, in configuration order.
     pub services: Vec<Service>,
     classify: Classifier,
+    /// The mark rules, asked before `classify` (fwmark services first, as IPVS).
+    marks: MarkClassifier,
     /// The IPv6 services' own table, beside the IPv4 one.
     classify6: Classifier6,
     /// Indexed by a [`DestId`]'s slot: the live real server there, dense so a packet's
@@ -109,6 +113,39 @@ impl Snapshot {
             .get((protocol, vip, port))
             .or_else(|| self.classify.get((protocol, vip, 0)))
             .map(usize::from)
+    }
+
+    /// The fwmark service of an IPv4 packet to `dst:port`: the mark rules give the packet a
+    /// mark, and a `-f` service of that mark serves it. `None` if unmarked, or if no service
+    /// has its mark (then IPVS goes on to the address services, see [`Self::service_for`]).
+    #[inline]
+    pub fn marked_service_v4(&self, protocol: u8, dst: Ipv4Addr, port: u16) -> Option<usize> {
+        let marked = self.marks.mark_v4(protocol, dst, port)?;
+        (marked.service != NO_SERVICE).then_some(usize::from(marked.service))
+    }
+
+    /// [`Self::marked_service_v4`] for an IPv6 packet (its destination's 16 bytes).
+    #[inline]
+    pub fn marked_service_v6(&self, protocol: u8, dst: &[u8; 16], port: u16) -> Option<usize> {
+        let marked = self.marks.mark_v6(protocol, dst, port)?;
+        (marked.service != NO_SERVICE).then_some(usize::from(marked.service))
+    }
+
+    /// The service of an IPv4 packet in IPVS's order (`ip_vs_service_find`): the fwmark
+    /// service of the packet's mark, else [`Self::classify`]'s `(protocol, VIP, port)` one.
+    #[inline]
+    pub fn service_for(&self, protocol: u8, dst: Ipv4Addr, port: u16) -> Option<usize> {
+        if !self.marks.is_empty()
+            && let Some(service) = self.marked_service_v4(protocol, dst, port)
+        {
+            return Some(service);
+        }
+        self.classify(protocol, dst, port)
+    }
+
+    /// The compiled mark rules (the XDP filter's entries, listings).
+    pub fn marks(&self) -> &MarkClassifier {
+        &self.marks
     }
 
     /// [`classify`](Self::classify) for an IPv6 packet to `[vip]:port`.
@@ -160,8 +197,47 @@ impl Snapshot {
             {
                 nat.push((ip_protocol(protocol), u32::from(rip), dest.spec.port));
             }
+            if let (
+                ForwardMethod::Masq,
+                IpAddr::V4(rip),
+                ServiceAddr::Fwmark { mark, ipv6: false },
+            ) = (dest.spec.method, dest.spec.addr, service.spec.addr)
+            {
+                self.mark_nat_returns(mark, u32::from(rip), dest.spec.port, &mut nat);
+            }
         }
+        nat.sort_unstable();
+        nat.dedup();
         (vips, nat)
+    }
+
+    /// The replies of a NAT real server of fwmark service `mark` come from its own port, or
+    /// for a port-0 server from any port the mark's rules give (each listed while there are
+    /// at most [`MAX_EXPANDED_PORTS`], else "any port" of the protocol, as for the NAT real
+    /// server of a port-0 service).
+    fn mark_nat_returns(&self, mark: u32, rip: u32, port: u16, nat: &mut Vec<ClassKey>) {
+        for rule in self
+            .marks
+            .rules()
+            .iter()
+            .filter(|r| r.mark == mark && !r.destination.is_ipv6())
+        {
+            let protocol = ip_protocol(rule.protocol);
+            let ports: usize = rule
+                .ports
+                .iter()
+                .map(|r| usize::from(r.last - r.first) + 1)
+                .sum();
+            if port != 0 {
+                nat.push((protocol, rip, port));
+            } else if ports <= MAX_EXPANDED_PORTS {
+                for range in &rule.ports {
+                    nat.extend((range.first..=range.last).map(|p| (protocol, rip, p)));
+                }
+            } else {
+                nat.push((protocol, rip, 0));
+            }
+        }
     }
 
     /// [`filter_matches`](Self::filter_matches) for IPv6: every `[VIP]:port`, and every
@@ -179,6 +255,11 @@ impl Snapshot {
         (vips, nat)
     }
 }
+
+/// A port-0 NAT real server of a fwmark service has its rules' ports listed one by one in
+/// the XDP filter's NAT-return map up to this many per rule; beyond, the filter takes every
+/// port of the protocol from it.
+pub const MAX_EXPANDED_PORTS: usize = 1024;
 
 /// IP protocol number of a service protocol.
 pub fn ip_protocol(protocol: Protocol) -> u8 {
@@ -262,6 +343,8 @@ pub struct SnapshotBuilder {
     known: std::collections::HashMap<(ServiceAddr, IpAddr, u16), Known>,
     /// Generation last used per slot.
     slot_generations: Vec<u16>,
+    /// The mark rules every build compiles (the config file's `[[mark]]`).
+    marks: Vec<MarkRule>,
     /// Freed slots, reused oldest first so a slot rests as long as possible before a new
     /// server takes it (late counter updates of the old server then find it empty).
     free_slots: std::collections::VecDeque<u16>,
@@ -282,6 +365,17 @@ impl SnapshotBuilder {
     /// A builder whose first snapshot has generation 1.
     pub fn new() -> Self {
         SnapshotBuilder::default()
+    }
+
+    /// The mark rules the next builds compile (accepted by
+    /// [`xvs_model::mark::check_rules`]).
+    pub fn set_mark_rules(&mut self, rules: &[MarkRule]) {
+        self.marks = rules.to_vec();
+    }
+
+    /// The mark rules builds compile.
+    pub fn mark_rules(&self) -> &[MarkRule] {
+        &self.marks
     }
 
     /// Compiles `table`. Real servers no longer present are forgotten (their slots are
@@ -355,6 +449,14 @@ impl SnapshotBuilder {
             }
             snapshot.services.push(service);
         }
+        let services = &snapshot.services;
+        snapshot.marks = MarkClassifier::new(&self.marks, |mark, ipv6| {
+            let addr = ServiceAddr::Fwmark { mark, ipv6 };
+            services
+                .iter()
+                .position(|s| s.spec.addr == addr)
+                .map(|i| i as u16)
+        });
         // Forget what is gone; its slot becomes reusable under a new generation.
         let gone: Vec<_> = self
             .known
@@ -438,12 +540,14 @@ pub fn check_supported(table: &ServiceTableSpec) -> Result<(), BuildError> {
     }
     for service in &table.services {
         match service.addr {
-            ServiceAddr::Fwmark { mark, .. } => {
+            ServiceAddr::Fwmark { mark, ipv6: true } => {
                 return Err(BuildError::Unsupported(format!(
-                    "fwmark service {mark}: firewall marks are set by netfilter, which AF_XDP traffic \
-                     bypasses; use -t/-u services"
+                    "IPv6 fwmark service {mark}: xvs serves IPv4 fwmark services only for now"
                 )));
             }
+            // Served when mark rules (the config file's `[[mark]]`) give packets the mark; a
+            // service no rule marks for is accepted, as IPVS accepts one nothing marks for.
+            ServiceAddr::Fwmark { ipv6: false, .. } => {}
             ServiceAddr::Inet { .. } => {}
         }
     }
@@ -609,16 +713,109 @@ mod tests {
     }
 
     #[test]
-    fn refuses_what_af_xdp_cannot_serve() {
+    fn serves_ipv4_fwmark_services_and_refuses_ipv6_ones_for_now() {
         let mut t = ServiceTableSpec::default();
         t.add_service(ServiceSpec::new(ServiceAddr::Fwmark {
             mark: 1,
             ipv6: false,
         }))
         .unwrap();
-        assert!(matches!(
-            SnapshotBuilder::new().build(&t),
-            Err(BuildError::Unsupported(_))
-        ));
+        assert!(SnapshotBuilder::new().build(&t).is_ok());
+        t.add_service(ServiceSpec::new(ServiceAddr::Fwmark {
+            mark: 1,
+            ipv6: true,
+        }))
+        .unwrap();
+        assert_eq!(
+            SnapshotBuilder::new().build(&t).unwrap_err().to_string(),
+            "IPv6 fwmark service 1: xvs serves IPv4 fwmark services only for now"
+        );
+    }
+
+    fn mark_rule(mark: u32, dst: &str, ports: &[&str]) -> MarkRule {
+        MarkRule {
+            mark,
+            protocol: Protocol::Tcp,
+            destination: dst.parse().unwrap(),
+            ports: ports.iter().map(|p| p.parse().unwrap()).collect(),
+        }
+    }
+
+    /// IPVS's `ip_vs_service_find`: the fwmark service of a marked packet first, then the
+    /// `(protocol, VIP, port)` service; a mark no service has falls through.
+    #[test]
+    fn a_marked_packet_finds_its_fwmark_service_before_the_address_service() {
+        let mut t = table(&[(1, 1)]);
+        let fwm = ServiceAddr::Fwmark {
+            mark: 1,
+            ipv6: false,
+        };
+        t.add_service(ServiceSpec::new(fwm)).unwrap();
+        let mut builder = SnapshotBuilder::new();
+        builder.set_mark_rules(&[
+            mark_rule(1, "192.0.2.1", &["80", "443"]),
+            mark_rule(2, "192.0.2.1", &["8080"]),
+        ]);
+        let s = builder.build(&t).unwrap();
+        let vip = Ipv4Addr::new(192, 0, 2, 1);
+        assert_eq!(s.classify(6, vip, 80), Some(0));
+        assert_eq!(s.service_for(6, vip, 80), Some(1));
+        assert_eq!(s.service_for(6, vip, 443), Some(1));
+        assert_eq!(s.service_for(17, vip, 443), None);
+        assert_eq!(
+            s.marked_service_v4(6, vip, 8080),
+            None,
+            "mark 2 has no service"
+        );
+        assert_eq!(s.service_for(6, vip, 81), None);
+        // Without rules the fwmark service gets nothing and the address service all.
+        builder.set_mark_rules(&[]);
+        let s = builder.build(&t).unwrap();
+        assert_eq!(s.service_for(6, vip, 80), Some(0));
+        assert_eq!(s.service_for(6, vip, 443), None);
+    }
+
+    #[test]
+    fn nat_real_servers_of_fwmark_services_are_filtered_on_the_marks_ports() {
+        let mut t = ServiceTableSpec::default();
+        let fwm = ServiceAddr::Fwmark {
+            mark: 1,
+            ipv6: false,
+        };
+        t.add_service(ServiceSpec::new(fwm)).unwrap();
+        for (last, port) in [(2, 0), (3, 8080)] {
+            t.add_dest(
+                &fwm,
+                DestSpec {
+                    addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
+                    port,
+                    method: ForwardMethod::Masq,
+                    weight: 1,
+                    upper_threshold: 0,
+                    lower_threshold: 0,
+                },
+            )
+            .unwrap();
+        }
+        let mut builder = SnapshotBuilder::new();
+        builder.set_mark_rules(&[
+            mark_rule(1, "192.0.2.1", &["80", "443"]),
+            mark_rule(1, "192.0.2.0/24", &["1-65535"]),
+        ]);
+        let (vips, nat) = builder.build(&t).unwrap().filter_matches();
+        assert!(
+            vips.is_empty(),
+            "marked destinations go to the filter's mark map"
+        );
+        let rip = |last| u32::from(Ipv4Addr::new(10, 0, 0, last));
+        assert_eq!(
+            nat,
+            vec![
+                (6, rip(2), 0),
+                (6, rip(2), 80),
+                (6, rip(2), 443),
+                (6, rip(3), 8080)
+            ]
+        );
     }
 }
