@@ -68,7 +68,9 @@ fn send_udp(
             .map(|spec| Listener::start(spec).unwrap())
             .collect();
         let mut sender = Sender::open("eth0").unwrap();
-        let rate = 5_000;
+        // Paced by time: on a loaded 2-core machine the sender can be descheduled for part of
+        // the run and send fewer than `packets`, so the tests assert on what was sent.
+        let rate = 2_000;
         let options = SendOptions {
             rate,
             duration: Duration::from_secs_f64(packets as f64 / rate as f64),
@@ -102,7 +104,7 @@ fn frames_reach_a_kernel_udp_socket_with_valid_checksums() {
     ready_rx.recv().unwrap();
     let summary = send_udp(&pair, 9999, 200, FrameSize::Imix, Vec::new());
     let got = receiver.join().unwrap();
-    assert!(summary.tx.packets >= 190, "{summary:?}");
+    assert!(summary.tx.packets >= 100, "{summary:?}");
     assert_eq!(
         got.len() as u64,
         summary.tx.packets,
@@ -126,7 +128,7 @@ fn a_listener_counts_and_times_what_was_sent() {
         .parse()
         .unwrap();
     let summary = send_udp(&pair, 7, 300, FrameSize::Fixed(64), vec![spec.clone()]);
-    assert!(summary.tx.packets >= 290, "{summary:?}");
+    assert!(summary.tx.packets >= 150, "{summary:?}");
     assert_eq!(summary.rx.packets, summary.tx.packets, "{summary:?}");
     assert_eq!(summary.lost, Some(0));
     assert_eq!(summary.per_interface[&spec.label()], summary.tx.packets);
