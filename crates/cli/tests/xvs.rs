@@ -220,3 +220,47 @@ fn control_only_starts_empty_for_xvsadm() {
     assert!(child.wait().unwrap().success());
     assert!(!socket.exists());
 }
+
+/// `xvs check` reads `[[mark]]` rules: good ones pass, a wrong key is named in one line,
+/// a fwmark service no rule marks for passes with a warning (IPVS accepts one too).
+#[test]
+fn check_reads_mark_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_xvs"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let service = "[[service]]\nfwmark = 1\nscheduler = \"rr\"\npersistent = 300\n\
+                   [[service.real_server]]\naddress = \"10.0.0.2\"\nmethod = \"dr\"\n";
+    let good = format!(
+        "[[mark]]\nmark = 1\nprotocol = \"tcp\"\ndestination = \"192.0.2.10\"\nports = [80, \"443-444\"]\n{service}"
+    );
+    assert_eq!(run("good.toml", &good), (true, "OK\n".to_string()));
+    let bad = format!(
+        "[[mark]]\nmark = 1\nprotocol = \"tcp\"\ndestination = \"192.0.2.10\"\nports = [\"444-443\"]\n{service}"
+    );
+    let (ok, text) = run("bad.toml", &bad);
+    assert!(!ok, "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("mark[0].ports[0]: 444-443 is empty (the first port is higher)"),
+        "{text}"
+    );
+    let (ok, text) = run("unmarked.toml", service);
+    assert!(ok, "{text}");
+    assert!(
+        text.ends_with(
+            "unmarked.toml: warning: fwmark service 1: no [[mark]] rule gives mark 1, so it receives no traffic\nOK\n"
+        ),
+        "{text}"
+    );
+}

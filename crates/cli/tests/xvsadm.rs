@@ -140,3 +140,65 @@ TCP  172.16.21.10:80 rr\n\
     assert!(msg.starts_with("Can't connect to xvs at "), "{msg}");
     assert_eq!(code, 2);
 }
+
+/// The seeds' HTTP + HTTPS under one persistent mark: `-f` services and port-less real
+/// servers listed, saved and restored as ipvsadm does.
+#[test]
+fn fwmark_services_through_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("xvs.sock");
+    let server = ControlServer::bind(&socket).unwrap();
+    let stop = server.stop_handle();
+    let director = Arc::new(Mutex::new(TableOnlyDirector::default()));
+    let thread = std::thread::spawn(move || server.serve(director));
+
+    ok(&socket, "-A -f 1 -s rr -p 300");
+    ok(&socket, "-a -f 1 -r 10.0.0.2 -g");
+    ok(&socket, "-a -f 1 -r 10.0.0.3:0 -g -w 2");
+    assert_eq!(
+        ok(&socket, "-L -n"),
+        "IP Virtual Server version 1.2.1 (size=4096)\n\
+Prot LocalAddress:Port Scheduler Flags\n\
+\x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+FWM  1 rr persistent 300\n\
+\x20 -> 10.0.0.2:0                   Route   1      0          0         \n\
+\x20 -> 10.0.0.3:0                   Route   2      0          0         \n"
+    );
+    let saved = ok(&socket, "-S -n");
+    assert_eq!(
+        saved,
+        "-A -f 1 -s rr -p 300\n-a -f 1 -r 10.0.0.2:0 -g -w 1\n-a -f 1 -r 10.0.0.3:0 -g -w 2\n"
+    );
+    assert!(ok(&socket, "-L -n -f 1").contains("FWM  1 rr persistent 300\n"));
+    assert_eq!(
+        refused(&socket, "-a -f 2 -r 10.0.0.2 -g"),
+        ("Service not defined".to_string(), 255)
+    );
+
+    ok(&socket, "-C");
+    let out = xvsadm(&socket, "-R", Some(&saved));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ok(&socket, "-S -n"), saved);
+
+    let json: serde_json::Value = serde_json::from_str(&ok(&socket, "-L -n --json")).unwrap();
+    let services = json["services"].as_array().unwrap();
+    assert_eq!(services.len(), 1, "{json}");
+    let service = &services[0];
+    assert_eq!(service["addr"]["fwmark"]["mark"], 1, "{json}");
+    assert_eq!(service["addr"]["fwmark"]["ipv6"], false, "{json}");
+    assert_eq!(service["scheduler"], "rr");
+    assert_eq!(service["persistence"]["timeout_secs"], 300);
+    let dests = service["dests"].as_array().unwrap();
+    assert_eq!(dests.len(), 2);
+    assert_eq!(
+        (&dests[1]["addr"], &dests[1]["port"], &dests[1]["weight"]),
+        (&"10.0.0.3".into(), &0.into(), &2.into())
+    );
+
+    stop.stop();
+    thread.join().unwrap();
+}
