@@ -1,4 +1,4 @@
-//! Frames the generator sends: Ethernet + IPv4 + TCP or UDP, written from a template.
+//! Frames the generator sends: Ethernet + IPv4 (or IPv6) + TCP or UDP, written from a template.
 //!
 //! A [`Template`] holds one complete frame (fixed addresses, size, TCP flags) and the one's
 //! complement sums of its IPv4 header and of its L4 pseudo-header + segment *with the fields
@@ -11,20 +11,28 @@
 //! `CLOCK_MONOTONIC` time in nanoseconds (big-endian), which the receiver turns into latency.
 //! The rest is zeros. A 64-byte TCP frame has 6 bytes of payload: no stamp.
 //!
+//! IPv6 frames ([`Addressing::ipv6`]) keep the flow space's IPv4 addresses as the low 32
+//! bits of the client's IPv6 address, so one flow space serves both families and the
+//! per-packet checksum work stays the same (IPv6 has no header checksum). Their smallest
+//! frame is 74 bytes with TCP (78 on the wire): a "64-byte" IPv6 frame is that.
+//!
 //! Headers are written and read through xvs-forwarders' [`wire`] views, the ones the
 //! director rewrites with, and the sums are its [`checksum`] module's.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use xvs_forwarders::checksum;
 use xvs_forwarders::wire::{
-    self, EthernetFrame, Ipv4Packet, TcpPacket, UdpPacket, ethertype, protocol, tcp_flags,
+    self, EthernetFrame, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, ethertype, protocol,
+    tcp_flags,
 };
 
 /// Ethernet header length.
 pub const ETH_LEN: usize = wire::ETHERNET_HEADER_LEN;
 /// IPv4 header length (no options).
 pub const IPV4_LEN: usize = wire::IPV4_MIN_HEADER_LEN;
+/// IPv6 header length (no extension headers).
+pub const IPV6_LEN: usize = wire::IPV6_HEADER_LEN;
 /// TCP header length (no options).
 pub const TCP_LEN: usize = wire::TCP_MIN_HEADER_LEN;
 /// UDP header length.
@@ -39,8 +47,6 @@ pub const MIN_FRAME: usize = 60;
 pub const MAX_FRAME: usize = 1514;
 /// The FCS the NIC appends, counted in on-wire sizes ("64-byte frames").
 pub const FCS_LEN: usize = 4;
-
-const L4: usize = ETH_LEN + IPV4_LEN;
 
 /// What kind of packet a template makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +86,27 @@ pub struct Addressing {
     pub dst: Ipv4Addr,
     /// Destination port (the virtual service's).
     pub dst_port: u16,
+    /// IPv6 frames instead of IPv4 ones: `dst` is then ignored. See the module documentation.
+    pub ipv6: Option<Ipv6Addressing>,
+}
+
+/// The addresses of IPv6 frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Addressing {
+    /// Destination address (the VIP).
+    pub dst: Ipv6Addr,
+    /// The clients' network: a client's address is this with its low 32 bits replaced by the
+    /// flow's IPv4 address.
+    pub client_net: Ipv6Addr,
+}
+
+impl Ipv6Addressing {
+    /// The IPv6 address of the client the flow space calls `v4`.
+    pub fn client(&self, v4: Ipv4Addr) -> Ipv6Addr {
+        Ipv6Addr::from_bits(
+            (self.client_net.to_bits() & !u128::from(u32::MAX)) | u128::from(v4.to_bits()),
+        )
+    }
 }
 
 /// One frame shape, ready to be stamped out per packet. See the module documentation.
@@ -87,8 +114,12 @@ pub struct Addressing {
 pub struct Template {
     bytes: Vec<u8>,
     kind: Kind,
-    /// Sum of the IPv4 header with source address and checksum zeroed.
+    /// Sum of the IPv4 header with source address and checksum zeroed (0 for IPv6).
     ip_sum: u64,
+    /// Where the L4 header starts (after Ethernet and the IP header).
+    l4: usize,
+    /// IPv6 frames: the client address's high 96 bits, written per packet with the low 32.
+    client_net6: Option<Ipv6Addr>,
     /// Sum of pseudo-header + L4 header + payload with source address, source port,
     /// checksum and stamp zeroed.
     l4_sum: u64,
@@ -99,26 +130,42 @@ impl Template {
     /// A `frame_len`-byte frame (without FCS; at least [`MIN_FRAME`], at most [`MAX_FRAME`])
     /// of `kind`. Source address and port are filled per packet.
     pub fn new(kind: Kind, addressing: &Addressing, frame_len: usize) -> Template {
-        let frame_len = frame_len.clamp(MIN_FRAME, MAX_FRAME);
+        let ip_len = if addressing.ipv6.is_some() {
+            IPV6_LEN
+        } else {
+            IPV4_LEN
+        };
+        let l4 = ETH_LEN + ip_len;
+        let frame_len = frame_len.clamp(MIN_FRAME.max(l4 + kind.l4_len()), MAX_FRAME);
         let mut b = vec![0u8; frame_len];
         let mut ethernet = EthernetFrame::new_unchecked(&mut b[..]);
         ethernet.set_dst_addr(addressing.dst_mac);
         ethernet.set_src_addr(addressing.src_mac);
-        ethernet.set_ethertype(ethertype::IPV4);
-        let ip_total = (frame_len - ETH_LEN) as u16;
-        let mut ip = Ipv4Packet::new_unchecked(&mut b[ETH_LEN..]);
-        ip.set_version(4);
-        ip.set_header_len(IPV4_LEN);
-        ip.set_total_len(ip_total);
-        ip.set_ident(1);
-        ip.set_dont_frag(true); // as Linux sends TCP and most UDP
-        ip.set_ttl(64);
-        ip.set_protocol(kind.ip_protocol());
-        ip.set_dst_addr(addressing.dst);
-        let l4_len = frame_len - L4;
+        let l4_len = frame_len - l4;
+        if let Some(v6) = &addressing.ipv6 {
+            ethernet.set_ethertype(ethertype::IPV6);
+            let mut ip = Ipv6Packet::new_unchecked(&mut b[ETH_LEN..]);
+            ip.set_version(6);
+            ip.set_payload_len(l4_len as u16);
+            ip.set_next_header(kind.ip_protocol());
+            ip.set_hop_limit(64);
+            ip.set_src_addr(v6.client(Ipv4Addr::UNSPECIFIED));
+            ip.set_dst_addr(v6.dst);
+        } else {
+            ethernet.set_ethertype(ethertype::IPV4);
+            let mut ip = Ipv4Packet::new_unchecked(&mut b[ETH_LEN..]);
+            ip.set_version(4);
+            ip.set_header_len(IPV4_LEN);
+            ip.set_total_len((frame_len - ETH_LEN) as u16);
+            ip.set_ident(1);
+            ip.set_dont_frag(true); // as Linux sends TCP and most UDP
+            ip.set_ttl(64);
+            ip.set_protocol(kind.ip_protocol());
+            ip.set_dst_addr(addressing.dst);
+        }
         match kind {
             Kind::Syn | Kind::Ack => {
-                let mut segment = TcpPacket::new_unchecked(&mut b[L4..]);
+                let mut segment = TcpPacket::new_unchecked(&mut b[l4..]);
                 segment.set_dst_port(addressing.dst_port);
                 segment.set_seq_number(1);
                 segment.set_header_len(TCP_LEN);
@@ -131,24 +178,31 @@ impl Template {
                 segment.set_window_len(64240);
             }
             Kind::Udp => {
-                let mut datagram = UdpPacket::new_unchecked(&mut b[L4..]);
+                let mut datagram = UdpPacket::new_unchecked(&mut b[l4..]);
                 datagram.set_dst_port(addressing.dst_port);
                 datagram.set_len(l4_len as u16);
             }
         }
-        let payload_at = L4 + kind.l4_len();
+        let payload_at = l4 + kind.l4_len();
         let stamp_at = (frame_len - payload_at >= STAMP_LEN).then_some(payload_at);
         if let Some(at) = stamp_at {
             b[at..at + 4].copy_from_slice(&STAMP_MAGIC);
         }
-        let ip = Ipv4Packet::new_unchecked(&b[ETH_LEN..]);
-        let ip_sum = checksum::sum_words(ip.header(), 0);
-        // The pseudo-header with the source address still zero.
-        let l4_sum = checksum::sum_words(&b[L4..], ip.pseudo_header_sum());
+        // The pseudo-header with the source address (IPv6: its low 32 bits) still zero.
+        let (ip_sum, pseudo_sum) = if addressing.ipv6.is_some() {
+            let ip = Ipv6Packet::new_unchecked(&b[ETH_LEN..]);
+            (0, ip.pseudo_header_sum(kind.ip_protocol(), l4_len as u32))
+        } else {
+            let ip = Ipv4Packet::new_unchecked(&b[ETH_LEN..]);
+            (checksum::sum_words(ip.header(), 0), ip.pseudo_header_sum())
+        };
+        let l4_sum = checksum::sum_words(&b[l4..], pseudo_sum);
         Template {
             bytes: b,
             kind,
             ip_sum,
+            l4,
+            client_net6: addressing.ipv6.map(|v6| v6.client(Ipv4Addr::UNSPECIFIED)),
             l4_sum,
             stamp_at,
         }
@@ -174,7 +228,8 @@ impl Template {
         self.stamp_at.is_some()
     }
 
-    /// Writes the frame from `src:sport` into `out` (at least [`Template::len`] bytes) with
+    /// Writes the frame from `src:sport` (IPv6: the client [`Ipv6Addressing::client`] makes
+    /// of `src`) into `out` (at least [`Template::len`] bytes) with
     /// send time `stamp_ns` (ignored without room for it); returns the frame length.
     #[inline]
     pub fn write(&self, out: &mut [u8], src: Ipv4Addr, sport: u16, stamp_ns: u64) -> usize {
@@ -183,13 +238,20 @@ impl Template {
         out.copy_from_slice(&self.bytes);
         let src_bits = u64::from(src.to_bits());
         let addr_sum = (src_bits >> 16) + (src_bits & 0xffff);
-        let (headers, payload) = out.split_at_mut(L4);
-        let mut ip = Ipv4Packet::new_unchecked(&mut headers[ETH_LEN..]);
-        ip.set_src_addr(src);
-        ip.set_checksum(!checksum::fold(self.ip_sum + addr_sum));
+        let (headers, payload) = out.split_at_mut(self.l4);
+        if let Some(net) = self.client_net6 {
+            let mut ip = Ipv6Packet::new_unchecked(&mut headers[ETH_LEN..]);
+            ip.set_src_addr(Ipv6Addr::from_bits(
+                net.to_bits() | u128::from(src.to_bits()),
+            ));
+        } else {
+            let mut ip = Ipv4Packet::new_unchecked(&mut headers[ETH_LEN..]);
+            ip.set_src_addr(src);
+            ip.set_checksum(!checksum::fold(self.ip_sum + addr_sum));
+        }
         let mut l4_sum = self.l4_sum + addr_sum + u64::from(sport);
         if let Some(at) = self.stamp_at {
-            let at = at - L4;
+            let at = at - self.l4;
             payload[at + 4..at + 12].copy_from_slice(&stamp_ns.to_be_bytes());
             l4_sum += (stamp_ns >> 48) + ((stamp_ns >> 32) & 0xffff);
             l4_sum += ((stamp_ns >> 16) & 0xffff) + (stamp_ns & 0xffff);
@@ -279,6 +341,7 @@ mod tests {
             dst_mac: [2, 0, 0, 0, 0, 2],
             dst: Ipv4Addr::new(192, 168, 0, 11),
             dst_port: 80,
+            ipv6: None,
         }
     }
 

@@ -190,6 +190,9 @@ struct MemoryArgs {
     /// Only write the frames, do not process them (the generator's own cost, to subtract).
     #[arg(long)]
     generate_only: bool,
+    /// IPv6 clients, service and real servers instead of IPv4 ones.
+    #[arg(long)]
+    ipv6: bool,
 }
 
 fn main() -> ExitCode {
@@ -220,7 +223,12 @@ fn memory(args: &MemoryArgs) -> Result<(), String> {
             args.packets, args.room
         ));
     }
-    let mut director = Director::new(args.method, 1, (args.flows + args.room) as usize);
+    let entries = (args.flows + args.room) as usize;
+    let mut director = if args.ipv6 {
+        Director::new_ipv6(args.method, 1, entries)
+    } else {
+        Director::new(args.method, 1, entries)
+    };
     let space = FlowSpace::from(Director::client_base(0), 4096);
     let mut pattern = Pattern::new(
         args.mode,
@@ -252,9 +260,10 @@ fn memory(args: &MemoryArgs) -> Result<(), String> {
     };
     let elapsed = started.elapsed();
     println!(
-        "{} {} flows={} packets={} forwarded={forwarded} dropped={dropped} ns_per_packet={:.1}",
+        "{} {}{} flows={} packets={} forwarded={forwarded} dropped={dropped} ns_per_packet={:.1}",
         args.mode,
         args.method.name(),
+        if args.ipv6 { " ipv6" } else { "" },
         args.flows,
         args.packets,
         elapsed.as_nanos() as f64 / args.packets.max(1) as f64
@@ -276,6 +285,7 @@ fn send(args: &SendArgs) -> Result<(), String> {
         dst_mac: args.dst_mac,
         dst: args.dst,
         dst_port: args.port,
+        ipv6: None,
     };
     let space = FlowSpace::from(args.src, args.addresses);
     let mut pattern = Pattern::new(args.mode, args.flows, space, args.size, &addressing);

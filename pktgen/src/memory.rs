@@ -12,7 +12,7 @@
 //! a measurement; advancing past a timeout and running housekeeping is how the new-flow
 //! benchmarks empty the table again between runs.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use xvs_conntrack::{Config, ConnTable, Secs};
@@ -25,7 +25,7 @@ use xvs_dataplane::service::spec::{
 };
 use xvs_forwarders::Frame;
 
-use crate::frame::{Addressing, MAX_FRAME};
+use crate::frame::{Addressing, Ipv6Addressing, MAX_FRAME};
 use crate::pattern::Pattern;
 
 /// Headroom in front of each frame, as the UMEM gives (TUN prepends its outer header there).
@@ -45,6 +45,12 @@ pub const DIP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 10);
 /// Where client addresses of worker `w` start: `CLIENT_BASE + w * 2^16` (flows of different
 /// workers never collide, as RSS keeps a flow on one queue).
 pub const CLIENT_BASE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 0);
+/// The IPv6 virtual service's address ([`Director::new_ipv6`]).
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+/// The director's own IPv6 address (the IPv6 tunnels' source).
+pub const DIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xa);
+/// The IPv6 clients' network: the flow space's IPv4 address is a client's low 32 bits.
+pub const CLIENT_NET6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 0);
 
 /// LVS's forwarding methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +89,15 @@ impl Method {
         }
     }
 
+    /// IPv6 address of real server `i` (0 or 1): 2001:db8::11 on the LAN, fd00::11 behind NAT.
+    pub fn real_server6(self, i: usize) -> Ipv6Addr {
+        let last = 0x11 + i as u16;
+        match self {
+            Method::Nat => Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, last),
+            _ => Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last),
+        }
+    }
+
     /// The port real servers listen on (NAT maps 80 to 8080, as the seed does).
     pub fn real_port(self) -> u16 {
         match self {
@@ -115,6 +130,7 @@ impl std::str::FromStr for Method {
 /// A director in memory: one service, one pipeline per worker. See the module documentation.
 pub struct Director {
     method: Method,
+    ipv6: bool,
     table: ConnTable,
     workers: Vec<MemoryWorker>,
     clock: Clock,
@@ -124,12 +140,33 @@ impl Director {
     /// A director forwarding VIP:80 (TCP and UDP) with `method` to two real servers, `workers`
     /// pipelines over a connection table of `max_entries` entries in all.
     pub fn new(method: Method, workers: usize, max_entries: usize) -> Director {
+        Director::build(method, workers, max_entries, false)
+    }
+
+    /// The same director serving `[VIP6]:80` (TCP and UDP) to two IPv6 real servers.
+    pub fn new_ipv6(method: Method, workers: usize, max_entries: usize) -> Director {
+        Director::build(method, workers, max_entries, true)
+    }
+
+    fn build(method: Method, workers: usize, max_entries: usize, ipv6: bool) -> Director {
         let workers = workers.max(1);
+        let vip = if ipv6 {
+            IpAddr::V6(VIP6)
+        } else {
+            IpAddr::V4(VIP)
+        };
+        let real_server = |i| {
+            if ipv6 {
+                IpAddr::V6(method.real_server6(i))
+            } else {
+                IpAddr::V4(method.real_server(i))
+            }
+        };
         let mut table_spec = ServiceTableSpec::default();
         for protocol in [Protocol::Tcp, Protocol::Udp] {
             let addr = ServiceAddr::Inet {
                 protocol,
-                addr: IpAddr::V4(VIP),
+                addr: vip,
                 port: VIP_PORT,
             };
             let mut service = ServiceSpec::new(addr);
@@ -139,7 +176,7 @@ impl Director {
                 .expect("a fresh table takes the service");
             for i in 0..2 {
                 let dest = DestSpec {
-                    addr: IpAddr::V4(method.real_server(i)),
+                    addr: real_server(i),
                     port: method.real_port(),
                     method: method.forward_method(),
                     weight: 1,
@@ -154,12 +191,13 @@ impl Director {
         let snapshot = Arc::new(
             SnapshotBuilder::new()
                 .build(&table_spec)
-                .expect("two IPv4 real servers compile"),
+                .expect("two real servers compile"),
         );
         let routes = Arc::new(routes(method));
         let mut neighbours = Neighbours::new();
         for (i, mac) in REAL_SERVER_MACS.iter().enumerate() {
             neighbours.insert(method.egress_port(), method.real_server(i), *mac);
+            neighbours.insert6(method.egress_port(), method.real_server6(i), *mac);
         }
         let neighbours = Arc::new(neighbours);
         let mut config = Config::new(workers, max_entries);
@@ -181,7 +219,7 @@ impl Director {
                     counters: counters.clone(),
                     resolve: Arc::new(ResolveQueue::new(64)),
                     tunnel_source: Some(DIP),
-                    tunnel_source6: None,
+                    tunnel_source6: Some(DIP6),
                     sync: Default::default(),
                     local: Default::default(),
                 };
@@ -202,6 +240,7 @@ impl Director {
             .collect();
         Director {
             method,
+            ipv6,
             table,
             workers,
             clock,
@@ -220,6 +259,10 @@ impl Director {
             dst_mac: DIRECTOR_MAC,
             dst: VIP,
             dst_port: VIP_PORT,
+            ipv6: self.ipv6.then_some(Ipv6Addressing {
+                dst: VIP6,
+                client_net: CLIENT_NET6,
+            }),
         }
     }
 
@@ -268,8 +311,8 @@ fn routes(method: Method) -> Routes {
         mtu: 1500,
         nets: vec![(DIP, 24)],
         gateway: Some(Ipv4Addr::new(192, 168, 0, 1)),
-        nets6: Vec::new(),
-        gateway6: None,
+        nets6: vec![(DIP6, 64)],
+        gateway6: Some(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
     };
     let mut links = vec![external];
     if method == Method::Nat {
@@ -280,7 +323,7 @@ fn routes(method: Method) -> Routes {
             mtu: 1500,
             nets: vec![(Ipv4Addr::new(10, 0, 0, 1), 24)],
             gateway: None,
-            nets6: Vec::new(),
+            nets6: vec![(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1), 64)],
             gateway6: None,
         });
     }
@@ -536,5 +579,112 @@ mod tests {
             assert_eq!(worker.pipeline().shard().len(), 50);
         }
         assert_eq!(d.connections(), 100);
+    }
+
+    /// Every field and checksum of an IPv6 frame the director sent, recomputed by etherparse;
+    /// the IPv6 header, transport header and ports.
+    fn parse6(frame: &[u8]) -> (etherparse::Ipv6Header, u16, u16) {
+        use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+        let sliced = SlicedPacket::from_ethernet(frame).expect("parses");
+        let Some(NetSlice::Ipv6(ip)) = &sliced.net else {
+            panic!("not IPv6")
+        };
+        let header = ip.header().to_header();
+        assert_eq!(
+            usize::from(header.payload_length),
+            frame.len() - 14 - 40,
+            "payload length"
+        );
+        let payload = ip.payload().payload;
+        let (sport, dport) = match &sliced.transport {
+            Some(TransportSlice::Tcp(tcp)) => {
+                let h = tcp.to_header();
+                let sum = h.calc_checksum_ipv6(&header, tcp.payload()).unwrap();
+                assert_eq!(h.checksum, sum, "TCP checksum");
+                (h.source_port, h.destination_port)
+            }
+            Some(TransportSlice::Udp(udp)) => {
+                let h = udp.to_header();
+                assert_eq!(usize::from(h.length), payload.len(), "UDP length");
+                let sum = h.calc_checksum_ipv6(&header, udp.payload()).unwrap();
+                assert_eq!(h.checksum, sum, "UDP checksum");
+                (h.source_port, h.destination_port)
+            }
+            other => panic!("not TCP or UDP: {other:?}"),
+        };
+        (header, sport, dport)
+    }
+
+    #[test]
+    fn ipv6_frames_are_forwarded_in_dr_nat_and_tun_with_every_field_right() {
+        for method in [Method::Dr, Method::Nat, Method::Tun] {
+            for mode in [Mode::Established, Mode::Udp] {
+                let mut d = Director::new_ipv6(method, 1, 1024);
+                let mut p = pattern(&d, mode, 4);
+                let opened = d.worker().open(&mut p);
+                assert_eq!(opened.dropped, 0, "{method:?} {mode}");
+                let mut per_server = [0; 2];
+                for _ in 0..4 {
+                    let verdict = d.worker().send_one(&mut p);
+                    assert_eq!(
+                        verdict,
+                        Verdict::Transmit {
+                            port: method.egress_port()
+                        },
+                        "{method:?} {mode}"
+                    );
+                    let out = d.worker().last_frame().to_vec();
+                    let i = REAL_SERVER_MACS
+                        .iter()
+                        .position(|m| out[..6] == m[..])
+                        .expect("to a real server's MAC");
+                    per_server[i] += 1;
+                    let src_mac = if method == Method::Nat {
+                        INTERNAL_MAC
+                    } else {
+                        DIRECTOR_MAC
+                    };
+                    assert_eq!(out[6..12], src_mac);
+                    assert_eq!(out[12..14], [0x86, 0xdd]);
+                    // Four flows fit in the first address's ports.
+                    let client = d
+                        .addressing()
+                        .ipv6
+                        .unwrap()
+                        .client(Director::client_base(0));
+                    let inner = match method {
+                        Method::Tun => {
+                            let outer = etherparse::Ipv6Header::from_slice(&out[14..]).unwrap().0;
+                            assert_eq!(
+                                (outer.source, outer.destination, outer.next_header),
+                                (
+                                    DIP6.octets(),
+                                    method.real_server6(i).octets(),
+                                    etherparse::IpNumber::IPV6
+                                )
+                            );
+                            assert_eq!(usize::from(outer.payload_length), out.len() - 54);
+                            let mut inner = out[40..].to_vec();
+                            inner[..14].copy_from_slice(&out[..14]);
+                            inner
+                        }
+                        _ => out.clone(),
+                    };
+                    let (ip, sport, dport) = parse6(&inner);
+                    let (dst, port) = match method {
+                        Method::Nat => (method.real_server6(i), 8080),
+                        _ => (VIP6, VIP_PORT),
+                    };
+                    assert_eq!((ip.source, ip.destination), (client.octets(), dst.octets()));
+                    // DR forwards the frame as it came (as IPVS's DR); NAT and TUN route it.
+                    let hops = if method == Method::Dr { 64 } else { 63 };
+                    assert_eq!(ip.hop_limit, hops, "{method:?}");
+                    assert_eq!(dport, port);
+                    assert!(sport >= 1024);
+                }
+                assert_eq!(per_server, [2, 2], "{method:?} {mode} round robin");
+                assert_eq!(d.connections(), 4);
+            }
+        }
     }
 }

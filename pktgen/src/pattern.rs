@@ -313,6 +313,7 @@ mod tests {
             dst_mac: [2, 0, 0, 0, 0, 2],
             dst: Ipv4Addr::new(192, 168, 0, 11),
             dst_port: 80,
+            ipv6: None,
         }
     }
 

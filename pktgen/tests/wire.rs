@@ -60,6 +60,7 @@ fn send_udp(
             dst_mac: server_mac,
             dst: SERVER,
             dst_port: port,
+            ipv6: None,
         };
         let mut pattern =
             Pattern::new(Mode::Udp, 16, FlowSpace::from(CLIENT, 1), size, &addressing);

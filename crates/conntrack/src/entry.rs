@@ -266,7 +266,16 @@ mod tests {
 
     #[test]
     fn slot_fits_the_budget() {
+        // One slot for both families: its three addresses are 128 bits wide, so an IPv6
+        // connection takes the same 88 bytes as an IPv4 one (the budget is 128).
+        assert_eq!(std::mem::size_of::<AtomicAddr>(), 16);
         assert_eq!(std::mem::size_of::<Slot>(), 88);
+        let slot = Slot::default();
+        let v6 = Addr::from(std::net::Ipv6Addr::new(
+            0x2001, 0xdb8, 0, 0, 0, 0, 0xffff, 0xfffe,
+        ));
+        slot.daddr.store(v6.bits());
+        assert_eq!(slot.endpoint(&slot.daddr, 80, Family::V6).addr, v6);
     }
 
     #[test]

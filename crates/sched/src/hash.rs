@@ -75,4 +75,20 @@ mod tests {
         assert_ne!(keyed_hash(1, a, 80, 0), keyed_hash(2, a, 80, 0));
         assert_ne!(keyed_hash(1, a, 80, 0), keyed_hash(1, a, 81, 0));
     }
+
+    #[test]
+    fn ipv6_hashes_take_every_word_of_the_address() {
+        let base = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+        // One bit flipped in each 32-bit word in turn: both hashes change every time.
+        for word in 0..4 {
+            let other = Ipv6Addr::from_bits(base.to_bits() ^ (1u128 << (32 * word + 5)));
+            let (a, b) = (IpAddr::V6(base), IpAddr::V6(other));
+            assert_ne!(fold_addr(a), fold_addr(b), "fold, word {word}");
+            assert_ne!(
+                keyed_hash(7, a, 80, 0),
+                keyed_hash(7, b, 80, 0),
+                "keyed, word {word}"
+            );
+        }
+    }
 }

@@ -199,6 +199,7 @@ pub fn syn_stream(target: SynTarget, rate: u64, duration: Duration) -> Result<(u
         dst_mac: router_mac,
         dst: vip,
         dst_port: HTTP_PORT,
+        ipv6: None,
     };
     let space = FlowSpace::from(SPOOFED_BASE, SPOOFED_ADDRESSES);
     let mut pattern = Pattern::new(Traffic::New, 0, space, FrameSize::Fixed(64), &addressing);
