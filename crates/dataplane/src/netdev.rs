@@ -220,29 +220,27 @@ fn link_by_name(socket: &mut RouteSocket, name: &str) -> io::Result<NetDev> {
 }
 
 fn ipv4_addresses(socket: &mut RouteSocket, ifindex: u32) -> io::Result<Vec<(Ipv4Addr, u8)>> {
-    let seq = socket.next_seq();
-    let mut header = [0u8; IFADDRMSG_LEN];
-    header[0] = libc::AF_INET as u8;
-    let request =
-        netlink::Request::new(kind::GET_ADDR, flags::REQUEST | flags::DUMP, seq, &header).finish();
-    let mut found = Vec::new();
-    socket.transact(&request, seq, |m| {
-        if m.kind != kind::NEW_ADDR {
-            return;
-        }
-        if let Some((index, addr, prefix)) = parse_ipv4_address(m.payload)
-            && index == ifindex
-        {
-            found.push((addr, prefix));
-        }
-    })?;
-    Ok(found)
+    addresses(socket, ifindex, libc::AF_INET, parse_ipv4_address)
 }
 
 fn ipv6_addresses(socket: &mut RouteSocket, ifindex: u32) -> io::Result<Vec<(Ipv6Addr, u8)>> {
+    addresses(socket, ifindex, libc::AF_INET6, parse_ipv6_address)
+}
+
+/// Reads an `RTM_NEWADDR` payload into (ifindex, address, prefix length).
+type ParseAddress<A> = fn(&[u8]) -> Option<(u32, A, u8)>;
+
+/// The addresses of one family on `ifindex`, with their prefix lengths (one `RTM_GETADDR`
+/// dump; `parse` reads a message of that family into (ifindex, address, prefix)).
+fn addresses<A>(
+    socket: &mut RouteSocket,
+    ifindex: u32,
+    family: libc::c_int,
+    parse: ParseAddress<A>,
+) -> io::Result<Vec<(A, u8)>> {
     let seq = socket.next_seq();
     let mut header = [0u8; IFADDRMSG_LEN];
-    header[0] = libc::AF_INET6 as u8;
+    header[0] = family as u8;
     let request =
         netlink::Request::new(kind::GET_ADDR, flags::REQUEST | flags::DUMP, seq, &header).finish();
     let mut found = Vec::new();
@@ -250,7 +248,7 @@ fn ipv6_addresses(socket: &mut RouteSocket, ifindex: u32) -> io::Result<Vec<(Ipv
         if m.kind != kind::NEW_ADDR {
             return;
         }
-        if let Some((index, addr, prefix)) = parse_ipv6_address(m.payload)
+        if let Some((index, addr, prefix)) = parse(m.payload)
             && index == ifindex
         {
             found.push((addr, prefix));

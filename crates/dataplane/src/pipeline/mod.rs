@@ -702,17 +702,11 @@ impl Pipeline {
         })
     }
 
-    /// Real server -> client, the reply of a NAT connection.
-    fn outbound(
-        &mut self,
-        frame: &mut Frame<'_>,
-        view: &PacketView,
-        conn: &Conn,
-        ingress: u8,
-    ) -> Result<Verdict, Drop> {
-        let shared = &self.shared;
-        let snapshot = &*shared.snapshot;
-        let flags = TcpFlags::from_byte(view.tcp_flags().map_or(0, |f| f.0));
+    /// A NAT reply (either family) fed to its connection's state and counted for its real
+    /// server. The entry may live in another worker's shard (RSS put the reply on another
+    /// queue): its state word is updated through the shared table.
+    pub(super) fn track_reply(&mut self, conn: &Conn, flags: TcpFlags, bytes: u64) {
+        let snapshot = &*self.shared.snapshot;
         let mut loads = LoadCounters(snapshot);
         let now = self.clock.secs;
         if conn.flow.shard == self.shard.id() {
@@ -728,10 +722,23 @@ impl Pipeline {
         // Count the reply for its real server only while it exists: a removed server's slot
         // may belong to another one by now.
         if snapshot.dest(conn.dest).is_some() {
-            let cells = &shared.counters.dests[dest_slot(conn.dest)];
+            let cells = &self.shared.counters.dests[dest_slot(conn.dest)];
             add(&cells.out_pkts, 1);
-            add(&cells.out_bytes, u64::from(view.ip_total_len));
+            add(&cells.out_bytes, bytes);
         }
+    }
+
+    /// Real server -> client, the reply of a NAT connection.
+    fn outbound(
+        &mut self,
+        frame: &mut Frame<'_>,
+        view: &PacketView,
+        conn: &Conn,
+        ingress: u8,
+    ) -> Result<Verdict, Drop> {
+        let flags = TcpFlags::from_byte(view.tcp_flags().map_or(0, |f| f.0));
+        self.track_reply(conn, flags, u64::from(view.ip_total_len));
+        let shared = &self.shared;
         let vip = socket(conn.vip);
         relay(shared, view.dst, ingress, view.src, |egress| {
             nat::rewrite_outbound(frame, view, vip, egress)

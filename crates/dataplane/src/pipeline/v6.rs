@@ -13,7 +13,7 @@
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
-use xvs_conntrack::{Conn, Direction, Endpoint, FlowKey, Protocol, TcpFlags};
+use xvs_conntrack::{Conn, Endpoint, FlowKey, Protocol, TcpFlags};
 use xvs_forwarders::icmp6::{self, Icmpv6ErrorView};
 use xvs_forwarders::tun::Tunnel6;
 use xvs_forwarders::{Frame, PacketView6, dr, nat, parse6, tun};
@@ -23,7 +23,6 @@ use super::{
     EgressCache, Hop, Pipeline, Placed, Shared, Verdict, count_in_len, deliver_locally, finish,
     refuse, relay, sync_out,
 };
-use crate::service::snapshot::{LoadCounters, dest_slot};
 use crate::service::spec::ForwardMethod;
 
 impl Pipeline {
@@ -148,26 +147,9 @@ impl Pipeline {
         conn: &Conn,
         ingress: u8,
     ) -> Result<Verdict, Drop> {
-        let shared = &self.shared;
-        let snapshot = &*shared.snapshot;
         let flags = TcpFlags::from_byte(view.tcp_flags().map_or(0, |f| f.0));
-        let mut loads = LoadCounters(snapshot);
-        let now = self.clock.secs;
-        if conn.flow.shard == self.shard.id() {
-            let _ = self
-                .shard
-                .on_packet(conn.flow, Direction::Output, flags, now, &mut loads);
-        } else {
-            let _ =
-                self.shard
-                    .table()
-                    .on_packet(conn.flow, Direction::Output, flags, now, &mut loads);
-        }
-        if snapshot.dest(conn.dest).is_some() {
-            let cells = &shared.counters.dests[dest_slot(conn.dest)];
-            add(&cells.out_pkts, 1);
-            add(&cells.out_bytes, view.datagram_len() as u64);
-        }
+        self.track_reply(conn, flags, view.datagram_len() as u64);
+        let shared = &self.shared;
         let vip = socket6(conn.vip).ok_or(Drop::NotForUs)?;
         relay(shared, view.dst, ingress, view.src, |egress| {
             nat::rewrite_outbound_v6(frame, view, vip, egress)
