@@ -247,4 +247,19 @@ mod flag_tests {
         }
         assert!(TcpFlags::SYN.opens() && !TcpFlags::SYN_ACK.opens());
     }
+
+    /// The established fast path (`Shard::touch`) keeps ESTABLISHED on a plain ACK without
+    /// reading a table: it may only because every input table agrees.
+    #[test]
+    fn a_plain_ack_keeps_established_in_every_input_table() {
+        for set in [TableSet::Normal, TableSet::Secure] {
+            for table in [TableDirection::Input, TableDirection::InputOnly] {
+                assert_eq!(
+                    transition(set, table, TcpFlags::ACK, TcpState::Established),
+                    TcpState::Established,
+                    "{set:?} {table:?}"
+                );
+            }
+        }
+    }
 }
