@@ -93,6 +93,6 @@ pub mod wire;
 pub use egress::{Egress, Transmit};
 pub use frame::{Frame, RECOMMENDED_HEADROOM};
 pub use parse::{L4, PacketView, TcpFlags, parse, parse_bytes, parse_common};
-pub use parse6::{PacketView6, parse6, parse6_bytes};
+pub use parse6::{PacketView6, parse_common6, parse6, parse6_bytes};
 pub use reason::Reason;
 pub use reply6::RECOMMENDED_HEADROOM_V6;

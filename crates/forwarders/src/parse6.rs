@@ -144,6 +144,43 @@ pub fn parse6_bytes(data: &[u8]) -> Result<PacketView6, Reason> {
     })
 }
 
+/// The IPv6 frame nearly every packet is, read with the fewest steps (the fast path's
+/// counterpart of [`crate::parse_common`]): TCP or UDP as the fixed header's own next header
+/// (no extension header, hence no fragment) and headers that fit. `None` for anything else,
+/// which [`parse6`] then decides about (and refuses, with its reason, if it must). Where this
+/// returns a view it is exactly the view [`parse6_bytes`] returns (a test holds the two to it).
+#[inline(always)]
+pub fn parse_common6(data: &[u8]) -> Option<PacketView6> {
+    const IP: usize = eth::HEADER_LEN;
+    const L4: usize = IP + ipv6::HEADER_LEN;
+    let head = data.first_chunk::<{ L4 + udp::HEADER_LEN }>()?;
+    if u16::from_be_bytes([head[12], head[13]]) != eth::ETHERTYPE_IPV6 {
+        return None;
+    }
+    let ip = Ipv6Packet::new_unchecked(&head[IP..L4]);
+    let protocol = ip.next_header();
+    let payload_len = ip.payload_len();
+    let l4_end = L4 + usize::from(payload_len);
+    if ip.version() != 6
+        || !matches!(protocol, ipv6::NEXT_TCP | ipv6::NEXT_UDP)
+        || l4_end > data.len()
+    {
+        return None;
+    }
+    let l4 = parse_l4(protocol, &data[L4..l4_end]).ok()?;
+    Some(PacketView6 {
+        ip_offset: IP as u16,
+        l4_offset: L4 as u16,
+        payload_len,
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        hop_limit: ip.hop_limit(),
+        traffic_class: ip.traffic_class(),
+        flow_label: ip.flow_label(),
+        l4,
+    })
+}
+
 fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
@@ -329,6 +366,25 @@ mod tests {
             let mut frame = good.clone();
             corrupt(&mut frame);
             assert_eq!(parse6_bytes(&frame), Err(reason), "{name}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the bytes near a common frame, `parse_common6` gives `parse6`'s view or
+        /// nothing, and it takes the plain TCP and UDP frames.
+        #[test]
+        fn parse_common6_agrees_with_parse6(kind in prop_oneof![Just(6u8), Just(17u8), Just(58u8)], tail in proptest::collection::vec(any::<u8>(), 0..24), edits in proptest::collection::vec((0usize..70, any::<u8>()), 0..3)) {
+            let mut frame = build(kind);
+            if kind != 58 {
+                prop_assert_eq!(parse_common6(&frame), Some(parse6_bytes(&frame).unwrap()));
+            }
+            frame.extend_from_slice(&tail);
+            for (at, byte) in edits {
+                if at < frame.len() { frame[at] = byte; }
+            }
+            if let Some(view) = parse_common6(&frame) {
+                prop_assert_eq!(Ok(view), parse6_bytes(&frame));
+            }
         }
     }
 

@@ -13,20 +13,25 @@
 //! [`Shard::touch`]: xvs_conntrack::Shard::touch
 
 use xvs_conntrack::{FlowKey, Protocol, TcpFlags};
-use xvs_forwarders::{Frame, L4, PacketView, dr, parse_common};
+use xvs_forwarders::{Frame, L4, PacketView, PacketView6, dr, parse_common, parse_common6};
 
 use super::counters::add;
-use super::{NO_BUCKET, Pipeline, Verdict, count_in, endpoint, finish, forward, socket};
+use super::v6::{endpoint6, forward6, socket6};
+use super::{
+    NO_BUCKET, Pipeline, Verdict, count_in, count_in_len, endpoint, finish, forward, socket,
+};
 use crate::service::spec::ForwardMethod;
 
 /// What the fast path did with a frame.
-pub(super) enum Fast {
+pub(super) enum Fast<View = PacketView> {
     /// Forwarded or dropped, and counted.
     Done(Verdict),
-    /// Not its case, nothing changed; the frame parsed as `view` (what [`parse`] gives).
+    /// Not its case, nothing changed; the frame parsed as `view` (what [`parse`] or
+    /// [`parse6`] gives).
     ///
     /// [`parse`]: xvs_forwarders::parse
-    Parsed(PacketView),
+    /// [`parse6`]: xvs_forwarders::parse6
+    Parsed(View),
     /// Not its case, nothing changed; not parsed.
     Unparsed,
 }
@@ -141,6 +146,88 @@ impl Pipeline {
                 ingress,
             )
         };
+        if let Verdict::Transmit { .. } = verdict {
+            add(&counters.tx_frames, 1);
+        }
+        Some(verdict)
+    }
+
+    /// [`established`](Self::established) for an IPv6 frame: the same steps on
+    /// [`parse_common6`]'s view (no extension header), with the IPv6 egress cache and
+    /// rewrites.
+    #[inline]
+    pub(super) fn established6(
+        &mut self,
+        frame: &mut Frame<'_>,
+        bucket: usize,
+        ingress: u8,
+    ) -> Fast<PacketView6> {
+        if bucket == NO_BUCKET {
+            return Fast::Unparsed;
+        }
+        let Some(view) = parse_common6(frame.data()) else {
+            return Fast::Unparsed;
+        };
+        match self.established_view6(frame, &view, bucket, ingress) {
+            Some(verdict) => Fast::Done(verdict),
+            None => Fast::Parsed(view),
+        }
+    }
+
+    #[inline(always)]
+    fn established_view6(
+        &mut self,
+        frame: &mut Frame<'_>,
+        view: &PacketView6,
+        bucket: usize,
+        ingress: u8,
+    ) -> Option<Verdict> {
+        let (protocol, sport, dport, flags) = match view.l4 {
+            L4::Tcp {
+                src_port,
+                dst_port,
+                flags,
+            } => (
+                Protocol::Tcp,
+                src_port,
+                dst_port,
+                TcpFlags::from_byte(flags.0),
+            ),
+            L4::Udp { src_port, dst_port } => {
+                (Protocol::Udp, src_port, dst_port, TcpFlags::from_byte(0))
+            }
+            L4::Icmp { .. } => return None,
+        };
+        if flags.opens() {
+            return None;
+        }
+        let shared = &self.shared;
+        let key = FlowKey::new(
+            protocol,
+            endpoint6(view.src, sport),
+            endpoint6(view.dst, dport),
+        );
+        let peeked = self.shard.peek_inbound(bucket, &key)?;
+        // As for IPv4: a live real server implies its service.
+        let method = shared.snapshot.dest_method(peeked.dest)?;
+        let target = socket6(peeked.dest_addr)?;
+        let hop = self.egress6.cached(peeked.dest)?;
+        if hop.local {
+            return None;
+        }
+        let flow = self.shard.touch(&peeked, flags, self.clock.secs)?;
+        // Committed: from here on the packet is this path's.
+        let counters = &*shared.counters;
+        add(&counters.rx_frames, 1);
+        if shared
+            .sync
+            .master
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            super::sync_out(self.shard.table(), &shared.sync, flow);
+        }
+        count_in_len(counters, peeked.dest, view.datagram_len() as u64);
+        let verdict = forward6(shared, frame, view, method, target, hop, ingress);
         if let Verdict::Transmit { .. } = verdict {
             add(&counters.tx_frames, 1);
         }

@@ -19,8 +19,8 @@
 //! their cheapest form and hands every other frame, untouched, to the full path above.
 //!
 //! IPv6 frames (EtherType 0x86dd) take the same stages through `v6.rs`: the same
-//! prefetching, connection table, schedulers and counters, with the forwarders' IPv6
-//! rewrites; the established fast path is IPv4's only.
+//! prefetching, established fast path, connection table, schedulers and counters, with the
+//! forwarders' IPv6 rewrites.
 //!
 //! Nothing here allocates, takes a lock or makes a system call per packet.
 
@@ -418,7 +418,13 @@ impl Pipeline {
                     Fast::Done(verdict) => verdict,
                     Fast::Parsed(view) => self.process_parsed(frame, &view, bucket, ingress),
                     Fast::Unparsed if is_ipv6(frame.data()) => {
-                        self.process6(frame, bucket, ingress)
+                        match self.established6(frame, bucket, ingress) {
+                            Fast::Done(verdict) => verdict,
+                            Fast::Parsed(view) => {
+                                self.process_parsed6(frame, &view, bucket, ingress)
+                            }
+                            Fast::Unparsed => self.process6(frame, bucket, ingress),
+                        }
                     }
                     Fast::Unparsed => self.process(frame, ingress),
                 };

@@ -7,6 +7,9 @@
 //! IPv4's. Malformed frames, fragments and extension-header chains the forwarders refuse
 //! are counted by their [`Reason`](xvs_forwarders::Reason) and dropped, as for IPv4.
 //!
+//! An established flow's common IPv6 packet takes the fast path (`established.rs`), as
+//! IPv4's does; every other IPv6 frame comes here.
+//!
 //! Not handled here: ICMPv6 errors quoting one of the director's own tunnel packets
 //! (the forwarders refuse them, `icmp_quoted_protocol`), and a TUN real server of the other
 //! family (the service model keeps both families equal).
@@ -35,11 +38,26 @@ impl Pipeline {
         ingress: u8,
     ) -> Verdict {
         let counters = &*self.shared.counters;
-        add(&counters.rx_frames, 1);
         let view = match parse6(frame) {
             Ok(view) => view,
-            Err(reason) => return refuse(counters, reason),
+            Err(reason) => {
+                add(&counters.rx_frames, 1);
+                return refuse(counters, reason);
+            }
         };
+        self.process_parsed6(frame, &view, bucket, ingress)
+    }
+
+    /// [`process6`](Self::process6) after [`parse6`], for a frame whose `view` is known.
+    pub(super) fn process_parsed6(
+        &mut self,
+        frame: &mut Frame<'_>,
+        view: &PacketView6,
+        bucket: usize,
+        ingress: u8,
+    ) -> Verdict {
+        add(&self.shared.counters.rx_frames, 1);
+        let view = *view;
         let outcome = if view.is_icmp_error() {
             self.icmp_error6(frame, &view, ingress)
         } else {
@@ -240,7 +258,7 @@ fn send_to_dest6(
 /// re-addresses the Ethernet frame, NAT rewrites the destination, TUN puts an outer IPv6
 /// header in front (IPv6-in-IPv6). Oversized packets are answered with a Packet Too Big
 /// (rate limited as every ICMP error the director sends, see [`finish`]).
-fn forward6(
+pub(super) fn forward6(
     shared: &Shared,
     frame: &mut Frame<'_>,
     view: &PacketView6,
@@ -275,14 +293,14 @@ fn forward6(
 }
 
 #[inline]
-fn endpoint6(addr: Ipv6Addr, port: u16) -> Endpoint {
+pub(super) fn endpoint6(addr: Ipv6Addr, port: u16) -> Endpoint {
     Endpoint::new(xvs_conntrack::Addr::v6(addr.octets()), port)
 }
 
 /// An IPv6 endpoint as a socket address; None for an IPv4 one (a connection of the other
 /// family cannot be an IPv6 packet's).
 #[inline]
-fn socket6(endpoint: Endpoint) -> Option<SocketAddrV6> {
+pub(super) fn socket6(endpoint: Endpoint) -> Option<SocketAddrV6> {
     match endpoint.addr.to_ip() {
         std::net::IpAddr::V6(a) => Some(SocketAddrV6::new(a, endpoint.port, 0, 0)),
         std::net::IpAddr::V4(_) => None,
