@@ -46,20 +46,35 @@ impl Drop for Killed {
 }
 
 fn services(lab: &Lab, ports: &str) -> String {
+    let rips: Vec<String> = lab
+        .topology
+        .real_servers
+        .iter()
+        .map(|rs| rs.rip.clone())
+        .collect();
+    services_at(lab, &lab.topology.vip, &rips, ports)
+}
+
+/// The config's mark 1 for TCP to `vip` on `ports` and its persistent rr fwmark service
+/// (IPv6 for an IPv6 `vip`) with `rips` by the lab's method.
+fn services_at(lab: &Lab, vip: &str, rips: &[String], ports: &str) -> String {
     let method = match lab.topology.mode {
         Mode::Dr => "dr",
         Mode::Nat => "nat",
         Mode::Tun => "tun",
     };
-    let vip = &lab.topology.vip;
+    let family = if vip.contains(':') {
+        "ipv6 = true\n"
+    } else {
+        ""
+    };
     let mut text = format!(
         "[[mark]]\nmark = 1\nprotocol = \"tcp\"\ndestination = \"{vip}\"\nports = {ports}\n\n\
-         [[service]]\nfwmark = 1\nscheduler = \"rr\"\npersistent = 300\n"
+         [[service]]\nfwmark = 1\n{family}scheduler = \"rr\"\npersistent = 300\n"
     );
-    for rs in &lab.topology.real_servers {
+    for rip in rips {
         text.push_str(&format!(
-            "\n[[service.real_server]]\naddress = \"{}\"\nmethod = \"{method}\"\n",
-            rs.rip
+            "\n[[service.real_server]]\naddress = \"{rip}\"\nmethod = \"{method}\"\n"
         ));
     }
     text
@@ -67,7 +82,17 @@ fn services(lab: &Lab, ports: &str) -> String {
 
 /// The HTTP answer to `source`'s GET of VIP:80 (a new connection).
 fn http_from(lab: &Lab, source: &str) -> String {
-    let url = format!("http://{}:{HTTP_PORT}/", lab.topology.vip);
+    http_to(lab, &lab.topology.vip, source)
+}
+
+/// The HTTP answer to `source`'s GET of `vip`:80 (IPv6 addresses bare).
+fn http_to(lab: &Lab, vip: &str, source: &str) -> String {
+    let host = if vip.contains(':') {
+        format!("[{vip}]")
+    } else {
+        vip.to_string()
+    };
+    let url = format!("http://{host}:{HTTP_PORT}/");
     lab.topology
         .client
         .exec(
@@ -80,11 +105,16 @@ fn http_from(lab: &Lab, source: &str) -> String {
 
 /// The line server's answer to `source` on VIP:`port` (empty if nothing answered).
 fn line_from(lab: &Lab, source: &str, port: u16) -> String {
+    line_to(lab, &lab.topology.vip, source, port)
+}
+
+/// The line server's answer to `source` on `vip`:`port`.
+fn line_to(lab: &Lab, vip: &str, source: &str, port: u16) -> String {
     lab.topology
         .client
         .exec(
             servers::python(),
-            &["-c", ASK_FROM, &lab.topology.vip, &port.to_string(), source],
+            &["-c", ASK_FROM, vip, &port.to_string(), source],
         )
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
@@ -108,6 +138,30 @@ fn a_persistent_mark_keeps_each_client_on_one_server_across_http_and_https_tun()
     persistent_mark_across_ports(Mode::Tun);
 }
 
+/// Line servers on `port` of `listen` (`0.0.0.0`, or `::` for both families) in every real
+/// server (their HTTP servers answer on 80).
+fn line_servers(lab: &Lab, listen: &str, port: u16) -> Vec<Killed> {
+    lab.topology
+        .real_servers
+        .iter()
+        .map(|rs| {
+            let child = rs
+                .ns
+                .command(servers::python())
+                .args([
+                    "-c",
+                    servers::TCP_LINES,
+                    &rs.name,
+                    &port.to_string(),
+                    listen,
+                ])
+                .spawn()
+                .expect("start a line server");
+            Killed(child)
+        })
+        .collect()
+}
+
 fn persistent_mark_across_ports(mode: Mode) {
     let lab = match Lab::start(mode, programs()) {
         Ok(lab) => lab,
@@ -116,16 +170,7 @@ fn persistent_mark_across_ports(mode: Mode) {
     let clients = clients(&lab);
     let flag = mode.option();
     // A plain TCP service on 443 beside each real server's HTTP on 80.
-    let mut line_servers = Vec::new();
-    for rs in &lab.topology.real_servers {
-        let child = rs
-            .ns
-            .command(servers::python())
-            .args(["-c", servers::TCP_LINES, &rs.name, &HTTPS_PORT.to_string()])
-            .spawn()
-            .expect("start the 443 line server");
-        line_servers.push(Killed(child));
-    }
+    let mut line_servers = line_servers(&lab, "0.0.0.0", HTTPS_PORT);
     for source in &clients[1..] {
         lab.topology
             .client
@@ -203,15 +248,7 @@ fn persistent_mark_across_ports(mode: Mode) {
     // A port no rule marks is not the mark's: start a line server on 8080 on both real
     // servers; the mark would carry 8080 to one of them, but the filter leaves it to the
     // director's kernel, which has no such server.
-    for rs in &lab.topology.real_servers {
-        let child = rs
-            .ns
-            .command(servers::python())
-            .args(["-c", servers::TCP_LINES, &rs.name, "8080"])
-            .spawn()
-            .expect("start the 8080 line server");
-        line_servers.push(Killed(child));
-    }
+    line_servers.extend(self::line_servers(&lab, "0.0.0.0", 8080));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(line_from(&lab, &clients[1], 8080), "", "8080 is not marked");
 
@@ -260,4 +297,109 @@ fn persistent_mark_across_ports(mode: Mode) {
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(line_servers);
+}
+
+/// The same over IPv6 in a dual-stack lab: `[[mark]]` rules for the IPv6 VIP give mark 1,
+/// `-f 1 -6 -s rr -p 300` serves it, and each of several IPv6 client addresses lands on one
+/// real server for HTTP on 80 and the line service on 443.
+fn persistent_ipv6_mark_across_ports(mode: Mode) {
+    let lab = match Lab::start_dual_stack(mode, programs()) {
+        Ok(lab) => lab,
+        Err(e) => panic!("lab {mode}: {e} (this test needs root, ip, ethtool, curl, python3)"),
+    };
+    let plan = lab.topology.ipv6.as_ref().expect("dual stack");
+    let vip = plan.vip.clone();
+    let net = plan.client_ip.rsplit_once(':').expect("an IPv6 address").0;
+    let clients: Vec<String> = (0x100..0x106).map(|n| format!("{net}:{n:x}")).collect();
+    for source in &clients[1..] {
+        lab.topology
+            .client
+            .ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{source}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ])
+            .unwrap();
+    }
+    let _line_servers = line_servers(&lab, "::", HTTPS_PORT);
+    let rips: Vec<String> = lab
+        .topology
+        .real_servers
+        .iter()
+        .map(|rs| rs.rip6.clone().expect("dual stack"))
+        .collect();
+    let services = services_at(&lab, &vip, &rips, &format!("[{HTTP_PORT}, {HTTPS_PORT}]"));
+    lab.reload(
+        &services,
+        &format!("-a -f 1 -6 -r [{}]:0 {}", rips[1], mode.option()),
+    )
+    .unwrap();
+    let listing = lab.xvsadm("-L -n").unwrap();
+    assert!(
+        listing.contains("FWM  1 IPv6 rr persistent 300\n"),
+        "{listing}"
+    );
+    for rip in &rips {
+        assert!(listing.contains(&format!("  -> [{rip}]:0 ")), "{listing}");
+    }
+    let saved = lab.xvsadm("-S -n").unwrap();
+    assert!(saved.contains("-A -f 1 -6 -s rr -p 300\n"), "{saved}");
+    let mut servers_seen = Vec::new();
+    for source in &clients {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut server = http_to(&lab, &vip, source);
+        while server.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            server = http_to(&lab, &vip, source);
+        }
+        assert!(server == "rs1" || server == "rs2", "{source}: {server:?}");
+        for round in 0..2 {
+            assert_eq!(
+                http_to(&lab, &vip, source),
+                server,
+                "{source} :80 round {round}"
+            );
+            assert_eq!(
+                line_to(&lab, &vip, source, HTTPS_PORT),
+                format!("{server}: hi"),
+                "{source} :443 round {round}"
+            );
+        }
+        servers_seen.push(server);
+    }
+    assert!(
+        servers_seen.iter().any(|s| s == "rs1") && servers_seen.iter().any(|s| s == "rs2"),
+        "rr spread the clients over both servers: {servers_seen:?}"
+    );
+    let conns = lab.xvsadm("-L -n -c").unwrap();
+    let templates = conns.lines().filter(|l| l.contains("NONE")).count();
+    assert_eq!(templates, clients.len(), "one template per client: {conns}");
+    // 8080 is marked by no rule: the director's kernel gets it and has no such server.
+    let _more = line_servers(&lab, "::", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        line_to(&lab, &vip, &clients[1], 8080),
+        "",
+        "8080 is not marked"
+    );
+}
+
+#[test]
+fn a_persistent_ipv6_mark_keeps_each_client_on_one_server_across_http_and_https_dr() {
+    persistent_ipv6_mark_across_ports(Mode::Dr);
+}
+
+#[test]
+fn a_persistent_ipv6_mark_keeps_each_client_on_one_server_across_http_and_https_nat() {
+    persistent_ipv6_mark_across_ports(Mode::Nat);
+}
+
+/// TUN: IPv6-in-IPv6 to the real servers' decapsulators.
+#[test]
+fn a_persistent_ipv6_mark_keeps_each_client_on_one_server_across_http_and_https_tun() {
+    persistent_ipv6_mark_across_ports(Mode::Tun);
 }

@@ -163,13 +163,9 @@ fn control_only_refuses_what_the_real_daemon_refuses() {
             .status
             .success()
     );
-    // IPv4 fwmark services are served (by the config file's [[mark]] rules); IPv6 ones
-    // wait for the IPv6 path to consult the mark rules.
+    // Fwmark services of both families are served (by the config file's [[mark]] rules).
     assert!(xvsadm(socket, "-A -f 7 -s rr", None).status.success());
-    assert_eq!(
-        refused(&xvsadm(socket, "-A -f 8 -6", None)),
-        "IPv6 fwmark service 8: xvs serves IPv4 fwmark services only for now"
-    );
+    assert!(xvsadm(socket, "-A -f 8 -6", None).status.success());
     assert!(
         xvsadm(socket, "-A -t [2001:db8::10]:80", None)
             .status
@@ -178,7 +174,7 @@ fn control_only_refuses_what_the_real_daemon_refuses() {
     );
     assert_eq!(
         saved(socket),
-        "-A -t 10.0.0.1:80 -s rr\n-A -t [2001:db8::10]:80 -s wlc\n-A -f 7 -s rr\n"
+        "-A -t 10.0.0.1:80 -s rr\n-A -t [2001:db8::10]:80 -s wlc\n-A -f 7 -s rr\n-A -f 8 -6 -s wlc\n"
     );
 }
 

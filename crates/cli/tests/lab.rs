@@ -71,11 +71,13 @@ fn dr_round_robin_alternates_over_tcp_and_udp() {
     assert_eq!(tcp_line.split_whitespace().nth(2), Some("6"), "{stats}");
     let conns = lab.xvsadm("-L -n -c").unwrap();
     assert!(conns.lines().any(|l| l.starts_with("UDP")), "{conns}");
-    // What AF_XDP cannot serve is refused in one line and changes nothing.
+    // What IPVS refuses is refused in one line and changes nothing: a NAT real server of
+    // the other family.
     let before = lab.xvsadm("-S -n").unwrap();
-    let refused = lab.xvsadm("-A -f 7 -6 -s rr").unwrap_err().to_string();
+    let edit = format!("-a -t {}:80 -r [2001:db8::2]:80 -m", lab.topology.vip);
+    let refused = lab.xvsadm(&edit).unwrap_err().to_string();
     assert!(
-        refused.contains("IPv6 fwmark service 7: xvs serves IPv4 fwmark services only"),
+        refused.contains("Different address family is allowed only for tunneling servers"),
         "{refused}"
     );
     assert_eq!(lab.xvsadm("-S -n").unwrap(), before);

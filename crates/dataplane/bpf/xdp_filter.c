@@ -7,8 +7,9 @@
 //   - NAT return traffic: (src addr, src port, protocol) is in xvs_nat_returns, unless it is
 //     addressed to one of the director's own addresses (xvs_locals);
 //   - marked traffic (fwmark services): the longest prefix of (protocol, dst addr) in
-//     xvs_marks_v4 lists the destination port among its port ranges (at most MARK_RANGES,
-//     a bounded loop; each entry holds the ranges of wider prefixes covering it too).
+//     xvs_marks_v4 (xvs_marks_v6 for IPv6) lists the destination port among its port ranges
+//     (at most MARK_RANGES, a bounded loop; each entry holds the ranges of wider prefixes
+//     covering it too).
 //
 // Each map is tried with the exact port, then port 0 ("any port" of that protocol, for
 // persistent port-0 services), then port 0 and protocol 0 ("any traffic to that address").
@@ -20,7 +21,8 @@
 // error xvs's; so does a quoted IPIP packet from one of the director's addresses (TUN). ICMP
 // echo to a VIP stays with the kernel, which answers it.
 //
-// IPv6 the same way, with maps of its own (xvs_vips6, xvs_nat_returns6, xvs_locals6): the
+// IPv6 the same way, with maps of its own (xvs_vips6, xvs_nat_returns6, xvs_locals6,
+// xvs_marks_v6): the
 // upper-layer header is found by walking at most MAX_EXTENSION_HEADERS extension headers (as
 // xvs's parser does; a longer chain stays with the kernel), a later fragment carries no
 // ports, and ICMPv6 errors (types 1 to 4) are matched by the packet they quote. Every other
@@ -178,6 +180,20 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } xvs_locals6 SEC(".maps");
 
+// IPv6 mark rules: as xvs_marks_v4 with a 16-byte address (`xdp::MarkKeyV6`).
+struct mark_key_v6 {
+	__u32 prefixlen;
+	__u8 data[20]; /* protocol, address, 3 bytes of padding (never within the prefix) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_MARK_DESTS);
+	__type(key, struct mark_key_v6);
+	__type(value, struct mark_ports);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} xvs_marks_v6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__uint(max_entries, 256);
@@ -198,15 +214,9 @@ static __always_inline int matches(void *map, __u32 addr, __u16 port, __u8 proto
 	return bpf_map_lookup_elem(map, &key) != 0;
 }
 
-// True when a mark rule marks (proto, addr, port): port in network order, as read.
-static __always_inline int marked_v4(__u32 addr, __u16 port, __u8 proto)
+// True when `port` (network order, as read) is in one of the ranges of `ports`.
+static __always_inline int port_marked(const struct mark_ports *ports, __u16 port)
 {
-	struct mark_key_v4 key = { .prefixlen = 40, .data = { proto } };
-
-	if (!port)
-		return 0;
-	__builtin_memcpy(&key.data[1], &addr, 4);
-	struct mark_ports *ports = bpf_map_lookup_elem(&xvs_marks_v4, &key);
 	if (!ports)
 		return 0;
 	__u16 p = bpf_htons(port);
@@ -218,6 +228,28 @@ static __always_inline int marked_v4(__u32 addr, __u16 port, __u8 proto)
 			return 1;
 	}
 	return 0;
+}
+
+// True when a mark rule marks (proto, addr, port): port in network order, as read.
+static __always_inline int marked_v4(__u32 addr, __u16 port, __u8 proto)
+{
+	struct mark_key_v4 key = { .prefixlen = 40, .data = { proto } };
+
+	if (!port)
+		return 0;
+	__builtin_memcpy(&key.data[1], &addr, 4);
+	return port_marked(bpf_map_lookup_elem(&xvs_marks_v4, &key), port);
+}
+
+// marked_v4 for an IPv6 destination.
+static __always_inline int marked_v6(const __u8 *addr, __u16 port, __u8 proto)
+{
+	struct mark_key_v6 key = { .prefixlen = 136, .data = { proto } };
+
+	if (!port)
+		return 0;
+	__builtin_memcpy(&key.data[1], addr, 16);
+	return port_marked(bpf_map_lookup_elem(&xvs_marks_v6, &key), port);
 }
 
 static __always_inline int is_local(__u32 addr)
@@ -347,7 +379,7 @@ static __always_inline int icmp6_error_is_ours(__u8 *icmp, void *data_end)
 		sport = *(__u16 *)l4;
 		dport = *(__u16 *)(l4 + 2);
 	}
-	return matches6(&xvs_vips6, inner + 8, sport, proto) ||
+	return matches6(&xvs_vips6, inner + 8, sport, proto) || marked_v6(inner + 8, sport, proto) ||
 	       (!is_local6(inner + 8) && matches6(&xvs_nat_returns6, inner + 24, dport, proto));
 }
 
@@ -374,7 +406,7 @@ static __always_inline int filter6(struct xdp_md *ctx, __u8 *ip, void *data_end)
 		sport = *(__u16 *)l4;
 		dport = *(__u16 *)(l4 + 2);
 	}
-	if (matches6(&xvs_vips6, daddr, dport, proto) ||
+	if (matches6(&xvs_vips6, daddr, dport, proto) || marked_v6(daddr, dport, proto) ||
 	    (!is_local6(daddr) && matches6(&xvs_nat_returns6, saddr, sport, proto)))
 		return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
 	return XDP_PASS;

@@ -662,17 +662,14 @@ fn set_filter_maps(
     };
     let vips: Vec<Match> = vips.into_iter().map(to_match).collect();
     let nat: Vec<Match> = nat.into_iter().map(to_match).collect();
-    let marks: Vec<MarkEntry> = snapshot
-        .marks()
-        .filter_entries(false)
+    let marks: Vec<MarkEntry> = [false, true]
         .into_iter()
-        .filter_map(|(proto, dst, ports)| {
-            Some(MarkEntry {
-                proto,
-                addr: ipv4_of(dst.addr())?,
-                prefix_len: dst.len(),
-                ports: ports.iter().map(|r| (r.first, r.last)).collect(),
-            })
+        .flat_map(|ipv6| snapshot.marks().filter_entries(ipv6))
+        .map(|(proto, dst, ports)| MarkEntry {
+            proto,
+            addr: dst.addr(),
+            prefix_len: dst.len(),
+            ports: ports.iter().map(|r| (r.first, r.last)).collect(),
         })
         .collect();
     let (vips6, nat6) = snapshot.filter_matches6();

@@ -3,16 +3,18 @@
 //! The program (`bpf/xdp_filter.c`, compiled by clang in `build.rs` and embedded here) sends to
 //! the AF_XDP socket of the receiving queue only
 //!
-//! - IPv4 to a virtual service: `(dst addr, dst port, protocol)` is in the VIP map;
+//! - IPv4 or IPv6 to a virtual service: `(dst addr, dst port, protocol)` is in the VIP map
+//!   of its family;
 //! - NAT return traffic: `(src addr, src port, protocol)` of a NAT real server is in the
 //!   NAT-return map;
 //!
 //! - marked traffic: TCP or UDP whose `(protocol, destination)` has a longest matching prefix
-//!   in the mark map listing its destination port ([`MarkEntry`], the fwmark services' rules);
+//!   in the mark map of its family listing its destination port ([`MarkEntry`], the fwmark
+//!   services' rules);
 //!
-//! and passes everything else to the kernel (`XDP_PASS`): ARP, IPv6, the director's own
-//! traffic, ICMP echo to a VIP (the kernel answers it when the VIP is on the interface). A
-//! queue with no socket registered passes too. Each map is looked up with the exact port, then
+//! and passes everything else to the kernel (`XDP_PASS`): ARP, neighbour discovery, the
+//! director's own traffic, ICMP echo to a VIP (the kernel answers it when the VIP is on the
+//! interface). A queue with no socket registered passes too. Each map is looked up with the exact port, then
 //! port 0 ("any port" of that protocol, for persistent port-0 services), then protocol 0 as
 //! well ("anything to that address", fwmark-like services); see [`Match`]. ICMP errors are
 //! matched by the packet they quote, as IPVS does: quoting a packet from a VIP:port, or to a
@@ -31,7 +33,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::hash::Hash;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -49,11 +51,12 @@ const NAT_RETURN_MAP: &str = "xvs_nat_returns";
 const LOCALS_MAP: &str = "xvs_locals";
 const XSK_MAP: &str = "xvs_xsks";
 const MARK_MAP_V4: &str = "xvs_marks_v4";
+const MARK_MAP_V6: &str = "xvs_marks_v6";
 
 /// Port ranges one mark-map entry holds (`MARK_RANGES` in the program: a bounded loop).
 pub const MARK_RANGES: usize = 16;
 
-/// Entries the mark map holds (`MAX_MARK_DESTS`).
+/// Entries each family's mark map holds (`MAX_MARK_DESTS`).
 pub const MAX_MARK_DESTS: usize = 4096;
 const VIP6_MAP: &str = "xvs_vips6";
 const NAT_RETURN6_MAP: &str = "xvs_nat_returns6";
@@ -149,30 +152,35 @@ impl MatchKey {
     }
 }
 
-/// One entry of the mark map: TCP or UDP (`proto`) to `addr/prefix_len` on one of `ports`
-/// (first, last; at most [`MARK_RANGES`]) is marked traffic.
+/// One entry of a mark map: TCP or UDP (`proto`) to `addr/prefix_len` on one of `ports`
+/// (first, last; at most [`MARK_RANGES`]) is marked traffic. The address's family picks the
+/// map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MarkEntry {
     /// IP protocol number.
     pub proto: u8,
     /// The destination network.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Its prefix length.
     pub prefix_len: u8,
     /// Destination port ranges, inclusive.
     pub ports: Vec<(u16, u16)>,
 }
 
-/// The mark map's key data: `struct mark_key_v4`'s `data`, protocol then address (network
-/// order), then padding the prefix never reaches.
+/// The IPv4 mark map's key data: `struct mark_key_v4`'s `data`, protocol then address
+/// (network order), then padding the prefix never reaches.
 type MarkKeyV4 = [u8; 8];
 
-fn mark_key(entry: &MarkEntry) -> Key<MarkKeyV4> {
-    let [a, b, c, d] = entry.addr.octets();
-    Key::new(
-        8 + u32::from(entry.prefix_len),
-        [entry.proto, a, b, c, d, 0, 0, 0],
-    )
+/// [`MarkKeyV4`] for IPv6: `struct mark_key_v6`'s `data`.
+type MarkKeyV6 = [u8; 20];
+
+/// The key of `entry` in its family's map: data `N` bytes, protocol then the address's
+/// `octets`, the prefix covering the protocol byte too.
+fn mark_key<const N: usize>(entry: &MarkEntry, octets: &[u8]) -> Key<[u8; N]> {
+    let mut data = [0; N];
+    data[0] = entry.proto;
+    data[1..=octets.len()].copy_from_slice(octets);
+    Key::new(8 + u32::from(entry.prefix_len), data)
 }
 
 /// `struct mark_ports`: how many ranges, then `[first, last]` pairs in host order.
@@ -317,6 +325,7 @@ pub struct XdpFilter {
     nat_returns: HashMap<MapData, MatchKey, u32>,
     locals: HashMap<MapData, MatchKey, u32>,
     marks_v4: LpmTrie<MapData, MarkKeyV4, MarkPorts>,
+    marks_v6: LpmTrie<MapData, MarkKeyV6, MarkPorts>,
     vips6: HashMap<MapData, MatchKey6, u32>,
     nat_returns6: HashMap<MapData, MatchKey6, u32>,
     locals6: HashMap<MapData, MatchKey6, u32>,
@@ -363,6 +372,7 @@ impl XdpFilter {
         let nat_returns = HashMap::try_from(take_map(&mut ebpf, NAT_RETURN_MAP)?)?;
         let locals = HashMap::try_from(take_map(&mut ebpf, LOCALS_MAP)?)?;
         let marks_v4 = LpmTrie::try_from(take_map(&mut ebpf, MARK_MAP_V4)?)?;
+        let marks_v6 = LpmTrie::try_from(take_map(&mut ebpf, MARK_MAP_V6)?)?;
         let vips6 = HashMap::try_from(take_map(&mut ebpf, VIP6_MAP)?)?;
         let nat_returns6 = HashMap::try_from(take_map(&mut ebpf, NAT_RETURN6_MAP)?)?;
         let locals6 = HashMap::try_from(take_map(&mut ebpf, LOCALS6_MAP)?)?;
@@ -373,6 +383,7 @@ impl XdpFilter {
             nat_returns,
             locals,
             marks_v4,
+            marks_v6,
             vips6,
             nat_returns6,
             locals6,
@@ -412,42 +423,39 @@ impl XdpFilter {
         replace_contents(&mut self.locals, &matches)
     }
 
-    /// Makes `entries` the mark map's whole content, new and changed entries first, stale
+    /// Makes `entries` the mark maps' whole content, new and changed entries first, stale
     /// ones after (as for the other maps, a destination marked before and after a reload
     /// never stops being redirected).
     pub fn set_marks(&mut self, entries: &[MarkEntry]) -> Result<(), XdpError> {
-        let mut wanted = HashSet::new();
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
         for entry in entries {
             let value = MarkPorts::new(&entry.ports).ok_or_else(|| {
                 XdpError::TooManyRanges(format!("{}/{}", entry.addr, entry.prefix_len))
             })?;
-            let key = mark_key(entry);
-            self.marks_v4.insert(&key, value, 0)?;
-            wanted.insert(key_bytes(&key));
+            match entry.addr {
+                IpAddr::V4(a) => v4.push((mark_key(entry, &a.octets()), value)),
+                IpAddr::V6(a) => v6.push((mark_key(entry, &a.octets()), value)),
+            }
         }
-        let stale: Vec<Key<MarkKeyV4>> = self
-            .marks_v4
-            .keys()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter(|key| !wanted.contains(&key_bytes(key)))
-            .collect();
-        for key in &stale {
-            self.marks_v4.remove(key)?;
-        }
-        Ok(())
+        replace_marks(&mut self.marks_v4, &v4)?;
+        replace_marks(&mut self.marks_v6, &v6)
     }
 
-    /// The mark map's current entries: protocol, network, prefix length.
-    pub fn marks(&self) -> Result<Vec<(u8, Ipv4Addr, u8)>, XdpError> {
-        let keys = self.marks_v4.keys().collect::<Result<Vec<_>, _>>()?;
-        Ok(keys
-            .iter()
-            .map(|key| {
-                let (len, d) = key_bytes(key);
-                (d[0], Ipv4Addr::new(d[1], d[2], d[3], d[4]), (len - 8) as u8)
-            })
-            .collect())
+    /// The mark maps' current entries: protocol, network, prefix length.
+    pub fn marks(&self) -> Result<Vec<(u8, IpAddr, u8)>, XdpError> {
+        let mut marks = Vec::new();
+        for key in self.marks_v4.keys() {
+            let (len, d) = key_bytes(&key?);
+            let addr = Ipv4Addr::new(d[1], d[2], d[3], d[4]);
+            marks.push((d[0], IpAddr::V4(addr), (len - 8) as u8));
+        }
+        for key in self.marks_v6.keys() {
+            let (len, d) = key_bytes(&key?);
+            let octets: [u8; 16] = d[1..17].try_into().expect("16 bytes");
+            marks.push((d[0], IpAddr::V6(Ipv6Addr::from(octets)), (len - 8) as u8));
+        }
+        Ok(marks)
     }
 
     /// [`set_vips`](Self::set_vips) for the IPv6 services.
@@ -498,8 +506,33 @@ impl XdpFilter {
 }
 
 /// A mark key's prefix length and data (the packed key cannot be hashed in place).
-fn key_bytes(key: &Key<MarkKeyV4>) -> (u32, MarkKeyV4) {
+fn key_bytes<const N: usize>(key: &Key<[u8; N]>) -> (u32, [u8; N]) {
     (key.prefix_len(), key.data())
+}
+
+/// Inserts every wanted mark entry of one family's map, then removes the stale ones.
+fn replace_marks<const N: usize>(
+    map: &mut LpmTrie<MapData, [u8; N], MarkPorts>,
+    entries: &[(Key<[u8; N]>, MarkPorts)],
+) -> Result<(), XdpError>
+where
+    [u8; N]: Pod,
+{
+    let mut wanted = HashSet::new();
+    for (key, value) in entries {
+        map.insert(key, value, 0)?;
+        wanted.insert(key_bytes(key));
+    }
+    let stale: Vec<Key<[u8; N]>> = map
+        .keys()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|key| !wanted.contains(&key_bytes(key)))
+        .collect();
+    for key in &stale {
+        map.remove(key)?;
+    }
+    Ok(())
 }
 
 fn attach_in(program: &mut Xdp, ifindex: u32, mode: XdpMode) -> Result<XdpMode, XdpError> {
@@ -577,13 +610,26 @@ mod tests {
     fn mark_keys_and_values_have_the_programs_layout() {
         let entry = MarkEntry {
             proto: proto::TCP,
-            addr: Ipv4Addr::new(192, 0, 2, 0),
+            addr: Ipv4Addr::new(192, 0, 2, 0).into(),
             prefix_len: 24,
             ports: vec![(80, 80), (8000, 8100)],
         };
-        let key = mark_key(&entry);
+        let key: Key<MarkKeyV4> = mark_key(&entry, &[192, 0, 2, 0]);
         assert_eq!(key_bytes(&key), (32, [6, 192, 0, 2, 0, 0, 0, 0]));
         assert_eq!(std::mem::size_of::<Key<MarkKeyV4>>(), 12);
+        let v6: Ipv6Addr = "2001:db8::".parse().unwrap();
+        let entry6 = MarkEntry {
+            addr: v6.into(),
+            prefix_len: 64,
+            ..entry.clone()
+        };
+        let key6: Key<MarkKeyV6> = mark_key(&entry6, &v6.octets());
+        let (len, data) = key_bytes(&key6);
+        assert_eq!(
+            (len, data[0], &data[1..17], &data[17..]),
+            (72, 6, &v6.octets()[..], &[0u8; 3][..])
+        );
+        assert_eq!(std::mem::size_of::<Key<MarkKeyV6>>(), 24);
         assert_eq!(std::mem::size_of::<MarkPorts>(), 4 + 4 * MARK_RANGES);
         let value = MarkPorts::new(&entry.ports).unwrap();
         assert_eq!((value.count, value.ranges[1]), (2, [8000, 8100]));

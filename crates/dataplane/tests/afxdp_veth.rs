@@ -615,9 +615,9 @@ fn the_mark_map_sends_marked_ports_of_a_prefix_to_the_socket() {
         filter
             .register_socket(0, ports.socket_fd(0).unwrap())
             .unwrap();
-        let entry = |addr, prefix_len, ports: &[(u16, u16)]| MarkEntry {
+        let entry = |addr: Ipv4Addr, prefix_len, ports: &[(u16, u16)]| MarkEntry {
             proto: 17,
-            addr,
+            addr: addr.into(),
             prefix_len,
             ports: ports.to_vec(),
         };
@@ -638,7 +638,10 @@ fn the_mark_map_sends_marked_ports_of_a_prefix_to_the_socket() {
         marks.sort();
         assert_eq!(
             marks,
-            [(17, Ipv4Addr::new(10, 77, 0, 96), 28), (17, VIP, 32)]
+            [
+                (17, Ipv4Addr::new(10, 77, 0, 96).into(), 28),
+                (17, VIP.into(), 32)
+            ]
         );
         let too_many = vec![(1, 1); MARK_RANGES + 1];
         assert!(filter.set_marks(&[entry(VIP, 32, &too_many)]).is_err());

@@ -2,7 +2,7 @@
 //! (one by one and in batches), parsed back, every header field compared and every
 //! checksum recomputed from scratch.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -20,6 +20,7 @@ use xvs_dataplane::service::spec::{
 };
 use xvs_dataplane::sync::SyncPort;
 use xvs_forwarders::{Frame, Reason};
+use xvs_model::mark::MarkRule;
 
 const HEADROOM: usize = 256;
 const DIRECTOR_MAC: [u8; 6] = [2, 0xd, 0, 0, 0, 1];
@@ -35,6 +36,11 @@ const CLIENT4: [u8; 4] = [192, 168, 0, 50];
 
 const fn ip6(high: u64, low: u64) -> [u8; 16] {
     ((high as u128) << 64 | low as u128).to_be_bytes()
+}
+
+/// Client `i` of the fwmark tests, each its own /128.
+fn client(i: u8) -> [u8; 16] {
+    ip6(0x2001_0db8_0000_0000, 0x50 + u64::from(i))
 }
 
 fn rs_ip(method: ForwardMethod, i: usize) -> [u8; 16] {
@@ -144,7 +150,65 @@ impl Lab {
             };
             table.add_dest(&v4, dest).unwrap();
         }
-        let snapshot = Arc::new(SnapshotBuilder::new().build(&table).unwrap());
+        Lab::with_table(method, &table, &[], neighbours)
+    }
+
+    /// The seeds' HTTP + HTTPS example over IPv6: TCP to `[VIP]` on 80 and 443 is mark 1,
+    /// `-f 1 -6 -s rr -p 300 -M 128` serves it with two real servers on `rs_port` by
+    /// `method`, and `[VIP]:8080` (unmarked) has its own service with real server 1.
+    fn fwmark(method: ForwardMethod, rs_port: u16) -> Lab {
+        let mark = ServiceAddr::Fwmark {
+            mark: 1,
+            ipv6: true,
+        };
+        let mut neighbours = Neighbours::new();
+        let rs_link = if method == ForwardMethod::Masq { 1 } else { 0 };
+        for (i, mac) in RS_MACS.iter().enumerate() {
+            neighbours.insert6(rs_link, rs_ip(method, i).into(), *mac);
+        }
+        for i in 0..8 {
+            neighbours.insert6(0, client(i).into(), CLIENT_MAC);
+        }
+        let mut table = ServiceTableSpec::default();
+        let mut service = ServiceSpec::new(mark);
+        service.scheduler = "rr".into();
+        service.persistence = Some(PersistenceSpec {
+            timeout_secs: 300,
+            prefix_len: 128,
+        });
+        table.add_service(service).unwrap();
+        let dest = |i, port| DestSpec {
+            addr: IpAddr::V6(rs_ip(method, i).into()),
+            port,
+            method,
+            weight: 1,
+            upper_threshold: 0,
+            lower_threshold: 0,
+        };
+        for i in 0..2 {
+            table.add_dest(&mark, dest(i, rs_port)).unwrap();
+        }
+        let web = service6(Protocol::Tcp, 8080);
+        table.add_service(ServiceSpec::new(web)).unwrap();
+        table.add_dest(&web, dest(1, 8080)).unwrap();
+        let rule = MarkRule {
+            mark: 1,
+            protocol: Protocol::Tcp,
+            destination: Ipv6Addr::from(VIP).to_string().parse().unwrap(),
+            ports: ["80", "443"].iter().map(|p| p.parse().unwrap()).collect(),
+        };
+        Lab::with_table(method, &table, &[rule], neighbours)
+    }
+
+    fn with_table(
+        method: ForwardMethod,
+        table: &ServiceTableSpec,
+        marks: &[MarkRule],
+        neighbours: Neighbours,
+    ) -> Lab {
+        let mut builder = SnapshotBuilder::new();
+        builder.set_mark_rules(marks);
+        let snapshot = Arc::new(builder.build(table).unwrap());
         let (_conns, mut shards) = ConnTable::new(Config::new(1, 4096));
         let counters = Arc::new(WorkerCounters::default());
         counters.icmp.set_limits(Default::default(), 1);
@@ -668,4 +732,141 @@ fn the_batch_path_serves_ipv6_and_ipv4_side_by_side() {
     assert!(out.iter().all(|(v, _)| *v == Verdict::Transmit { port: 0 }));
     assert_eq!(lab.counters.tx_frames.load(Ordering::Relaxed), 7);
     assert_eq!(lab.counters.rx_frames.load(Ordering::Relaxed), 7);
+}
+
+/// Which real server (0 or 1) a client's SYN to `[VIP]:port` of the fwmark lab went to,
+/// after checking every field of the forwarded frame for the lab's method.
+fn open_marked(lab: &mut Lab, from: [u8; 16], sport: u16, port: u16, rs_port: u16) -> usize {
+    let syn = tcp6((from, sport), (VIP, port), "S", b"hello");
+    let (verdict, out) = lab.run(&syn, 0);
+    let e = eth(&out);
+    let server = RS_MACS
+        .iter()
+        .position(|m| *m == e.destination)
+        .unwrap_or_else(|| panic!("{:?}: not to a real server: {verdict:?}", lab.method));
+    let rs = rs_ip(lab.method, server);
+    let wanted_port = if rs_port == 0 { port } else { rs_port };
+    match lab.method {
+        ForwardMethod::Route => {
+            assert_eq!(
+                (verdict, e.source),
+                (Verdict::Transmit { port: 0 }, DIRECTOR_MAC)
+            );
+            assert_eq!(&out[14..], &syn[14..], "DR: the datagram is untouched");
+        }
+        ForwardMethod::Masq => {
+            assert_eq!(
+                (verdict, e.source),
+                (Verdict::Transmit { port: 1 }, INTERNAL_MAC)
+            );
+            let (ip, t) = check_v6(&out[14..]);
+            assert_eq!((ip.source, ip.destination, ip.hop_limit), (from, rs, 63));
+            assert_eq!(ports(&t), (sport, wanted_port));
+            assert_eq!(payload(&t), b"hello");
+        }
+        ForwardMethod::Tunnel => {
+            assert_eq!(
+                (verdict, e.source),
+                (Verdict::Transmit { port: 0 }, DIRECTOR_MAC)
+            );
+            let outer = Ipv6Header::from_slice(&out[14..]).unwrap().0;
+            assert_eq!(
+                (outer.source, outer.destination, outer.next_header),
+                (DIRECTOR, rs, IpNumber::IPV6)
+            );
+            assert_eq!(usize::from(outer.payload_length), syn.len() - 14);
+            let (inner, t) = check_v6(&out[54..]);
+            assert_eq!(
+                (inner.source, inner.destination, inner.hop_limit),
+                (from, VIP, 63)
+            );
+            assert_eq!(ports(&t), (sport, port));
+        }
+    }
+    server
+}
+
+/// IPv6 fwmark services as IPv4's: a client's connections to 80 and 443 land on one real
+/// server (persistence covers every port of the mark), clients spread over both, in every
+/// forwarding method; an unmarked port finds its own address service.
+#[test]
+fn a_persistent_ipv6_mark_keeps_each_client_on_one_server_across_its_ports() {
+    for method in [
+        ForwardMethod::Route,
+        ForwardMethod::Masq,
+        ForwardMethod::Tunnel,
+    ] {
+        let mut lab = Lab::fwmark(method, 0);
+        let mut seen = [0; 2];
+        for c in 0..6 {
+            let first = open_marked(&mut lab, client(c), 40000, 80, 0);
+            for (sport, port) in [(40001, 443), (40002, 80)] {
+                assert_eq!(
+                    open_marked(&mut lab, client(c), sport, port, 0),
+                    first,
+                    "{method:?} client {c}: port {port}"
+                );
+            }
+            seen[first] += 1;
+        }
+        assert_eq!(seen, [3, 3], "{method:?}: rr spreads the clients");
+        let servers = &lab.pipeline.snapshot().services[0].servers;
+        assert_eq!(
+            (servers[0].load.persistent(), servers[1].load.persistent()),
+            (3, 3),
+            "one template per client"
+        );
+        // An established packet of a marked connection follows it (the fast path).
+        let (v, out) = lab.run(&tcp6((client(0), 40001), (VIP, 443), "A", b"more"), 0);
+        assert!(matches!(v, Verdict::Transmit { .. }), "{method:?}: {v:?}");
+        let server = RS_MACS.iter().position(|m| *m == eth(&out).destination);
+        assert_eq!(
+            server,
+            Some(open_marked(&mut lab, client(0), 40003, 443, 0))
+        );
+        // 8080 is marked by no rule: the `[VIP]:8080` service (real server 1) serves it, and
+        // 22 is nobody's.
+        if method == ForwardMethod::Route {
+            for sport in 41000..41003 {
+                let (_, out) = lab.run(&tcp6((client(7), sport), (VIP, 8080), "S", b""), 0);
+                assert_eq!(eth(&out).destination, RS_MACS[1]);
+            }
+            let (v, _) = lab.run(&tcp6((client(7), 42000), (VIP, 22), "S", b""), 0);
+            assert_eq!(v, Verdict::Drop);
+            assert_eq!(lab.drops(Drop::NotForUs), 1);
+        }
+    }
+}
+
+/// NAT of an IPv6 fwmark service: port-0 real servers keep the packet's port and their
+/// replies from it go back as the VIP's; a real server with a port takes every marked port.
+#[test]
+fn ipv6_mark_nat_keeps_the_port_for_port_0_servers_and_relays_replies() {
+    let mut lab = Lab::fwmark(ForwardMethod::Masq, 0);
+    for port in [80, 443] {
+        let server = open_marked(&mut lab, client(2), 43000 + port, port, 0);
+        let reply = tcp6_from(
+            RS_MACS[server],
+            INTERNAL_MAC,
+            (rs_ip(ForwardMethod::Masq, server), port),
+            (client(2), 43000 + port),
+            "SA",
+            b"hello",
+        );
+        let (v, out) = lab.run(&reply, 1);
+        assert_eq!(v, Verdict::Transmit { port: 0 });
+        let e = eth(&out);
+        assert_eq!((e.source, e.destination), (DIRECTOR_MAC, CLIENT_MAC));
+        let (ip, t) = check_v6(&out[14..]);
+        assert_eq!(
+            (ip.source, ip.destination, ip.hop_limit),
+            (VIP, client(2), 63)
+        );
+        assert_eq!(ports(&t), (port, 43000 + port));
+        assert_eq!(payload(&t), b"hello");
+    }
+    let mut lab = Lab::fwmark(ForwardMethod::Masq, 8443);
+    for port in [80, 443] {
+        open_marked(&mut lab, client(3), 44000 + port, port, 8443);
+    }
 }

@@ -97,7 +97,7 @@ impl Pipeline {
             endpoint6(view.src, sport),
             endpoint6(view.dst, dport),
         );
-        if let Some(service) = self.shared.snapshot.classify6(protocol, view.dst, dport) {
+        if let Some(service) = self.shared.snapshot.service_for6(protocol, view.dst, dport) {
             return self.inbound6(frame, view, service, &key, bucket, ingress);
         }
         let conn = self
@@ -197,7 +197,7 @@ impl Pipeline {
             endpoint6(sender, quoted.src.port()),
         );
         if snapshot
-            .classify6(quoted.protocol, sender, quoted.src.port())
+            .service_for6(quoted.protocol, sender, quoted.src.port())
             .is_some()
         {
             // Quotes a reply VIP -> client: the connection is client -> VIP, possibly in

@@ -143,6 +143,17 @@ impl Snapshot {
         self.classify(protocol, dst, port)
     }
 
+    /// [`Self::service_for`] for an IPv6 packet to `[dst]:port`.
+    #[inline]
+    pub fn service_for6(&self, protocol: u8, dst: Ipv6Addr, port: u16) -> Option<usize> {
+        if !self.marks.is_empty()
+            && let Some(service) = self.marked_service_v6(protocol, &dst.octets(), port)
+        {
+            return Some(service);
+        }
+        self.classify6(protocol, dst, port)
+    }
+
     /// The compiled mark rules (the XDP filter's entries, listings).
     pub fn marks(&self) -> &MarkClassifier {
         &self.marks
@@ -190,69 +201,74 @@ impl Snapshot {
     /// NAT real servers their address:port (replies come back from there).
     pub fn filter_matches(&self) -> (Vec<ClassKey>, Vec<ClassKey>) {
         let vips = self.classify.iter().map(|(key, _)| key).collect();
-        let mut nat = Vec::new();
-        for (service, dest, _) in self.dests() {
-            if let (ForwardMethod::Masq, IpAddr::V4(rip), ServiceAddr::Inet { protocol, .. }) =
-                (dest.spec.method, dest.spec.addr, service.spec.addr)
-            {
-                nat.push((ip_protocol(protocol), u32::from(rip), dest.spec.port));
-            }
-            if let (
-                ForwardMethod::Masq,
-                IpAddr::V4(rip),
-                ServiceAddr::Fwmark { mark, ipv6: false },
-            ) = (dest.spec.method, dest.spec.addr, service.spec.addr)
-            {
-                self.mark_nat_returns(mark, u32::from(rip), dest.spec.port, &mut nat);
-            }
-        }
-        nat.sort_unstable();
-        nat.dedup();
+        let nat = self.nat_returns(|addr| match addr {
+            IpAddr::V4(rip) => Some(u32::from(rip)),
+            IpAddr::V6(_) => None,
+        });
         (vips, nat)
-    }
-
-    /// The replies of a NAT real server of fwmark service `mark` come from its own port, or
-    /// for a port-0 server from any port the mark's rules give (each listed while there are
-    /// at most [`MAX_EXPANDED_PORTS`], else "any port" of the protocol, as for the NAT real
-    /// server of a port-0 service).
-    fn mark_nat_returns(&self, mark: u32, rip: u32, port: u16, nat: &mut Vec<ClassKey>) {
-        for rule in self
-            .marks
-            .rules()
-            .iter()
-            .filter(|r| r.mark == mark && !r.destination.is_ipv6())
-        {
-            let protocol = ip_protocol(rule.protocol);
-            let ports: usize = rule
-                .ports
-                .iter()
-                .map(|r| usize::from(r.last - r.first) + 1)
-                .sum();
-            if port != 0 {
-                nat.push((protocol, rip, port));
-            } else if ports <= MAX_EXPANDED_PORTS {
-                for range in &rule.ports {
-                    nat.extend((range.first..=range.last).map(|p| (protocol, rip, p)));
-                }
-            } else {
-                nat.push((protocol, rip, 0));
-            }
-        }
     }
 
     /// [`filter_matches`](Self::filter_matches) for IPv6: every `[VIP]:port`, and every
     /// IPv6 NAT real server's `[address]:port`.
     pub fn filter_matches6(&self) -> (Vec<ClassKey6>, Vec<ClassKey6>) {
         let vips = self.classify6.iter().map(|(key, _)| key).collect();
+        let nat = self.nat_returns(|addr| match addr {
+            IpAddr::V6(rip) => Some(rip),
+            IpAddr::V4(_) => None,
+        });
+        (vips, nat)
+    }
+
+    /// `(protocol, address, port)` of every NAT real server whose address `family` takes
+    /// (its replies come back from there), sorted and without repeats. A fwmark service's
+    /// NAT real server answers from its own port, or for a port-0 server from any port the
+    /// mark's rules of its family give (each listed while there are at most
+    /// [`MAX_EXPANDED_PORTS`], else "any port" of the protocol, as for the NAT real server
+    /// of a port-0 service).
+    fn nat_returns<A: Copy + Ord>(
+        &self,
+        family: impl Fn(IpAddr) -> Option<A>,
+    ) -> Vec<(u8, A, u16)> {
         let mut nat = Vec::new();
         for (service, dest, _) in self.dests() {
-            if let (ForwardMethod::Masq, IpAddr::V6(rip), ServiceAddr::Inet { protocol, .. }) =
-                (dest.spec.method, dest.spec.addr, service.spec.addr)
-            {
-                nat.push((ip_protocol(protocol), rip, dest.spec.port));
+            if dest.spec.method != ForwardMethod::Masq {
+                continue;
+            }
+            let Some(rip) = family(dest.spec.addr) else {
+                continue;
+            };
+            let port = dest.spec.port;
+            match service.spec.addr {
+                ServiceAddr::Inet { protocol, .. } => nat.push((ip_protocol(protocol), rip, port)),
+                ServiceAddr::Fwmark { mark, ipv6 } => {
+                    for rule in self
+                        .marks
+                        .rules()
+                        .iter()
+                        .filter(|r| r.mark == mark && r.destination.is_ipv6() == ipv6)
+                    {
+                        let protocol = ip_protocol(rule.protocol);
+                        let ports: usize = rule
+                            .ports
+                            .iter()
+                            .map(|r| usize::from(r.last - r.first) + 1)
+                            .sum();
+                        if port != 0 {
+                            nat.push((protocol, rip, port));
+                        } else if ports <= MAX_EXPANDED_PORTS {
+                            for range in &rule.ports {
+                                nat.extend((range.first..=range.last).map(|p| (protocol, rip, p)));
+                            }
+                        } else {
+                            nat.push((protocol, rip, 0));
+                        }
+                    }
+                }
             }
         }
-        (vips, nat)
+        nat.sort_unstable();
+        nat.dedup();
+        nat
     }
 }
 
@@ -356,9 +372,6 @@ pub enum BuildError {
     /// More real servers than [`MAX_DESTS`].
     #[error("too many real servers: at most {MAX_DESTS} over all services")]
     TooManyDests,
-    /// A service xvs cannot serve from AF_XDP traffic.
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 impl SnapshotBuilder {
@@ -530,26 +543,11 @@ pub fn conntrack_addr(addr: IpAddr) -> xvs_conntrack::Addr {
     }
 }
 
-/// Whether `table` can be compiled: what the AF_XDP data path cannot serve is refused with
-/// the reason instead of accepted and silently never matched, and the real servers must fit
-/// [`MAX_DESTS`]. The control plane asks before it accepts an edit, so a refused edit changes
-/// nothing.
+/// Whether `table` can be compiled: its real servers must fit [`MAX_DESTS`]. The control
+/// plane asks before it accepts an edit, so a refused edit changes nothing.
 pub fn check_supported(table: &ServiceTableSpec) -> Result<(), BuildError> {
     if table.services.iter().map(|s| s.dests.len()).sum::<usize>() > MAX_DESTS {
         return Err(BuildError::TooManyDests);
-    }
-    for service in &table.services {
-        match service.addr {
-            ServiceAddr::Fwmark { mark, ipv6: true } => {
-                return Err(BuildError::Unsupported(format!(
-                    "IPv6 fwmark service {mark}: xvs serves IPv4 fwmark services only for now"
-                )));
-            }
-            // Served when mark rules (the config file's `[[mark]]`) give packets the mark; a
-            // service no rule marks for is accepted, as IPVS accepts one nothing marks for.
-            ServiceAddr::Fwmark { ipv6: false, .. } => {}
-            ServiceAddr::Inet { .. } => {}
-        }
     }
     Ok(())
 }
@@ -712,24 +710,63 @@ mod tests {
         assert_eq!(s.filter_matches().0.len(), 1, "IPv4 matches stay IPv4 only");
     }
 
+    /// IPv6 fwmark services as IPv4's: an IPv6 packet's mark picks the IPv6 service of that
+    /// mark (never the IPv4 one of the same number), before the address services, and their
+    /// NAT real servers' replies are filtered on the IPv6 rules' ports.
     #[test]
-    fn serves_ipv4_fwmark_services_and_refuses_ipv6_ones_for_now() {
+    fn ipv6_fwmark_services_serve_ipv6_marks_only() {
         let mut t = ServiceTableSpec::default();
-        t.add_service(ServiceSpec::new(ServiceAddr::Fwmark {
+        let vip6: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let address = ServiceAddr::Inet {
+            protocol: Protocol::Tcp,
+            addr: IpAddr::V6(vip6),
+            port: 80,
+        };
+        let fwm4 = ServiceAddr::Fwmark {
             mark: 1,
             ipv6: false,
-        }))
-        .unwrap();
-        assert!(SnapshotBuilder::new().build(&t).is_ok());
-        t.add_service(ServiceSpec::new(ServiceAddr::Fwmark {
+        };
+        let fwm6 = ServiceAddr::Fwmark {
             mark: 1,
             ipv6: true,
-        }))
+        };
+        for addr in [address, fwm4, fwm6] {
+            t.add_service(ServiceSpec::new(addr)).unwrap();
+        }
+        let rip6: Ipv6Addr = "2001:db8:1::2".parse().unwrap();
+        t.add_dest(
+            &fwm6,
+            DestSpec {
+                addr: IpAddr::V6(rip6),
+                port: 0,
+                method: ForwardMethod::Masq,
+                weight: 1,
+                upper_threshold: 0,
+                lower_threshold: 0,
+            },
+        )
         .unwrap();
+        let mut builder = SnapshotBuilder::new();
+        builder.set_mark_rules(&[
+            mark_rule(1, "2001:db8::/64", &["80", "443"]),
+            mark_rule(1, "192.0.2.1", &["80"]),
+        ]);
+        let s = builder.build(&t).unwrap();
+        assert_eq!(s.service_for6(6, vip6, 80), Some(2), "the mark first");
+        assert_eq!(s.service_for6(6, vip6, 443), Some(2));
+        assert_eq!(s.service_for6(6, vip6, 81), None);
+        assert_eq!(s.service_for6(17, vip6, 80), None, "TCP rules only");
         assert_eq!(
-            SnapshotBuilder::new().build(&t).unwrap_err().to_string(),
-            "IPv6 fwmark service 1: xvs serves IPv4 fwmark services only for now"
+            s.service_for(6, Ipv4Addr::new(192, 0, 2, 1), 80),
+            Some(1),
+            "an IPv4 packet of mark 1 finds the IPv4 service"
         );
+        assert_eq!(s.filter_matches6().1, vec![(6, rip6, 80), (6, rip6, 443)]);
+        assert!(s.filter_matches().1.is_empty());
+        // Without rules the address service takes its port again.
+        builder.set_mark_rules(&[]);
+        let s = builder.build(&t).unwrap();
+        assert_eq!(s.service_for6(6, vip6, 80), Some(0));
     }
 
     fn mark_rule(mark: u32, dst: &str, ports: &[&str]) -> MarkRule {
