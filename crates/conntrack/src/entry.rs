@@ -94,6 +94,9 @@ pub(crate) mod kind {
     pub const VIA_DIRECTOR: u8 = 1 << 2;
     /// A firewall-mark template (IPVS keys these with IPPROTO_IP).
     pub const FWMARK: u8 = 1 << 3;
+    /// The real server's address is of the other family than the client's (a TUN real
+    /// server of the other family: IPv4-in-IPv6 or IPv6-in-IPv4).
+    pub const DEST_OTHER_FAMILY: u8 = 1 << 4;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +148,25 @@ impl Meta {
         } else {
             Family::V4
         }
+    }
+    /// The family of the real server's address (`daddr`).
+    #[inline]
+    pub(crate) fn dest_family(self) -> Family {
+        if self.is(kind::V6) != self.is(kind::DEST_OTHER_FAMILY) {
+            Family::V6
+        } else {
+            Family::V4
+        }
+    }
+}
+
+/// The kind bit of a real server at `dest` for a client of `family`.
+#[inline]
+pub(crate) fn dest_kind(family: Family, dest: Family) -> u8 {
+    if family == dest {
+        0
+    } else {
+        kind::DEST_OTHER_FAMILY
     }
 }
 
@@ -299,6 +321,16 @@ mod tests {
 
     #[test]
     fn meta_round_trips() {
+        for (k, client, dest) in [
+            (0, Family::V4, Family::V4),
+            (kind::V6, Family::V6, Family::V6),
+            (kind::DEST_OTHER_FAMILY, Family::V4, Family::V6),
+            (kind::V6 | kind::DEST_OTHER_FAMILY, Family::V6, Family::V4),
+        ] {
+            let m = Meta::new(1, 2, 3, 6, k);
+            assert_eq!((m.family(), m.dest_family()), (client, dest), "{k:#x}");
+            assert_eq!(k & kind::DEST_OTHER_FAMILY, dest_kind(client, dest));
+        }
         let m = Meta::new(40000, 80, 8080, 6, kind::V6 | kind::VIA_DIRECTOR);
         assert_eq!((m.cport(), m.vport(), m.dport()), (40000, 80, 8080));
         assert_eq!(m.protocol(), Protocol::Tcp);

@@ -14,7 +14,7 @@ use crate::conn::{
 };
 use crate::defense::{DefenseMode, HalfOpen, is_half_open};
 use crate::dest::{DestCounters, DestId, DestStatus};
-use crate::entry::{Meta, StateWord, control, flag, kind};
+use crate::entry::{Meta, StateWord, control, dest_kind, flag, kind};
 use crate::key::{Addr, Endpoint, FlowKey, Protocol};
 use crate::state::{Direction, ReturnPath, TcpFlags, TcpState, select_table, transition};
 use crate::table::{
@@ -249,7 +249,7 @@ impl Shard {
         let hit = Hit {
             flow,
             dest,
-            dest_addr: slot.endpoint(&slot.daddr, meta.dport(), meta.family()),
+            dest_addr: slot.endpoint(&slot.daddr, meta.dport(), meta.dest_family()),
             state: applied.state,
         };
         if applied.shortened {
@@ -277,7 +277,7 @@ impl Shard {
             word: word.0,
             proto: key.proto,
             dest: DestId(slot.dest.load(Ordering::Relaxed)),
-            dest_addr: slot.endpoint(&slot.daddr, meta.dport(), meta.family()),
+            dest_addr: slot.endpoint(&slot.daddr, meta.dport(), meta.dest_family()),
         })
     }
 
@@ -566,7 +566,9 @@ impl Shard {
         slot.caddr.store(new.key.src.addr.bits());
         slot.vaddr.store(new.key.dst.addr.bits());
         slot.daddr.store(new.dest_addr.addr.bits());
-        let k = kind_of(family) | if via_director { kind::VIA_DIRECTOR } else { 0 };
+        let k = kind_of(family)
+            | dest_kind(family, new.dest_addr.addr.family())
+            | if via_director { kind::VIA_DIRECTOR } else { 0 };
         let meta = Meta::new(
             new.key.src.port,
             new.key.dst.port,
@@ -629,7 +631,7 @@ impl Shard {
         slot.caddr.store(key.client_net.bits());
         slot.vaddr.store(key.service_addr.bits());
         slot.daddr.store(dest_addr.addr.bits());
-        let mut k = kind::TEMPLATE | kind_of(family);
+        let mut k = kind::TEMPLATE | kind_of(family) | dest_kind(family, dest_addr.addr.family());
         if key.proto.is_none() {
             k |= kind::FWMARK;
         }
@@ -797,7 +799,7 @@ impl Shard {
                 .inbound
                 .unlink(bucket, index, |s| &slots[s as usize].next_primary);
             if meta.is(kind::VIA_DIRECTOR) {
-                let daddr = Addr::from_parts(slot.daddr.load(), family);
+                let daddr = Addr::from_parts(slot.daddr.load(), meta.dest_family());
                 let reply = FlowKey::new(
                     proto,
                     Endpoint {

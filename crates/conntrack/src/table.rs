@@ -290,7 +290,7 @@ pub(crate) fn listed(shard: u16, index: u32, slot: &Slot, word: StateWord, meta:
         proto: (!meta.is(kind::FWMARK)).then(|| meta.protocol()),
         client: slot.endpoint(&slot.caddr, meta.cport(), family),
         vip: slot.endpoint(&slot.vaddr, meta.vport(), family),
-        dest_addr: slot.endpoint(&slot.daddr, meta.dport(), family),
+        dest_addr: slot.endpoint(&slot.daddr, meta.dport(), meta.dest_family()),
         dest: DestId(slot.dest.load(Ordering::Relaxed)),
         state: word.state(),
         expires: word.deadline(),
@@ -320,7 +320,7 @@ pub(crate) fn snapshot_inbound(
         proto: key.proto,
         client: key.src,
         vip: key.dst,
-        dest_addr: slot.endpoint(&slot.daddr, meta.dport(), meta.family()),
+        dest_addr: slot.endpoint(&slot.daddr, meta.dport(), meta.dest_family()),
         dest: DestId(slot.dest.load(Ordering::Relaxed)),
         state: word.state(),
         active: !word.has(flag::INACTIVE),
@@ -797,7 +797,6 @@ impl ConnTable {
                     if word.has(flag::DEAD | flag::INVALID) {
                         return None;
                     }
-                    let family = meta.family();
                     Some(TemplateRef {
                         flow: FlowRef {
                             shard: id as u16,
@@ -805,7 +804,7 @@ impl ConnTable {
                             generation: word.generation(),
                         },
                         dest: DestId(slot.dest.load(Ordering::Relaxed)),
-                        dest_addr: slot.endpoint(&slot.daddr, meta.dport(), family),
+                        dest_addr: slot.endpoint(&slot.daddr, meta.dport(), meta.dest_family()),
                         expires: word.deadline(),
                     })
                 },

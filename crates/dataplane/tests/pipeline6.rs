@@ -870,3 +870,178 @@ fn ipv6_mark_nat_keeps_the_port_for_port_0_servers_and_relays_replies() {
         open_marked(&mut lab, client(3), 44000 + port, port, 8443);
     }
 }
+
+/// A TUN real server of the other family, as IPVS allows for tunnels only: `[VIP]:80` with
+/// IPv4 real server 192.168.0.11 (IPv6-in-IPv4) and `VIP4:80` with IPv6 real server
+/// `rs_ip(Tunnel, 0)` (IPv4-in-IPv6), both tunnelled from the egress link's own address.
+fn mixed_tun_lab() -> Lab {
+    let rs4 = Ipv4Addr::new(192, 168, 0, 11);
+    let rs6 = rs_ip(ForwardMethod::Tunnel, 0);
+    let mut neighbours = Neighbours::new();
+    neighbours.insert(0, rs4, RS_MACS[0]);
+    neighbours.insert6(0, rs6.into(), RS_MACS[1]);
+    neighbours.insert(0, CLIENT4.into(), CLIENT_MAC);
+    neighbours.insert6(0, CLIENT.into(), CLIENT_MAC);
+    let mut table = ServiceTableSpec::default();
+    let tun = |addr| DestSpec {
+        addr,
+        port: 80,
+        method: ForwardMethod::Tunnel,
+        weight: 1,
+        upper_threshold: 0,
+        lower_threshold: 0,
+    };
+    let v6 = service6(Protocol::Tcp, 80);
+    let v4 = ServiceAddr::Inet {
+        protocol: Protocol::Tcp,
+        addr: IpAddr::V4(VIP4.into()),
+        port: 80,
+    };
+    table.add_service(ServiceSpec::new(v6)).unwrap();
+    table.add_dest(&v6, tun(IpAddr::V4(rs4))).unwrap();
+    table.add_service(ServiceSpec::new(v4)).unwrap();
+    table.add_dest(&v4, tun(IpAddr::V6(rs6.into()))).unwrap();
+    for method in [ForwardMethod::Route, ForwardMethod::Masq] {
+        let refused = table.clone().add_dest(
+            &v4,
+            DestSpec {
+                method,
+                ..tun(IpAddr::V6(rs6.into()))
+            },
+        );
+        assert!(
+            refused.is_err(),
+            "{method:?} to the other family is refused"
+        );
+    }
+    Lab::with_table(ForwardMethod::Tunnel, &table, &[], neighbours)
+}
+
+fn tcp4(src: ([u8; 4], u16), dst: ([u8; 4], u16), flags: &str, payload: &[u8]) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, 1000, 64240);
+    if flags.contains('S') {
+        b = b.syn();
+    }
+    if flags.contains('A') {
+        b = b.ack(1);
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+#[test]
+fn ipv6_reaches_an_ipv4_tun_real_server_inside_ipv4() {
+    let mut lab = mixed_tun_lab();
+    for (flags, body) in [("S", &b""[..]), ("A", b"data"), ("A", b"more")] {
+        let packet = tcp6((CLIENT, 40000), (VIP, 80), flags, body);
+        let (v, out) = lab.run(&packet, 0);
+        for d in [
+            Drop::NotForUs,
+            Drop::NoConnection,
+            Drop::DestRemoved,
+            Drop::NoRoute,
+            Drop::NeighbourUnresolved,
+            Drop::Refused,
+        ] {
+            eprintln!("{d:?} {}", lab.drops(d));
+        }
+        assert_eq!(v, Verdict::Transmit { port: 0 }, "{flags}");
+        let e = eth(&out);
+        assert_eq!(
+            (e.source, e.destination, e.ether_type),
+            (DIRECTOR_MAC, RS_MACS[0], EtherType::IPV4)
+        );
+        let (outer, inner) = etherparse::Ipv4Header::from_slice(&out[14..]).unwrap();
+        assert_eq!(outer.header_checksum, outer.calc_header_checksum());
+        assert_eq!(
+            (outer.source, outer.destination, outer.protocol),
+            ([192, 168, 0, 10], [192, 168, 0, 11], IpNumber::IPV6)
+        );
+        assert_eq!(usize::from(outer.total_len), 20 + packet.len() - 14);
+        assert_eq!((outer.time_to_live, outer.dont_fragment), (63, false));
+        assert_eq!(
+            outer.dscp.value() << 2 | outer.ecn.value(),
+            0,
+            "the inner traffic class"
+        );
+        let (ip, t) = check_v6(inner);
+        assert_eq!((ip.source, ip.destination, ip.hop_limit), (CLIENT, VIP, 63));
+        assert_eq!(ports(&t), (40000, 80));
+        assert_eq!(payload(&t), body);
+    }
+    // Past the inner MTU (1500 - 20): Packet Too Big carrying 1480 to the client.
+    let big = tcp6((CLIENT, 40000), (VIP, 80), "A", &[7u8; 1450]);
+    let (v, out) = lab.run(&big, 0);
+    assert_eq!(v, Verdict::Transmit { port: 0 });
+    assert_eq!(eth(&out).destination, CLIENT_MAC);
+    let (ip, t) = check_v6(&out[14..]);
+    assert_eq!((ip.source, ip.destination), (VIP, CLIENT));
+    let TransportSlice::Icmpv6(icmp) = t else {
+        panic!("not ICMPv6")
+    };
+    assert_eq!(
+        icmp.icmp_type(),
+        etherparse::Icmpv6Type::PacketTooBig { mtu: 1480 }
+    );
+}
+
+#[test]
+fn ipv4_reaches_an_ipv6_tun_real_server_inside_ipv6() {
+    let mut lab = mixed_tun_lab();
+    for (flags, body) in [("S", &b""[..]), ("A", b"data"), ("A", b"more")] {
+        let packet = tcp4((CLIENT4, 40000), (VIP4, 80), flags, body);
+        let (v, out) = lab.run(&packet, 0);
+        assert_eq!(v, Verdict::Transmit { port: 0 }, "{flags}");
+        let e = eth(&out);
+        assert_eq!(
+            (e.source, e.destination, e.ether_type),
+            (DIRECTOR_MAC, RS_MACS[1], EtherType::IPV6)
+        );
+        let outer = Ipv6Header::from_slice(&out[14..]).unwrap().0;
+        assert_eq!(
+            (outer.source, outer.destination, outer.next_header),
+            (DIRECTOR, rs_ip(ForwardMethod::Tunnel, 0), IpNumber::IPV4)
+        );
+        assert_eq!(usize::from(outer.payload_length), packet.len() - 14);
+        assert_eq!((outer.hop_limit, outer.flow_label.value()), (63, 0));
+        let (ip, rest) = etherparse::Ipv4Header::from_slice(&out[54..]).unwrap();
+        assert_eq!(
+            ip.header_checksum,
+            ip.calc_header_checksum(),
+            "inner checksum"
+        );
+        assert_eq!(
+            (ip.source, ip.destination, ip.time_to_live),
+            (CLIENT4, VIP4, 63)
+        );
+        let (tcp, data) = etherparse::TcpHeader::from_slice(rest).unwrap();
+        assert_eq!(tcp.checksum, tcp.calc_checksum_ipv4(&ip, data).unwrap());
+        assert_eq!(
+            (tcp.source_port, tcp.destination_port, data),
+            (40000, 80, body)
+        );
+    }
+    // Past the inner MTU (1500 - 40) with DF: fragmentation needed carrying 1460.
+    let mut big = tcp4((CLIENT4, 40000), (VIP4, 80), "A", &[7u8; 1440]);
+    big[20] |= 0x40;
+    let sum = {
+        let (mut h, _) = etherparse::Ipv4Header::from_slice(&big[14..]).unwrap();
+        h.dont_fragment = true;
+        h.calc_header_checksum()
+    };
+    big[24..26].copy_from_slice(&sum.to_be_bytes());
+    let (v, out) = lab.run(&big, 0);
+    assert_eq!(v, Verdict::Transmit { port: 0 });
+    assert_eq!(eth(&out).destination, CLIENT_MAC);
+    let (ip, rest) = etherparse::Ipv4Header::from_slice(&out[14..]).unwrap();
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+    assert_eq!(
+        (ip.source, ip.destination, ip.protocol),
+        (VIP4, CLIENT4, IpNumber::ICMP)
+    );
+    assert_eq!((rest[0], rest[1]), (3, 4), "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([rest[6], rest[7]]), 1460);
+}

@@ -359,9 +359,11 @@ fn check_dest(service: &ServiceSpec, dest: &DestSpec) -> Result<(), EditError> {
             "The lower threshold is above the upper threshold".to_string(),
         ));
     }
-    if dest.addr.is_ipv6() != service.is_ipv6() {
+    // As IPVS: only a tunnel can carry a packet to a real server of the other family
+    // (IPv4-in-IPv6, IPv6-in-IPv4); DR and NAT would need the real server to speak it.
+    if dest.addr.is_ipv6() != service.is_ipv6() && dest.method != ForwardMethod::Tunnel {
         return Err(EditError::Invalid(
-            "The real server's address family differs from the service's".to_string(),
+            "Different address family is allowed only for tunneling servers".to_string(),
         ));
     }
     // DR and TUN deliver the packet unchanged, so the real server sees the virtual port.

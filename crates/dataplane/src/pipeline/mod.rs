@@ -26,6 +26,7 @@
 
 pub mod counters;
 mod established;
+mod mixed;
 mod v6;
 
 use established::Fast;
@@ -557,17 +558,7 @@ impl Pipeline {
             }
         };
         count_in(counters, dest_id, view);
-        send_to_dest(
-            shared,
-            &mut self.egress,
-            &mut self.tunnel_ident,
-            frame,
-            view,
-            dest_id,
-            method,
-            socket(dest_addr),
-            ingress,
-        )
+        self.send_to(frame, view, dest_id, method, dest_addr, ingress)
     }
 
     /// The connection-table and scheduling half of an inbound packet, the same for both
@@ -808,20 +799,11 @@ impl Pipeline {
                 .lookup_inbound_any(&key)
                 .ok_or(Drop::IcmpNoConnection)?;
             let (_, dest, _) = snapshot.dest(conn.dest).ok_or(Drop::DestRemoved)?;
-            let target = socket(conn.dest_addr);
             if dest.spec.method != ForwardMethod::Masq {
-                return send_to_dest(
-                    shared,
-                    &mut self.egress,
-                    &mut self.tunnel_ident,
-                    frame,
-                    view,
-                    conn.dest,
-                    dest.spec.method,
-                    target,
-                    ingress,
-                );
+                let method = dest.spec.method;
+                return self.send_to(frame, view, conn.dest, method, conn.dest_addr, ingress);
             }
+            let target = socket(conn.dest_addr);
             return relay(shared, *target.ip(), ingress, view.src, |egress| {
                 icmp::rewrite_toward_real_server(frame, view, &error, target, egress)
             });

@@ -10,9 +10,9 @@
 //! An established flow's common IPv6 packet takes the fast path (`established.rs`), as
 //! IPv4's does; every other IPv6 frame comes here.
 //!
-//! Not handled here: ICMPv6 errors quoting one of the director's own tunnel packets
-//! (the forwarders refuse them, `icmp_quoted_protocol`), and a TUN real server of the other
-//! family (the service model keeps both families equal).
+//! A TUN real server of the other family is `mixed.rs`'s. Not handled here: ICMPv6 errors
+//! quoting one of the director's own tunnel packets (the forwarders refuse them,
+//! `icmp_quoted_protocol`).
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
@@ -144,17 +144,7 @@ impl Pipeline {
             }
         };
         count_in_len(&shared.counters, dest_id, view.datagram_len() as u64);
-        let target = socket6(dest_addr).ok_or(Drop::DestRemoved)?;
-        send_to_dest6(
-            shared,
-            &mut self.egress6,
-            frame,
-            view,
-            dest_id,
-            method,
-            target,
-            ingress,
-        )
+        self.send_to6(frame, view, dest_id, method, dest_addr, ingress)
     }
 
     /// IPv6 real server -> client, the reply of a NAT connection.
@@ -208,19 +198,11 @@ impl Pipeline {
                 .lookup_inbound_any(&key)
                 .ok_or(Drop::IcmpNoConnection)?;
             let (_, dest, _) = snapshot.dest(conn.dest).ok_or(Drop::DestRemoved)?;
-            let target = socket6(conn.dest_addr).ok_or(Drop::IcmpNoConnection)?;
             if dest.spec.method != ForwardMethod::Masq {
-                return send_to_dest6(
-                    shared,
-                    &mut self.egress6,
-                    frame,
-                    view,
-                    conn.dest,
-                    dest.spec.method,
-                    target,
-                    ingress,
-                );
+                let method = dest.spec.method;
+                return self.send_to6(frame, view, conn.dest, method, conn.dest_addr, ingress);
             }
+            let target = socket6(conn.dest_addr).ok_or(Drop::IcmpNoConnection)?;
             return relay(shared, *target.ip(), ingress, view.src, |egress| {
                 icmp6::rewrite_toward_real_server_v6(frame, view, &error, target, egress)
             });
@@ -240,7 +222,7 @@ impl Pipeline {
 
 /// Sends the IPv6 frame to real server `dest` at `target` by `method`.
 #[allow(clippy::too_many_arguments)]
-fn send_to_dest6(
+pub(super) fn send_to_dest6(
     shared: &Shared,
     egress: &mut EgressCache<Ipv6Addr>,
     frame: &mut Frame<'_>,
