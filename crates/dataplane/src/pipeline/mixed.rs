@@ -22,6 +22,7 @@ impl Pipeline {
     /// Sends an IPv4 frame to real server `dest` at `dest_addr` by `method`, in IPv6 when
     /// the real server is an IPv6 one.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(super) fn send_to(
         &mut self,
         frame: &mut Frame<'_>,
@@ -49,6 +50,7 @@ impl Pipeline {
 
     /// [`send_to`](Self::send_to) for an IPv6 frame: in IPv4 when the real server is an
     /// IPv4 one.
+    #[inline(always)]
     pub(super) fn send_to6(
         &mut self,
         frame: &mut Frame<'_>,
