@@ -95,31 +95,34 @@ pub fn to_wire(entry: &Listed, snapshot: &Snapshot, now: Secs) -> Option<SyncCon
     })
 }
 
-/// The backup's service of `conn`: by mark for a marked entry (its family's `-f` service),
-/// else by (protocol, VIP, port).
+/// The backup's service of `conn` as `ip_vs_service_find` finds it: the `-f` service of its
+/// mark and family first, else the (protocol, VIP, port) one (a kernel master also marks
+/// connections of address services with the packet's mark).
 fn service_of<'a>(conn: &SyncConn, snapshot: &'a Snapshot) -> Result<&'a Service, Reject> {
     let family = if conn.caddr.is_ipv6() {
         Family::V6
     } else {
         Family::V4
     };
-    let index = if conn.fwmark != 0 {
-        let key = ServiceKey::Fwmark {
-            mark: conn.fwmark,
-            family,
-        };
-        snapshot.services.iter().position(|s| s.key == key)
-    } else {
+    let key = ServiceKey::Fwmark {
+        mark: conn.fwmark,
+        family,
+    };
+    let marked = (conn.fwmark != 0)
+        .then(|| snapshot.services.iter().position(|s| s.key == key))
+        .flatten();
+    let index = marked.or_else(|| {
         let proto = match conn.protocol {
             6 => ServiceProtocol::Tcp,
             17 => ServiceProtocol::Udp,
-            _ => return Err(Reject::UnsupportedEntry),
+            // A mark template (IPPROTO_IP) has no address service.
+            _ => return None,
         };
         match conn.vaddr {
             IpAddr::V4(vip) => snapshot.classify(ip_protocol(proto), vip, conn.vport),
             IpAddr::V6(vip) => snapshot.classify6(ip_protocol(proto), vip, conn.vport),
         }
-    };
+    });
     index
         .map(|i| &snapshot.services[i])
         .ok_or(Reject::NoService)
@@ -563,13 +566,25 @@ mod tests {
             }),
             Reject::NoService
         );
+        // A mark without its service falls back to the address service, as in IPVS.
+        let fallback = SyncConn {
+            fwmark: 8,
+            ..good.clone()
+        };
+        assert!(to_install(&fallback, &snapshot).is_ok());
         let v6 = SyncConn {
             caddr: "2001:db8:9::7".parse().unwrap(),
             vaddr: "2001:db8::1".parse().unwrap(),
             daddr: "2001:db8:1::2".parse().unwrap(),
             ..marked.clone()
         };
-        assert_eq!(refused(v6), Reject::NoService);
+        assert_eq!(refused(v6.clone()), Reject::NoService);
+        let v6_template = SyncConn {
+            protocol: 0,
+            flags: flags::TUNNEL | flags::TEMPLATE,
+            ..v6
+        };
+        assert_eq!(refused(v6_template), Reject::NoService);
         let template = SyncConn {
             protocol: 0,
             flags: flags::TUNNEL | flags::TEMPLATE,
