@@ -9,8 +9,8 @@
 //!
 //! Firewall-mark services as IPVS syncs them: every connection and template carries the
 //! service's mark (`cp->fwmark`), and a template is keyed as `ip_vs_sched_persist` keys it,
-//! protocol `IPPROTO_IP`, the mark as its virtual address, port 0. The backup finds an entry
-//! with a mark by the mark, not by its address.
+//! protocol `IPPROTO_IP`, the mark as its virtual address, port 0. The backup finds a marked
+//! entry's service by its mark first, then by its address, as `ip_vs_service_find` does.
 
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
