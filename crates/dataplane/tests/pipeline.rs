@@ -936,9 +936,12 @@ fn a_backup_refuses_entries_it_cannot_serve_as_the_master_did() {
     let mut other_rs = conn.clone();
     other_rs.daddr = IpAddr::V4(Ipv4Addr::new(192, 168, 0, 99));
     assert_eq!(to_install(&other_rs, snapshot), Err(Reject::NoDest));
+    // IPv6 entries install against IPv6 services, and this backup has none.
     let mut v6 = conn.clone();
     v6.caddr = "2001:db8::1".parse().unwrap();
-    assert_eq!(to_install(&v6, snapshot), Err(Reject::Ipv6));
+    v6.vaddr = "2001:db8::80".parse().unwrap();
+    v6.daddr = "2001:db8::50".parse().unwrap();
+    assert_eq!(to_install(&v6, snapshot), Err(Reject::NoService));
     assert!(to_install(&conn, snapshot).is_ok());
 }
 

@@ -17,18 +17,23 @@ use std::time::{Duration, Instant};
 use common::{Lab, spawn_in};
 use xvs_conntrack::{
     Config, ConnTable, Endpoint, FlowKey, NewConn, NoCounters, ReturnPath, Shard, SyncPolicy,
-    TcpState,
+    TcpState, TemplateKey,
 };
 use xvs_dataplane::publish::Published;
 use xvs_dataplane::service::snapshot::{Snapshot, SnapshotBuilder};
 use xvs_dataplane::service::spec::{
-    DestSpec, ForwardMethod, Protocol, ServiceAddr, ServiceSpec, ServiceTableSpec,
+    DestSpec, ForwardMethod, PersistenceSpec, Protocol, ServiceAddr, ServiceSpec, ServiceTableSpec,
 };
 use xvs_dataplane::sync::{DaemonSettings, Install, Role, SyncControl, SyncOptions, SyncPort};
 
 const VIP: [u8; 4] = [192, 0, 2, 1];
 const RIP: [u8; 4] = [10, 77, 0, 50];
 const KEY: &[u8] = b"a shared key of 32 bytes, really";
+const VIP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const RIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50,
+];
+const MARK_RIP: [u8; 4] = [10, 77, 0, 51];
 
 fn snapshot() -> Arc<Snapshot> {
     let vip = ServiceAddr::Inet {
@@ -51,6 +56,42 @@ fn snapshot() -> Arc<Snapshot> {
             },
         )
         .unwrap();
+    // services[1]: IPv6 DR; services[2]: persistent fwmark 7, a port-0 TUN real server.
+    let vip6 = ServiceAddr::Inet {
+        protocol: Protocol::Tcp,
+        addr: IpAddr::from(VIP6),
+        port: 80,
+    };
+    let mark = ServiceAddr::Fwmark {
+        mark: 7,
+        ipv6: false,
+    };
+    let mut marked = ServiceSpec::new(mark);
+    marked.persistence = Some(PersistenceSpec {
+        timeout_secs: 300,
+        prefix_len: 32,
+    });
+    for (service, addr, port, method) in [
+        (
+            ServiceSpec::new(vip6),
+            IpAddr::from(RIP6),
+            80,
+            ForwardMethod::Route,
+        ),
+        (marked, IpAddr::from(MARK_RIP), 0, ForwardMethod::Tunnel),
+    ] {
+        let key = service.addr;
+        table.add_service(service).unwrap();
+        let dest = DestSpec {
+            addr,
+            port,
+            method,
+            weight: 1,
+            upper_threshold: 0,
+            lower_threshold: 0,
+        };
+        table.add_dest(&key, dest).unwrap();
+    }
     Arc::new(SnapshotBuilder::new().build(&table).unwrap())
 }
 
@@ -134,7 +175,18 @@ impl Director {
                         .unwrap();
                     done += 1;
                 }
-                Some(Install::Template { .. }) => done += 1,
+                Some(Install::Template {
+                    key,
+                    dest,
+                    dest_addr,
+                    timeout,
+                }) => {
+                    let now = self.now();
+                    self.shard
+                        .install_template(&key, dest, dest_addr, timeout, now, &mut NoCounters)
+                        .unwrap();
+                    done += 1;
+                }
                 None => std::thread::sleep(Duration::from_millis(1)),
             }
         }
@@ -239,6 +291,133 @@ fn live_sync_reaches_the_backup_over_multicast_and_unicast() {
         assert_eq!((status.messages_received, status.conns_received), (1, 3));
         assert!(status.rejected.is_empty(), "{status:?}");
     }
+}
+
+/// An IPv6 connection, and a fwmark connection with its template, on the master: the flows
+/// a backup that synced only IPv4 address services would lose at failover.
+fn add_ipv6_and_fwmark(d: &mut Director) -> Vec<xvs_conntrack::FlowRef> {
+    let now = d.now();
+    let v6 = d.snapshot.services[1].dests[0].id;
+    let new = NewConn {
+        key: FlowKey::tcp(Endpoint::new(CLIENT6, 40000), Endpoint::new(VIP6, 80)),
+        dest: v6,
+        dest_addr: Endpoint::new(RIP6, 80),
+        return_path: ReturnPath::Bypass,
+        template: None,
+    };
+    let conn6 = d
+        .shard
+        .install(new, TcpState::Established, 900, now, &mut NoCounters);
+    let service = &d.snapshot.services[2];
+    let key = TemplateKey::new(
+        &service.key,
+        CLIENT.into(),
+        service.persistence.unwrap().mask,
+    );
+    let marked = service.dests[0].id;
+    let template = d
+        .shard
+        .install_template(
+            &key,
+            marked,
+            Endpoint::new(MARK_RIP, 0),
+            300,
+            now,
+            &mut NoCounters,
+        )
+        .unwrap();
+    // Port 0 real server: the client's port, 443.
+    let new = NewConn {
+        key: FlowKey::tcp(Endpoint::new(CLIENT, 40001), Endpoint::new(MARKED_VIP, 443)),
+        dest: marked,
+        dest_addr: Endpoint::new(MARK_RIP, 443),
+        return_path: ReturnPath::Bypass,
+        template: Some(template),
+    };
+    let conn = d
+        .shard
+        .install(new, TcpState::Established, 900, now, &mut NoCounters);
+    vec![conn6.unwrap().flow, template.flow, conn.unwrap().flow]
+}
+
+const CLIENT: [u8; 4] = [198, 51, 100, 7];
+const CLIENT6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+const MARKED_VIP: [u8; 4] = [203, 0, 113, 9];
+
+#[test]
+fn ipv6_and_fwmark_connections_and_templates_reach_the_backup() {
+    let (_lab, a, a_if, b, b_if) = two_directors();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let backup = spawn_in(&b, move || {
+        let mut d = Director::new(4096);
+        d.sync
+            .configure(None, Some(settings(&b_if)), SyncOptions::default())
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let got = d.install_until(3, Duration::from_secs(5));
+        let status = d.sync.status();
+        let lookup = |d: &mut Director, key: FlowKey| match d.shard.lookup_inbound(
+            &key,
+            &*d.snapshot,
+            &mut NoCounters,
+        ) {
+            xvs_conntrack::Inbound::Hit(c) => Some((c.client, c.vip, c.dest_addr, c.state)),
+            _ => None,
+        };
+        let v6 = FlowKey::tcp(Endpoint::new(CLIENT6, 40000), Endpoint::new(VIP6, 80));
+        let conn6 = lookup(&mut d, v6);
+        let marked = FlowKey::tcp(Endpoint::new(CLIENT, 40001), Endpoint::new(MARKED_VIP, 443));
+        let conn = lookup(&mut d, marked);
+        let service = &d.snapshot.services[2];
+        let key = TemplateKey::new(
+            &service.key,
+            CLIENT.into(),
+            service.persistence.unwrap().mask,
+        );
+        let template = d
+            .table
+            .find_template(&key, &*d.snapshot)
+            .map(|t| (t.dest, t.dest_addr));
+        let marked_dest = service.dests[0].id;
+        (got, status, conn6, conn, template, marked_dest)
+    });
+    ready_rx.recv().unwrap();
+    let master = spawn_in(&a, move || {
+        let mut d = Director::new(4096);
+        d.sync
+            .configure(Some(settings(&a_if)), None, SyncOptions::default())
+            .unwrap();
+        for flow in add_ipv6_and_fwmark(&mut d) {
+            d.port.send(d.table.export(flow).unwrap());
+        }
+        let _ = done_rx.recv_timeout(Duration::from_secs(6));
+        d.sync.status()
+    });
+    let (got, status, conn6, conn, template, marked_dest) = backup.join().unwrap();
+    done_tx.send(()).unwrap();
+    let sent = master.join().unwrap();
+    assert_eq!(got, 3, "backup {status:?}, master {sent:?}");
+    assert!(status.rejected.is_empty(), "{status:?}");
+    assert_eq!(
+        conn6,
+        Some((
+            Endpoint::new(CLIENT6, 40000),
+            Endpoint::new(VIP6, 80),
+            Endpoint::new(RIP6, 80),
+            TcpState::Established
+        ))
+    );
+    assert_eq!(
+        conn,
+        Some((
+            Endpoint::new(CLIENT, 40001),
+            Endpoint::new(MARKED_VIP, 443),
+            Endpoint::new(MARK_RIP, 443),
+            TcpState::Established
+        ))
+    );
+    assert_eq!(template, Some((marked_dest, Endpoint::new(MARK_RIP, 0))));
 }
 
 #[test]

@@ -121,16 +121,12 @@ pub enum Reject {
     BadMac,
     Replayed,
     Stale,
-    /// No virtual service for the entry's (protocol, VIP, port) here.
+    /// No virtual service for the entry's (protocol, VIP, port), or its fwmark, here.
     NoService,
     /// The service has no such real server here.
     NoDest,
     /// The real server's method here is not the master's.
     MethodMismatch,
-    /// IPv6 entries (the data path is IPv4).
-    Ipv6,
-    /// Firewall-mark entries (no fwmark services).
-    Fwmark,
     /// Sequence adjustment or persistence-engine data, which xvs does not do.
     Unsupported,
     /// A template for a service that is not persistent here.
@@ -141,7 +137,7 @@ pub enum Reject {
 
 impl Reject {
     /// Every reason, in counter order.
-    pub const ALL: [Reject; 20] = [
+    pub const ALL: [Reject; 18] = [
         Reject::TooShort,
         Reject::BadSize,
         Reject::OtherSyncid,
@@ -157,8 +153,6 @@ impl Reject {
         Reject::NoService,
         Reject::NoDest,
         Reject::MethodMismatch,
-        Reject::Ipv6,
-        Reject::Fwmark,
         Reject::Unsupported,
         Reject::NotPersistent,
         Reject::InstallQueueFull,
@@ -184,8 +178,6 @@ impl Reject {
             Reject::NoService => "no_service",
             Reject::NoDest => "no_real_server",
             Reject::MethodMismatch => "method_mismatch",
-            Reject::Ipv6 => "ipv6",
-            Reject::Fwmark => "fwmark",
             Reject::Unsupported => "seq_or_pe_data",
             Reject::NotPersistent => "not_persistent",
             Reject::InstallQueueFull => "install_queue_full",
