@@ -45,8 +45,10 @@ done
 # cost is counted again for it.
 generator6=$(per_packet --mode established --method dr --generate-only --ipv6)
 echo "generator_ipv6 instructions_per_packet $generator6"
-for method in dr nat; do
-    total=$(per_packet --mode established --method "$method" --ipv6)
-    echo "established_${method}_ipv6 instructions_per_packet $total"
-    echo "established_${method}_ipv6_pipeline_only instructions_per_packet $(( total - generator6 ))"
+for mode in established new; do
+    for method in dr nat tun; do
+        total=$(per_packet --mode "$mode" --method "$method" --ipv6)
+        echo "${mode}_${method}_ipv6 instructions_per_packet $total"
+        echo "${mode}_${method}_ipv6_pipeline_only instructions_per_packet $(( total - generator6 ))"
+    done
 done
