@@ -66,25 +66,7 @@ impl Pipeline {
         bucket: usize,
         ingress: u8,
     ) -> Option<Verdict> {
-        let (protocol, sport, dport, flags) = match view.l4 {
-            L4::Tcp {
-                src_port,
-                dst_port,
-                flags,
-            } => (
-                Protocol::Tcp,
-                src_port,
-                dst_port,
-                TcpFlags::from_byte(flags.0),
-            ),
-            L4::Udp { src_port, dst_port } => {
-                (Protocol::Udp, src_port, dst_port, TcpFlags::from_byte(0))
-            }
-            L4::Icmp { .. } => return None,
-        };
-        if flags.opens() {
-            return None;
-        }
+        let (protocol, sport, dport, flags) = ports_and_flags(&view.l4)?;
         let shared = &self.shared;
         let snapshot = &*shared.snapshot;
         let key = FlowKey::new(
@@ -182,25 +164,7 @@ impl Pipeline {
         bucket: usize,
         ingress: u8,
     ) -> Option<Verdict> {
-        let (protocol, sport, dport, flags) = match view.l4 {
-            L4::Tcp {
-                src_port,
-                dst_port,
-                flags,
-            } => (
-                Protocol::Tcp,
-                src_port,
-                dst_port,
-                TcpFlags::from_byte(flags.0),
-            ),
-            L4::Udp { src_port, dst_port } => {
-                (Protocol::Udp, src_port, dst_port, TcpFlags::from_byte(0))
-            }
-            L4::Icmp { .. } => return None,
-        };
-        if flags.opens() {
-            return None;
-        }
+        let (protocol, sport, dport, flags) = ports_and_flags(&view.l4)?;
         let shared = &self.shared;
         let key = FlowKey::new(
             protocol,
@@ -233,4 +197,27 @@ impl Pipeline {
         }
         Some(verdict)
     }
+}
+
+/// The protocol, ports and TCP flags of a TCP or UDP packet that opens nothing (the fast
+/// path's case, both families); `None` for ICMP or a packet that may open a connection.
+#[inline(always)]
+fn ports_and_flags(l4: &L4) -> Option<(Protocol, u16, u16, TcpFlags)> {
+    let found = match *l4 {
+        L4::Tcp {
+            src_port,
+            dst_port,
+            flags,
+        } => (
+            Protocol::Tcp,
+            src_port,
+            dst_port,
+            TcpFlags::from_byte(flags.0),
+        ),
+        L4::Udp { src_port, dst_port } => {
+            (Protocol::Udp, src_port, dst_port, TcpFlags::from_byte(0))
+        }
+        L4::Icmp { .. } => return None,
+    };
+    (!found.3.opens()).then_some(found)
 }
