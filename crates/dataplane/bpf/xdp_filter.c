@@ -25,7 +25,8 @@
 // xvs_marks_v6): the
 // upper-layer header is found by walking at most MAX_EXTENSION_HEADERS extension headers (as
 // xvs's parser does; a longer chain stays with the kernel), a later fragment carries no
-// ports, and ICMPv6 errors (types 1 to 4) are matched by the packet they quote. Every other
+// ports, and ICMPv6 errors (types 1 to 4) are matched by the packet they quote (a quoted
+// IPv6-in-IPv6 packet from one of the director's addresses is a TUN packet of ours). Every other
 // ICMPv6 message (neighbour discovery, echo, router advertisements) is the kernel's.
 //
 // ARP, VLAN-tagged frames and everything not matching go to the kernel.
@@ -75,6 +76,7 @@ static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 #define IPPROTO_ICMP 1
 #define IPPROTO_IPIP 4
 #define IPPROTO_TCP 6
+#define NEXTHDR_IPV6 41
 #define IPPROTO_UDP 17
 #define IPPROTO_SCTP 132
 #define IPPROTO_ICMPV6 58
@@ -372,6 +374,9 @@ static __always_inline int icmp6_error_is_ours(__u8 *icmp, void *data_end)
 	int later_fragment = 0;
 	if (!upper_layer6(inner, data_end, &proto, &l4, &later_fragment))
 		return 0;
+	// One of our IPv6-in-IPv6 packets (TUN): the director sent it from one of its addresses.
+	if (proto == NEXTHDR_IPV6)
+		return is_local6(inner + 8);
 	__u16 sport = 0, dport = 0;
 	if (carries_ports(proto) && !later_fragment) {
 		if ((void *)(l4 + 4) > data_end)

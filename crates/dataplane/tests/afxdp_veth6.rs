@@ -226,3 +226,80 @@ fn the_filter_sends_ipv6_vip_traffic_to_the_socket_and_leaves_neighbour_discover
     );
     let _ = cli;
 }
+
+/// An ICMPv6 Packet Too Big (checksum left to the kernel) quoting an IPv6-in-IPv6 packet
+/// `tunnel_source -> real_server` that carries a TCP packet `[CLIENT]:40000 -> [VIP]:80`.
+fn too_big_quoting_a_tunnel(tunnel_source: Ipv6Addr, real_server: Ipv6Addr) -> Vec<u8> {
+    let mut icmp = vec![2, 0, 0, 0];
+    icmp.extend_from_slice(&1400u32.to_be_bytes());
+    icmp.extend_from_slice(&[0x60, 0, 0, 0, 0x05, 0x8c, 41, 63]);
+    icmp.extend_from_slice(&tunnel_source.octets());
+    icmp.extend_from_slice(&real_server.octets());
+    icmp.extend_from_slice(&[0x60, 0, 0, 0, 0x05, 0x64, 6, 63]);
+    icmp.extend_from_slice(&CLIENT.octets());
+    icmp.extend_from_slice(&VIP.octets());
+    icmp.extend_from_slice(&40000u16.to_be_bytes());
+    icmp.extend_from_slice(&80u16.to_be_bytes());
+    icmp.extend_from_slice(&[0, 0, 0, 1]);
+    icmp
+}
+
+#[test]
+fn icmpv6_errors_about_the_directors_own_tunnel_packets_reach_the_socket() {
+    let mut lab = Lab::new();
+    let dir = lab.netns("dir");
+    let cli = lab.netns("cli");
+    let link = lab.veth("e", &dir, "10.76.1.1/24", &cli, "10.76.1.2/24");
+    for (ns, dev, cidr) in [
+        (&dir, &link.left, "2001:db8:77::1/64"),
+        (&cli, &link.right, "2001:db8:77::2/64"),
+    ] {
+        run("ip", &["-n", ns, "addr", "add", cidr, "dev", dev, "nodad"]);
+    }
+    let dev = link.left.clone();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let worker = spawn_in(&dir, move || {
+        let netdev = NetDev::by_name(&dev).unwrap();
+        let mut filter = XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
+        let mut ports = AfXdpPorts::open(&[&dev], 0, &XskConfig::default()).unwrap();
+        filter
+            .register_socket(0, ports.socket_fd(0).unwrap())
+            .unwrap();
+        filter.set_locals6(&[DIRECTOR]).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut received: Vec<Vec<u8>> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while received.is_empty() && Instant::now() < deadline {
+            ports
+                .poll(64, &mut |_, frames, _| {
+                    received.extend(frames.iter().map(|f| f.data().to_vec()));
+                })
+                .unwrap();
+            ports.wait(Duration::from_millis(5)).unwrap();
+        }
+        drop(ports);
+        drop(filter);
+        received
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(15)).is_err() {
+        match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(_) => panic!("director thread ended before it was ready"),
+        }
+    }
+    // The client plays a router before a TUN real server. It first reports a tunnel packet
+    // from an address that is not the director's (the kernel's), then one of ours: the
+    // socket receives only the second, so the first was left to the kernel.
+    let stranger = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 0x99);
+    in_netns(&cli, move || {
+        send_icmp6(DIRECTOR, &too_big_quoting_a_tunnel(stranger, CLIENT));
+        send_icmp6(DIRECTOR, &too_big_quoting_a_tunnel(DIRECTOR, CLIENT));
+    });
+    let received = worker.join().unwrap();
+    assert_eq!(received.len(), 1, "only the error about our own tunnel");
+    let view = parse6_bytes(&received[0]).expect("an ICMPv6 error");
+    assert!(view.is_icmp_error() && (view.src, view.dst) == (CLIENT, DIRECTOR));
+    let quoted_source = &received[0][usize::from(view.l4_offset) + 8 + 8..][..16];
+    assert_eq!(quoted_source, DIRECTOR.octets());
+    let _ = cli;
+}

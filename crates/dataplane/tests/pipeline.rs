@@ -751,6 +751,12 @@ fn fragmentation_needed_about_a_tunnel_packet_is_answered_to_the_client() {
     );
     assert_eq!((p.payload[0], p.payload[1]), (3, 4));
     assert_eq!(u16::from_be_bytes([p.payload[6], p.payload[7]]), 1380);
+    assert_eq!(
+        lab.counters
+            .icmp_sent
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     let quoted = &p.payload[8..];
     assert_eq!((&quoted[12..16], &quoted[16..20]), (&CLIENT[..], &VIP[..]));
     // An error quoting someone else's tunnel is not ours.

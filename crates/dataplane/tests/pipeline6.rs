@@ -514,6 +514,76 @@ fn tun_wraps_ipv6_in_ipv6_from_the_egress_address() {
     assert_eq!(lab.counters.icmp_sent.load(Ordering::Relaxed), 6);
 }
 
+/// A router's ICMPv6 error about `tunnelled` (one of our IPv6-in-IPv6 frames), sent back
+/// to `to`, quoting as much as fits in 1280 bytes.
+fn error_about_tunnel6(kind: etherparse::Icmpv6Type, tunnelled: &[u8], to: [u8; 16]) -> Vec<u8> {
+    let router = ip6(0x2001_0db8_0000_0000, 0xfe);
+    let quote = &tunnelled[14..tunnelled.len().min(14 + 1232)];
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(RS_MACS[0], DIRECTOR_MAC)
+        .ipv6(router, to, 64)
+        .icmpv6(kind)
+        .write(&mut frame, quote)
+        .unwrap();
+    frame
+}
+
+#[test]
+fn packet_too_big_about_a_tunnel_packet_reaches_the_client_from_the_vip() {
+    use etherparse::Icmpv6Type;
+    let mut lab = Lab::new(ForwardMethod::Tunnel, "rr", None);
+    let big = tcp6((CLIENT, 40000), (VIP, 80), "S", &[7u8; 1400]);
+    let (v, tunnelled) = lab.run(&big, 0);
+    assert_eq!(v, Verdict::Transmit { port: 0 });
+    // A router between the director and the real server passes only 1400 bytes.
+    let error = error_about_tunnel6(Icmpv6Type::PacketTooBig { mtu: 1400 }, &tunnelled, DIRECTOR);
+    let (v, out) = lab.run(&error, 0);
+    assert_eq!(v, Verdict::Transmit { port: 0 });
+    let e = eth(&out);
+    assert_eq!((e.source, e.destination), (DIRECTOR_MAC, CLIENT_MAC));
+    let (ip, t) = check_v6(&out[14..]);
+    assert_eq!((ip.source, ip.destination, ip.hop_limit), (VIP, CLIENT, 64));
+    let TransportSlice::Icmpv6(icmp) = t else {
+        panic!("not ICMPv6")
+    };
+    // 40 bytes smaller for the outer header, quoting the client's own packet (as it was in
+    // the tunnel, one hop on).
+    assert_eq!(icmp.icmp_type(), Icmpv6Type::PacketTooBig { mtu: 1360 });
+    assert!(icmp.payload() == &tunnelled[54..14 + 1232], "the quote");
+    assert_eq!(&icmp.payload()[8..40], &big[22..54], "client -> VIP");
+    assert_eq!(lab.counters.icmp_sent.load(Ordering::Relaxed), 1);
+
+    // Time exceeded on the way keeps its kind.
+    let hop = Icmpv6Type::TimeExceeded(etherparse::icmpv6::TimeExceededCode::HopLimitExceeded);
+    let (v, out) = lab.run(&error_about_tunnel6(hop, &tunnelled, DIRECTOR), 0);
+    assert_eq!(v, Verdict::Transmit { port: 0 });
+    let (ip, t) = check_v6(&out[14..]);
+    assert_eq!((ip.source, ip.destination), (VIP, CLIENT));
+    let TransportSlice::Icmpv6(icmp) = t else {
+        panic!("not ICMPv6")
+    };
+    assert_eq!(icmp.icmp_type(), hop);
+
+    // A tunnel packet someone else sent is not ours, and a flow we do not know is nobody's.
+    let mut foreign = tunnelled.clone();
+    foreign[22..38].copy_from_slice(&ip6(0x2001_0db8_0000_0000, 0x99));
+    let error = error_about_tunnel6(Icmpv6Type::PacketTooBig { mtu: 1400 }, &foreign, DIRECTOR);
+    assert_eq!(lab.run(&error, 0).0, Verdict::Drop);
+    let mut unknown = tunnelled.clone();
+    unknown[54 + 40..54 + 42].copy_from_slice(&40001u16.to_be_bytes());
+    let error = error_about_tunnel6(Icmpv6Type::PacketTooBig { mtu: 1400 }, &unknown, DIRECTOR);
+    assert_eq!(lab.run(&error, 0).0, Verdict::Drop);
+    assert_eq!(lab.drops(Drop::IcmpNoConnection), 2);
+
+    // What the director tells clients is rate limited like every error it sends.
+    let error = error_about_tunnel6(Icmpv6Type::PacketTooBig { mtu: 1400 }, &tunnelled, DIRECTOR);
+    let sent = (0..10)
+        .filter(|_| lab.run(&error, 0).0 != Verdict::Drop)
+        .count();
+    assert!(sent < 10, "{sent} of 10 sent");
+    assert_eq!(lab.drops(Drop::IcmpRateLimited), 10 - sent as u64);
+}
+
 #[test]
 fn icmpv6_errors_about_nat_connections_are_relayed_with_the_quote_rewritten() {
     let mut lab = Lab::new(ForwardMethod::Masq, "rr", None);

@@ -35,6 +35,21 @@ pub(crate) enum Icmpv6Reply {
     HopLimitExceeded,
 }
 
+/// Everything an ICMPv6 error carries besides its quote.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorMessage6 {
+    pub kind: u8,
+    pub code: u8,
+    /// Bytes 4..8 of the ICMPv6 header (the MTU, the pointer, or zero).
+    pub rest: u32,
+    pub source: Ipv6Addr,
+    pub destination: Ipv6Addr,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    /// MTU of the link the message leaves by: the quote is cut so the message fits it.
+    pub mtu: u16,
+}
+
 /// Replaces the frame with an ICMPv6 error to the sender of `view`'s packet, from `source`,
 /// back to the MAC it came from. Refuses with `refusal` (frame untouched) when the sender
 /// may not be answered, `NoHeadroom` when the buffer has no room.
@@ -57,8 +72,36 @@ pub(crate) fn write6(
             (icmpv6::TIME_EXCEEDED, icmpv6::CODE_HOP_LIMIT_EXCEEDED, 0)
         }
     };
+    let message = ErrorMessage6 {
+        kind,
+        code,
+        rest,
+        source,
+        destination: view.src,
+        src_mac: our_mac,
+        dst_mac: sender_mac,
+        // It leaves by the ingress link, whose MTU the rewrites are not told.
+        mtu: ipv6::MIN_MTU,
+    };
     let quote = usize::from(view.ip_offset)..view.ip_end();
-    let max_quote = MAX_ERROR_DATAGRAM - ipv6::HEADER_LEN - icmpv6::HEADER_LEN;
+    write6_around_quote(frame, quote, &message)
+}
+
+/// Replaces the frame with the ICMPv6 error `message` quoting the frame bytes in `quote`
+/// (frame offsets; cut so the message fits 1280 bytes and `message.mtu`). The quote stays
+/// in place when 62 bytes precede it in the buffer and is shifted otherwise; `NoHeadroom`
+/// (frame untouched) when neither fits.
+pub(crate) fn write6_around_quote(
+    frame: &mut Frame<'_>,
+    quote: core::ops::Range<usize>,
+    message: &ErrorMessage6,
+) -> Result<(), Reason> {
+    let max_datagram = MAX_ERROR_DATAGRAM.min(usize::from(message.mtu));
+    let max_quote = max_datagram.saturating_sub(ipv6::HEADER_LEN + icmpv6::HEADER_LEN);
+    // An error quotes at least the IPv6 header and 8 bytes.
+    if max_quote < ipv6::HEADER_LEN + 8 {
+        return Err(Reason::TooBig);
+    }
     let (reply_at, reply_len) = place_quote(frame, quote, REPLY_HEADERS, max_quote)?;
     let out = frame
         .buffer_mut()
@@ -67,11 +110,11 @@ pub(crate) fn write6(
     let payload_len = u16::try_from(reply_len - eth::HEADER_LEN - ipv6::HEADER_LEN)
         .map_err(|_| Reason::NoHeadroom)?;
     let mut ethernet = EthernetFrame::new_unchecked(&mut *out);
-    ethernet.set_dst_addr(sender_mac);
-    ethernet.set_src_addr(our_mac);
+    ethernet.set_dst_addr(message.dst_mac);
+    ethernet.set_src_addr(message.src_mac);
     ethernet.set_ethertype(ethertype::IPV6);
     let (_, rest_of_frame) = out.split_at_mut(eth::HEADER_LEN);
-    let (ip_header, message) = rest_of_frame.split_at_mut(ipv6::HEADER_LEN);
+    let (ip_header, icmp_message) = rest_of_frame.split_at_mut(ipv6::HEADER_LEN);
     let mut ip = Ipv6Packet::new_unchecked(ip_header);
     ip.set_version(6);
     ip.set_traffic_class(0);
@@ -79,13 +122,13 @@ pub(crate) fn write6(
     ip.set_payload_len(payload_len);
     ip.set_next_header(protocol::ICMPV6);
     ip.set_hop_limit(REPLY_HOP_LIMIT);
-    ip.set_src_addr(source);
-    ip.set_dst_addr(view.src);
-    let mut icmp = Icmpv6Packet::new_unchecked(message);
-    icmp.set_msg_type(kind);
-    icmp.set_msg_code(code);
-    icmp.set_rest_of_header(rest);
-    icmp.fill_checksum(source, view.src);
+    ip.set_src_addr(message.source);
+    ip.set_dst_addr(message.destination);
+    let mut icmp = Icmpv6Packet::new_unchecked(icmp_message);
+    icmp.set_msg_type(message.kind);
+    icmp.set_msg_code(message.code);
+    icmp.set_rest_of_header(message.rest);
+    icmp.fill_checksum(message.source, message.destination);
     frame.set_range(reply_at, reply_len)
 }
 

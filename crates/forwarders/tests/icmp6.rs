@@ -291,3 +291,176 @@ fn relayed_errors_are_dropped_not_answered_at_the_gates() {
         "refused frames are left as they came"
     );
 }
+
+const DIRECTOR6: [u8; 16] = [0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// The client's TCP packet to the VIP with `payload_len` bytes of data, and that packet
+/// inside our IPv6-in-IPv6 tunnel (no Ethernet) toward `RS6`.
+fn tunnelled6(payload_len: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut inner = Vec::new();
+    PacketBuilder::ipv6(CLIENT6, VIP6, 63)
+        .tcp(40000, 80, 100, 2000)
+        .ack(5)
+        .write(&mut inner, &vec![0x5a; payload_len])
+        .unwrap();
+    let mut outer = Vec::new();
+    Ipv6Header {
+        payload_length: inner.len() as u16,
+        next_header: IpNumber::IPV6,
+        hop_limit: 63,
+        source: DIRECTOR6,
+        destination: RS6,
+        ..Default::default()
+    }
+    .write(&mut outer)
+    .unwrap();
+    outer.extend_from_slice(&inner);
+    (inner, outer)
+}
+
+/// A router's error about our tunnel packet, quoting as much as fits in 1280 bytes.
+fn error_about_tunnel6(kind: Icmpv6Type, encapsulated: &[u8]) -> Vec<u8> {
+    let cut = encapsulated.len().min(1280 - 48);
+    error(kind, ROUTER6, DIRECTOR6, &encapsulated[..cut])
+}
+
+/// Answers the error in `bytes` as the tunnel branch does; the frame sent.
+fn answer_tunnel6(bytes: &mut [u8]) -> Result<Vec<u8>, Reason> {
+    let mut frame = Frame::whole(bytes);
+    let view = parse6(&frame).map_err(|_| Reason::Truncated)?;
+    let parsed = icmp6::parse_error_v6(&frame, &view)?;
+    let sent = icmp6::answer_tunnel_error_v6(&mut frame, &view, &parsed, &to_client(1500))?;
+    assert_eq!(sent, Transmit::Forward);
+    Ok(frame.data().to_vec())
+}
+
+#[test]
+fn packet_too_big_about_a_tunnel_packet_goes_to_the_client_40_bytes_smaller() {
+    let (inner, encapsulated) = tunnelled6(1400);
+    let mut bytes = error_about_tunnel6(Icmpv6Type::PacketTooBig { mtu: 1400 }, &encapsulated);
+    let frame = Frame::whole(&mut bytes);
+    let view = parse6(&frame).unwrap();
+    let parsed = icmp6::parse_error_v6(&frame, &view).unwrap();
+    assert_eq!(
+        parsed.flow,
+        QuotedFlow6 {
+            protocol: 6,
+            src: SocketAddrV6::new(CLIENT6.into(), 40000, 0, 0),
+            dst: SocketAddrV6::new(VIP6.into(), 80, 0, 0),
+        }
+    );
+    assert_eq!(
+        parsed.tunnel,
+        Some(icmp6::QuotedTunnel6 {
+            source: DIRECTOR6.into(),
+            real_server: RS6.into(),
+        })
+    );
+    assert_eq!(parsed.quote_ip_offset, 14 + 40 + 8 + 40);
+    assert_eq!(parsed.quote_l4_offset, 14 + 40 + 8 + 40 + 40);
+
+    let bytes = answer_tunnel6(&mut bytes).unwrap();
+    let sliced = SlicedPacket::from_ethernet(&bytes).unwrap();
+    let link = sliced.link.unwrap().to_header().unwrap();
+    let etherparse::LinkHeader::Ethernet2(link) = link else {
+        panic!("not Ethernet")
+    };
+    assert_eq!(
+        (link.source, link.destination),
+        (DIRECTOR_IN_MAC, GATEWAY_MAC)
+    );
+    let (outer, kind, quote) = icmpv6_parts(&bytes);
+    assert_eq!(
+        (outer.source, outer.destination, outer.hop_limit),
+        (VIP6, CLIENT6, 64)
+    );
+    assert_eq!(usize::from(outer.payload_length), bytes.len() - 54);
+    assert_eq!(kind, Icmpv6Type::PacketTooBig { mtu: 1360 });
+    // The client's own packet, as far as the router quoted it (1232 - 40 bytes).
+    assert_eq!(quote, &inner[..1232 - 40]);
+    assert_eq!(bytes.len(), 14 + 40 + 8 + 1232 - 40);
+}
+
+#[test]
+fn tunnel_errors_keep_their_kind_and_small_mtus_stop_at_1280() {
+    let (inner, encapsulated) = tunnelled6(1400);
+    for kind in [
+        Icmpv6Type::DestinationUnreachable(etherparse::icmpv6::DestUnreachableCode::Address),
+        Icmpv6Type::TimeExceeded(etherparse::icmpv6::TimeExceededCode::HopLimitExceeded),
+    ] {
+        let mut bytes = error_about_tunnel6(kind, &encapsulated);
+        let bytes = answer_tunnel6(&mut bytes).unwrap();
+        let (outer, kind_out, quote) = icmpv6_parts(&bytes);
+        assert_eq!((outer.source, outer.destination), (VIP6, CLIENT6));
+        assert_eq!(kind_out, kind);
+        assert_eq!(&quote[..], &inner[..quote.len()]);
+    }
+    // 1300 - 40 is below IPv6's minimum: the client is told 1280, which it can still use.
+    let mut bytes = error_about_tunnel6(Icmpv6Type::PacketTooBig { mtu: 1300 }, &encapsulated);
+    let bytes = answer_tunnel6(&mut bytes).unwrap();
+    assert_eq!(
+        icmpv6_parts(&bytes).1,
+        Icmpv6Type::PacketTooBig { mtu: 1280 }
+    );
+}
+
+#[test]
+fn tunnel_errors_ignored_or_refused() {
+    // The client's packet already fits the lowered MTU: nothing to tell it.
+    let (_, small) = tunnelled6(1000);
+    let mut bytes = error_about_tunnel6(Icmpv6Type::PacketTooBig { mtu: 1300 }, &small);
+    let before = bytes.clone();
+    assert_eq!(answer_tunnel6(&mut bytes), Err(Reason::TunnelErrorIgnored));
+    assert_eq!(bytes, before, "the frame is untouched");
+    // A parameter problem points into our outer packet, not the client's.
+    let (_, encapsulated) = tunnelled6(1400);
+    let problem = Icmpv6Type::ParameterProblem(etherparse::icmpv6::ParameterProblemHeader {
+        code: etherparse::icmpv6::ParameterProblemCode::ErroneousHeaderField,
+        pointer: 6,
+    });
+    let mut bytes = error_about_tunnel6(problem, &encapsulated);
+    assert_eq!(answer_tunnel6(&mut bytes), Err(Reason::TunnelErrorIgnored));
+    // A tunnel quote handed to a NAT rewrite is refused, and a plain error to the tunnel
+    // answer.
+    let mut bytes = error_about_tunnel6(Icmpv6Type::PacketTooBig { mtu: 1400 }, &encapsulated);
+    let mut frame = Frame::whole(&mut bytes);
+    let view = parse6(&frame).unwrap();
+    let parsed = icmp6::parse_error_v6(&frame, &view).unwrap();
+    let vs = SocketAddrV6::new(VIP6.into(), 80, 0, 0);
+    assert_eq!(
+        icmp6::rewrite_toward_client_v6(&mut frame, &view, &parsed, vs, &to_client(1500)),
+        Err(Reason::IcmpQuotedProtocol)
+    );
+    let quote = quoted(false, (VIP6, 80), (CLIENT6, 40000));
+    let mut plain = error(unreachable_port(), ROUTER6, VIP6, &quote);
+    assert_eq!(answer_tunnel6(&mut plain), Err(Reason::ViewMismatch));
+    // The outer header and 8 bytes only: no inner header to answer about.
+    let mut bare = error_about_tunnel6(unreachable_port(), &encapsulated[..48]);
+    assert_eq!(answer_tunnel6(&mut bare), Err(Reason::IcmpQuoteTruncated));
+    // IPv4 inside (a mixed-family tunnel) is not translated.
+    let mut four_in_six = encapsulated[..40].to_vec();
+    four_in_six[6] = 4;
+    let mut inner4 = Vec::new();
+    PacketBuilder::ipv4(CLIENT, VIP, 63)
+        .tcp(40000, 80, 1, 1)
+        .write(&mut inner4, b"x")
+        .unwrap();
+    four_in_six.extend_from_slice(&inner4);
+    let mut bytes = error_about_tunnel6(unreachable_port(), &four_in_six);
+    assert_eq!(answer_tunnel6(&mut bytes), Err(Reason::IcmpQuotedProtocol));
+}
+
+proptest! {
+    #[test]
+    fn tunnel_answers_never_panic(edits in proptest::collection::vec((54usize..200, any::<u8>()), 0..4), cut in 0usize..160) {
+        let (_, encapsulated) = tunnelled6(300);
+        let mut bytes = error_about_tunnel6(Icmpv6Type::PacketTooBig { mtu: 1400 }, &encapsulated);
+        for (at, byte) in edits {
+            if at < bytes.len() { bytes[at] = byte; }
+        }
+        bytes.truncate(bytes.len() - cut);
+        if let Ok(sent) = answer_tunnel6(&mut bytes) {
+            icmpv6_parts(&sent);
+        }
+    }
+}

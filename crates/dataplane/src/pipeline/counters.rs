@@ -191,7 +191,8 @@ pub struct WorkerCounters {
     pub rx_frames: AtomicU64,
     /// Frames sent on.
     pub tx_frames: AtomicU64,
-    /// ICMP errors the director sent back to a sender (fragmentation needed, time exceeded).
+    /// ICMP errors the director sent back to a sender (fragmentation needed, time exceeded,
+    /// and those telling a client about an error with one of its tunnel packets).
     pub icmp_sent: AtomicU64,
     /// Packets handed to the director's own kernel for a local real server.
     pub local_delivered: AtomicU64,

@@ -777,9 +777,13 @@ impl Pipeline {
             if !shared.counters.icmp.allow(sender) {
                 return Err(Drop::IcmpRateLimited);
             }
-            return relay(shared, sender, ingress, view.src, |egress| {
+            let verdict = relay(shared, sender, ingress, view.src, |egress| {
                 icmp::answer_tunnel_error(frame, view, &error, egress)
-            });
+            })?;
+            if verdict != Verdict::Drop {
+                add(&shared.counters.icmp_sent, 1);
+            }
+            return Ok(verdict);
         }
         // The connection's own direction is the reverse of the quoted packet's.
         let key = FlowKey::new(

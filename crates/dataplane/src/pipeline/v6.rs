@@ -10,9 +10,10 @@
 //! An established flow's common IPv6 packet takes the fast path (`established.rs`), as
 //! IPv4's does; every other IPv6 frame comes here.
 //!
-//! A TUN real server of the other family is `mixed.rs`'s. Not handled here: ICMPv6 errors
-//! quoting one of the director's own tunnel packets (the forwarders refuse them,
-//! `icmp_quoted_protocol`).
+//! A TUN real server of the other family is `mixed.rs`'s. An ICMPv6 error quoting one of
+//! the director's own IPv6-in-IPv6 packets is answered to the client from the VIP, as the
+//! IPv4 path answers errors about its IPIP packets; one quoting an IPv4-in-IPv6 packet is
+//! refused by the forwarders (`icmp_quoted_protocol`).
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
@@ -24,7 +25,7 @@ use xvs_forwarders::{Frame, PacketView6, dr, nat, parse6, tun};
 use super::counters::{Drop, add};
 use super::{
     EgressCache, Hop, Pipeline, Placed, Shared, Verdict, count_in_len, deliver_locally, finish,
-    refuse, relay, sync_out,
+    refuse, relay, sync_out, tunnel_source,
 };
 use crate::service::spec::ForwardMethod;
 
@@ -180,6 +181,34 @@ impl Pipeline {
         };
         let quoted = error.flow;
         let (sender, receiver) = (*quoted.src.ip(), *quoted.dst.ip());
+        if let Some(tunnel) = error.tunnel {
+            // About one of our IPv6-in-IPv6 packets (a smaller MTU between us and a TUN real
+            // server): the client hears it from the VIP, about its own packet in the tunnel.
+            if tunnel_source(shared, tunnel.real_server) != Some(tunnel.source) {
+                return Err(Drop::IcmpNoConnection);
+            }
+            // The quote is the client's packet as sent: client -> VIP.
+            let key = FlowKey::new(
+                Protocol::from_u8(quoted.protocol),
+                endpoint6(sender, quoted.src.port()),
+                endpoint6(receiver, quoted.dst.port()),
+            );
+            self.shard
+                .table()
+                .lookup_inbound_any(&key)
+                .ok_or(Drop::IcmpNoConnection)?;
+            // The director itself tells the client: rate limited as its own errors are.
+            if !shared.counters.icmp.allow(sender) {
+                return Err(Drop::IcmpRateLimited);
+            }
+            let verdict = relay(shared, sender, ingress, view.src, |egress| {
+                icmp6::answer_tunnel_error_v6(frame, view, &error, egress)
+            })?;
+            if verdict != Verdict::Drop {
+                add(&shared.counters.icmp_sent, 1);
+            }
+            return Ok(verdict);
+        }
         // The connection's own direction is the reverse of the quoted packet's.
         let key = FlowKey::new(
             Protocol::from_u8(quoted.protocol),
