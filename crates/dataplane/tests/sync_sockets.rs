@@ -34,6 +34,9 @@ const RIP6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50,
 ];
 const MARK_RIP: [u8; 4] = [10, 77, 0, 51];
+const MARK_RIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x51,
+];
 
 fn snapshot() -> Arc<Snapshot> {
     let vip = ServiceAddr::Inet {
@@ -56,21 +59,21 @@ fn snapshot() -> Arc<Snapshot> {
             },
         )
         .unwrap();
-    // services[1]: IPv6 DR; services[2]: persistent fwmark 7, a port-0 TUN real server.
+    // services[1]: IPv6 DR; services[2]: persistent fwmark 7, a port-0 TUN real server;
+    // services[3]: the same mark for IPv6 (IPVS keys marks by family too), persistent /64.
     let vip6 = ServiceAddr::Inet {
         protocol: Protocol::Tcp,
         addr: IpAddr::from(VIP6),
         port: 80,
     };
-    let mark = ServiceAddr::Fwmark {
-        mark: 7,
-        ipv6: false,
+    let persistent_mark = |ipv6, prefix_len| {
+        let mut marked = ServiceSpec::new(ServiceAddr::Fwmark { mark: 7, ipv6 });
+        marked.persistence = Some(PersistenceSpec {
+            timeout_secs: 300,
+            prefix_len,
+        });
+        marked
     };
-    let mut marked = ServiceSpec::new(mark);
-    marked.persistence = Some(PersistenceSpec {
-        timeout_secs: 300,
-        prefix_len: 32,
-    });
     for (service, addr, port, method) in [
         (
             ServiceSpec::new(vip6),
@@ -78,7 +81,18 @@ fn snapshot() -> Arc<Snapshot> {
             80,
             ForwardMethod::Route,
         ),
-        (marked, IpAddr::from(MARK_RIP), 0, ForwardMethod::Tunnel),
+        (
+            persistent_mark(false, 32),
+            IpAddr::from(MARK_RIP),
+            0,
+            ForwardMethod::Tunnel,
+        ),
+        (
+            persistent_mark(true, 64),
+            IpAddr::from(MARK_RIP6),
+            0,
+            ForwardMethod::Tunnel,
+        ),
     ] {
         let key = service.addr;
         table.add_service(service).unwrap();
@@ -293,8 +307,9 @@ fn live_sync_reaches_the_backup_over_multicast_and_unicast() {
     }
 }
 
-/// An IPv6 connection, and a fwmark connection with its template, on the master: the flows
-/// a backup that synced only IPv4 address services would lose at failover.
+/// An IPv6 connection, and an IPv4 and an IPv6 fwmark connection with their templates, on
+/// the master: the flows a backup that synced only IPv4 address services would lose at
+/// failover.
 fn add_ipv6_and_fwmark(d: &mut Director) -> Vec<xvs_conntrack::FlowRef> {
     let now = d.now();
     let v6 = d.snapshot.services[1].dests[0].id;
@@ -308,41 +323,61 @@ fn add_ipv6_and_fwmark(d: &mut Director) -> Vec<xvs_conntrack::FlowRef> {
     let conn6 = d
         .shard
         .install(new, TcpState::Established, 900, now, &mut NoCounters);
-    let service = &d.snapshot.services[2];
-    let key = TemplateKey::new(
-        &service.key,
-        CLIENT.into(),
-        service.persistence.unwrap().mask,
-    );
-    let marked = service.dests[0].id;
-    let template = d
-        .shard
-        .install_template(
-            &key,
-            marked,
-            Endpoint::new(MARK_RIP, 0),
-            300,
-            now,
-            &mut NoCounters,
-        )
-        .unwrap();
-    // Port 0 real server: the client's port, 443.
-    let new = NewConn {
-        key: FlowKey::tcp(Endpoint::new(CLIENT, 40001), Endpoint::new(MARKED_VIP, 443)),
-        dest: marked,
-        dest_addr: Endpoint::new(MARK_RIP, 443),
-        return_path: ReturnPath::Bypass,
-        template: Some(template),
-    };
-    let conn = d
-        .shard
-        .install(new, TcpState::Established, 900, now, &mut NoCounters);
-    vec![conn6.unwrap().flow, template.flow, conn.unwrap().flow]
+    let mut flows = vec![conn6.unwrap().flow];
+    for (service, client, sport, vip, rip) in [
+        (
+            2,
+            IpAddr::from(CLIENT),
+            40001,
+            IpAddr::from(MARKED_VIP),
+            IpAddr::from(MARK_RIP),
+        ),
+        (
+            3,
+            IpAddr::from(CLIENT6),
+            40002,
+            IpAddr::from(MARKED_VIP6),
+            IpAddr::from(MARK_RIP6),
+        ),
+    ] {
+        let service = &d.snapshot.services[service];
+        let key = TemplateKey::new(
+            &service.key,
+            client.into(),
+            service.persistence.unwrap().mask,
+        );
+        let marked = service.dests[0].id;
+        let template = d
+            .shard
+            .install_template(
+                &key,
+                marked,
+                Endpoint::new(rip, 0),
+                300,
+                now,
+                &mut NoCounters,
+            )
+            .unwrap();
+        // Port 0 real server: the client's port, 443.
+        let new = NewConn {
+            key: FlowKey::tcp(Endpoint::new(client, sport), Endpoint::new(vip, 443)),
+            dest: marked,
+            dest_addr: Endpoint::new(rip, 443),
+            return_path: ReturnPath::Bypass,
+            template: Some(template),
+        };
+        let conn = d
+            .shard
+            .install(new, TcpState::Established, 900, now, &mut NoCounters);
+        flows.extend([template.flow, conn.unwrap().flow]);
+    }
+    flows
 }
 
 const CLIENT: [u8; 4] = [198, 51, 100, 7];
 const CLIENT6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
 const MARKED_VIP: [u8; 4] = [203, 0, 113, 9];
+const MARKED_VIP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
 
 #[test]
 fn ipv6_and_fwmark_connections_and_templates_reach_the_backup() {
@@ -355,7 +390,7 @@ fn ipv6_and_fwmark_connections_and_templates_reach_the_backup() {
             .configure(None, Some(settings(&b_if)), SyncOptions::default())
             .unwrap();
         ready_tx.send(()).unwrap();
-        let got = d.install_until(3, Duration::from_secs(5));
+        let got = d.install_until(5, Duration::from_secs(5));
         let status = d.sync.status();
         let lookup = |d: &mut Director, key: FlowKey| match d.shard.lookup_inbound(
             &key,
@@ -369,18 +404,29 @@ fn ipv6_and_fwmark_connections_and_templates_reach_the_backup() {
         let conn6 = lookup(&mut d, v6);
         let marked = FlowKey::tcp(Endpoint::new(CLIENT, 40001), Endpoint::new(MARKED_VIP, 443));
         let conn = lookup(&mut d, marked);
-        let service = &d.snapshot.services[2];
-        let key = TemplateKey::new(
-            &service.key,
-            CLIENT.into(),
-            service.persistence.unwrap().mask,
+        let marked6 = FlowKey::tcp(
+            Endpoint::new(CLIENT6, 40002),
+            Endpoint::new(MARKED_VIP6, 443),
         );
-        let template = d
-            .table
-            .find_template(&key, &*d.snapshot)
-            .map(|t| (t.dest, t.dest_addr));
-        let marked_dest = service.dests[0].id;
-        (got, status, conn6, conn, template, marked_dest)
+        let conn_marked6 = lookup(&mut d, marked6);
+        let template = |d: &Director, service: usize, client: IpAddr| {
+            let service = &d.snapshot.services[service];
+            let key = TemplateKey::new(
+                &service.key,
+                client.into(),
+                service.persistence.unwrap().mask,
+            );
+            let found = d
+                .table
+                .find_template(&key, &*d.snapshot)
+                .map(|t| (t.dest, t.dest_addr));
+            (found, service.dests[0].id)
+        };
+        let templates = [
+            template(&d, 2, CLIENT.into()),
+            template(&d, 3, CLIENT6.into()),
+        ];
+        (got, status, conn6, conn, conn_marked6, templates)
     });
     ready_rx.recv().unwrap();
     let master = spawn_in(&a, move || {
@@ -394,10 +440,10 @@ fn ipv6_and_fwmark_connections_and_templates_reach_the_backup() {
         let _ = done_rx.recv_timeout(Duration::from_secs(6));
         d.sync.status()
     });
-    let (got, status, conn6, conn, template, marked_dest) = backup.join().unwrap();
+    let (got, status, conn6, conn, conn_marked6, templates) = backup.join().unwrap();
     done_tx.send(()).unwrap();
     let sent = master.join().unwrap();
-    assert_eq!(got, 3, "backup {status:?}, master {sent:?}");
+    assert_eq!(got, 5, "backup {status:?}, master {sent:?}");
     assert!(status.rejected.is_empty(), "{status:?}");
     assert_eq!(
         conn6,
@@ -417,7 +463,19 @@ fn ipv6_and_fwmark_connections_and_templates_reach_the_backup() {
             TcpState::Established
         ))
     );
+    assert_eq!(
+        conn_marked6,
+        Some((
+            Endpoint::new(CLIENT6, 40002),
+            Endpoint::new(MARKED_VIP6, 443),
+            Endpoint::new(MARK_RIP6, 443),
+            TcpState::Established
+        ))
+    );
+    // Each mark's template on its own family's service, pointing at that service's server.
+    let [(template, marked_dest), (template6, marked_dest6)] = templates;
     assert_eq!(template, Some((marked_dest, Endpoint::new(MARK_RIP, 0))));
+    assert_eq!(template6, Some((marked_dest6, Endpoint::new(MARK_RIP6, 0))));
 }
 
 #[test]
