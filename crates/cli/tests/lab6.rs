@@ -7,7 +7,7 @@
 //! the test fails) and configures it with ipvsadm lines through `xvsadm`.
 
 use xvs_cli::lab::decap::{DecapReport, Tunnel};
-use xvs_cli::lab::{HTTP_PORT, Lab, Mode, Programs, UDP_PORT, host_port};
+use xvs_cli::lab::{HTTP_PORT, Lab, LabResult, Mode, Programs, UDP_PORT, host_port};
 
 fn programs() -> Programs {
     Programs {
@@ -103,20 +103,18 @@ fn tun_across_families(vip_ipv6: bool, tunnel: Tunnel) {
         .unwrap();
     lab.add_service_across("-u", UDP_PORT, "rr", vip_ipv6, &[1, 1])
         .unwrap();
-    let http: Vec<String> = (0..6)
-        .map(|_| match vip_ipv6 {
-            true => lab.http_get6().unwrap(),
-            false => lab.http_get().unwrap(),
-        })
-        .collect();
-    assert!(alternates(&http), "{tunnel:?} rr over HTTP: {http:?}");
-    let udp: Vec<String> = (0..4)
-        .map(|_| match vip_ipv6 {
-            true => lab.udp_ask6().unwrap(),
-            false => lab.udp_ask().unwrap(),
-        })
-        .collect();
-    assert!(alternates(&udp), "{tunnel:?} rr over UDP: {udp:?}");
+    type Ask = fn(&Lab) -> LabResult<String>;
+    let (http, udp): (Ask, Ask) = match vip_ipv6 {
+        true => (Lab::http_get6, Lab::udp_ask6),
+        false => (Lab::http_get, Lab::udp_ask),
+    };
+    for (what, ask, n) in [("HTTP", http, 6), ("UDP", udp, 4)] {
+        let answers: Vec<String> = (0..n).map(|_| ask(&lab).unwrap()).collect();
+        assert!(
+            alternates(&answers),
+            "{tunnel:?} rr over {what}: {answers:?}"
+        );
+    }
     for i in 0..2 {
         for kind in Tunnel::ALL {
             let report = lab.decap_report(i, kind);

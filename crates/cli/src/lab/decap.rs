@@ -386,9 +386,9 @@ fn zeroed_sockaddr_in6() -> libc::sockaddr_in6 {
 }
 
 /// Runs the decapsulator until killed: packets on `iface` tunnelled from `tunnel_source` to
-/// `me` (both IPv4 or both IPv6: the outer family) carrying an IPv6 datagram with
-/// `inner_ipv6` (by default the outer family's) go into TUN device `tun_name` (created and
-/// brought up here).
+/// `me` (both IPv4 or both IPv6: the outer family) around an inner datagram of IPv6 if
+/// `inner_ipv6`, IPv4 if not (by default the outer family) go into TUN device `tun_name`
+/// (created and brought up here).
 pub fn run(
     iface: &str,
     tun_name: &str,
