@@ -4,6 +4,7 @@
 //! Each test builds its own lab (uniquely named namespaces, removed even when the test
 //! fails) and drives it with the seed's own ipvsadm lines through `xvsadm`.
 
+use xvs_cli::lab::decap::Tunnel;
 use xvs_cli::lab::{HTTP_PORT, LINES_PORT, Lab, Mode, Programs, RealServerSetup, UDP_PORT};
 
 fn programs() -> Programs {
@@ -157,7 +158,7 @@ fn tun_delivers_through_ipip_with_correct_outer_headers() {
     let udp = udp_asks(&lab, 2);
     assert!(alternates(&udp), "{udp:?}");
     for rs in 0..2 {
-        let report = lab.decap_report(rs);
+        let report = lab.decap_report(rs, Tunnel::Ipip);
         assert!(report.decapsulated >= 10, "rs{}: {report:?}", rs + 1);
         assert_eq!(report.bad_outer, 0, "rs{}: {report:?}", rs + 1);
     }

@@ -91,7 +91,8 @@ enum Cmd {
         #[arg(long)]
         state: Option<PathBuf>,
     },
-    /// The TUN lab's IPIP decapsulator on a real server (started by `xvs lab`).
+    /// The TUN lab's decapsulator on a real server, one tunnel kind each (started by
+    /// `xvs lab`).
     #[command(hide = true)]
     LabDecap {
         /// Interface the tunnelled packets arrive on.
@@ -100,16 +101,27 @@ enum Cmd {
         /// TUN device to create for the inner packets.
         #[arg(long)]
         tun: String,
-        /// Expected outer source (the director); IPv6 for IPv6-in-IPv6.
+        /// Expected outer source (the director); its family is the outer header's.
         #[arg(long)]
         source: std::net::IpAddr,
         /// This real server's address (the outer destination), of the same family.
         #[arg(long)]
         me: std::net::IpAddr,
+        /// The inner datagrams' family (default: the outer one's); the other family takes
+        /// IPv4-in-IPv6 or IPv6-in-IPv4.
+        #[arg(long, value_enum)]
+        inner: Option<IpFamily>,
         /// Where to keep the counts.
         #[arg(long)]
         report: PathBuf,
     },
+}
+
+/// An address family, for `xvs lab-decap --inner`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum IpFamily {
+    Ipv4,
+    Ipv6,
 }
 
 /// `xvs realserver`'s actions.
@@ -248,8 +260,16 @@ fn main() -> ExitCode {
             tun,
             source,
             me,
+            inner,
             report,
-        } => match lab::decap::run(&iface, &tun, source, me, &report) {
+        } => match lab::decap::run(
+            &iface,
+            &tun,
+            source,
+            me,
+            inner.map(|f| f == IpFamily::Ipv6),
+            &report,
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("xvs lab-decap: {e}");

@@ -2,7 +2,7 @@
 //!
 //! [`Lab::start`] builds the seed topology for a forwarding method ([`topology`]), starts on
 //! each real server an HTTP server whose page is the server's name (plus a TCP line server
-//! and a UDP server for the tests), for TUN the IPIP decapsulator ([`decap`]), and the
+//! and a UDP server for the tests), for TUN the decapsulators ([`decap`]), and the
 //! director: the real `xvs run` in the director's namespace with its control socket in the
 //! lab's directory. [`Lab::xvsadm`] then configures it with the seed's own ipvsadm lines, and
 //! the client namespace's real `curl` and python sockets send traffic through the VIP.
@@ -85,8 +85,10 @@ impl Lab {
     }
 
     /// [`Lab::start`] for a dual-stack lab: IPv6 beside IPv4 on every host
-    /// ([`topology::Ipv6Plan`]), the servers listening on both families, and for TUN an
-    /// IPv6-in-IPv6 decapsulator beside the IPIP one.
+    /// ([`topology::Ipv6Plan`]), the servers listening on both families, and for TUN a
+    /// decapsulator of every [`decap::Tunnel`] kind on each real server: IPIP and
+    /// IPv6-in-IPv6, and for services of the other family ([`Lab::add_service_across`])
+    /// IPv4-in-IPv6 and IPv6-in-IPv4.
     pub fn start_dual_stack(mode: Mode, programs: Programs) -> LabResult<Lab> {
         Lab::start_inner(mode, programs, "", true)
     }
@@ -177,21 +179,8 @@ impl Lab {
         persistence: Option<u32>,
         weights: &[u32],
     ) -> LabResult<()> {
-        let rips: Vec<&str> = self
-            .topology
-            .real_servers
-            .iter()
-            .map(|rs| rs.rip.as_str())
-            .collect();
-        self.add_service_at(
-            &self.topology.vip,
-            &rips,
-            protocol,
-            port,
-            scheduler,
-            persistence,
-            weights,
-        )
+        let (vip, rips) = self.addresses(false)?;
+        self.add_service_at(vip, &rips, protocol, port, scheduler, persistence, weights)
     }
 
     /// [`Lab::add_service`] on the IPv6 VIP and the real servers' IPv6 addresses (a
@@ -204,22 +193,43 @@ impl Lab {
         persistence: Option<u32>,
         weights: &[u32],
     ) -> LabResult<()> {
-        let plan = self.ipv6_plan()?;
-        let rips: Vec<&str> = self
-            .topology
-            .real_servers
-            .iter()
-            .filter_map(|rs| rs.rip6.as_deref())
-            .collect();
-        self.add_service_at(
-            &plan.vip,
-            &rips,
-            protocol,
-            port,
-            scheduler,
-            persistence,
-            weights,
-        )
+        let (vip, rips) = self.addresses(true)?;
+        self.add_service_at(vip, &rips, protocol, port, scheduler, persistence, weights)
+    }
+
+    /// [`Lab::add_service`] across the families, as IPVS allows for tunnels only (a
+    /// dual-stack TUN lab): with `vip_ipv6` false the IPv4 VIP with the real servers' IPv6
+    /// addresses (xvs sends IPv4-in-IPv6), with it true the IPv6 VIP with their IPv4
+    /// addresses (IPv6-in-IPv4).
+    pub fn add_service_across(
+        &self,
+        protocol: &str,
+        port: u16,
+        scheduler: &str,
+        vip_ipv6: bool,
+        weights: &[u32],
+    ) -> LabResult<()> {
+        let (vip, _) = self.addresses(vip_ipv6)?;
+        let (_, rips) = self.addresses(!vip_ipv6)?;
+        self.add_service_at(vip, &rips, protocol, port, scheduler, None, weights)
+    }
+
+    /// The VIP and the real servers' addresses of one family (IPv6 with `ipv6`, which
+    /// needs a dual-stack lab).
+    fn addresses(&self, ipv6: bool) -> LabResult<(&str, Vec<&str>)> {
+        let servers = self.topology.real_servers.iter();
+        if ipv6 {
+            let plan = self.ipv6_plan()?;
+            Ok((
+                &plan.vip,
+                servers.filter_map(|rs| rs.rip6.as_deref()).collect(),
+            ))
+        } else {
+            Ok((
+                &self.topology.vip,
+                servers.map(|rs| rs.rip.as_str()).collect(),
+            ))
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -271,14 +281,6 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    /// The IPv6-in-IPv6 decapsulator's report of real server `index` (dual-stack TUN lab).
-    pub fn decap_report6(&self, index: usize) -> decap::DecapReport {
-        let name = &self.topology.real_servers[index].name;
-        let text =
-            std::fs::read_to_string(self.dir.join(format!("{name}.decap6"))).unwrap_or_default();
-        decap::DecapReport::parse(&text)
-    }
-
     /// One HTTP GET from the client to the VIP (a new connection each time); the body.
     pub fn http_get(&self) -> LabResult<String> {
         http_get(&self.topology.client, &self.topology.vip)
@@ -324,12 +326,12 @@ impl Lab {
         })
     }
 
-    /// The TUN decapsulator's report of real server `index`.
-    pub fn decap_report(&self, index: usize) -> decap::DecapReport {
+    /// The report of real server `index`'s decapsulator for `tunnel` (a TUN lab; kinds
+    /// other than IPIP in a dual-stack one); all zero if it has none.
+    pub fn decap_report(&self, index: usize, tunnel: decap::Tunnel) -> decap::DecapReport {
         let name = &self.topology.real_servers[index].name;
-        let text =
-            std::fs::read_to_string(self.dir.join(format!("{name}.decap"))).unwrap_or_default();
-        decap::DecapReport::parse(&text)
+        let path = decap_report_path(&self.dir, name, tunnel);
+        decap::DecapReport::parse(&std::fs::read_to_string(path).unwrap_or_default())
     }
 
     /// Sends `signal` (`HUP`, `TERM`, ...) to the director.
@@ -526,10 +528,10 @@ pub fn service_toml(
 }
 
 /// Starts on each real server its HTTP server (page: the server's name, in `dir`), TCP line
-/// server and UDP server, and with `tunnel_source` (TUN) the IPIP decapsulator (and with an
-/// IPv6 tunnel source the IPv6-in-IPv6 one); their output goes to `dir/NAME-PROGRAM.log`,
-/// and each is kept in `children` as `NAME-PROGRAM` (`rs1-http`, ...). Returns once every
-/// HTTP server answers.
+/// server and UDP server, and with `tunnel_source` (TUN) its decapsulators
+/// ([`decapsulators`]); their output goes to `dir/NAME-PROGRAM.log`, and the servers are
+/// kept in `children` as `NAME-PROGRAM` (`rs1-http`, ...). Returns once every HTTP server
+/// answers and every decapsulator has its socket (its first report).
 fn start_real_servers(
     real_servers: &[RealServerHost],
     tunnel_source: Option<(&str, Option<&str>)>,
@@ -554,36 +556,56 @@ fn start_real_servers(
                 &dir.join(format!("{}.log", program.child_name(name))),
             )?;
         }
-        if let Some((source, source6)) = tunnel_source {
-            let mut tunnels = vec![(source, rs.rip.as_str(), "tun0", "decap")];
-            if let (Some(source6), Some(rip6)) = (source6, rs.rip6.as_deref()) {
-                tunnels.push((source6, rip6, "tun6", "decap6"));
-            }
-            for (source, me, tun, report) in tunnels {
-                let mut decap = rs.ns.command(&programs.xvs.to_string_lossy());
-                decap.args([
-                    "lab-decap",
-                    "--iface",
-                    &rs.dev,
-                    "--tun",
-                    tun,
-                    "--source",
-                    source,
-                    "--me",
-                    me,
-                ]);
-                decap
-                    .arg("--report")
-                    .arg(dir.join(format!("{name}.{report}")));
-                children.spawn(decap, &dir.join(format!("{name}-{report}.log")))?;
-            }
+        for (tunnel, source, me) in decapsulators(rs, tunnel_source) {
+            let inner = if tunnel.inner_ipv6() { "ipv6" } else { "ipv4" };
+            let mut decap = rs.ns.command(&programs.xvs.to_string_lossy());
+            decap.args(["lab-decap", "--iface", &rs.dev, "--tun"]);
+            decap.arg(format!("tun-{}", tunnel.name()));
+            decap.args(["--source", source, "--me", me, "--inner", inner]);
+            decap
+                .arg("--report")
+                .arg(decap_report_path(dir, name, tunnel));
+            let log = dir.join(format!("{name}-decap-{}.log", tunnel.name()));
+            children.spawn(decap, &log)?;
         }
     }
     // Ready when each answers on loopback from inside its namespace.
     for rs in real_servers {
         wait_ready(rs, ServerProgram::Http)?;
+        for (tunnel, _, _) in decapsulators(rs, tunnel_source) {
+            let report = decap_report_path(dir, &rs.name, tunnel);
+            let what = format!("the {} decapsulator of {}", tunnel.name(), rs.name);
+            wait_for(&what, Duration::from_secs(10), || report.exists())?;
+        }
     }
     Ok(())
+}
+
+/// The decapsulators real server `rs` runs, each with its outer source and destination:
+/// with `tunnel_source` (TUN: the director's IPv4 and, dual-stack, IPv6 address) IPIP, and
+/// when both the director and `rs` have IPv6 every other kind too.
+fn decapsulators<'a>(
+    rs: &'a RealServerHost,
+    tunnel_source: Option<(&'a str, Option<&'a str>)>,
+) -> Vec<(decap::Tunnel, &'a str, &'a str)> {
+    let Some((source, source6)) = tunnel_source else {
+        return Vec::new();
+    };
+    match source6.zip(rs.rip6.as_deref()) {
+        Some((source6, rip6)) => decap::Tunnel::ALL
+            .into_iter()
+            .map(|tunnel| match tunnel.outer_ipv6() {
+                true => (tunnel, source6, rip6),
+                false => (tunnel, source, rs.rip.as_str()),
+            })
+            .collect(),
+        None => vec![(decap::Tunnel::Ipip, source, rs.rip.as_str())],
+    }
+}
+
+/// Where real server `server`'s decapsulator for `tunnel` keeps its report.
+fn decap_report_path(dir: &Path, server: &str, tunnel: decap::Tunnel) -> PathBuf {
+    dir.join(format!("{server}-{}.decap", tunnel.name()))
 }
 
 /// The programs every real server runs.
