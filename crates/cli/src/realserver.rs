@@ -956,4 +956,160 @@ mod tests {
         let e = State::load(&path).unwrap_err().0;
         assert!(e.contains("not an xvs realserver state"), "{e}");
     }
+
+    #[test]
+    fn ipv6_dr_is_the_vip_on_lo_alone() {
+        let vip: IpAddr = "2001:db8:21::10".parse().unwrap();
+        let steps = plan_for(vip, RsMode::Dr, &["eth1".to_string()]);
+        assert_eq!(
+            steps,
+            [Step::Address {
+                dev: "lo".into(),
+                label: None
+            }],
+            "no ARP sysctls, nothing per interface, no label"
+        );
+        assert_eq!(host_cidr(vip), "2001:db8:21::10/128");
+        // An IPv4 VIP still gets the whole seed plan.
+        let v4 = plan_for("172.16.21.10".parse().unwrap(), RsMode::Dr, &[]);
+        assert_eq!(v4, plan(RsMode::Dr, &[]));
+        assert_eq!(sysctls(&v4).len(), 4);
+    }
+
+    #[test]
+    fn ipv6_tun_is_ip6tnl0_first_then_the_vip_and_no_rp_filter() {
+        let vip: IpAddr = "2001:db8:21::10".parse().unwrap();
+        let steps = plan_for(vip, RsMode::Tun, &["eth0".to_string()]);
+        assert_eq!(
+            steps,
+            [
+                Step::Tunnel,
+                Step::Address {
+                    dev: TUNNEL_DEV6.into(),
+                    label: None
+                }
+            ]
+        );
+        let t = tunnel(vip);
+        assert_eq!((t.dev, t.module), ("ip6tnl0", "ip6_tunnel"));
+        assert_eq!(
+            t.add.join(" "),
+            "link add ip6tnl0 type ip6tnl mode ip6ip6",
+            "the mode of the kernel's own fallback device"
+        );
+        let t4 = tunnel("172.16.21.10".parse().unwrap());
+        assert_eq!(t4.add.join(" "), "link add tunl0 type ipip");
+        assert_eq!(t4.module, "ipip");
+    }
+
+    #[test]
+    fn ipv6_state_file_is_named_by_the_compressed_address() {
+        let args = |vip: &str| RealServerArgs {
+            vip: parse_vip(vip).unwrap(),
+            mode: RsMode::Dr,
+            ifaces: Vec::new(),
+            state: None,
+        };
+        let want = Path::new("/run/xvs/realserver-2001:db8:21::10.json");
+        assert_eq!(args("2001:db8:21::10").state_path(), want);
+        assert_eq!(args("2001:DB8:21:0:0:0:0:10").state_path(), want);
+        assert_eq!(
+            args("172.16.21.10").state_path(),
+            Path::new("/run/xvs/realserver-172.16.21.10.json")
+        );
+        // IPv6 needs no default interfaces, so none are looked up (an IPv6-only host has
+        // no IPv4 address to find them by).
+        assert_eq!(
+            args("2001:db8:21::10").interfaces().unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn vip_parsing_refuses_garbage_and_non_unicast_ipv6_with_one_line() {
+        assert_eq!(
+            parse_vip("172.16.21.10"),
+            Ok(IpAddr::from([172, 16, 21, 10]))
+        );
+        assert!(parse_vip("2001:db8::10").unwrap().is_ipv6());
+        for (text, why) in [
+            ("garbage", "not an IPv4 or IPv6 address"),
+            ("172.16.21.10/32", "not an IPv4 or IPv6 address"),
+            ("[2001:db8::10]", "not an IPv4 or IPv6 address"),
+            (
+                "::ffff:172.16.21.10",
+                "IPv4-mapped address; give the IPv4 VIP 172.16.21.10",
+            ),
+            ("::", "not a unicast address"),
+            ("::1", "not a unicast address"),
+            ("ff02::1", "not a unicast address"),
+            ("fe80::10", "not a unicast address"),
+        ] {
+            let e = parse_vip(text).unwrap_err();
+            assert!(e.starts_with(&format!("--vip {text}: ")), "{e}");
+            assert!(e.contains(why), "{text}: {e}");
+            assert_eq!(e.lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn ipv6_state_round_trips_and_ipv4_files_from_before_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rs6.json");
+        let state = State {
+            vip: "2001:db8:21::10".parse().unwrap(),
+            mode: RsMode::Tun,
+            netns: "net:[1]".into(),
+            changes: vec![
+                Change::Tunnel {
+                    dev: TUNNEL_DEV6.into(),
+                    created: true,
+                    was_up: false,
+                },
+                Change::Address {
+                    dev: TUNNEL_DEV6.into(),
+                    label: None,
+                    added: true,
+                },
+            ],
+        };
+        state.save(&path).unwrap();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains(r#""vip": "2001:db8:21::10""#)
+        );
+        assert_eq!(State::load(&path).unwrap(), Some(state));
+        // Written by the IPv4-only xvs, whose vip was an Ipv4Addr.
+        let old = r#"{
+  "vip": "172.16.21.10",
+  "mode": "dr",
+  "netns": "net:[4026531840]",
+  "changes": [
+    {"kind": "sysctl", "sysctl": {"dev": "all", "name": "arp_ignore"}, "value": "1", "previous": "0"},
+    {"kind": "address", "dev": "lo", "label": "lo:0", "added": true}
+  ]
+}"#;
+        std::fs::write(&path, old).unwrap();
+        let loaded = State::load(&path).unwrap().unwrap();
+        assert_eq!(loaded.vip, IpAddr::from([172, 16, 21, 10]));
+        assert_eq!(loaded.changes.len(), 2);
+    }
+
+    #[test]
+    fn status_lines_print_an_ipv6_vip_as_ipv4_is_printed() {
+        let change = Change::Address {
+            dev: "lo".into(),
+            label: None,
+            added: true,
+        };
+        assert_eq!(
+            status_line(&change, "2001:db8:21::10".parse().unwrap(), true),
+            "  address  2001:db8:21::10/128 dev lo               present  added by xvs\n"
+        );
+        assert_eq!(
+            status_line(&change, "172.16.21.10".parse().unwrap(), false),
+            "  address  172.16.21.10/32 dev lo                   absent   added by xvs  CHANGED since start\n"
+        );
+    }
 }
