@@ -492,7 +492,10 @@ fn ipv6_dr_vip_takes_routed_connections_and_is_not_answered_for_in_neighbour_dis
     // ... the VIP, on-link from the peer's side, is not: every solicitation unanswered.
     peer.ip(&["-6", "route", "add", &format!("{VIP6}/128"), "dev", "eth0"])
         .unwrap();
-    assert!(!ping6(&peer, VIP6), "answered without neighbour discovery?");
+    assert!(
+        !ping6(&peer, VIP6),
+        "the real server answered a neighbour solicitation for the VIP"
+    );
     wait_for(
         "the VIP's neighbour entry to fail",
         Duration::from_secs(6),
