@@ -79,8 +79,8 @@ enum Cmd {
     Realserver {
         /// start, stop or status.
         action: RealserverAction,
-        /// The virtual IP the director balances, IPv4 or IPv6 (checked by
-        /// `realserver::parse_vip`, so garbage is refused with one line).
+        /// The virtual IP the director balances, IPv4 or IPv6.
+        // A string, read by `realserver::parse_vip`: garbage is refused with one line.
         #[arg(long)]
         vip: String,
         /// dr (VIP on lo) or tun (VIP on tunl0, needs the kernel's ipip module; for an IPv6
