@@ -23,9 +23,34 @@
 //! in, so a file shared by namespaces (`/run` is not per namespace) is refused, not
 //! misapplied. Addresses and links go through `ip` (iproute2), as the tutorials do, and
 //! sysctls through `/proc/sys`, as their `echo 1 > /proc/sys/...` lines do.
+//!
+//! An IPv6 VIP gets less, because IPv6 has no ARP to silence: Linux answers a Neighbour
+//! Solicitation only for an address of the interface it arrived on, and takes the source of
+//! its own solicitations only from the sending interface, so a VIP on `lo` or on the tunnel
+//! is neither answered for nor announced. `arp_ignore`/`arp_announce` are IPv4's
+//! (`net.ipv4.conf`) and are not touched, nor is anything per interface (`--iface` is only
+//! checked to exist, and a host without any IPv4 address is fine):
+//!
+//! - DR: the VIP as `VIP/128` on `lo`, `nodad` (no label: IPv6 addresses have none). The
+//!   kernel already skips duplicate address detection on `lo` and on tunnels (no neighbour
+//!   discovery there), so `accept_dad` is not needed either; `nodad` keeps the address from
+//!   ever being tentative, usable at once;
+//! - TUN: IPVS's IPv6 tunnels are IPv6-in-IPv6 (next header 41), which a Linux real server
+//!   takes off on the ip6_tunnel module's fallback device `ip6tnl0` (mode ip6ip6, any local
+//!   and remote). It is created as `ip link add ip6tnl0 type ip6tnl mode ip6ip6` when the
+//!   kernel has not made it (refused with one line, before anything changes, without the
+//!   module), brought up, and gets `VIP/128`. IPv6 has no `rp_filter` sysctl, so nothing
+//!   is turned off: only a firewall's reverse-path rule (`ip6tables -m rpfilter`, nft's
+//!   `fib saddr . iif`) could drop the decapsulated packets, and that has to be loose or
+//!   exempt `ip6tnl0` (xvs does not touch firewalls). An IPv6 VIP over IPv4 real-server
+//!   addresses (6in4, `sit`) is not set up here.
+//!
+//! The state file of an IPv6 VIP is named with the address as Rust prints it (RFC 5952's
+//! compressed lower case: `/run/xvs/realserver-2001:db8::10.json`), so every spelling of
+//! one address finds one file; colons are ordinary in Linux file names.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -34,13 +59,91 @@ use serde::{Deserialize, Serialize};
 /// The tunnel device of LVS-TUN real servers (the kernel's ipip fallback device).
 pub const TUNNEL_DEV: &str = "tunl0";
 
+/// The tunnel device of LVS-TUN real servers of an IPv6 VIP (the kernel's ip6_tunnel
+/// fallback device, IPv6-in-IPv6).
+pub const TUNNEL_DEV6: &str = "ip6tnl0";
+
+/// A real server's tunnel device: its name, the kernel module behind it, and how `ip`
+/// makes it when the kernel has not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnel {
+    /// `tunl0` or `ip6tnl0`.
+    pub dev: &'static str,
+    /// The kernel module that provides it.
+    pub module: &'static str,
+    /// `ip link add ...`, in the mode of the kernel's own fallback device.
+    pub add: &'static [&'static str],
+}
+
+/// The tunnel that carries `vip`'s packets: IPIP for IPv4, IPv6-in-IPv6 for IPv6.
+pub fn tunnel(vip: IpAddr) -> Tunnel {
+    match vip {
+        IpAddr::V4(_) => Tunnel {
+            dev: TUNNEL_DEV,
+            module: "ipip",
+            add: &["link", "add", TUNNEL_DEV, "type", "ipip"],
+        },
+        IpAddr::V6(_) => Tunnel {
+            dev: TUNNEL_DEV6,
+            module: "ip6_tunnel",
+            add: &[
+                "link",
+                "add",
+                TUNNEL_DEV6,
+                "type",
+                "ip6tnl",
+                "mode",
+                "ip6ip6",
+            ],
+        },
+    }
+}
+
+/// The VIP as a host address: `VIP/32` or `VIP/128`.
+pub fn host_cidr(vip: IpAddr) -> String {
+    format!("{vip}/{}", host_len(vip))
+}
+
+fn host_len(vip: IpAddr) -> u8 {
+    match vip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// `--vip`: any IPv4 address, or an IPv6 unicast address a director can route to this
+/// host. IPv6's loopback, unspecified, multicast and link-local addresses are refused, and
+/// an IPv4-mapped one, which means the IPv4 VIP.
+pub fn parse_vip(text: &str) -> Result<IpAddr, String> {
+    let vip: IpAddr = text
+        .parse()
+        .map_err(|_| format!("--vip {text}: not an IPv4 or IPv6 address"))?;
+    if let IpAddr::V6(v6) = vip {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            return Err(format!(
+                "--vip {text}: an IPv4-mapped address; give the IPv4 VIP {v4}"
+            ));
+        }
+        if v6.is_unspecified()
+            || v6.is_loopback()
+            || v6.is_multicast()
+            || v6.is_unicast_link_local()
+        {
+            return Err(format!(
+                "--vip {text}: not a unicast address a director can route here"
+            ));
+        }
+    }
+    Ok(vip)
+}
+
 /// LVS-DR or LVS-TUN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RsMode {
     /// Direct routing: the VIP on `lo`.
     Dr,
-    /// IP tunnelling: the VIP on `tunl0`.
+    /// IP tunnelling: the VIP on `tunl0` (`ip6tnl0` for IPv6).
     Tun,
 }
 
@@ -68,21 +171,32 @@ impl std::str::FromStr for RsMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RealServerArgs {
     /// `--vip`.
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// `--mode`.
     pub mode: RsMode,
-    /// `--iface`; empty: every interface with an IPv4 address but `lo` and `tunl0`.
+    /// `--iface`; empty: every interface with an IPv4 address but `lo` and `tunl0`. Not
+    /// used for an IPv6 VIP, which needs nothing per interface.
     pub ifaces: Vec<String>,
     /// `--state`; `None`: `/run/xvs/realserver-VIP.json`.
     pub state: Option<PathBuf>,
 }
 
 impl RealServerArgs {
-    /// The state file.
+    /// The state file (the VIP as Rust prints it, for IPv6 RFC 5952's form).
     pub fn state_path(&self) -> PathBuf {
         self.state
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("/run/xvs/realserver-{}.json", self.vip)))
+    }
+
+    /// `--iface`, or by default for an IPv4 VIP every interface with an IPv4 address; an
+    /// IPv6 VIP has no default (it needs none, and a host may have no IPv4 at all).
+    fn interfaces(&self) -> RsResult<Vec<String>> {
+        if self.ifaces.is_empty() && self.vip.is_ipv4() {
+            default_ifaces()
+        } else {
+            Ok(self.ifaces.clone())
+        }
     }
 }
 
@@ -144,20 +258,47 @@ impl fmt::Display for ConfSysctl {
 /// One thing `start` makes true.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// The tunnel device exists and is up.
+    /// The VIP's tunnel device ([`tunnel`]) exists and is up.
     Tunnel,
     /// A sysctl holds `value`.
     Sysctl(ConfSysctl, String),
     /// The VIP is on `dev` (`label`: the alias name the tutorials give it).
     Address {
-        /// `lo` or `tunl0`.
+        /// `lo`, `tunl0` or `ip6tnl0`.
         dev: String,
-        /// `lo:0` for DR.
+        /// `lo:0` for IPv4 DR.
         label: Option<String>,
     },
 }
 
-/// What `start` applies for `mode`, in order, with `ifaces` the real server's interfaces.
+/// What `start` applies for `vip` in `mode`, in order: [`plan`] or [`plan6`].
+pub fn plan_for(vip: IpAddr, mode: RsMode, ifaces: &[String]) -> Vec<Step> {
+    match vip {
+        IpAddr::V4(_) => plan(mode, ifaces),
+        IpAddr::V6(_) => plan6(mode),
+    }
+}
+
+/// What `start` applies for an IPv6 VIP in `mode`: no sysctls (see the module doc), so no
+/// interfaces; the tunnel first, so a kernel without ip6_tunnel is refused before the VIP.
+pub fn plan6(mode: RsMode) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let dev = match mode {
+        RsMode::Dr => "lo",
+        RsMode::Tun => {
+            steps.push(Step::Tunnel);
+            TUNNEL_DEV6
+        }
+    };
+    steps.push(Step::Address {
+        dev: dev.into(),
+        label: None,
+    });
+    steps
+}
+
+/// What `start` applies for an IPv4 VIP in `mode`, in order, with `ifaces` the real
+/// server's interfaces.
 pub fn plan(mode: RsMode, ifaces: &[String]) -> Vec<Step> {
     let mut devs: Vec<String> = vec!["all".into(), "lo".into()];
     if mode == RsMode::Tun {
@@ -247,8 +388,8 @@ impl Change {
 /// The state file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    /// The VIP.
-    pub vip: Ipv4Addr,
+    /// The VIP (files written before IPv6 hold an IPv4 one, spelt the same).
+    pub vip: IpAddr,
     /// The mode.
     pub mode: RsMode,
     /// The network namespace it was written in (`net:[4026531840]`).
@@ -309,9 +450,10 @@ fn netns() -> String {
         .unwrap_or_default()
 }
 
-/// Interfaces with an IPv4 address, with each address (`ip -j -4 addr show`).
-fn ipv4_addresses(dev: Option<&str>) -> RsResult<Vec<(String, Ipv4Addr, u8)>> {
-    let mut args = vec!["-j", "-4", "addr", "show"];
+/// Interfaces with an address of `family` (`-4`, `-6`), with each address (`ip -j -4 addr
+/// show`).
+fn addresses(family: &str, dev: Option<&str>) -> RsResult<Vec<(String, IpAddr, u8)>> {
+    let mut args = vec!["-j", family, "addr", "show"];
     if let Some(dev) = dev {
         args.extend(["dev", dev]);
     }
@@ -332,10 +474,29 @@ fn ipv4_addresses(dev: Option<&str>) -> RsResult<Vec<(String, Ipv4Addr, u8)>> {
     Ok(out)
 }
 
-fn has_vip(dev: &str, vip: Ipv4Addr) -> RsResult<bool> {
-    Ok(ipv4_addresses(Some(dev))?
+fn has_vip(dev: &str, vip: IpAddr) -> RsResult<bool> {
+    let family = if vip.is_ipv4() { "-4" } else { "-6" };
+    Ok(addresses(family, Some(dev))?
         .iter()
-        .any(|&(_, a, len)| a == vip && len == 32))
+        .any(|&(_, a, len)| a == vip && len == host_len(vip)))
+}
+
+/// Why an IPv6 address cannot go on `dev`: IPv6 off there (`disable_ipv6=1`, which xvs
+/// does not turn on behind the operator's back) or in the whole kernel.
+fn ipv6_off(dev: &str) -> Option<String> {
+    if !Path::new("/proc/sys/net/ipv6").exists() {
+        return Some("this kernel has IPv6 disabled (no /proc/sys/net/ipv6)".into());
+    }
+    let path = Path::new("/proc/sys/net/ipv6/conf")
+        .join(dev)
+        .join("disable_ipv6");
+    let off = std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1");
+    off.then(|| {
+        format!(
+            "IPv6 is disabled on {dev} (net.ipv6.conf.{}.disable_ipv6=1)",
+            dev.replace('.', "/")
+        )
+    })
 }
 
 /// Whether `dev` exists, and whether it is up.
@@ -349,7 +510,7 @@ fn link(dev: &str) -> Option<bool> {
 /// The default `--iface`: every interface with an IPv4 address, but `lo` and `tunl0`.
 fn default_ifaces() -> RsResult<Vec<String>> {
     let mut ifaces = Vec::new();
-    for (dev, _, _) in ipv4_addresses(None)? {
+    for (dev, _, _) in addresses("-4", None)? {
         if dev != "lo" && dev != TUNNEL_DEV && !ifaces.contains(&dev) {
             ifaces.push(dev);
         }
@@ -358,16 +519,17 @@ fn default_ifaces() -> RsResult<Vec<String>> {
 }
 
 /// Makes `step` true; the record of what it found.
-fn apply(step: &Step, vip: Ipv4Addr) -> RsResult<Change> {
+fn apply(step: &Step, vip: IpAddr) -> RsResult<Change> {
     match step {
         Step::Tunnel => {
-            let (created, was_up) = match link(TUNNEL_DEV) {
+            let Tunnel { dev, module, add } = tunnel(vip);
+            let (created, was_up) = match link(dev) {
                 Some(up) => (false, up),
                 None => {
-                    if let Err(RsError(why)) = ip(&["link", "add", TUNNEL_DEV, "type", "ipip"]) {
+                    if let Err(RsError(why)) = ip(add) {
                         return Err(RsError(if why.contains("Unknown device type") {
                             format!(
-                                "--mode tun needs the kernel's ipip module for {TUNNEL_DEV}, and this kernel has none ({why})"
+                                "--mode tun needs the kernel's {module} module for {dev}, and this kernel has none ({why})"
                             )
                         } else {
                             why
@@ -376,14 +538,14 @@ fn apply(step: &Step, vip: Ipv4Addr) -> RsResult<Change> {
                     (true, false)
                 }
             };
-            if !was_up && let Err(e) = ip(&["link", "set", TUNNEL_DEV, "up"]) {
+            if !was_up && let Err(e) = ip(&["link", "set", dev, "up"]) {
                 if created {
-                    let _ = ip(&["link", "del", TUNNEL_DEV]);
+                    let _ = ip(&["link", "del", dev]);
                 }
                 return Err(e);
             }
             Ok(Change::Tunnel {
-                dev: TUNNEL_DEV.into(),
+                dev: dev.into(),
                 created,
                 was_up,
             })
@@ -402,10 +564,16 @@ fn apply(step: &Step, vip: Ipv4Addr) -> RsResult<Change> {
         Step::Address { dev, label } => {
             let present = has_vip(dev, vip)?;
             if !present {
-                let cidr = format!("{vip}/32");
+                let cidr = host_cidr(vip);
                 let mut args = vec!["addr", "add", cidr.as_str(), "dev", dev.as_str()];
                 if let Some(label) = label {
                     args.extend(["label", label.as_str()]);
+                }
+                if vip.is_ipv6() {
+                    if let Some(why) = ipv6_off(dev) {
+                        return Err(RsError(format!("{vip} cannot go on {dev}: {why}")));
+                    }
+                    args.push("nodad");
                 }
                 ip(&args)?;
             }
@@ -419,7 +587,7 @@ fn apply(step: &Step, vip: Ipv4Addr) -> RsResult<Change> {
 }
 
 /// Whether what `change` made is still so.
-fn in_place(change: &Change, vip: Ipv4Addr) -> bool {
+fn in_place(change: &Change, vip: IpAddr) -> bool {
     match change {
         Change::Tunnel { dev, .. } => link(dev) == Some(true),
         Change::Sysctl { sysctl, value, .. } => sysctl.read().is_ok_and(|v| v == *value),
@@ -428,7 +596,7 @@ fn in_place(change: &Change, vip: Ipv4Addr) -> bool {
 }
 
 /// Undoes `change`: the previous value back, what was added removed.
-fn undo(change: &Change, vip: Ipv4Addr) -> RsResult<()> {
+fn undo(change: &Change, vip: IpAddr) -> RsResult<()> {
     match change {
         Change::Tunnel {
             dev,
@@ -448,7 +616,7 @@ fn undo(change: &Change, vip: Ipv4Addr) -> RsResult<()> {
         } => sysctl.write(previous),
         Change::Address { dev, added, .. } => {
             if *added && has_vip(dev, vip)? {
-                ip(&["addr", "del", &format!("{vip}/32"), "dev", dev]).map(|_| ())
+                ip(&["addr", "del", &host_cidr(vip), "dev", dev]).map(|_| ())
             } else {
                 Ok(())
             }
@@ -496,11 +664,7 @@ pub fn start(args: &RealServerArgs) -> RsResult<String> {
             args.vip
         )));
     }
-    let ifaces = if args.ifaces.is_empty() {
-        default_ifaces()?
-    } else {
-        args.ifaces.clone()
-    };
+    let ifaces = args.interfaces()?;
     for iface in &ifaces {
         if link(iface).is_none() {
             return Err(RsError(format!("--iface {iface}: no such interface")));
@@ -515,7 +679,7 @@ pub fn start(args: &RealServerArgs) -> RsResult<String> {
     });
     let mut made = Vec::new();
     let mut fixed = 0;
-    for step in plan(args.mode, &ifaces) {
+    for step in plan_for(args.vip, args.mode, &ifaces) {
         let result = match state.changes.iter().find(|c| c.records(&step)) {
             // Recorded by the first start: make it so again, keep what it found.
             Some(recorded) if in_place(recorded, args.vip) => continue,
@@ -559,7 +723,7 @@ pub fn start(args: &RealServerArgs) -> RsResult<String> {
 }
 
 /// Undoes `changes` in reverse order, as far as it can.
-fn roll_back(changes: &[Change], vip: Ipv4Addr) {
+fn roll_back(changes: &[Change], vip: IpAddr) {
     for change in changes.iter().rev() {
         let _ = undo(change, vip);
     }
@@ -626,17 +790,12 @@ pub fn status(args: &RealServerArgs) -> RsResult<(String, u8)> {
                 args.mode,
                 path.display()
             ));
-            let ifaces = if args.ifaces.is_empty() {
-                default_ifaces()?
-            } else {
-                args.ifaces.clone()
-            };
-            for step in plan(args.mode, &ifaces) {
+            for step in plan_for(args.vip, args.mode, &args.interfaces()?) {
                 out.push_str(&match step {
                     Step::Tunnel => format!(
                         "  link     {:<40} {}\n",
-                        TUNNEL_DEV,
-                        if link(TUNNEL_DEV).is_some() {
+                        tunnel(args.vip).dev,
+                        if link(tunnel(args.vip).dev).is_some() {
                             "present"
                         } else {
                             "absent"
@@ -649,7 +808,7 @@ pub fn status(args: &RealServerArgs) -> RsResult<(String, u8)> {
                     ),
                     Step::Address { dev, .. } => format!(
                         "  address  {:<40} {}\n",
-                        format!("{}/32 dev {dev}", args.vip),
+                        format!("{} dev {dev}", host_cidr(args.vip)),
                         if has_vip(&dev, args.vip).unwrap_or(false) {
                             "present"
                         } else {
@@ -668,7 +827,7 @@ pub fn status(args: &RealServerArgs) -> RsResult<(String, u8)> {
     Ok((out, code))
 }
 
-fn status_line(change: &Change, vip: Ipv4Addr, ok: bool) -> String {
+fn status_line(change: &Change, vip: IpAddr, ok: bool) -> String {
     let changed = if ok { "" } else { "  CHANGED since start" };
     match change {
         Change::Tunnel { dev, created, .. } => format!(
@@ -691,7 +850,7 @@ fn status_line(change: &Change, vip: Ipv4Addr, ok: bool) -> String {
         ),
         Change::Address { dev, added, .. } => format!(
             "  address  {:<40} {:<8} {}{changed}\n",
-            format!("{vip}/32 dev {dev}"),
+            format!("{} dev {dev}", host_cidr(vip)),
             if ok { "present" } else { "absent" },
             if *added { "added by xvs" } else { "found" }
         ),
@@ -796,5 +955,161 @@ mod tests {
         std::fs::write(&path, "{}").unwrap();
         let e = State::load(&path).unwrap_err().0;
         assert!(e.contains("not an xvs realserver state"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_dr_is_the_vip_on_lo_alone() {
+        let vip: IpAddr = "2001:db8:21::10".parse().unwrap();
+        let steps = plan_for(vip, RsMode::Dr, &["eth1".to_string()]);
+        assert_eq!(
+            steps,
+            [Step::Address {
+                dev: "lo".into(),
+                label: None
+            }],
+            "no ARP sysctls, nothing per interface, no label"
+        );
+        assert_eq!(host_cidr(vip), "2001:db8:21::10/128");
+        // An IPv4 VIP still gets the whole seed plan.
+        let v4 = plan_for("172.16.21.10".parse().unwrap(), RsMode::Dr, &[]);
+        assert_eq!(v4, plan(RsMode::Dr, &[]));
+        assert_eq!(sysctls(&v4).len(), 4);
+    }
+
+    #[test]
+    fn ipv6_tun_is_ip6tnl0_first_then_the_vip_and_no_rp_filter() {
+        let vip: IpAddr = "2001:db8:21::10".parse().unwrap();
+        let steps = plan_for(vip, RsMode::Tun, &["eth0".to_string()]);
+        assert_eq!(
+            steps,
+            [
+                Step::Tunnel,
+                Step::Address {
+                    dev: TUNNEL_DEV6.into(),
+                    label: None
+                }
+            ]
+        );
+        let t = tunnel(vip);
+        assert_eq!((t.dev, t.module), ("ip6tnl0", "ip6_tunnel"));
+        assert_eq!(
+            t.add.join(" "),
+            "link add ip6tnl0 type ip6tnl mode ip6ip6",
+            "the mode of the kernel's own fallback device"
+        );
+        let t4 = tunnel("172.16.21.10".parse().unwrap());
+        assert_eq!(t4.add.join(" "), "link add tunl0 type ipip");
+        assert_eq!(t4.module, "ipip");
+    }
+
+    #[test]
+    fn ipv6_state_file_is_named_by_the_compressed_address() {
+        let args = |vip: &str| RealServerArgs {
+            vip: parse_vip(vip).unwrap(),
+            mode: RsMode::Dr,
+            ifaces: Vec::new(),
+            state: None,
+        };
+        let want = Path::new("/run/xvs/realserver-2001:db8:21::10.json");
+        assert_eq!(args("2001:db8:21::10").state_path(), want);
+        assert_eq!(args("2001:DB8:21:0:0:0:0:10").state_path(), want);
+        assert_eq!(
+            args("172.16.21.10").state_path(),
+            Path::new("/run/xvs/realserver-172.16.21.10.json")
+        );
+        // IPv6 needs no default interfaces, so none are looked up (an IPv6-only host has
+        // no IPv4 address to find them by).
+        assert_eq!(
+            args("2001:db8:21::10").interfaces().unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn vip_parsing_refuses_garbage_and_non_unicast_ipv6_with_one_line() {
+        assert_eq!(
+            parse_vip("172.16.21.10"),
+            Ok(IpAddr::from([172, 16, 21, 10]))
+        );
+        assert!(parse_vip("2001:db8::10").unwrap().is_ipv6());
+        for (text, why) in [
+            ("garbage", "not an IPv4 or IPv6 address"),
+            ("172.16.21.10/32", "not an IPv4 or IPv6 address"),
+            ("[2001:db8::10]", "not an IPv4 or IPv6 address"),
+            (
+                "::ffff:172.16.21.10",
+                "IPv4-mapped address; give the IPv4 VIP 172.16.21.10",
+            ),
+            ("::", "not a unicast address"),
+            ("::1", "not a unicast address"),
+            ("ff02::1", "not a unicast address"),
+            ("fe80::10", "not a unicast address"),
+        ] {
+            let e = parse_vip(text).unwrap_err();
+            assert!(e.starts_with(&format!("--vip {text}: ")), "{e}");
+            assert!(e.contains(why), "{text}: {e}");
+            assert_eq!(e.lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn ipv6_state_round_trips_and_ipv4_files_from_before_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rs6.json");
+        let state = State {
+            vip: "2001:db8:21::10".parse().unwrap(),
+            mode: RsMode::Tun,
+            netns: "net:[1]".into(),
+            changes: vec![
+                Change::Tunnel {
+                    dev: TUNNEL_DEV6.into(),
+                    created: true,
+                    was_up: false,
+                },
+                Change::Address {
+                    dev: TUNNEL_DEV6.into(),
+                    label: None,
+                    added: true,
+                },
+            ],
+        };
+        state.save(&path).unwrap();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains(r#""vip": "2001:db8:21::10""#)
+        );
+        assert_eq!(State::load(&path).unwrap(), Some(state));
+        // Written by the IPv4-only xvs, whose vip was an Ipv4Addr.
+        let old = r#"{
+  "vip": "172.16.21.10",
+  "mode": "dr",
+  "netns": "net:[4026531840]",
+  "changes": [
+    {"kind": "sysctl", "sysctl": {"dev": "all", "name": "arp_ignore"}, "value": "1", "previous": "0"},
+    {"kind": "address", "dev": "lo", "label": "lo:0", "added": true}
+  ]
+}"#;
+        std::fs::write(&path, old).unwrap();
+        let loaded = State::load(&path).unwrap().unwrap();
+        assert_eq!(loaded.vip, IpAddr::from([172, 16, 21, 10]));
+        assert_eq!(loaded.changes.len(), 2);
+    }
+
+    #[test]
+    fn status_lines_print_an_ipv6_vip_as_ipv4_is_printed() {
+        let change = Change::Address {
+            dev: "lo".into(),
+            label: None,
+            added: true,
+        };
+        assert_eq!(
+            status_line(&change, "2001:db8:21::10".parse().unwrap(), true),
+            "  address  2001:db8:21::10/128 dev lo               present  added by xvs\n"
+        );
+        assert_eq!(
+            status_line(&change, "172.16.21.10".parse().unwrap(), false),
+            "  address  172.16.21.10/32 dev lo                   absent   added by xvs  CHANGED since start\n"
+        );
     }
 }

@@ -74,17 +74,21 @@ enum Cmd {
         socket: Option<PathBuf>,
     },
     /// Set this host up as an LVS-DR or LVS-TUN real server (the VIP on lo or tunl0, the
-    /// ARP sysctls), or undo it: `stop` restores exactly what `start` changed.
+    /// ARP sysctls; an IPv6 VIP on lo or ip6tnl0, no sysctls), or undo it: `stop` restores
+    /// exactly what `start` changed.
     Realserver {
         /// start, stop or status.
         action: RealserverAction,
-        /// The virtual IP the director balances.
+        /// The virtual IP the director balances, IPv4 or IPv6.
+        // A string, read by `realserver::parse_vip`: garbage is refused with one line.
         #[arg(long)]
-        vip: std::net::Ipv4Addr,
-        /// dr (VIP on lo) or tun (VIP on tunl0, needs the kernel's ipip module).
+        vip: String,
+        /// dr (VIP on lo) or tun (VIP on tunl0, needs the kernel's ipip module; for an IPv6
+        /// VIP ip6tnl0 and ip6_tunnel).
         #[arg(long, default_value = "dr")]
         mode: RsMode,
-        /// Interfaces that get the ARP sysctls (default: every one with an IPv4 address).
+        /// Interfaces that get the ARP sysctls (default: every one with an IPv4 address;
+        /// an IPv6 VIP needs none).
         #[arg(long = "iface", value_name = "IFACE")]
         ifaces: Vec<String>,
         /// Where start records what it changed (default /run/xvs/realserver-VIP.json).
@@ -233,6 +237,14 @@ fn main() -> ExitCode {
             ifaces,
             state,
         } => {
+            let vip = match realserver::parse_vip(&vip) {
+                Ok(vip) => vip,
+                Err(e) => {
+                    eprintln!("xvs realserver: {e}");
+                    // A usage error, as clap's: apart from status's 0, 1 and 3.
+                    return ExitCode::from(2);
+                }
+            };
             let args = RealServerArgs {
                 vip,
                 mode,
