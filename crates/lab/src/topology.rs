@@ -42,9 +42,14 @@ pub struct RealServerSetup {
 
 impl RealServerSetup {
     /// `xvs realserver start --vip VIP --mode dr --iface DEV` in `ns`; the state file is
-    /// `dir/NAME-realserver.json` (`/run` is shared by the namespaces).
+    /// `dir/NAME-realserver.json` (`/run` is shared by the namespaces), for an IPv6 VIP
+    /// `dir/NAME-realserver6.json`.
     fn start(&self, ns: &Namespace, name: &str, vip: &str, dev: &str) -> LabResult<()> {
-        let state = self.state_file(name);
+        let state = if vip.contains(':') {
+            self.state_file6(name)
+        } else {
+            self.state_file(name)
+        };
         let state = state.to_string_lossy();
         let xvs = self.xvs.to_string_lossy();
         let args = [
@@ -65,6 +70,11 @@ impl RealServerSetup {
     /// The state file of real server `name`.
     pub fn state_file(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}-realserver.json"))
+    }
+
+    /// The state file of real server `name`'s IPv6 VIP, in a dual-stack lab.
+    pub fn state_file6(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}-realserver6.json"))
     }
 
     /// A setup with its files in `dir`.
@@ -187,8 +197,9 @@ impl Topology {
         }
     }
 
-    /// Adds IPv6 beside IPv4 on every host, as [`Ipv6Plan`] describes.
-    pub fn add_ipv6(&mut self) -> LabResult<()> {
+    /// Adds IPv6 beside IPv4 on every host, as [`Ipv6Plan`] describes; DR and TUN real
+    /// servers get the IPv6 VIP by `xvs realserver start` (`setup`), as the IPv4 one.
+    pub fn add_ipv6(&mut self, setup: &RealServerSetup) -> LabResult<()> {
         let v6 = |ns: &Namespace, dev: &str, cidr: &str| {
             ns.ip(&["-6", "addr", "add", cidr, "dev", dev, "nodad"])
                 .map(|_| ())
@@ -217,9 +228,11 @@ impl Topology {
                     let rip = format!("2001:db8:40::{}", 12 + i);
                     v6(&rs.ns, &rs.dev, &format!("{rip}/64"))?;
                     route(&rs.ns, "default", "2001:db8:40::254")?;
-                    // IPv6 has no ARP to silence: the kernel answers neighbour
-                    // solicitations only for addresses of the receiving interface.
-                    v6(&rs.ns, "lo", &format!("{}/128", plan.vip))?;
+                    // VIP/128 on lo; IPv6 has no ARP to silence: the kernel answers
+                    // neighbour solicitations only for addresses of the receiving interface.
+                    setup
+                        .start(&rs.ns, &rs.name, &plan.vip, &rs.dev)
+                        .map_err(|e| LabError(format!("{}: {e}", rs.name)))?;
                     rs.rip6 = Some(rip);
                 }
                 plan

@@ -99,7 +99,7 @@ impl Lab {
         let topology = Topology::build(mode, &setup)
             .and_then(|mut t| {
                 if ipv6 {
-                    t.add_ipv6()?;
+                    t.add_ipv6(&setup)?;
                 }
                 Ok(t)
             })
