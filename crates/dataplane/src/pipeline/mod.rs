@@ -758,32 +758,15 @@ impl Pipeline {
         let quoted = error.flow;
         let (sender, receiver) = (*quoted.src.ip(), *quoted.dst.ip());
         if let Some(tunnel) = error.tunnel {
-            // About one of our IPIP packets (a smaller MTU between us and a TUN real server):
-            // IPVS tells the client, from the VIP, about its own datagram inside the tunnel.
-            if tunnel_source(shared, tunnel.real_server) != Some(tunnel.source) {
-                return Err(Drop::IcmpNoConnection);
-            }
-            // The quote is the client's datagram as sent: client -> VIP.
-            let key = FlowKey::new(
-                Protocol::from_u8(quoted.protocol),
-                endpoint(sender, quoted.src.port()),
-                endpoint(receiver, quoted.dst.port()),
+            // About one of our IPIP packets: IPVS tells the client, from the VIP.
+            return self.answer_about_tunnel(
+                (tunnel.source, tunnel.real_server),
+                quoted.protocol,
+                (sender, quoted.src.port()),
+                (receiver, quoted.dst.port()),
+                (ingress, view.src),
+                |egress| icmp::answer_tunnel_error(frame, view, &error, egress),
             );
-            self.shard
-                .table()
-                .lookup_inbound_any(&key)
-                .ok_or(Drop::IcmpNoConnection)?;
-            // The director itself tells the client: rate limited as its own errors are.
-            if !shared.counters.icmp.allow(sender) {
-                return Err(Drop::IcmpRateLimited);
-            }
-            let verdict = relay(shared, sender, ingress, view.src, |egress| {
-                icmp::answer_tunnel_error(frame, view, &error, egress)
-            })?;
-            if verdict != Verdict::Drop {
-                add(&shared.counters.icmp_sent, 1);
-            }
-            return Ok(verdict);
         }
         // The connection's own direction is the reverse of the quoted packet's.
         let key = FlowKey::new(
@@ -822,6 +805,46 @@ impl Pipeline {
         relay(shared, sender, ingress, view.src, |egress| {
             icmp::rewrite_toward_client(frame, view, &error, vip, egress)
         })
+    }
+
+    /// An ICMP error about one of the director's own tunnel packets (a router between it and
+    /// a TUN real server with a smaller MTU), quoting the client's packet `client -> vip`
+    /// inside: if the tunnel is ours (`tunnel`: its source and real server) and the flow a
+    /// connection, `answer` turns the error into one from the VIP to the client, rate
+    /// limited and counted as the director's own errors are. `arrival`: the ingress port
+    /// and the error's sender.
+    #[cold]
+    fn answer_about_tunnel<A: Family + PartialEq + Into<IpAddr> + Into<xvs_conntrack::Addr>>(
+        &mut self,
+        tunnel: (A, A),
+        protocol: u8,
+        client: (A, u16),
+        vip: (A, u16),
+        arrival: (u8, A),
+        answer: impl FnOnce(&Egress) -> Result<Transmit, Reason>,
+    ) -> Result<Verdict, Drop> {
+        let shared = &self.shared;
+        let (source, real_server) = tunnel;
+        if tunnel_source(shared, real_server) != Some(source) {
+            return Err(Drop::IcmpNoConnection);
+        }
+        let key = FlowKey::new(
+            Protocol::from_u8(protocol),
+            Endpoint::new(client.0, client.1),
+            Endpoint::new(vip.0, vip.1),
+        );
+        self.shard
+            .table()
+            .lookup_inbound_any(&key)
+            .ok_or(Drop::IcmpNoConnection)?;
+        if !shared.counters.icmp.allow(client.0) {
+            return Err(Drop::IcmpRateLimited);
+        }
+        let verdict = relay(shared, client.0, arrival.0, arrival.1, answer)?;
+        if verdict != Verdict::Drop {
+            add(&shared.counters.icmp_sent, 1);
+        }
+        Ok(verdict)
     }
 }
 

@@ -25,7 +25,7 @@ use xvs_forwarders::{Frame, PacketView6, dr, nat, parse6, tun};
 use super::counters::{Drop, add};
 use super::{
     EgressCache, Hop, Pipeline, Placed, Shared, Verdict, count_in_len, deliver_locally, finish,
-    refuse, relay, sync_out, tunnel_source,
+    refuse, relay, sync_out,
 };
 use crate::service::spec::ForwardMethod;
 
@@ -182,32 +182,16 @@ impl Pipeline {
         let quoted = error.flow;
         let (sender, receiver) = (*quoted.src.ip(), *quoted.dst.ip());
         if let Some(tunnel) = error.tunnel {
-            // About one of our IPv6-in-IPv6 packets (a smaller MTU between us and a TUN real
-            // server): the client hears it from the VIP, about its own packet in the tunnel.
-            if tunnel_source(shared, tunnel.real_server) != Some(tunnel.source) {
-                return Err(Drop::IcmpNoConnection);
-            }
-            // The quote is the client's packet as sent: client -> VIP.
-            let key = FlowKey::new(
-                Protocol::from_u8(quoted.protocol),
-                endpoint6(sender, quoted.src.port()),
-                endpoint6(receiver, quoted.dst.port()),
+            // About one of our IPv6-in-IPv6 packets: the client hears it from the VIP, as
+            // for IPIP.
+            return self.answer_about_tunnel(
+                (tunnel.source, tunnel.real_server),
+                quoted.protocol,
+                (sender, quoted.src.port()),
+                (receiver, quoted.dst.port()),
+                (ingress, view.src),
+                |egress| icmp6::answer_tunnel_error_v6(frame, view, &error, egress),
             );
-            self.shard
-                .table()
-                .lookup_inbound_any(&key)
-                .ok_or(Drop::IcmpNoConnection)?;
-            // The director itself tells the client: rate limited as its own errors are.
-            if !shared.counters.icmp.allow(sender) {
-                return Err(Drop::IcmpRateLimited);
-            }
-            let verdict = relay(shared, sender, ingress, view.src, |egress| {
-                icmp6::answer_tunnel_error_v6(frame, view, &error, egress)
-            })?;
-            if verdict != Verdict::Drop {
-                add(&shared.counters.icmp_sent, 1);
-            }
-            return Ok(verdict);
         }
         // The connection's own direction is the reverse of the quoted packet's.
         let key = FlowKey::new(
