@@ -488,7 +488,7 @@ impl Shard {
         counters: &mut impl DestCounters,
     ) -> Result<Conn, InsertError> {
         let bucket = self.inbound_bucket(&new.key);
-        let (index, word, meta) = self.fill_missing(&new, bucket, now, counters)?;
+        let (index, word, meta) = self.fill_missing(&new, bucket, None, now, counters)?;
         Ok(snapshot(
             self.id,
             index,
@@ -499,9 +499,11 @@ impl Shard {
     }
 
     /// The data path's new connection: [`insert_missing`](Self::insert_missing) in the
-    /// inbound `bucket` the caller hashed `new.key` to, followed by the input packet that
-    /// opened it ([`on_packet`](Self::on_packet) with `flags`), without reading the entry
-    /// back. The handle of the connection, which goes to `new.dest` at `new.dest_addr`.
+    /// inbound `bucket` the caller hashed `new.key` to, with the input packet that opened it
+    /// (`flags`) already applied, as [`on_packet`](Self::on_packet) would apply it: the
+    /// entry is written once, in the state and with the deadline that packet gives, and
+    /// filed on the timer wheel at that deadline. The handle of the connection, which goes
+    /// to `new.dest` at `new.dest_addr`.
     pub fn open_missing(
         &mut self,
         new: &NewConn,
@@ -510,30 +512,24 @@ impl Shard {
         now: Secs,
         counters: &mut impl DestCounters,
     ) -> Result<FlowRef, InsertError> {
-        let (index, word, _) = self.fill_missing(new, bucket, now, counters)?;
-        let flow = FlowRef {
+        let (index, word, _) = self.fill_missing(new, bucket, Some(flags), now, counters)?;
+        Ok(FlowRef {
             shard: self.id,
             slot: index,
             generation: word.generation(),
-        };
-        let slot = &self.own.slots[index as usize];
-        // Only this worker can touch a slot it just filled, so the packet applies.
-        if let Ok(applied) =
-            self.table
-                .apply_to_slot(slot, flow, Direction::Input, flags, now, counters)
-            && applied.shortened
-        {
-            self.refile(index);
-        }
-        Ok(flow)
+        })
     }
 
     /// Fills a free slot with `new` and links it (`bucket`: its inbound bucket); the slot,
-    /// its state word and its meta word.
+    /// its state word and its meta word. With `opening`, the flags of the input packet that
+    /// opens it, the entry starts in the state that packet leads to from NONE (IPVS
+    /// `ip_vs_conn_new` then `ip_vs_set_state`); without, in NONE for
+    /// [`NEW_CONN_TIMEOUT`].
     fn fill_missing(
         &mut self,
         new: &NewConn,
         bucket: usize,
+        opening: Option<TcpFlags>,
         now: Secs,
         counters: &mut impl DestCounters,
     ) -> Result<(u32, StateWord, Meta), InsertError> {
@@ -585,9 +581,26 @@ impl Shard {
         if !via_director {
             flags |= flag::NO_OUTPUT;
         }
-        let deadline = now.saturating_add(NEW_CONN_TIMEOUT);
+        let (state, deadline) = match opening {
+            None => (TcpState::None, now.saturating_add(NEW_CONN_TIMEOUT)),
+            Some(packet) => {
+                // What `apply_to_slot` does for the first input packet, on the fresh entry.
+                let state = match new.key.proto {
+                    Protocol::Tcp => {
+                        let (table, _) = select_table(Direction::Input, !via_director);
+                        transition(self.table.table_set(), table, packet, TcpState::None)
+                    }
+                    Protocol::Udp | Protocol::Icmp => TcpState::None,
+                };
+                if state.is_active() {
+                    flags &= !flag::INACTIVE;
+                }
+                let timeout = self.table.inner.timeouts.for_state(new.key.proto, state);
+                (state, now.saturating_add(timeout))
+            }
+        };
         let generation = slot.word().generation();
-        let word = StateWord::new(deadline, TcpState::None, flags, generation);
+        let word = StateWord::new(deadline, state, flags, generation);
         slot.word.store(word.0, Ordering::Release);
 
         let table = &self.table;
@@ -606,6 +619,9 @@ impl Shard {
         }
         bump(&shared.stats.conns);
         counters.conn_bound(new.dest);
+        if state.is_active() {
+            counters.conn_activated(new.dest);
+        }
         Ok((index, word, meta))
     }
 

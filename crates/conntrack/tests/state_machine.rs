@@ -324,3 +324,80 @@ fn udp_and_icmp_stay_inactive_and_only_refresh() {
         }
     );
 }
+
+/// `open_missing` writes a new entry already in the state its opening packet leads to; it
+/// must leave exactly what `insert` followed by that packet's `on_packet` leaves (state,
+/// active flag, deadline, counters), for every flag combination, both return paths, both
+/// table sets and every protocol.
+#[test]
+fn open_missing_equals_insert_then_the_opening_packet() {
+    let all_flags = (0u8..16).map(|bits| {
+        let mut f = TcpFlags::NONE;
+        for (bit, flag) in [TcpFlags::SYN, TcpFlags::FIN, TcpFlags::ACK, TcpFlags::RST]
+            .into_iter()
+            .enumerate()
+        {
+            if bits & (1 << bit) != 0 {
+                f = TcpFlags(f.0 | flag.0);
+            }
+        }
+        f
+    });
+    let mut cases = 0;
+    for secure_tcp in [false, true] {
+        let table_of = || {
+            ConnTable::new(Config {
+                options: Options {
+                    secure_tcp,
+                    ..Options::default()
+                },
+                ..config(1, 64)
+            })
+        };
+        for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Icmp] {
+            for nat in [false, true] {
+                for flags in all_flags.clone() {
+                    let base = if nat {
+                        nat_conn(client(1, 1000), 2)
+                    } else {
+                        dr_conn(client(1, 1000), 1)
+                    };
+                    let new = NewConn {
+                        key: FlowKey::new(proto, base.key.src, base.key.dst),
+                        ..base
+                    };
+                    let (reference, mut shards) = table_of();
+                    let mut want_counts = Recorder::default();
+                    let conn = shards[0].insert(new, 7, &mut want_counts).unwrap();
+                    let state = shards[0]
+                        .on_packet(conn.flow, Direction::Input, flags, 7, &mut want_counts)
+                        .unwrap();
+                    let want = reference.get(conn.flow).unwrap();
+                    assert_eq!(want.state, state);
+
+                    let (opened, mut shards) = table_of();
+                    let mut got_counts = Recorder::default();
+                    let bucket = shards[0].prefetch_inbound(&new.key);
+                    let flow = shards[0]
+                        .open_missing(&new, bucket, flags, 7, &mut got_counts)
+                        .unwrap();
+                    let got = opened.get(flow).unwrap();
+                    let case = format!("secure {secure_tcp} {proto:?} nat {nat} {flags:?}");
+                    assert_eq!(
+                        (got.state, got.active, got.expires, got.return_path),
+                        (want.state, want.active, want.expires, want.return_path),
+                        "{case}"
+                    );
+                    assert_eq!(got_counts.total(), want_counts.total(), "{case}");
+                    assert_eq!(
+                        got_counts.get(new.dest),
+                        want_counts.get(new.dest),
+                        "{case}"
+                    );
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 2 * 3 * 2 * 16);
+}
