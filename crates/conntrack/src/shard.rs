@@ -504,6 +504,7 @@ impl Shard {
     /// entry is written once, in the state and with the deadline that packet gives, and
     /// filed on the timer wheel at that deadline. The handle of the connection, which goes
     /// to `new.dest` at `new.dest_addr`.
+    #[inline]
     pub fn open_missing(
         &mut self,
         new: &NewConn,
@@ -525,6 +526,7 @@ impl Shard {
     /// opens it, the entry starts in the state that packet leads to from NONE (IPVS
     /// `ip_vs_conn_new` then `ip_vs_set_state`); without, in NONE for
     /// [`NEW_CONN_TIMEOUT`].
+    #[inline(always)]
     fn fill_missing(
         &mut self,
         new: &NewConn,
@@ -613,7 +615,8 @@ impl Shard {
                 &slot.next_outbound,
             );
         }
-        self.wheel.schedule(index, deadline);
+        // A slot from the free list is off the wheel.
+        self.wheel.file(index, deadline);
         if new.key.proto == Protocol::Tcp {
             self.half_open.push(index);
         }
@@ -666,7 +669,7 @@ impl Shard {
             index,
             &slot.next_primary,
         );
-        self.wheel.schedule(index, deadline);
+        self.wheel.file(index, deadline);
         bump(&shared.stats.templates);
         counters.template_bound(dest);
         Ok(TemplateRef {

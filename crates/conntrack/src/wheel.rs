@@ -74,6 +74,17 @@ impl Wheel {
     /// deadline fires on the next tick).
     pub(crate) fn schedule(&mut self, slot: u32, deadline: Secs) {
         self.cancel(slot);
+        self.file(slot, deadline);
+    }
+
+    /// [`schedule`](Self::schedule) for a slot that is not on the wheel (a slot just taken
+    /// from the free list: freeing takes it off), without the cancel.
+    #[inline]
+    pub(crate) fn file(&mut self, slot: u32, deadline: Secs) {
+        debug_assert_eq!(
+            self.links[slot as usize].filed, UNLINKED,
+            "slot {slot} is filed"
+        );
         let at = deadline.clamp(
             self.current.wrapping_add(1),
             self.current.wrapping_add(WHEEL_SLOTS - 1),

@@ -958,6 +958,7 @@ struct Choice {
     template: Option<xvs_conntrack::TemplateRef>,
 }
 
+#[inline(always)]
 fn choose(
     shard: &mut Shard,
     scheduler: &mut dyn Scheduler,
@@ -1029,6 +1030,7 @@ struct Opening {
 
 /// A new connection for `opening`'s tuple, to the real server [`choose`] gives, with the
 /// opening packet applied: its handle, real server and where packets go.
+#[inline(always)]
 fn open(
     shard: &mut Shard,
     scheduler: &mut dyn Scheduler,
