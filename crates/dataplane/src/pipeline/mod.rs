@@ -553,8 +553,8 @@ impl Pipeline {
                 {
                     sync_out(self.shard.table(), &shared.sync, flow);
                 }
-                let (_, d, _) = shared.snapshot.dest(dest).ok_or(Drop::DestRemoved)?;
-                (dest, d.spec.method, dest_addr)
+                let method = shared.snapshot.dest_method(dest).ok_or(Drop::DestRemoved)?;
+                (dest, method, dest_addr)
             }
         };
         count_in(counters, dest_id, view);
