@@ -31,7 +31,7 @@
 //!   scheduler flags `fallback` and `port` (sh, mh).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use xvs_conntrack::{ConnTable, Options};
 use xvs_dataplane::pipeline::counters::WorkerCounters;
@@ -354,22 +354,25 @@ impl Lab {
     }
 }
 
-/// Worker `i`'s counters and an idle sync port, made once per process: allocating them
+/// Worker `i`'s counters and an idle sync port, made once per thread: allocating them
 /// (megabytes of per-real-server cells, the sync queues) took most of each run, and the
 /// pipeline decides nothing by them (the oracle compares counter deltas; no sync daemon
-/// runs, so the port stays idle).
+/// runs, so the port stays idle). Per thread, not per process, so that the crate's tests,
+/// which run labs in parallel threads, never move each other's counters mid-batch.
 fn reused_parts(i: usize) -> (Arc<WorkerCounters>, Arc<SyncPort>) {
-    static PARTS: OnceLock<(Vec<Arc<WorkerCounters>>, Arc<SyncPort>)> = OnceLock::new();
-    let (counters, sync) = PARTS.get_or_init(|| {
-        let counters = (0..MAX_WORKERS)
-            .map(|_| Arc::new(WorkerCounters::default()))
-            .collect();
-        (counters, Arc::new(SyncPort::default()))
-    });
-    (counters[i].clone(), sync.clone())
+    type Parts = (Vec<Arc<WorkerCounters>>, Arc<SyncPort>);
+    thread_local! {
+        static PARTS: Parts = (
+            (0..MAX_WORKERS)
+                .map(|_| Arc::new(WorkerCounters::default()))
+                .collect(),
+            Arc::new(SyncPort::default()),
+        );
+    }
+    PARTS.with(|(counters, sync)| (counters[i].clone(), sync.clone()))
 }
 
-/// Worker `i`'s counters as every lab of this process has added to them (for reports of
+/// Worker `i`'s counters as every lab of this thread has added to them (for reports of
 /// what a corpus reaches: `examples/outcomes.rs`).
 pub fn process_counters(i: usize) -> Arc<WorkerCounters> {
     reused_parts(i).0
