@@ -155,6 +155,10 @@ impl Oracle {
             ensure!(port == ingress, "ICMP replies leave by the ingress port");
             ensure!(eth.destination[..] == input[6..12], "to the sender's MAC");
             ensure!(eth.source[..] == input[..6], "from the MAC it was sent to");
+            ensure!(
+                Some(ip.dst()) == source_address(input),
+                "to the sender of the datagram it quotes"
+            );
             if ip.is_v6() {
                 let source = Ipv6Addr::from(ip.src);
                 ensure!(
@@ -170,6 +174,15 @@ impl Oracle {
             );
         }
         check_payload(&out[ETH..ETH + ip.total_len], &ip, &facts, mtu, 0)
+    }
+}
+
+/// The IP source address of the IPv4 or IPv6 frame `frame`, if it has one.
+fn source_address(frame: &[u8]) -> Option<&[u8]> {
+    match frame.get(12..14)? {
+        [0x08, 0x00] => frame.get(ETH + 12..ETH + 16),
+        [0x86, 0xdd] => frame.get(ETH + 8..ETH + 24),
+        _ => None,
     }
 }
 
@@ -517,6 +530,58 @@ impl Counters {
             icmp_sent: c.icmp_sent.load(Relaxed),
             drops: std::array::from_fn(|i| c.drops[i].load(Relaxed)),
             refused: std::array::from_fn(|i| c.refused[i].load(Relaxed)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::LabConfig;
+    use crate::seeds::v6::Packet6;
+    use crate::seeds::{CLIENT_PORT, flags};
+
+    /// A named change to a transmitted frame.
+    type Corruption = (&'static str, fn(&mut Vec<u8>));
+
+    /// An IPv6 SYN forwarded by each method passes; each corruption of it is caught.
+    #[test]
+    fn ipv6_frames_pass_and_their_corruptions_do_not() {
+        let syn = Packet6::tcp(
+            (lab::CLIENT6, CLIENT_PORT),
+            (lab::VIP6, 80),
+            flags::SYN,
+            &[],
+        );
+        for pools in [0b0000, 0b0101, 0b1010] {
+            let config = LabConfig {
+                services: pools,
+                ..LabConfig::default()
+            };
+            let mut lab = Lab::new(config, 1);
+            let oracle = Oracle::new(&lab);
+            let mut outcomes = lab.run_batch(0, 0, &[syn.build()]);
+            let outcome = &mut outcomes[0];
+            let Verdict::Transmit { port } = outcome.verdict else {
+                panic!("pools {pools:04b}: {:?}", outcome.verdict)
+            };
+            assert_eq!(oracle.check_transmitted(0, outcome, port), Ok(()));
+            let sent = outcome.output.clone();
+            let corruptions: [Corruption; 5] = [
+                ("hop limit 0", |f| f[ETH + 7] = 0),
+                ("payload length", |f| f[ETH + 5] += 1),
+                ("padding", |f| f.extend_from_slice(&[0; 64])),
+                ("version", |f| f[ETH] = 0x50),
+                ("last byte", |f| *f.last_mut().unwrap() ^= 1),
+            ];
+            for (what, corrupt) in corruptions {
+                outcome.output = sent.clone();
+                corrupt(&mut outcome.output);
+                assert!(
+                    oracle.check_transmitted(0, outcome, port).is_err(),
+                    "pools {pools:04b}: {what}"
+                );
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::lab::{
 };
 use crate::repair::repair;
 
-mod v6;
+pub mod v6;
 
 /// TCP flag bits.
 pub mod flags {
@@ -171,7 +171,8 @@ fn quote(frame: &[u8]) -> &[u8] {
     &frame[14..(14 + ihl + 8).min(frame.len())]
 }
 
-pub(crate) const CLIENT_PORT: u16 = 40000;
+/// The client's TCP port in the seeds.
+pub const CLIENT_PORT: u16 = 40000;
 const UDP_CLIENT_PORT: u16 = 5000;
 
 fn syn() -> Vec<u8> {
