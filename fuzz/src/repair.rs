@@ -49,17 +49,6 @@ pub fn repair(frame: &mut [u8], ctl: Ctl) {
         let (header, l4) = frame[ETH..end].split_at_mut(ihl);
         let (src, dst) = addresses(header);
         match header[9] {
-            TCP if l4.len() >= 20 => set_transport_checksum(l4, 16, src, dst, TCP),
-            UDP if l4.len() >= 8 => {
-                // The checksum covers the UDP length's bytes (the rest is IP padding).
-                let len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
-                let segment = if (8..=l4.len()).contains(&len) {
-                    &mut l4[..len]
-                } else {
-                    l4
-                };
-                set_transport_checksum(segment, 6, src, dst, UDP)
-            }
             ICMP if l4.len() >= 8 => {
                 if ctl.has(Ctl::FIX_IP)
                     && matches!(l4[0], 3 | 11)
@@ -71,7 +60,7 @@ pub fn repair(frame: &mut [u8], ctl: Ctl) {
                 let sum = Sum16BitWords::new().add_slice(l4).ones_complement();
                 l4[2..4].copy_from_slice(&sum.to_ne_bytes());
             }
-            _ => {}
+            protocol => set_tcp_udp_checksum(l4, protocol, src, dst),
         }
     }
 }
@@ -101,16 +90,6 @@ fn repair6(frame: &mut [u8], ctl: Ctl) {
     }
     let (src, dst) = (&header[8..24], &header[24..40]);
     match protocol {
-        TCP if l4.len() >= 20 => set_transport_checksum(l4, 16, src, dst, TCP),
-        UDP if l4.len() >= 8 => {
-            let len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
-            let segment = if (8..=l4.len()).contains(&len) {
-                &mut l4[..len]
-            } else {
-                l4
-            };
-            set_transport_checksum(segment, 6, src, dst, UDP)
-        }
         ICMPV6 if l4.len() >= 8 => {
             if ctl.has(Ctl::FIX_IP)
                 && (1..=4).contains(&l4[0])
@@ -123,6 +102,25 @@ fn repair6(frame: &mut [u8], ctl: Ctl) {
                 set_ipv4_checksum(&mut l4[inner..inner + ihl]);
             }
             set_transport_checksum(l4, 2, src, dst, ICMPV6)
+        }
+        protocol => set_tcp_udp_checksum(l4, protocol, src, dst),
+    }
+}
+
+/// Sets the checksum of the TCP or UDP header at the start of `l4` over the IPv4 or IPv6
+/// pseudo-header (a UDP one over the UDP length's bytes: the rest is IP padding); other
+/// protocols and headers cut short are left alone.
+fn set_tcp_udp_checksum(l4: &mut [u8], protocol: u8, src: &[u8], dst: &[u8]) {
+    match protocol {
+        TCP if l4.len() >= 20 => set_transport_checksum(l4, 16, src, dst, TCP),
+        UDP if l4.len() >= 8 => {
+            let len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
+            let segment = if (8..=l4.len()).contains(&len) {
+                &mut l4[..len]
+            } else {
+                l4
+            };
+            set_transport_checksum(segment, 6, src, dst, UDP)
         }
         _ => {}
     }
