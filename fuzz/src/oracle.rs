@@ -209,7 +209,7 @@ fn quotes_the_datagram_received(out: &[u8], input: &[u8]) -> bool {
         match out.get(ETH + IPV6_HEADER..end) {
             Some(icmp)
                 if out[ETH + 6] == 58
-                    && icmp.len() >= 8 + 20
+                    && icmp.len() >= 8 + IPV6_HEADER
                     && ICMPV6_ERRORS.contains(&icmp[0]) =>
             {
                 &icmp[8..]
