@@ -8,9 +8,9 @@
 //!
 //! | service | real servers |
 //! |---|---|
-//! | TCP 192.168.0.100:80 and [2001:db8::100]:80 | pool of `services` bits 0-1 |
-//! | UDP 192.168.0.100:53 and [2001:db8::100]:53 | pool of `services` bits 2-3 |
-//! | TCP 192.168.0.101:0 and [2001:db8::101]:0, persistent (`services` bit 6) | pool of bits 0-1, port 0 |
+//! | TCP `192.168.0.100:80`, `[2001:db8::100]:80` | pool of `services` bits 0-1 |
+//! | UDP `192.168.0.100:53`, `[2001:db8::100]:53` | pool of `services` bits 2-3 |
+//! | TCP `192.168.0.101:0`, `[2001:db8::101]:0`, persistent (bit 6) | pool of bits 0-1, port 0 |
 //!
 //! Pools (each service's own family): 0 two DR servers, 1 two NAT servers (port 8080 /
 //! 5353), 2 two TUN servers, 3 one of each plus a local one (the director's own address:

@@ -128,7 +128,7 @@ fn set_tcp_udp_checksum(l4: &mut [u8], protocol: u8, src: &[u8], dst: &[u8]) {
 
 /// The upper-layer protocol after the IPv6 extension headers that start `payload` with
 /// `next` as the fixed header's next header, and its offset in `payload`; `None` when a
-/// header is cut short, the chain is longer than [`MAX_EXTENSIONS`] or a later fragment
+/// header is cut short, the chain is longer than `MAX_EXTENSIONS` (16) or a later fragment
 /// holds no upper-layer header.
 pub fn upper_layer6(mut next: u8, payload: &[u8]) -> Option<(u8, usize)> {
     let mut at = 0;
