@@ -34,6 +34,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use xvs_conntrack::{ConnTable, Options};
+use xvs_dataplane::icmp_limit::IcmpLimits;
 use xvs_dataplane::pipeline::counters::WorkerCounters;
 use xvs_dataplane::pipeline::{Clock, Pipeline, ResolveQueue, Shared, Verdict};
 use xvs_dataplane::route::{Link, Neighbours, Routes};
@@ -118,6 +119,13 @@ const fn ip6(high: u64, low: u64) -> Ipv6Addr {
 pub const NAT_TCP_PORT: u16 = 8080;
 /// The NAT real servers' UDP port (the virtual port is 53).
 pub const NAT_UDP_PORT: u16 = 5353;
+
+/// ICMP limits that never refuse (0 turns each limit off).
+const UNLIMITED_ICMP: IcmpLimits = IcmpLimits {
+    ratelimit_ms: 0,
+    msgs_per_sec: 0,
+    msgs_burst: 0,
+};
 
 const SCHEDULERS: [&str; 16] = [
     "rr", "wrr", "lc", "wlc", "sed", "nq", "lblc", "lblcr", "dh", "sh", "mh", "fo", "ovf", "twos",
@@ -263,6 +271,10 @@ impl Lab {
             .enumerate()
             .map(|(i, shard)| {
                 let (counters, sync) = reused_parts(i);
+                // No ICMP rate limit: the limiter runs on the wall clock, so with one it would
+                // let through about one director's error a second per destination, whichever
+                // input happens to come then, and the oracle would rarely see the rest.
+                counters.icmp.set_limits(UNLIMITED_ICMP, 1);
                 let shared = Shared {
                     snapshot: snapshot.clone(),
                     routes: routes.clone(),
