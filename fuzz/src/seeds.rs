@@ -13,6 +13,8 @@ use crate::lab::{
 };
 use crate::repair::repair;
 
+pub mod v6;
+
 /// TCP flag bits.
 pub mod flags {
     /// FIN.
@@ -58,29 +60,12 @@ impl Packet {
 
     /// A TCP segment `src` -> `dst` with `flags` and `payload` (as Linux sends: DF).
     pub fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, payload: &[u8]) -> Self {
-        let mut l4 = Vec::new();
-        l4.extend_from_slice(&src.1.to_be_bytes());
-        l4.extend_from_slice(&dst.1.to_be_bytes());
-        l4.extend_from_slice(&0x1000_0000u32.to_be_bytes());
-        let ack = if flags & flags::ACK != 0 {
-            0x2000_0000u32
-        } else {
-            0
-        };
-        l4.extend_from_slice(&ack.to_be_bytes());
-        l4.extend_from_slice(&[0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
-        l4.extend_from_slice(payload);
-        Packet::new(src.0, dst.0, 6, l4)
+        Packet::new(src.0, dst.0, 6, tcp_segment(src.1, dst.1, flags, payload))
     }
 
     /// A UDP datagram `src` -> `dst` carrying `payload`.
     pub fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Self {
-        let mut l4 = Vec::new();
-        l4.extend_from_slice(&src.1.to_be_bytes());
-        l4.extend_from_slice(&dst.1.to_be_bytes());
-        l4.extend_from_slice(&[0, 0, 0, 0]);
-        l4.extend_from_slice(payload);
-        let mut p = Packet::new(src.0, dst.0, 17, l4);
+        let mut p = Packet::new(src.0, dst.0, 17, udp_datagram(src.1, dst.1, payload));
         p.flags_fragment = 0;
         p
     }
@@ -153,13 +138,41 @@ impl Packet {
     }
 }
 
+/// A TCP header from `sport` to `dport` with `flags`, then `payload` (checksum left 0).
+fn tcp_segment(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&0x1000_0000u32.to_be_bytes());
+    let ack = if flags & flags::ACK != 0 {
+        0x2000_0000u32
+    } else {
+        0
+    };
+    l4.extend_from_slice(&ack.to_be_bytes());
+    l4.extend_from_slice(&[0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+    l4.extend_from_slice(payload);
+    l4
+}
+
+/// A UDP header from `sport` to `dport`, then `payload` (length and checksum left 0).
+fn udp_datagram(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&[0, 0, 0, 0]);
+    l4.extend_from_slice(payload);
+    l4
+}
+
 /// What an ICMP error quotes of `frame`: its IPv4 header and 8 bytes more.
 fn quote(frame: &[u8]) -> &[u8] {
     let ihl = usize::from(frame[14] & 0x0f) * 4;
     &frame[14..(14 + ihl + 8).min(frame.len())]
 }
 
-const CLIENT_PORT: u16 = 40000;
+/// The client's TCP port in the seeds.
+pub const CLIENT_PORT: u16 = 40000;
 const UDP_CLIENT_PORT: u16 = 5000;
 
 fn syn() -> Vec<u8> {
@@ -342,11 +355,6 @@ fn conversation() -> Vec<(u8, Vec<u8>)> {
 /// Inputs for the `pipeline` target: the conversation under each method, and the frames
 /// the director must refuse or answer.
 pub fn pipeline_seeds() -> Vec<(String, Vec<u8>)> {
-    let config = |services, scheduler, options| LabConfig {
-        services,
-        scheduler,
-        options,
-    };
     let mut seeds = Vec::new();
     for (name, pools) in [
         ("dr", 0b0000),
@@ -432,45 +440,71 @@ pub fn pipeline_seeds() -> Vec<(String, Vec<u8>)> {
         "refusals".into(),
         input(config(0b1111, 0x43, 0x64), &refusals),
     ));
+    seeds.extend(v6::pipeline_seeds());
     seeds
 }
 
 /// Inputs for the `pipeline_sequence` target: connections over time, across two workers
 /// and through reloads that remove their real servers.
 pub fn sequence_seeds() -> Vec<(String, Vec<u8>)> {
-    let tick = 1 << 4;
-    let expire = 2 << 4;
-    let reload = 3 << 4;
     let mut seeds = Vec::new();
     for (name, pools, options) in [
         ("nat", 0b0101, 0x04),
         ("dr", 0b0000, 0),
         ("tun", 0b1010, 0x04),
     ] {
-        let config = LabConfig {
-            services: pools,
-            scheduler: 0,
-            options,
-        };
-        let mut records = conversation();
-        // The NAT replies arrive on the other worker (RSS hashes them elsewhere).
-        for (ctl, _) in records.iter_mut() {
-            if *ctl & Ctl::INGRESS != 0 {
-                *ctl |= Ctl::WORKER;
-            }
-        }
-        records[2].0 |= tick | Ctl::END_BATCH;
-        records.push((Ctl::REPAIR | expire, client_tcp(flags::ACK, &[])));
-        records.push((Ctl::REPAIR, syn()));
-        // Reload to the other pools (the record's first byte is the new services byte),
-        // then the flow's next packet.
-        let mut reload_frame = client_tcp(flags::ACK, &[]);
-        reload_frame[0] = pools ^ 0b0101;
-        records.push((Ctl::REPAIR | reload, reload_frame));
-        records.push((Ctl::REPAIR, client_tcp(flags::ACK, &[])));
-        seeds.push((format!("{name}-over-time"), input(config, &records)));
+        let records = over_time(
+            pools,
+            conversation(),
+            &|| client_tcp(flags::ACK, &[]),
+            syn(),
+        );
+        seeds.push((
+            format!("{name}-over-time"),
+            input(config(pools, 0, options), &records),
+        ));
     }
+    seeds.extend(v6::sequence_seeds());
     seeds
+}
+
+/// The lab config of `services`, `scheduler` and `options`.
+fn config(services: u8, scheduler: u8, options: u8) -> LabConfig {
+    LabConfig {
+        services,
+        scheduler,
+        options,
+    }
+}
+
+/// A `conversation` over time: the real servers' replies on the other worker, a tick, an
+/// expiry before another `ack` and a new `syn`, and a reload to the other pools before the
+/// flow's next packet.
+fn over_time(
+    pools: u8,
+    mut records: Vec<(u8, Vec<u8>)>,
+    ack: &dyn Fn() -> Vec<u8>,
+    syn: Vec<u8>,
+) -> Vec<(u8, Vec<u8>)> {
+    let tick = 1 << 4;
+    let expire = 2 << 4;
+    let reload = 3 << 4;
+    // The NAT replies arrive on the other worker (RSS hashes them elsewhere).
+    for (ctl, _) in records.iter_mut() {
+        if *ctl & Ctl::INGRESS != 0 {
+            *ctl |= Ctl::WORKER;
+        }
+    }
+    records[2].0 |= tick | Ctl::END_BATCH;
+    records.push((Ctl::REPAIR | expire, ack()));
+    records.push((Ctl::REPAIR, syn));
+    // Reload to the other pools (the record's first byte is the new services byte), then
+    // the flow's next packet.
+    let mut reload_frame = ack();
+    reload_frame[0] = pools ^ 0b0101;
+    records.push((Ctl::REPAIR | reload, reload_frame));
+    records.push((Ctl::REPAIR, ack()));
+    records
 }
 
 #[cfg(test)]
