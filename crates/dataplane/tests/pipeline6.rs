@@ -353,6 +353,16 @@ fn check_v6(ip_bytes: &[u8]) -> (Ipv6Header, TransportSlice<'_>) {
     (header, transport)
 }
 
+/// The IPv6 header (checked as [`check_v6`] does) and the ICMPv6 message of an Ethernet
+/// frame the pipeline sent.
+fn icmpv6_of(frame: &[u8]) -> (Ipv6Header, etherparse::Icmpv6Slice<'_>) {
+    let (ip, t) = check_v6(&frame[14..]);
+    let TransportSlice::Icmpv6(icmp) = t else {
+        panic!("not ICMPv6")
+    };
+    (ip, icmp)
+}
+
 fn eth(frame: &[u8]) -> Ethernet2Header {
     Ethernet2Header::from_slice(frame).unwrap().0
 }
@@ -494,11 +504,8 @@ fn tun_wraps_ipv6_in_ipv6_from_the_egress_address() {
         sent += 1;
         let e = eth(&out);
         assert_eq!((e.source, e.destination), (DIRECTOR_MAC, CLIENT_MAC));
-        let (ip, t) = check_v6(&out[14..]);
+        let (ip, icmp) = icmpv6_of(&out);
         assert_eq!((ip.source, ip.destination), (VIP, CLIENT));
-        let TransportSlice::Icmpv6(icmp) = t else {
-            panic!("not ICMPv6")
-        };
         assert_eq!(
             icmp.icmp_type(),
             etherparse::Icmpv6Type::PacketTooBig { mtu: 1460 }
@@ -541,11 +548,8 @@ fn packet_too_big_about_a_tunnel_packet_reaches_the_client_from_the_vip() {
     assert_eq!(v, Verdict::Transmit { port: 0 });
     let e = eth(&out);
     assert_eq!((e.source, e.destination), (DIRECTOR_MAC, CLIENT_MAC));
-    let (ip, t) = check_v6(&out[14..]);
+    let (ip, icmp) = icmpv6_of(&out);
     assert_eq!((ip.source, ip.destination, ip.hop_limit), (VIP, CLIENT, 64));
-    let TransportSlice::Icmpv6(icmp) = t else {
-        panic!("not ICMPv6")
-    };
     // 40 bytes smaller for the outer header, quoting the client's own packet (as it was in
     // the tunnel, one hop on).
     assert_eq!(icmp.icmp_type(), Icmpv6Type::PacketTooBig { mtu: 1360 });
@@ -557,11 +561,8 @@ fn packet_too_big_about_a_tunnel_packet_reaches_the_client_from_the_vip() {
     let hop = Icmpv6Type::TimeExceeded(etherparse::icmpv6::TimeExceededCode::HopLimitExceeded);
     let (v, out) = lab.run(&error_about_tunnel6(hop, &tunnelled, DIRECTOR), 0);
     assert_eq!(v, Verdict::Transmit { port: 0 });
-    let (ip, t) = check_v6(&out[14..]);
+    let (ip, icmp) = icmpv6_of(&out);
     assert_eq!((ip.source, ip.destination), (VIP, CLIENT));
-    let TransportSlice::Icmpv6(icmp) = t else {
-        panic!("not ICMPv6")
-    };
     assert_eq!(icmp.icmp_type(), hop);
 
     // A tunnel packet someone else sent is not ours, and a flow we do not know is nobody's.
@@ -602,11 +603,8 @@ fn icmpv6_errors_about_nat_connections_are_relayed_with_the_quote_rewritten() {
     let (v, out) = lab.run(&error, 1);
     assert_eq!(v, Verdict::Transmit { port: 0 });
     assert_eq!(eth(&out).destination, CLIENT_MAC);
-    let (ip, t) = check_v6(&out[14..]);
+    let (ip, icmp) = icmpv6_of(&out);
     assert_eq!((ip.source, ip.destination), (VIP, CLIENT));
-    let TransportSlice::Icmpv6(icmp) = t else {
-        panic!("not ICMPv6")
-    };
     assert_eq!(
         icmp.icmp_type(),
         etherparse::Icmpv6Type::PacketTooBig { mtu: 1400 }
@@ -629,11 +627,8 @@ fn icmpv6_errors_about_nat_connections_are_relayed_with_the_quote_rewritten() {
     let (v, out) = lab.run(&error, 0);
     assert_eq!(v, Verdict::Transmit { port: 1 });
     assert_eq!(eth(&out).destination, RS_MACS[0]);
-    let (ip, t) = check_v6(&out[14..]);
+    let (ip, icmp) = icmpv6_of(&out);
     assert_eq!((ip.source, ip.destination, ip.hop_limit), (CLIENT, rip, 63));
-    let TransportSlice::Icmpv6(icmp) = t else {
-        panic!("not ICMPv6")
-    };
     let quoted = Ipv6Header::from_slice(icmp.payload()).unwrap().0;
     assert_eq!((quoted.source, quoted.destination), (rip, CLIENT));
     assert_eq!(
@@ -1047,11 +1042,8 @@ fn ipv6_reaches_an_ipv4_tun_real_server_inside_ipv4() {
     let (v, out) = lab.run(&big, 0);
     assert_eq!(v, Verdict::Transmit { port: 0 });
     assert_eq!(eth(&out).destination, CLIENT_MAC);
-    let (ip, t) = check_v6(&out[14..]);
+    let (ip, icmp) = icmpv6_of(&out);
     assert_eq!((ip.source, ip.destination), (VIP, CLIENT));
-    let TransportSlice::Icmpv6(icmp) = t else {
-        panic!("not ICMPv6")
-    };
     assert_eq!(
         icmp.icmp_type(),
         etherparse::Icmpv6Type::PacketTooBig { mtu: 1480 }
