@@ -1,6 +1,7 @@
 //! The `[defense]` and `[icmp]` sections of the configuration file: the SYN-flood defence
 //! of the connection table (IPVS's `drop_entry` and `secure_tcp` strategies, automatic
-//! under pressure by default) and the rate limits of the ICMP errors the director sends
+//! under pressure by default), the XDP SYN filter (`syn_filter`, automatic while a flood
+//! overwhelms the director, see `xvs_dataplane::syn_filter`) and the rate limits of the ICMP errors the director sends
 //! (Linux's `icmp_ratelimit`, `icmp_msgs_per_sec`, `icmp_msgs_burst`). Keys and defaults:
 //! crates/cli/README.md.
 
@@ -10,15 +11,19 @@ use xvs_dataplane::icmp_limit::IcmpLimits;
 
 use crate::ipvsadm::MAX_TIMEOUT;
 
-/// The daemon's defence: both strategies automatic (IPVS's sysctls default to off, which
-/// lets a small SYN flood lock every new client out).
+/// The daemon's defence: both strategies and the SYN filter automatic (IPVS's sysctls
+/// default to off, which lets a small SYN flood lock every new client out).
 pub fn default_defense() -> Defense {
     Defense {
         drop_entry: DefenseMode::Auto,
         secure_tcp: DefenseMode::Auto,
+        syn_filter: DefenseMode::Auto,
         ..Defense::default()
     }
 }
+
+/// The most SYNs a second `defense.syn_flood_rate` may name.
+const MAX_SYN_FLOOD_RATE: u32 = 1_000_000_000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +33,8 @@ pub(crate) struct RawDefense {
     pressure_percent: Option<u8>,
     syn_recv_timeout: Option<u32>,
     secure_syn_recv_timeout: Option<u32>,
+    syn_filter: Option<u8>,
+    syn_flood_rate: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +60,16 @@ pub(crate) fn defense(raw: RawDefense, errors: &mut Vec<String>) -> Defense {
     };
     mode("drop_entry", raw.drop_entry, &mut d.drop_entry);
     mode("secure_tcp", raw.secure_tcp, &mut d.secure_tcp);
+    mode("syn_filter", raw.syn_filter, &mut d.syn_filter);
+    if let Some(r) = raw.syn_flood_rate {
+        if (1..=MAX_SYN_FLOOD_RATE).contains(&r) {
+            d.syn_flood_rate = r;
+        } else {
+            errors.push(format!(
+                "defense.syn_flood_rate: {r} is outside 1..={MAX_SYN_FLOOD_RATE} SYNs a second"
+            ));
+        }
+    }
     if let Some(p) = raw.pressure_percent {
         if (1..=100).contains(&p) {
             d.pressure_percent = p;
@@ -118,6 +135,8 @@ mod tests {
         assert_eq!(c.defense.drop_entry, DefenseMode::Auto);
         assert_eq!(c.defense.pressure_percent, 90);
         assert_eq!(c.defense.syn_recv_timeout, 60);
+        assert_eq!(c.defense.syn_filter, DefenseMode::Auto);
+        assert_eq!(c.defense.syn_flood_rate, 10_000);
         assert_eq!(c.icmp, IcmpLimits::default());
         assert_eq!(c.icmp.ratelimit_ms, 1000);
     }
@@ -126,6 +145,7 @@ mod tests {
     fn every_key_is_read() {
         let text = "[defense]\ndrop_entry = 3\nsecure_tcp = 0\npressure_percent = 75\n\
                     syn_recv_timeout = 30\nsecure_syn_recv_timeout = 4\n\
+                    syn_filter = 3\nsyn_flood_rate = 50000\n\
                     [icmp]\nratelimit = 250\nmsgs_per_sec = 100\nmsgs_burst = 10\n";
         let c = parse_str(text, &Names::none()).unwrap().daemon;
         assert_eq!(
@@ -136,6 +156,8 @@ mod tests {
                 pressure_percent: 75,
                 syn_recv_timeout: 30,
                 secure_syn_recv_timeout: 4,
+                syn_filter: DefenseMode::Always,
+                syn_flood_rate: 50_000,
             }
         );
         assert_eq!(
@@ -151,12 +173,15 @@ mod tests {
     #[test]
     fn bad_values_are_one_line_each() {
         let text = "[defense]\ndrop_entry = 4\npressure_percent = 0\nsyn_recv_timeout = 0\n\
+                    syn_filter = 5\nsyn_flood_rate = 0\n\
                     [icmp]\nratelimit = 70000\nmsgs_burst = 0\n";
         let e = parse_str(text, &Names::none()).unwrap_err();
         assert_eq!(
             e.0,
             vec![
                 "defense.drop_entry: 4 is not a mode (0 off, 1 automatic, 2 on until pressure ends, 3 always)",
+                "defense.syn_filter: 5 is not a mode (0 off, 1 automatic, 2 on until pressure ends, 3 always)",
+                "defense.syn_flood_rate: 0 is outside 1..=1000000000 SYNs a second",
                 "defense.pressure_percent: 0 is outside 1..=100",
                 "defense.syn_recv_timeout: 0 is outside 1..=2678400 seconds",
                 "icmp.ratelimit: 70000 ms is more than a minute (0 turns it off)",

@@ -405,12 +405,18 @@ fn defense_info(runtime: &Runtime) -> DefenseInfo {
     let table = runtime.conn_table();
     let status = table.defense_status();
     let stats = table.stats();
+    let syn = runtime.syn_filter_status();
     DefenseInfo {
         evicted: stats.evicted,
         refused: stats.refused,
         drop_entry: status.drop_entry as u8,
         secure_tcp: status.secure_tcp as u8,
         under_pressure: status.under_pressure,
+        syn_filter: syn.mode as u8,
+        unproven_syns_per_sec: syn.unproven_per_sec,
+        syn_dropped: syn.counts.dropped,
+        syn_sources_proven: syn.counts.proven,
+        syn_passed: syn.counts.passed,
     }
 }
 
@@ -428,8 +434,10 @@ fn drop_counts(frames: &FrameCounters) -> Vec<(String, u64)> {
             .iter()
             .map(|&r| (r.name().to_string(), frames.refused[r as usize])),
     );
-    // The frame I/O's own losses: a full transmit ring, and what should never happen.
+    // The frame I/O's own losses: a full receive ring (the kernel's count), a full
+    // transmit ring, and what should never happen.
     drops.extend([
+        ("rx_ring_full".to_string(), frames.rx_ring_full),
         ("tx_ring_full".to_string(), frames.tx_ring_full),
         ("bad_verdict".to_string(), frames.bad_verdict),
         ("invalid_descriptor".to_string(), frames.invalid_descs),
@@ -482,6 +490,7 @@ fn dataplane_metrics(runtime: &Runtime) -> DataplaneMetrics {
                 queue: m.queue,
                 af_xdp: m.copy.to_string(),
                 xdp: m.xdp.to_string(),
+                rx_ring_full: losses.rx_ring_full,
                 tx_ring_full: losses.tx_ring_full,
                 bad_verdict: losses.bad_verdict,
                 invalid_descs: losses.invalid_descs,
@@ -508,6 +517,9 @@ fn dataplane_metrics(runtime: &Runtime) -> DataplaneMetrics {
                 drop_entry: d.drop_entry,
                 secure_tcp: d.secure_tcp,
                 under_pressure: d.under_pressure,
+                syn_filter: d.syn_filter,
+                syn_dropped: d.syn_dropped,
+                syn_sources_proven: d.syn_sources_proven,
             }
         },
         sync: runtime.sync().map(SyncControl::status),

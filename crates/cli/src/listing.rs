@@ -343,6 +343,21 @@ pub struct DefenseInfo {
     pub secure_tcp: u8,
     /// The table is above its pressure line.
     pub under_pressure: bool,
+    /// The XDP SYN filter's mode now (`defense.syn_filter`, 2: automatic and in force).
+    #[serde(default)]
+    pub syn_filter: u8,
+    /// SYNs to services from sources not proven real in the last second.
+    #[serde(default)]
+    pub unproven_syns_per_sec: u64,
+    /// SYNs the filter dropped (their sources not proven).
+    #[serde(default)]
+    pub syn_dropped: u64,
+    /// Sources proven real by a retransmitted SYN.
+    #[serde(default)]
+    pub syn_sources_proven: u64,
+    /// SYNs passed because their source was proven.
+    #[serde(default)]
+    pub syn_passed: u64,
 }
 
 /// `xvsadm --dataplane`: one line per port, then the frame counters and each drop reason.
@@ -369,6 +384,19 @@ pub fn render_dataplane(info: &DataplaneInfo) -> String {
             w.worker, u.total, u.free, u.kernel, u.in_flight, w.conn_entries
         ));
     }
+    let d = &info.defense;
+    out.push_str(&format!(
+        "Defense: drop_entry {} secure_tcp {} under_pressure {} evicted {} refused {}\n",
+        d.drop_entry,
+        d.secure_tcp,
+        if d.under_pressure { "yes" } else { "no" },
+        d.evicted,
+        d.refused
+    ));
+    out.push_str(&format!(
+        "SYN filter: {} unproven {}/s dropped {} sources_proven {} passed {}\n",
+        d.syn_filter, d.unproven_syns_per_sec, d.syn_dropped, d.syn_sources_proven, d.syn_passed
+    ));
     out.push_str("Drops:");
     if info.drops.is_empty() {
         out.push_str(" none");
@@ -1020,6 +1048,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_dataplane_listing_shows_the_defence_and_kernel_losses() {
+        let info = DataplaneInfo {
+            defense: DefenseInfo {
+                evicted: 5,
+                drop_entry: 2,
+                secure_tcp: 2,
+                under_pressure: true,
+                syn_filter: 2,
+                unproven_syns_per_sec: 190_000,
+                syn_dropped: 1234,
+                syn_sources_proven: 1,
+                syn_passed: 17,
+                ..DefenseInfo::default()
+            },
+            drops: vec![("rx_ring_full".to_string(), 9)],
+            ..DataplaneInfo::default()
+        };
+        let text = render_dataplane(&info);
+        for line in [
+            "Defense: drop_entry 2 secure_tcp 2 under_pressure yes evicted 5 refused 0",
+            "SYN filter: 2 unproven 190000/s dropped 1234 sources_proven 1 passed 17",
+            "  rx_ring_full                 9",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+    }
     #[test]
     fn daemon_lines_are_ipvsadms() {
         use xvs_dataplane::sync::{DaemonSettings, SyncStatus};

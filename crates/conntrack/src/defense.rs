@@ -63,7 +63,7 @@ impl DefenseMode {
     }
 
     /// IPVS's `update_defense_level` step: automatic modes follow the pressure.
-    fn step(self, pressure: bool) -> DefenseMode {
+    pub fn step(self, pressure: bool) -> DefenseMode {
         match (self, pressure) {
             (DefenseMode::Auto, true) => DefenseMode::AutoOn,
             (DefenseMode::AutoOn, false) => DefenseMode::Auto,
@@ -89,6 +89,14 @@ pub struct Defense {
     pub syn_recv_timeout: Secs,
     /// SYN_RECV and SYNACK timeout while `secure_tcp` is in force.
     pub secure_syn_recv_timeout: Secs,
+    /// The XDP SYN filter (`xvs_dataplane::syn_filter`, not the table's): drops SYNs from
+    /// sources not yet proven real before they reach a worker, automatic while a flood
+    /// overwhelms the director (1, 2), always (3) or never (0). Kept here with the other
+    /// `[defense]` settings; the table itself does not read it.
+    pub syn_filter: DefenseMode,
+    /// SYNs a second from sources not proven real at or above which the automatic SYN
+    /// filter turns on (when the flood also does damage).
+    pub syn_flood_rate: u32,
 }
 
 impl Default for Defense {
@@ -101,6 +109,8 @@ impl Default for Defense {
             pressure_percent: 90,
             syn_recv_timeout: DEFAULT_TCP_TIMEOUTS[TcpState::SynRecv as usize],
             secure_syn_recv_timeout: 10,
+            syn_filter: DefenseMode::Off,
+            syn_flood_rate: 10_000,
         }
     }
 }
@@ -130,6 +140,8 @@ pub(crate) struct DefenseState {
     pressure_percent: AtomicU8,
     syn_recv_timeout: AtomicU32,
     secure_syn_recv_timeout: AtomicU32,
+    syn_filter: AtomicU8,
+    syn_flood_rate: AtomicU32,
     under_pressure: AtomicBool,
     /// The clock second last evaluated (once per second, by whichever shard comes first).
     evaluated: AtomicU32,
@@ -143,6 +155,8 @@ impl DefenseState {
             pressure_percent: AtomicU8::new(0),
             syn_recv_timeout: AtomicU32::new(0),
             secure_syn_recv_timeout: AtomicU32::new(0),
+            syn_filter: AtomicU8::new(0),
+            syn_flood_rate: AtomicU32::new(0),
             under_pressure: AtomicBool::new(false),
             evaluated: AtomicU32::new(0),
         };
@@ -159,6 +173,9 @@ impl DefenseState {
             .store(d.syn_recv_timeout.max(1), Ordering::Relaxed);
         self.secure_syn_recv_timeout
             .store(d.secure_syn_recv_timeout.max(1), Ordering::Relaxed);
+        self.syn_filter.store(d.syn_filter as u8, Ordering::Relaxed);
+        self.syn_flood_rate
+            .store(d.syn_flood_rate, Ordering::Relaxed);
     }
 
     pub(crate) fn get(&self) -> Defense {
@@ -168,6 +185,9 @@ impl DefenseState {
             pressure_percent: self.pressure_percent.load(Ordering::Relaxed),
             syn_recv_timeout: self.syn_recv_timeout.load(Ordering::Relaxed),
             secure_syn_recv_timeout: self.secure_syn_recv_timeout.load(Ordering::Relaxed),
+            syn_filter: DefenseMode::from_u8(self.syn_filter.load(Ordering::Relaxed))
+                .unwrap_or_default(),
+            syn_flood_rate: self.syn_flood_rate.load(Ordering::Relaxed),
         }
     }
 

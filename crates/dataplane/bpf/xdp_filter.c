@@ -31,6 +31,15 @@
 //
 // ARP, VLAN-tagged frames and everything not matching go to the kernel.
 //
+// The SYN filter (`syn_filter.rs` in xvs): while the director turns it on (under a SYN flood
+// beyond what its workers can take), a TCP SYN to a service is dropped here, before it costs
+// a worker anything, unless its source has proven real: a real client's TCP sends the same
+// SYN again (same port, same sequence number) about a second later, a spoofed source never
+// does. The first SYN seen from a source is remembered (xvs_syn_pending, one per source); the
+// same SYN again between min_gap_ns and max_gap_ns later proves the source (xvs_syn_proven),
+// and from then on its SYNs pass for proven_ns. Every SYN to a service is counted
+// (xvs_syn_counts), on or off, so the director measures the flood the filter takes.
+//
 // Self-contained on purpose (no kernel or libbpf headers): build.rs compiles it with
 // `clang -O2 -g -target bpf`, and the key layout below is mirrored by `xdp::MatchKey`.
 
@@ -56,11 +65,18 @@ struct xdp_md {
 enum xdp_action { XDP_ABORTED = 0, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
 
 #define BPF_MAP_TYPE_HASH 1
+#define BPF_MAP_TYPE_ARRAY 2
+#define BPF_MAP_TYPE_PERCPU_ARRAY 6
+#define BPF_MAP_TYPE_LRU_HASH 9
 #define BPF_MAP_TYPE_LPM_TRIE 11
 #define BPF_MAP_TYPE_XSKMAP 17
 #define BPF_F_NO_PREALLOC 1
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
+				   __u64 flags) = (void *)2;
+static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -87,6 +103,10 @@ static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 #define IPV6_HLEN 40
 #define IPV6_FRAG_OFFSET_MASK 0xfff8 /* fragment offset in the fragment header */
 #define MAX_EXTENSION_HEADERS 8       /* xvs_forwarders::wire::MAX_EXTENSION_HEADERS */
+#define TCP_FLAGS 13
+#define TCP_RST 0x04
+#define TCP_SYN 0x02
+#define TCP_ACK 0x10
 
 // Addresses and ports in network byte order, as read from the packet.
 struct match_key {
@@ -196,12 +216,122 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } xvs_marks_v6 SEC(".maps");
 
+// The SYN filter's settings, written by the director (`syn_filter::Settings`).
+struct syn_filter_settings {
+	__u32 on;
+	__u32 pad;
+	__u64 min_gap_ns; /* a retransmission comes at least this long after the first SYN */
+	__u64 max_gap_ns; /* and at most this long */
+	__u64 proven_ns;  /* how long a proven source stays proven */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct syn_filter_settings);
+} xvs_syn_filter SEC(".maps");
+
+// A source address, IPv4 as ::ffff:a.b.c.d.
+struct syn_source {
+	__u8 addr[16];
+};
+
+// The first SYN seen from a source not proven yet (port and sequence number as read).
+struct syn_first {
+	__u64 seen_ns;
+	__u32 seq;
+	__u16 port;
+	__u16 pad;
+};
+
+// Least recently used go first. Against spoofed sources all different, a real client's
+// first SYN stays remembered until its retransmission (1 s later) while the flood sends
+// fewer than about 262144 SYNs a second from sources not proven.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct syn_source);
+	__type(value, struct syn_first);
+} xvs_syn_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct syn_source);
+	__type(value, __u64); /* when proven (or last re-proven by use) */
+} xvs_syn_proven SEC(".maps");
+
+// Counters (`syn_filter::Counter`): SYNs to services, SYNs dropped, sources proven, SYNs
+// passed because their source was proven.
+#define SYN_COUNT_SEEN 0
+#define SYN_COUNT_DROPPED 1
+#define SYN_COUNT_PROVEN 2
+#define SYN_COUNT_PASSED 3
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} xvs_syn_counts SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__uint(max_entries, 256);
 	__type(key, __u32);
 	__type(value, __u32);
 } xvs_xsks SEC(".maps");
+
+static __always_inline void syn_count(__u32 which)
+{
+	__u64 *count = bpf_map_lookup_elem(&xvs_syn_counts, &which);
+	if (count)
+		*count += 1;
+}
+
+// Whether the TCP segment at `tcp` from `src`, to a service, goes on to xvs: anything but a
+// SYN does, and a SYN does while the filter is off or once its source proved real.
+static __always_inline int syn_admitted(const struct syn_source *src, __u8 *tcp, void *data_end)
+{
+	if ((void *)(tcp + TCP_FLAGS + 1) > data_end)
+		return 1; /* xvs's parser drops and counts it */
+	if ((tcp[TCP_FLAGS] & (TCP_SYN | TCP_ACK | TCP_RST)) != TCP_SYN)
+		return 1;
+	syn_count(SYN_COUNT_SEEN);
+	__u32 zero = 0;
+	struct syn_filter_settings *settings = bpf_map_lookup_elem(&xvs_syn_filter, &zero);
+	if (!settings || !settings->on)
+		return 1;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *proven = bpf_map_lookup_elem(&xvs_syn_proven, src);
+	if (proven && now - *proven < settings->proven_ns) {
+		// In use: proven again, written at most twice a period.
+		if (now - *proven > settings->proven_ns / 2)
+			*proven = now;
+		syn_count(SYN_COUNT_PASSED);
+		return 1;
+	}
+	__u16 port = *(__u16 *)tcp;
+	__u32 seq = *(__u32 *)(tcp + 4);
+	struct syn_first *first = bpf_map_lookup_elem(&xvs_syn_pending, src);
+	if (first && now - first->seen_ns < settings->max_gap_ns) {
+		if (first->port == port && first->seq == seq &&
+		    now - first->seen_ns >= settings->min_gap_ns) {
+			bpf_map_update_elem(&xvs_syn_proven, src, &now, 0);
+			bpf_map_delete_elem(&xvs_syn_pending, src);
+			syn_count(SYN_COUNT_PROVEN);
+			return 1;
+		}
+		// Another SYN while the first waits for its retransmission: the first is kept.
+		syn_count(SYN_COUNT_DROPPED);
+		return 0;
+	}
+	struct syn_first fresh = { .seen_ns = now, .seq = seq, .port = port, .pad = 0 };
+	bpf_map_update_elem(&xvs_syn_pending, src, &fresh, 0);
+	syn_count(SYN_COUNT_DROPPED);
+	return 0;
+}
 
 static __always_inline int matches(void *map, __u32 addr, __u16 port, __u8 proto)
 {
@@ -411,8 +541,16 @@ static __always_inline int filter6(struct xdp_md *ctx, __u8 *ip, void *data_end)
 		sport = *(__u16 *)l4;
 		dport = *(__u16 *)(l4 + 2);
 	}
-	if (matches6(&xvs_vips6, daddr, dport, proto) || marked_v6(daddr, dport, proto) ||
-	    (!is_local6(daddr) && matches6(&xvs_nat_returns6, saddr, sport, proto)))
+	if (matches6(&xvs_vips6, daddr, dport, proto) || marked_v6(daddr, dport, proto)) {
+		if (proto == IPPROTO_TCP && !later_fragment) {
+			struct syn_source src;
+			__builtin_memcpy(src.addr, saddr, 16);
+			if (!syn_admitted(&src, l4, data_end))
+				return XDP_DROP;
+		}
+		return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
+	}
+	if (!is_local6(daddr) && matches6(&xvs_nat_returns6, saddr, sport, proto))
 		return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
 	return XDP_PASS;
 }
@@ -451,8 +589,16 @@ int xvs_filter(struct xdp_md *ctx)
 		dport = *(__u16 *)(l4 + 2);
 	}
 
-	if (matches(&xvs_vips, daddr, dport, proto) || marked_v4(daddr, dport, proto) ||
-	    (!is_local(daddr) && matches(&xvs_nat_returns, saddr, sport, proto)))
+	if (matches(&xvs_vips, daddr, dport, proto) || marked_v4(daddr, dport, proto)) {
+		if (proto == IPPROTO_TCP && first_fragment) {
+			struct syn_source src = { .addr = { [10] = 0xff, [11] = 0xff } };
+			__builtin_memcpy(&src.addr[12], &saddr, 4);
+			if (!syn_admitted(&src, ip + ihl, data_end))
+				return XDP_DROP;
+		}
+		return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
+	}
+	if (!is_local(daddr) && matches(&xvs_nat_returns, saddr, sport, proto))
 		return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
 	if (proto == IPPROTO_ICMP && first_fragment && icmp_error_is_ours(ip + ihl, data_end))
 		return bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);

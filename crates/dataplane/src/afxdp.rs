@@ -865,6 +865,11 @@ impl PacketIo for AfXdpPorts {
             .map_or_else(PortStats::default, |s| s.stats)
     }
 
+    fn rx_ring_full(&self, port: usize) -> u64 {
+        self.kernel_stats(port)
+            .map_or(0, |s| s.rx_ring_full + s.rx_dropped)
+    }
+
     fn frames(&self) -> FrameAccount {
         FrameAccount {
             total: self.umem.config().frame_count,

@@ -18,6 +18,7 @@ pub mod route;
 pub mod runtime;
 pub mod service;
 pub mod stats;
+pub mod syn_filter;
 pub mod sync;
 pub mod umem;
 pub mod worker;

@@ -112,6 +112,13 @@ pub trait PacketIo {
     /// Counters of port `port` (zeros for a port that does not exist).
     fn stats(&self, port: usize) -> PortStats;
 
+    /// Frames the kernel could not hand port `port`'s worker because its RX ring was full
+    /// or it had no free frame: the worker fell behind. A system call for AF_XDP, so read
+    /// every few milliseconds, not every turn; 0 where nothing is lost before the ring.
+    fn rx_ring_full(&self, _port: usize) -> u64 {
+        0
+    }
+
     /// Where the frames are now: the free list's length, what the rings hold by their own
     /// counts, and what a batch holds. Cheap (no walk over the frames), so a worker can
     /// publish it every turn.

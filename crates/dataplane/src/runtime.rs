@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use xvs_conntrack::{Config, ConnTable, Defense, Listed, Options, SetTimeouts, ShardStats};
+use xvs_conntrack::{
+    Config, ConnTable, Defense, DefenseMode, Listed, Options, SetTimeouts, ShardStats,
+};
 
 use crate::icmp_limit::IcmpLimits;
 
@@ -38,6 +40,7 @@ use crate::route::{Link, Neighbours, Routes};
 use crate::service::snapshot::{BuildError, Snapshot, SnapshotBuilder};
 use crate::service::spec::ServiceTableSpec;
 use crate::stats::{ESTIMATE_INTERVAL_SECS, StatsRollup};
+use crate::syn_filter::{SynFilterStatus, SynGuard};
 use crate::sync::{SyncControl, SyncPort};
 use crate::worker::{self, WorkerInputs};
 use crate::xdp::{AttachMode, MarkEntry, Match, Match6, XdpFilter, XdpMode};
@@ -151,6 +154,17 @@ pub struct Runtime {
     local: Arc<OnceLock<LocalDelivery>>,
     /// The workers' counters, whose ICMP limiters a reload re-configures.
     icmp_limiters: Vec<Arc<WorkerCounters>>,
+    /// The SYN filter's reloads in, its status out (the side thread drives it).
+    syn_filter: Arc<Mutex<SynShared>>,
+}
+
+/// Between the runtime and the side thread that drives the SYN filter once a second.
+#[derive(Debug)]
+struct SynShared {
+    /// A reload's `(mode, flood rate)`, taken at the next second.
+    configure: Option<(DefenseMode, u32)>,
+    /// What the filter did in the last second.
+    status: SynFilterStatus,
 }
 
 /// Stops and joins the workers of a start that failed halfway.
@@ -384,6 +398,17 @@ impl Runtime {
         let icmp_limiters = counters.clone();
         let stats = Arc::new(Mutex::new(StatsRollup::new(counters)));
         resolve_next_hops(&routes, &first, &resolve);
+        let syn_filter = Arc::new(Mutex::new(SynShared {
+            configure: None,
+            status: SynFilterStatus {
+                mode: config.defense.syn_filter,
+                ..SynFilterStatus::default()
+            },
+        }));
+        let syn_maps = filters
+            .iter_mut()
+            .filter_map(XdpFilter::take_syn_filter)
+            .collect();
         let side = spawn_side_thread(SideThread {
             neighbour_cache,
             neighbours,
@@ -391,6 +416,13 @@ impl Runtime {
             snapshot: snapshot.clone(),
             stats: stats.clone(),
             stop: stop.clone(),
+            syn_guard: SynGuard::new(
+                syn_maps,
+                config.defense.syn_filter,
+                config.defense.syn_flood_rate,
+            ),
+            syn_filter: syn_filter.clone(),
+            conns: conns.clone(),
         })?;
         let sync = SyncControl::spawn(sync_ports, conns.clone(), snapshot.clone(), epoch)?;
         let workers = std::mem::take(&mut started.handles);
@@ -412,6 +444,7 @@ impl Runtime {
             sync: Some(sync),
             local,
             icmp_limiters,
+            syn_filter,
         })
     }
 
@@ -486,9 +519,22 @@ impl Runtime {
         self.conns.set_options(options);
     }
 
-    /// Replaces the SYN-flood defence's settings (a reload).
+    /// Replaces the SYN-flood defence's settings (a reload), the SYN filter's included
+    /// (taken at the side thread's next second).
     pub fn set_defense(&self, defense: Defense) {
         self.conns.set_defense(defense);
+        self.syn_filter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .configure = Some((defense.syn_filter, defense.syn_flood_rate));
+    }
+
+    /// What the XDP SYN filter did in the last second ([`crate::syn_filter`]).
+    pub fn syn_filter_status(&self) -> SynFilterStatus {
+        self.syn_filter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .status
     }
 
     /// Replaces the limits of the ICMP errors the workers send (a reload). The workers'
@@ -693,6 +739,10 @@ struct SideThread {
     snapshot: Arc<Published<Snapshot>>,
     stats: Arc<Mutex<StatsRollup>>,
     stop: Arc<AtomicBool>,
+    syn_guard: SynGuard,
+    syn_filter: Arc<Mutex<SynShared>>,
+    /// For the table's pressure, one sign of a damaging flood.
+    conns: ConnTable,
 }
 
 fn spawn_side_thread(mut side: SideThread) -> io::Result<JoinHandle<()>> {
@@ -701,6 +751,7 @@ fn spawn_side_thread(mut side: SideThread) -> io::Result<JoinHandle<()>> {
         let mut last_collect = Instant::now();
         let mut last_estimate = Instant::now();
         let mut published = side.neighbours.load();
+        let mut rx_ring_full = 0;
         while !side.stop.load(Ordering::Relaxed) {
             std::thread::sleep(tick);
             while let Some((port, addr)) = side.resolve.pop() {
@@ -727,10 +778,32 @@ fn spawn_side_thread(mut side: SideThread) -> io::Result<JoinHandle<()>> {
                     stats.estimate();
                     last_estimate = now;
                 }
+                // A flood does damage when the table is under pressure or the kernel lost
+                // frames at a full RX ring this second.
+                let lost = stats.frames().rx_ring_full;
+                drop(stats);
+                let damage =
+                    side.conns.defense_status().under_pressure || lost > rx_ring_full;
+                rx_ring_full = lost;
+                drive_syn_filter(&mut side.syn_guard, &side.syn_filter, damage);
                 last_collect = now;
             }
         }
     })
+}
+
+/// One second of the SYN filter: a reload's settings first, then the decision.
+fn drive_syn_filter(guard: &mut SynGuard, shared: &Mutex<SynShared>, damage: bool) {
+    let configure = shared
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .configure
+        .take();
+    if let Some((mode, rate)) = configure {
+        guard.configure(mode, rate);
+    }
+    let status = guard.second(damage);
+    shared.lock().unwrap_or_else(PoisonError::into_inner).status = status;
 }
 
 /// An address as IPv6 for the IPv6 tunnel source, when it is one.

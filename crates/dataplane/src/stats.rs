@@ -57,6 +57,8 @@ pub struct FrameCounters {
     pub drops: [u64; Drop::COUNT],
     /// Forwarders refusals, indexed by `Reason as usize`.
     pub refused: [u64; Reason::COUNT],
+    /// Frames the kernel dropped before a receive ring (the worker fell behind).
+    pub rx_ring_full: u64,
     /// Frames dropped at a full transmit ring.
     pub tx_ring_full: u64,
     /// Frames with a verdict for a port that does not exist.
@@ -74,6 +76,7 @@ impl Default for FrameCounters {
             local_delivered: 0,
             drops: [0; Drop::COUNT],
             refused: [0; Reason::COUNT],
+            rx_ring_full: 0,
             tx_ring_full: 0,
             bad_verdict: 0,
             invalid_descs: 0,
@@ -84,6 +87,8 @@ impl Default for FrameCounters {
 /// The frame I/O's own losses on one port of one worker.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PortLosses {
+    /// Frames the kernel dropped before the receive ring (full, or no free frame).
+    pub rx_ring_full: u64,
     /// Frames dropped at a full transmit ring.
     pub tx_ring_full: u64,
     /// Frames with a verdict for a port that does not exist.
@@ -95,6 +100,7 @@ pub struct PortLosses {
 impl PortLosses {
     fn read(cells: &PortCells) -> PortLosses {
         PortLosses {
+            rx_ring_full: cells.rx_ring_full.load(Ordering::Relaxed),
             tx_ring_full: cells.tx_ring_full.load(Ordering::Relaxed),
             bad_verdict: cells.bad_verdict.load(Ordering::Relaxed),
             invalid_descs: cells.invalid_descs.load(Ordering::Relaxed),
@@ -106,7 +112,7 @@ impl PortLosses {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerFrames {
     /// Frames received, sent on, ICMP errors sent, drops and refusals (its ports' losses
-    /// summed into `tx_ring_full`, `bad_verdict`, `invalid_descs`).
+    /// summed into `rx_ring_full`, `tx_ring_full`, `bad_verdict`, `invalid_descs`).
     pub frames: FrameCounters,
     /// Each port's losses, in port order (one arm: only the first is used).
     pub ports: [PortLosses; MAX_PORTS],
@@ -294,6 +300,7 @@ impl StatsRollup {
             for (total, n) in sum.refused.iter_mut().zip(w.refused) {
                 *total += n;
             }
+            sum.rx_ring_full += w.rx_ring_full;
             sum.tx_ring_full += w.tx_ring_full;
             sum.bad_verdict += w.bad_verdict;
             sum.invalid_descs += w.invalid_descs;
@@ -326,6 +333,7 @@ impl StatsRollup {
         let ports: [PortLosses; MAX_PORTS] =
             std::array::from_fn(|port| PortLosses::read(&w.ports[port]));
         for port in &ports {
+            frames.rx_ring_full += port.rx_ring_full;
             frames.tx_ring_full += port.tx_ring_full;
             frames.bad_verdict += port.bad_verdict;
             frames.invalid_descs += port.invalid_descs;
@@ -423,6 +431,7 @@ mod tests {
         WorkerCounters::drop(&workers[1], Drop::NoConnection);
         workers[0].refuse(Reason::ALL[0]);
         workers[1].ports[1].tx_ring_full.store(3, Ordering::Relaxed);
+        workers[0].ports[0].rx_ring_full.store(4, Ordering::Relaxed);
         let rollup = StatsRollup::new(workers);
         assert_eq!(rollup.worker_count(), 2);
         let second = rollup.worker(1);
@@ -430,6 +439,7 @@ mod tests {
         assert_eq!(second.ports[1].tx_ring_full, 3);
         assert_eq!(second.ports[0], PortLosses::default());
         assert_eq!(second.frames.tx_ring_full, 3, "ports summed per worker");
+        assert_eq!(rollup.worker(0).frames.rx_ring_full, 4);
         let all = rollup.frames();
         assert_eq!((all.rx, all.tx, all.tx_ring_full), (12, 6, 3));
         assert_eq!(all.drops[Drop::NoConnection as usize], 1);

@@ -133,6 +133,9 @@ fn publish_port_losses<P: PacketIo>(io: &P, counters: &WorkerCounters) {
     for (port, cells) in counters.ports.iter().enumerate().take(io.port_count()) {
         let stats = io.stats(port);
         cells
+            .rx_ring_full
+            .store(io.rx_ring_full(port), Ordering::Relaxed);
+        cells
             .tx_ring_full
             .store(stats.tx_ring_full, Ordering::Relaxed);
         cells

@@ -26,6 +26,9 @@
 //! [`XdpFilter`] is dropped *or the process dies*: a crashed director never leaves a filter
 //! that steals VIP traffic into sockets nobody reads.
 //!
+//! The SYN filter ([`crate::syn_filter`]) sits in the same program: while it is in force, a
+//! TCP SYN to a service from an address not yet proven real is dropped there.
+//!
 //! Reloads: [`XdpFilter::set_vips`] and [`XdpFilter::set_nat_returns`] insert the new entries
 //! first and delete the stale ones afterwards, so an entry present before and after a reload
 //! never disappears, even for a moment.
@@ -37,9 +40,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, MapData, XskMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpFlags};
 use aya::{Ebpf, Pod};
+
+use crate::syn_filter::SynFilterMaps;
 
 /// The compiled filter program (see `build.rs`). aya needs the ELF 8-byte aligned.
 static FILTER_OBJECT: &[u8] =
@@ -61,6 +66,8 @@ pub const MAX_MARK_DESTS: usize = 4096;
 const VIP6_MAP: &str = "xvs_vips6";
 const NAT_RETURN6_MAP: &str = "xvs_nat_returns6";
 const LOCALS6_MAP: &str = "xvs_locals6";
+const SYN_FILTER_MAP: &str = "xvs_syn_filter";
+const SYN_COUNTS_MAP: &str = "xvs_syn_counts";
 
 /// IP protocol numbers the filter understands ports for.
 pub mod proto {
@@ -330,6 +337,7 @@ pub struct XdpFilter {
     nat_returns6: HashMap<MapData, MatchKey6, u32>,
     locals6: HashMap<MapData, MatchKey6, u32>,
     sockets: XskMap<MapData>,
+    syn_filter: Option<SynFilterMaps>,
     ifindex: u32,
     mode: XdpMode,
     // Owns the program and its link: dropped last, so the maps above close first and the
@@ -377,6 +385,10 @@ impl XdpFilter {
         let nat_returns6 = HashMap::try_from(take_map(&mut ebpf, NAT_RETURN6_MAP)?)?;
         let locals6 = HashMap::try_from(take_map(&mut ebpf, LOCALS6_MAP)?)?;
         let sockets = XskMap::try_from(take_map(&mut ebpf, XSK_MAP)?)?;
+        let syn_filter = SynFilterMaps::new(
+            Array::try_from(take_map(&mut ebpf, SYN_FILTER_MAP)?)?,
+            PerCpuArray::try_from(take_map(&mut ebpf, SYN_COUNTS_MAP)?)?,
+        );
         tracing::info!(ifindex, %mode, "XDP filter attached");
         Ok(XdpFilter {
             vips,
@@ -388,10 +400,17 @@ impl XdpFilter {
             nat_returns6,
             locals6,
             sockets,
+            syn_filter: Some(syn_filter),
             ifindex,
             mode,
             _ebpf: ebpf,
         })
+    }
+
+    /// The SYN filter's switch and counters, for the thread that drives it
+    /// ([`crate::syn_filter::SynGuard`]); `None` once taken. The filter starts off.
+    pub fn take_syn_filter(&mut self) -> Option<SynFilterMaps> {
+        self.syn_filter.take()
     }
 
     /// The interface the filter is attached to.

@@ -720,3 +720,154 @@ fn the_mark_map_sends_marked_ports_of_a_prefix_to_the_socket() {
         ]
     );
 }
+
+/// Sends the IPv4 packet `packet` (header included, source as written: spoofed if need be)
+/// from the calling thread's namespace.
+fn send_raw_ipv4(packet: &[u8], to: Ipv4Addr) {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .expect("raw IPv4 socket");
+    socket
+        .send_to(packet, &SocketAddrV4::new(to, 0).into())
+        .expect("raw send");
+}
+
+/// A TCP segment from `src:sport` to VIP:5000 with sequence number `seq`.
+fn tcp_to_vip(src: Ipv4Addr, sport: u16, seq: u32, syn: bool) -> Vec<u8> {
+    let builder = etherparse::PacketBuilder::ipv4(src.octets(), VIP.octets(), 64);
+    let builder = if syn {
+        builder.tcp(sport, 5000, seq, 64240).syn()
+    } else {
+        builder.tcp(sport, 5000, seq, 64240).ack(1)
+    };
+    let mut packet = Vec::new();
+    builder.write(&mut packet, &[]).unwrap();
+    packet
+}
+
+/// The SYN filter in force (`syn_filter::SynFilterMaps::set`): spoofed SYNs never reach the
+/// socket, a real kernel client's first SYN is held back and its retransmission, a second
+/// later, proves its address and passes, and so do later SYNs from it; segments other than
+/// SYNs are never touched. The program's counters say the same.
+#[test]
+fn the_syn_filter_lets_a_retransmitting_client_in_and_keeps_spoofed_syns_out() {
+    let mut lab = Lab::new();
+    let link = one_arm(&mut lab);
+    let (dir, cli, dev) = (
+        link.left_ns.clone(),
+        link.right_ns.clone(),
+        link.left.clone(),
+    );
+    let spoofed = Ipv4Addr::new(10, 77, 0, 50);
+    let spoofed_ack = Ipv4Addr::new(10, 77, 0, 51);
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let worker = spawn_in(&dir, move || {
+        let netdev = NetDev::by_name(&dev).unwrap();
+        let mut filter = XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
+        let mut ports = AfXdpPorts::open(&[&dev], 0, &XskConfig::default()).unwrap();
+        filter
+            .register_socket(0, ports.socket_fd(0).unwrap())
+            .unwrap();
+        filter.set_vips(&[Match::tcp(VIP, 5000)]).unwrap();
+        let mut syn = filter.take_syn_filter().expect("the SYN filter's maps");
+        assert!(filter.take_syn_filter().is_none(), "taken once");
+        syn.set(true).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut received: Vec<(Instant, Vec<u8>)> = Vec::new();
+        while stop_rx.try_recv().is_err() {
+            ports
+                .poll(64, &mut |_, frames, _| {
+                    let now = Instant::now();
+                    received.extend(frames.iter().map(|f| (now, f.data().to_vec())));
+                })
+                .unwrap();
+            ports.wait(Duration::from_millis(5)).unwrap();
+        }
+        (received, syn.counts().unwrap())
+    });
+    let ((), worker) = ready(&ready_rx, worker);
+
+    let started = in_netns(&cli, move || {
+        // A spoofed SYN and its copy 100 ms later (too soon for a retransmission), and a
+        // spoofed ACK.
+        let first = tcp_to_vip(spoofed, 1111, 7, true);
+        send_raw_ipv4(&first, VIP);
+        std::thread::sleep(Duration::from_millis(100));
+        send_raw_ipv4(&first, VIP);
+        send_raw_ipv4(&tcp_to_vip(spoofed_ack, 2222, 9, false), VIP);
+        // A real client: nobody answers, so its kernel sends the SYN at 0, 1 s and 3 s.
+        let started = Instant::now();
+        let refused = std::net::TcpStream::connect_timeout(
+            &SocketAddrV4::new(VIP, 5000).into(),
+            Duration::from_millis(3500),
+        );
+        assert!(refused.is_err(), "nothing answers the client");
+        // Proven: another SYN from its address passes at once.
+        send_raw_ipv4(&tcp_to_vip(CLIENT, 3333, 11, true), VIP);
+        started
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop_tx.send(()).unwrap();
+    let (received, counts) = worker.join().unwrap();
+
+    let tcp: Vec<(Instant, Ipv4Addr, u16, u32, u8)> = received
+        .iter()
+        .filter_map(|(at, frame)| {
+            let packet = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
+            let Some(etherparse::NetSlice::Ipv4(ip)) = packet.net else {
+                return None;
+            };
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = packet.transport else {
+                return None;
+            };
+            let flags = (u8::from(tcp.syn()) << 1) | (u8::from(tcp.ack()) << 4);
+            Some((
+                *at,
+                ip.header().source_addr(),
+                tcp.source_port(),
+                tcp.sequence_number(),
+                flags,
+            ))
+        })
+        .collect();
+    assert!(
+        tcp.iter().all(|t| t.1 != spoofed),
+        "no spoofed SYN reached the socket: {tcp:?}"
+    );
+    let acks: Vec<_> = tcp.iter().filter(|t| t.1 == spoofed_ack).collect();
+    assert_eq!(acks.len(), 1, "the ACK passed untouched: {tcp:?}");
+    let client: Vec<&(Instant, Ipv4Addr, u16, u32, u8)> =
+        tcp.iter().filter(|t| t.1 == CLIENT).collect();
+    type Seen<'a> = Vec<&'a (Instant, Ipv4Addr, u16, u32, u8)>;
+    let (after, kernel_syns): (Seen, Seen) = client.into_iter().partition(|t| t.2 == 3333);
+    // Linux retransmits a SYN after 1 s, then (tcp_syn_linear_timeouts) every second.
+    assert!(
+        kernel_syns.len() >= 2,
+        "the client's retransmissions passed: {tcp:?}"
+    );
+    assert!(
+        kernel_syns
+            .iter()
+            .all(|t| (t.2, t.3) == (kernel_syns[0].2, kernel_syns[0].3)),
+        "one connection's SYN: {tcp:?}"
+    );
+    assert!(
+        kernel_syns[0].0 - started >= Duration::from_millis(800),
+        "the first SYN was held back; the first that passed came {:?} after it",
+        kernel_syns[0].0 - started
+    );
+    assert_eq!(after.len(), 1, "the SYN after the proof passed: {tcp:?}");
+    assert_eq!(after[0].3, 11);
+    let sent = kernel_syns.len() as u64 + 1;
+    assert_eq!(
+        (counts.seen, counts.dropped, counts.proven, counts.passed),
+        (2 + sent + 1, 3, 1, sent - 1),
+        "two spoofed SYNs and the client's first dropped, its first retransmission proving it, \
+         the later ones and the raw SYN passed: {counts:?}"
+    );
+}

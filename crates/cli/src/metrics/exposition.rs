@@ -451,6 +451,14 @@ fn xvs_dataplane(encoder: &mut DescriptorEncoder, d: &DataplaneMetrics) -> fmt::
     };
     family(
         encoder,
+        "xvs_port_rx_ring_full",
+        "Frames the kernel dropped before the AF_XDP receive ring: it was full or had no \
+         free frame, so the worker fell behind (XDP_STATISTICS rx_ring_full + rx_dropped).",
+        counter,
+        ports(|p| p.rx_ring_full),
+    )?;
+    family(
+        encoder,
         "xvs_port_tx_ring_full",
         "Frames dropped because the AF_XDP transmit ring was full.",
         counter,
@@ -552,6 +560,27 @@ fn xvs_defense(encoder: &mut DescriptorEncoder, d: &DataplaneMetrics) -> fmt::Re
         "1 while the connection table is above its pressure line (defense.pressure_percent).",
         MetricType::Gauge,
         u64::from(f.under_pressure),
+    )?;
+    single(
+        encoder,
+        "xvs_defense_syn_filter",
+        "The XDP SYN filter's mode now: 0 off, 1 automatic, 2 automatic and in force, 3 always.",
+        MetricType::Gauge,
+        u64::from(f.syn_filter),
+    )?;
+    single(
+        encoder,
+        "xvs_defense_syn_filter_dropped",
+        "SYNs the XDP SYN filter dropped because their source had not proven real.",
+        MetricType::Counter,
+        f.syn_dropped,
+    )?;
+    single(
+        encoder,
+        "xvs_defense_syn_filter_sources_proven",
+        "Sources the XDP SYN filter saw prove real by retransmitting a SYN it dropped.",
+        MetricType::Counter,
+        f.syn_sources_proven,
     )
 }
 
@@ -768,6 +797,7 @@ mod tests {
                     queue: 0,
                     af_xdp: "copy".into(),
                     xdp: "drv".into(),
+                    rx_ring_full: 7,
                     tx_ring_full: 2,
                     ..Default::default()
                 }],
@@ -816,6 +846,7 @@ mod tests {
             "xvs_worker_umem_frames{worker=\"0\",state=\"kernel\"} 2056".to_string(),
             "xvs_worker_umem_frames{worker=\"0\",state=\"in_flight\"} 0".to_string(),
             "xvs_port_info{iface=\"eth0\",queue=\"0\",af_xdp=\"copy\",xdp=\"drv\"} 1".to_string(),
+            "xvs_port_rx_ring_full_total{iface=\"eth0\",queue=\"0\"} 7".to_string(),
             "xvs_port_tx_ring_full_total{iface=\"eth0\",queue=\"0\"} 2".to_string(),
             "xvs_drops_total{reason=\"no_connection\"} 0".to_string(),
             "xvs_drops_total{reason=\"neighbour_unresolved\"} 1".to_string(),
@@ -841,6 +872,9 @@ mod tests {
                     drop_entry: 2,
                     secure_tcp: 1,
                     under_pressure: true,
+                    syn_filter: 2,
+                    syn_dropped: 777,
+                    syn_sources_proven: 3,
                 },
                 ..Default::default()
             }),
@@ -853,6 +887,9 @@ mod tests {
             "xvs_defense_drop_entry 2",
             "xvs_defense_secure_tcp 1",
             "xvs_defense_under_pressure 1",
+            "xvs_defense_syn_filter 2",
+            "xvs_defense_syn_filter_dropped_total 777",
+            "xvs_defense_syn_filter_sources_proven_total 3",
         ] {
             assert!(lines.contains(&line), "missing {line:?} in\n{text}");
         }

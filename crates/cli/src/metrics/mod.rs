@@ -105,6 +105,8 @@ pub struct PortMetrics {
     pub af_xdp: String,
     /// `drv` or `skb`.
     pub xdp: String,
+    /// Frames the kernel dropped before the AF_XDP receive ring (full, or no free frame).
+    pub rx_ring_full: u64,
     /// Frames dropped because the transmit ring was full.
     pub tx_ring_full: u64,
     /// Frames whose verdict named a port that does not exist.
@@ -139,6 +141,12 @@ pub struct DefenseMetrics {
     pub secure_tcp: u8,
     /// The table is above its pressure line.
     pub under_pressure: bool,
+    /// The XDP SYN filter's mode now (`defense.syn_filter`).
+    pub syn_filter: u8,
+    /// SYNs the SYN filter dropped.
+    pub syn_dropped: u64,
+    /// Sources the SYN filter saw proven real.
+    pub syn_sources_proven: u64,
 }
 
 /// One real server's health, as a health checker reports it.

@@ -107,6 +107,8 @@ pub fn add(cell: &AtomicU64, n: u64) {
 /// keep them as plain numbers; this makes them readable from the side thread).
 #[derive(Debug, Default)]
 pub struct PortCells {
+    /// Frames the kernel dropped before the receive ring (full, or no free frame).
+    pub rx_ring_full: AtomicU64,
     /// Frames dropped because the transmit ring was full.
     pub tx_ring_full: AtomicU64,
     /// Frames whose verdict named a port that does not exist.
