@@ -1,6 +1,7 @@
 //! The XDP filter's IPv6 half on a veth pair between namespaces (run as root): IPv6 to a
 //! virtual service, NAT returns and ICMPv6 errors quoting them reach the AF_XDP socket;
-//! neighbour discovery, echo and the director's own traffic stay with the kernel.
+//! neighbour discovery, echo and the director's own traffic stay with the kernel; the SYN
+//! filter holds back an IPv6 client's first SYN until it is retransmitted.
 
 mod common;
 
@@ -302,4 +303,96 @@ fn icmpv6_errors_about_the_directors_own_tunnel_packets_reach_the_socket() {
     let quoted_source = &received[0][usize::from(view.l4_offset) + 8 + 8..][..16];
     assert_eq!(quoted_source, DIRECTOR.octets());
     let _ = cli;
+}
+
+/// The SYN filter in force over IPv6: a real kernel client's first SYN to an IPv6 VIP is
+/// held back, its retransmission proves its address and passes, and so do the later ones.
+#[test]
+fn the_syn_filter_lets_an_ipv6_client_in_after_its_retransmission() {
+    let mut lab = Lab::new();
+    let dir = lab.netns("dir");
+    let cli = lab.netns("cli");
+    let link = lab.veth("e", &dir, "10.76.0.1/24", &cli, "10.76.0.2/24");
+    for (ns, dev, cidr) in [
+        (&dir, &link.left, "2001:db8:77::1/64"),
+        (&dir, &link.left, "2001:db8:77::100/128"),
+        (&cli, &link.right, "2001:db8:77::2/64"),
+    ] {
+        run("ip", &["-n", ns, "addr", "add", cidr, "dev", dev, "nodad"]);
+    }
+    let dev = link.left.clone();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let worker = spawn_in(&dir, move || {
+        let netdev = NetDev::by_name(&dev).unwrap();
+        let mut filter = XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
+        let mut ports = AfXdpPorts::open(&[&dev], 0, &XskConfig::default()).unwrap();
+        filter
+            .register_socket(0, ports.socket_fd(0).unwrap())
+            .unwrap();
+        filter
+            .set_vips6(&[Match6 {
+                addr: VIP,
+                port: 5000,
+                proto: proto::TCP,
+            }])
+            .unwrap();
+        let mut syn = filter.take_syn_filter().unwrap();
+        syn.set(true).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut received: Vec<(Instant, Vec<u8>)> = Vec::new();
+        while stop_rx.try_recv().is_err() {
+            ports
+                .poll(64, &mut |_, frames, _| {
+                    let now = Instant::now();
+                    received.extend(frames.iter().map(|f| (now, f.data().to_vec())));
+                })
+                .unwrap();
+            ports.wait(Duration::from_millis(5)).unwrap();
+        }
+        (received, syn.counts().unwrap())
+    });
+    match ready_rx.recv_timeout(Duration::from_secs(15)) {
+        Ok(()) => {}
+        Err(_) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(_) => panic!("director thread ended before it was ready"),
+        },
+    }
+    let started = in_netns(&cli, || {
+        let started = Instant::now();
+        let refused = std::net::TcpStream::connect_timeout(
+            &SocketAddrV6::new(VIP, 5000, 0, 0).into(),
+            Duration::from_millis(2500),
+        );
+        assert!(refused.is_err(), "nothing answers the client");
+        started
+    });
+    stop_tx.send(()).unwrap();
+    let (received, counts) = worker.join().unwrap();
+    let syns: Vec<(Instant, u16)> = received
+        .iter()
+        .filter_map(|(at, frame)| {
+            let view = parse6_bytes(frame).ok()?;
+            match view.l4 {
+                L4::Tcp {
+                    src_port, flags, ..
+                } if view.src == CLIENT && flags.0 & 0x12 == 0x02 => Some((*at, src_port)),
+                _ => None,
+            }
+        })
+        .collect();
+    assert!(!syns.is_empty(), "the retransmissions passed: {syns:?}");
+    assert!(syns.iter().all(|s| s.1 == syns[0].1), "{syns:?}");
+    assert!(
+        syns[0].0 - started >= Duration::from_millis(800),
+        "the first SYN was held back: the first through came {:?} after it",
+        syns[0].0 - started
+    );
+    let sent = syns.len() as u64 + 1;
+    assert_eq!(
+        (counts.seen, counts.dropped, counts.proven, counts.passed),
+        (sent, 1, 1, sent - 2),
+        "{counts:?}"
+    );
 }
