@@ -764,33 +764,13 @@ fn the_syn_filter_lets_a_retransmitting_client_in_and_keeps_spoofed_syns_out() {
     let spoofed = Ipv4Addr::new(10, 77, 0, 50);
     let spoofed_ack = Ipv4Addr::new(10, 77, 0, 51);
 
-    let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let worker = spawn_in(&dir, move || {
-        let netdev = NetDev::by_name(&dev).unwrap();
-        let mut filter = XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
-        let mut ports = AfXdpPorts::open(&[&dev], 0, &XskConfig::default()).unwrap();
-        filter
-            .register_socket(0, ports.socket_fd(0).unwrap())
-            .unwrap();
-        filter.set_vips(&[Match::tcp(VIP, 5000)]).unwrap();
-        let mut syn = filter.take_syn_filter().expect("the SYN filter's maps");
-        assert!(filter.take_syn_filter().is_none(), "taken once");
-        syn.set(true).unwrap();
-        ready_tx.send(()).unwrap();
-        let mut received: Vec<(Instant, Vec<u8>)> = Vec::new();
-        while stop_rx.try_recv().is_err() {
-            ports
-                .poll(64, &mut |_, frames, _| {
-                    let now = Instant::now();
-                    received.extend(frames.iter().map(|f| (now, f.data().to_vec())));
-                })
-                .unwrap();
-            ports.wait(Duration::from_millis(5)).unwrap();
-        }
-        (received, syn.counts().unwrap())
-    });
-    let ((), worker) = ready(&ready_rx, worker);
+    let worker = syn_filter_director(
+        &dir,
+        &dev,
+        |filter| filter.set_vips(&[Match::tcp(VIP, 5000)]).unwrap(),
+        stop_rx,
+    );
 
     let started = in_netns(&cli, move || {
         // A spoofed SYN and its copy 100 ms later (too soon for a retransmission), and a

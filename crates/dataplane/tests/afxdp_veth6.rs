@@ -82,9 +82,9 @@ fn send_icmp6(to: Ipv6Addr, message: &[u8]) {
     );
 }
 
-#[test]
-fn the_filter_sends_ipv6_vip_traffic_to_the_socket_and_leaves_neighbour_discovery_to_the_kernel() {
-    let mut lab = Lab::new();
+/// A director namespace and a client namespace on one veth, IPv6 addresses on both ends
+/// and the VIP on the director's.
+fn one_arm6(lab: &mut Lab) -> (String, String, Link) {
     let dir = lab.netns("dir");
     let cli = lab.netns("cli");
     let link = lab.veth("e", &dir, "10.76.0.1/24", &cli, "10.76.0.2/24");
@@ -95,6 +95,13 @@ fn the_filter_sends_ipv6_vip_traffic_to_the_socket_and_leaves_neighbour_discover
     ] {
         run("ip", &["-n", ns, "addr", "add", cidr, "dev", dev, "nodad"]);
     }
+    (dir, cli, link)
+}
+
+#[test]
+fn the_filter_sends_ipv6_vip_traffic_to_the_socket_and_leaves_neighbour_discovery_to_the_kernel() {
+    let mut lab = Lab::new();
+    let (dir, cli, link) = one_arm6(&mut lab);
     let dev = link.left.clone();
     let (vip_port_socket, other_port_socket) = in_netns(&dir, || {
         (
@@ -310,55 +317,19 @@ fn icmpv6_errors_about_the_directors_own_tunnel_packets_reach_the_socket() {
 #[test]
 fn the_syn_filter_lets_an_ipv6_client_in_after_its_retransmission() {
     let mut lab = Lab::new();
-    let dir = lab.netns("dir");
-    let cli = lab.netns("cli");
-    let link = lab.veth("e", &dir, "10.76.0.1/24", &cli, "10.76.0.2/24");
-    for (ns, dev, cidr) in [
-        (&dir, &link.left, "2001:db8:77::1/64"),
-        (&dir, &link.left, "2001:db8:77::100/128"),
-        (&cli, &link.right, "2001:db8:77::2/64"),
-    ] {
-        run("ip", &["-n", ns, "addr", "add", cidr, "dev", dev, "nodad"]);
-    }
-    let dev = link.left.clone();
-    let (ready_tx, ready_rx) = mpsc::channel();
+    let (dir, cli, link) = one_arm6(&mut lab);
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let worker = spawn_in(&dir, move || {
-        let netdev = NetDev::by_name(&dev).unwrap();
-        let mut filter = XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
-        let mut ports = AfXdpPorts::open(&[&dev], 0, &XskConfig::default()).unwrap();
-        filter
-            .register_socket(0, ports.socket_fd(0).unwrap())
-            .unwrap();
-        filter
-            .set_vips6(&[Match6 {
-                addr: VIP,
-                port: 5000,
-                proto: proto::TCP,
-            }])
-            .unwrap();
-        let mut syn = filter.take_syn_filter().unwrap();
-        syn.set(true).unwrap();
-        ready_tx.send(()).unwrap();
-        let mut received: Vec<(Instant, Vec<u8>)> = Vec::new();
-        while stop_rx.try_recv().is_err() {
-            ports
-                .poll(64, &mut |_, frames, _| {
-                    let now = Instant::now();
-                    received.extend(frames.iter().map(|f| (now, f.data().to_vec())));
-                })
-                .unwrap();
-            ports.wait(Duration::from_millis(5)).unwrap();
-        }
-        (received, syn.counts().unwrap())
-    });
-    match ready_rx.recv_timeout(Duration::from_secs(15)) {
-        Ok(()) => {}
-        Err(_) => match worker.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(_) => panic!("director thread ended before it was ready"),
-        },
-    }
+    let tcp = Match6 {
+        addr: VIP,
+        port: 5000,
+        proto: proto::TCP,
+    };
+    let worker = syn_filter_director(
+        &dir,
+        &link.left,
+        move |filter| filter.set_vips6(&[tcp]).unwrap(),
+        stop_rx,
+    );
     let started = in_netns(&cli, || {
         let started = Instant::now();
         let refused = std::net::TcpStream::connect_timeout(

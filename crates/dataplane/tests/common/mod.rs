@@ -255,3 +255,59 @@ pub fn udp_fields(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u16, u16, &[u8])>
         udp.into_payload(),
     ))
 }
+
+/// Every frame the director side of a SYN filter test received, with when, and the
+/// filter's counters at the end.
+pub type SynFilterRun = (
+    Vec<(std::time::Instant, Vec<u8>)>,
+    xvs_dataplane::syn_filter::SynCounts,
+);
+
+/// The director side of a SYN filter test: on a thread in `ns`, the XDP filter on `dev` with
+/// the VIPs `set_vips` writes and the SYN filter in force, an AF_XDP socket taking every
+/// frame it is sent, until a message on `stop`. Returns once the filter is in place.
+pub fn syn_filter_director(
+    ns: &str,
+    dev: &str,
+    set_vips: impl FnOnce(&mut xvs_dataplane::xdp::XdpFilter) + Send + 'static,
+    stop: std::sync::mpsc::Receiver<()>,
+) -> JoinHandle<SynFilterRun> {
+    use std::time::{Duration, Instant};
+    use xvs_dataplane::afxdp::{AfXdpPorts, XskConfig};
+    use xvs_dataplane::packet_io::PacketIo;
+    use xvs_dataplane::xdp::{AttachMode, XdpFilter};
+
+    let dev = dev.to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let worker = spawn_in(ns, move || {
+        let netdev = xvs_dataplane::netdev::NetDev::by_name(&dev).unwrap();
+        let mut filter = XdpFilter::attach(netdev.ifindex, AttachMode::Auto).unwrap();
+        let mut ports = AfXdpPorts::open(&[&dev], 0, &XskConfig::default()).unwrap();
+        filter
+            .register_socket(0, ports.socket_fd(0).unwrap())
+            .unwrap();
+        set_vips(&mut filter);
+        let mut syn = filter.take_syn_filter().expect("the SYN filter's maps");
+        assert!(filter.take_syn_filter().is_none(), "taken once");
+        syn.set(true).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut received = Vec::new();
+        while stop.try_recv().is_err() {
+            ports
+                .poll(64, &mut |_, frames, _| {
+                    let now = Instant::now();
+                    received.extend(frames.iter().map(|f| (now, f.data().to_vec())));
+                })
+                .unwrap();
+            ports.wait(Duration::from_millis(5)).unwrap();
+        }
+        (received, syn.counts().unwrap())
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(15)).is_err() {
+        match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(_) => panic!("director thread ended before it was ready"),
+        }
+    }
+    worker
+}
