@@ -240,7 +240,7 @@ fn listen(
 
 /// How long a busy queue is retried: the kernel releases a closed socket's binding
 /// asynchronously, so a socket opened right after another one closed may see EBUSY.
-const BUSY_RETRY: Duration = Duration::from_secs(5);
+const BUSY_RETRY: Duration = Duration::from_secs(15);
 
 /// Sockets that only send give the kernel few frames to receive into, so nearly all the frame
 /// memory can be in flight on the TX ring.

@@ -28,8 +28,8 @@
 mod support;
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::{Requests, SynTarget, dataplane, http_client, programs, rss, syn_stream};
@@ -57,6 +57,11 @@ fn defense(lab: &Lab) -> serde_json::Value {
     dataplane(lab)["defense"].clone()
 }
 
+/// One flood at a time: each takes both cores flat out, so two at once would measure neither,
+/// and under two floods the kernel's deferred release of a closed AF_XDP socket (the
+/// calibration burst's) can take longer than pktgen waits for the queue.
+static ONE_FLOOD: Mutex<()> = Mutex::new(());
+
 /// How fast the flood goes.
 enum Rate {
     /// This share of what a burst flat out carried to the director.
@@ -83,6 +88,9 @@ fn flood(
     rate: Rate,
     defence_ended: impl Fn(&serde_json::Value) -> bool,
 ) -> Flood {
+    let _one_flood = ONE_FLOOD
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let lab = match Lab::start_with(
         Mode::Dr,
         programs(),
