@@ -17,13 +17,17 @@ use crate::Reason;
 /// 20 for the IPIP outer header, 28 for an ICMP error built around the original packet.
 pub const RECOMMENDED_HEADROOM: usize = 28;
 
-/// A packet inside a larger buffer: `buf[start..start + len]` is the Ethernet frame,
-/// `buf[..start]` is headroom and `buf[start + len..]` is tailroom.
+/// A packet inside a larger buffer: `buf[start..end]` is the Ethernet frame, `buf[..start]`
+/// is headroom and `buf[end..]` is tailroom.
+///
+/// The range is kept as its two ends (not start and length): [`data`](Self::data), called
+/// several times per packet, then slices without adding and without an overflow check.
 #[derive(Debug)]
 pub struct Frame<'a> {
     buf: &'a mut [u8],
     start: usize,
-    len: usize,
+    /// `start <= end <= buf.len()`, kept by the constructors and [`set_range`](Self::set_range).
+    end: usize,
 }
 
 impl<'a> Frame<'a> {
@@ -31,7 +35,7 @@ impl<'a> Frame<'a> {
     #[inline]
     pub fn new(buf: &'a mut [u8], start: usize, len: usize) -> Result<Self, Reason> {
         match start.checked_add(len) {
-            Some(end) if end <= buf.len() => Ok(Frame { buf, start, len }),
+            Some(end) if end <= buf.len() => Ok(Frame { buf, start, end }),
             _ => Err(Reason::FrameOutOfBounds),
         }
     }
@@ -39,8 +43,8 @@ impl<'a> Frame<'a> {
     /// A frame that fills the whole buffer (no headroom): handy for tests and DR/NAT.
     #[inline]
     pub fn whole(buf: &'a mut [u8]) -> Self {
-        let len = buf.len();
-        Frame { buf, start: 0, len }
+        let end = buf.len();
+        Frame { buf, start: 0, end }
     }
 
     /// Offset of the first frame byte in the buffer (equals the headroom).
@@ -52,13 +56,13 @@ impl<'a> Frame<'a> {
     /// Frame length in bytes (what goes on the wire).
     #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.end - self.start
     }
 
     /// True when the frame has no bytes.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.end == self.start
     }
 
     /// Free bytes before the frame.
@@ -70,24 +74,20 @@ impl<'a> Frame<'a> {
     /// Free bytes after the frame.
     #[inline]
     pub fn tailroom(&self) -> usize {
-        self.buf.len() - self.start - self.len
+        self.buf.len() - self.end
     }
 
     /// The frame's bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        // The constructor and every mutator keep start + len <= buf.len().
-        self.buf
-            .get(self.start..self.start + self.len)
-            .unwrap_or(&[])
+        // The constructor and every mutator keep start <= end <= buf.len().
+        self.buf.get(self.start..self.end).unwrap_or(&[])
     }
 
     /// The frame's bytes, writable.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        self.buf
-            .get_mut(self.start..self.start + self.len)
-            .unwrap_or(&mut [])
+        self.buf.get_mut(self.start..self.end).unwrap_or(&mut [])
     }
 
     /// The whole buffer, headroom and tailroom included.
@@ -102,7 +102,7 @@ impl<'a> Frame<'a> {
         match start.checked_add(len) {
             Some(end) if end <= self.buf.len() => {
                 self.start = start;
-                self.len = len;
+                self.end = end;
                 Ok(())
             }
             _ => Err(Reason::NoHeadroom),
