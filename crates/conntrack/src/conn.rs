@@ -78,8 +78,6 @@ pub struct Peeked {
     pub(crate) word: u64,
     pub(crate) proto: Protocol,
     pub dest: DestId,
-    /// Where the packet goes.
-    pub dest_addr: Endpoint,
 }
 
 /// Result of [`crate::Shard::track_inbound`].

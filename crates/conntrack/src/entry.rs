@@ -57,6 +57,11 @@ impl StateWord {
     pub(crate) fn state(self) -> TcpState {
         TcpState::from_u8(((self.0 >> 32) & 0xf) as u8)
     }
+    /// Whether the word's state is `state`, compared without decoding it.
+    #[inline]
+    pub(crate) fn is_in(self, state: TcpState) -> bool {
+        (self.0 >> 32) & 0xf == state as u64
+    }
     #[inline]
     pub(crate) fn flags(self) -> u8 {
         (self.0 >> 36) as u8

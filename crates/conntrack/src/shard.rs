@@ -271,14 +271,21 @@ impl Shard {
         if word.has(flag::DEAD) {
             return None;
         }
-        let meta = slot.meta();
         Some(Peeked {
             slot: index,
             word: word.0,
             proto: key.proto,
             dest: DestId(slot.dest.load(Ordering::Relaxed)),
-            dest_addr: slot.endpoint(&slot.daddr, meta.dport(), meta.dest_family()),
         })
+    }
+
+    /// Where a [`peek`](Self::peek_inbound)ed connection's packets go (read only by the
+    /// methods that rewrite the destination: DR needs no address).
+    #[inline]
+    pub fn peeked_dest_addr(&self, peeked: &Peeked) -> Endpoint {
+        let slot = &self.own.slots[peeked.slot as usize];
+        let meta = slot.meta();
+        slot.endpoint(&slot.daddr, meta.dport(), meta.dest_family())
     }
 
     /// Applies an input packet to a [`peek`](Self::peek_inbound)ed connection if it changes
@@ -291,18 +298,28 @@ impl Shard {
         let table = &self.table;
         let slot = &self.own.slots[peeked.slot as usize];
         let word = StateWord(peeked.word);
-        let current = word.state();
-        let next = match peeked.proto {
-            // A plain ACK keeps ESTABLISHED in every table (`state::tests` holds them to it),
-            // so the commonest packet of all skips the table walk.
-            Protocol::Tcp if flags == TcpFlags::ACK && current == TcpState::Established => current,
-            Protocol::Tcp => {
-                let (direction, _) = select_table(Direction::Input, word.has(flag::NO_OUTPUT));
-                transition(table.table_set(), direction, flags, current)
+        // A plain ACK keeps ESTABLISHED in every table (`state::tests` holds them to it), so
+        // the commonest packet of all is checked on the raw word, without the table walk.
+        let next = if peeked.proto == Protocol::Tcp
+            && flags == TcpFlags::ACK
+            && word.is_in(TcpState::Established)
+        {
+            TcpState::Established
+        } else {
+            let current = word.state();
+            let next = match peeked.proto {
+                Protocol::Tcp => {
+                    let (direction, _) = select_table(Direction::Input, word.has(flag::NO_OUTPUT));
+                    transition(table.table_set(), direction, flags, current)
+                }
+                Protocol::Udp | Protocol::Icmp => current,
+            };
+            if next != current {
+                return None;
             }
-            Protocol::Udp | Protocol::Icmp => current,
+            next
         };
-        if next != current || word.has(flag::SYNCED) {
+        if word.has(flag::SYNCED) {
             return None;
         }
         let deadline = now.saturating_add(table.timeouts().for_state(peeked.proto, next));

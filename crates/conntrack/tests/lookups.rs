@@ -542,7 +542,10 @@ fn touch_applies_only_packets_that_keep_the_state() {
         .unwrap();
     // SYN_RECV + ACK would become ESTABLISHED: not the fast path's, nothing changes.
     let peeked = s.peek_inbound(bucket, &key).unwrap();
-    assert_eq!((peeked.dest, peeked.dest_addr), (DestId(1), real_server(1)));
+    assert_eq!(
+        (peeked.dest, s.peeked_dest_addr(&peeked)),
+        (DestId(1), real_server(1))
+    );
     let before = table.get(conn.flow).unwrap();
     assert_eq!(s.touch(&peeked, TcpFlags::ACK, 5), None);
     assert_eq!(table.get(conn.flow).unwrap(), before);

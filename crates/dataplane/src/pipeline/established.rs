@@ -123,7 +123,7 @@ impl Pipeline {
                 frame,
                 view,
                 method,
-                socket(peeked.dest_addr),
+                socket(self.shard.peeked_dest_addr(&peeked)),
                 hop,
                 ingress,
             )
@@ -174,7 +174,7 @@ impl Pipeline {
         let peeked = self.shard.peek_inbound(bucket, &key)?;
         // As for IPv4: a live real server implies its service.
         let method = shared.snapshot.dest_method(peeked.dest)?;
-        let target = socket6(peeked.dest_addr)?;
+        let target = socket6(self.shard.peeked_dest_addr(&peeked))?;
         let hop = self.egress6.cached(peeked.dest)?;
         if hop.local {
             return None;
