@@ -107,16 +107,14 @@ pub(crate) fn trim_after_datagram(frame: &mut Frame<'_>, view: &PacketView) {
     }
 }
 
-/// Sets the Ethernet addresses for the next hop (every method does this last).
-///
-/// Through the offset table rather than `wire::EthernetFrame`: written with the view, the
-/// new-connection DR path (`dr::forward`) stops being inlined into the pipeline and costs
-/// 3 instructions more a packet (callgrind, `bench-instructions.sh`).
+/// Sets the Ethernet addresses for the next hop (every method does this last): destination
+/// then source, the frame's first 12 bytes, checked once.
 #[inline]
 pub(crate) fn write_macs(packet: &mut [u8], egress: &Egress) -> Result<(), Reason> {
-    crate::field::write_mac(packet, eth::DESTINATION, egress.dst_mac)
-        .ok_or(Reason::ViewMismatch)?;
-    crate::field::write_mac(packet, eth::SOURCE, egress.src_mac).ok_or(Reason::ViewMismatch)
+    let macs: &mut [u8; 12] = packet.first_chunk_mut().ok_or(Reason::ViewMismatch)?;
+    macs[eth::DESTINATION].copy_from_slice(&egress.dst_mac);
+    macs[eth::SOURCE].copy_from_slice(&egress.src_mac);
+    Ok(())
 }
 
 /// [`ttl_gate`] for IPv6: a hop limit <= 1 earns the sender an ICMPv6 Time Exceeded (hop

@@ -124,7 +124,7 @@ impl Pipeline {
                 view,
                 method,
                 socket(self.shard.peeked_dest_addr(&peeked)),
-                hop,
+                *hop,
                 ingress,
             )
         };
@@ -191,7 +191,7 @@ impl Pipeline {
             super::sync_out(self.shard.table(), &shared.sync, flow);
         }
         count_in_len(counters, peeked.dest, view.datagram_len() as u64);
-        let verdict = forward6(shared, frame, view, method, target, hop, ingress);
+        let verdict = forward6(shared, frame, view, method, target, *hop, ingress);
         if let Verdict::Transmit { .. } = verdict {
             add(&counters.tx_frames, 1);
         }

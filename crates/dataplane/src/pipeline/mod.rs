@@ -178,11 +178,12 @@ impl<A: Family> EgressCache<A> {
         }
     }
 
-    /// The hop toward `dest` if it is cached (the fast path never resolves).
+    /// The hop toward `dest` if it is cached (the fast path never resolves; it reads the
+    /// hop in place).
     #[inline(always)]
-    fn cached(&self, dest: DestId) -> Option<Hop<A>> {
+    fn cached(&self, dest: DestId) -> Option<&Hop<A>> {
         match self.by_slot.get(dest_slot(dest)) {
-            Some(c) if c.epoch == self.epoch => Some(c.hop),
+            Some(c) if c.epoch == self.epoch => Some(&c.hop),
             _ => None,
         }
     }
