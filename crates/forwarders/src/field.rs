@@ -177,14 +177,6 @@ pub(crate) fn write_u32(bytes: &mut [u8], field: Field, value: u32) -> Option<()
     Some(())
 }
 
-/// Writes a 6-byte MAC address at `field`.
-#[inline]
-pub(crate) fn write_mac(bytes: &mut [u8], field: Field, mac: [u8; 6]) -> Option<()> {
-    let dst = bytes.get_mut(field)?.first_chunk_mut::<6>()?;
-    *dst = mac;
-    Some(())
-}
-
 /// `field` moved by `base` bytes: a header field addressed from the frame start.
 #[inline]
 pub(crate) const fn at(base: usize, field: Field) -> Field {

@@ -575,7 +575,6 @@ impl Pipeline {
         flags: TcpFlags,
         bucket: usize,
     ) -> Result<Placed, Drop> {
-        let key = *key;
         let shared = &self.shared;
         let snapshot = &*shared.snapshot;
         let counters = &*shared.counters;
@@ -584,7 +583,7 @@ impl Pipeline {
         let now = self.clock.secs;
         let opening = flags.opens();
         let bucket = if bucket == NO_BUCKET {
-            self.shard.prefetch_inbound(&key)
+            self.shard.prefetch_inbound(key)
         } else {
             bucket
         };
@@ -594,7 +593,7 @@ impl Pipeline {
             Tracked::Miss
         } else {
             self.shard
-                .track_inbound_at(bucket, &key, flags, now, snapshot, &mut loads)
+                .track_inbound_at(bucket, key, flags, now, snapshot, &mut loads)
         };
         let (flow, dest, dest_addr) = match tracked {
             Tracked::Hit(hit) => (hit.flow, hit.dest, hit.dest_addr),
@@ -604,7 +603,7 @@ impl Pipeline {
                 // then schedules it afresh instead of reusing the old entry's real server.
                 let found = if opening {
                     self.shard
-                        .lookup_inbound_new_at(bucket, &key, snapshot, &mut loads)
+                        .lookup_inbound_new_at(bucket, key, snapshot, &mut loads)
                 } else {
                     Inbound::Miss
                 };
@@ -619,7 +618,7 @@ impl Pipeline {
                     {
                         self.shard
                             .table()
-                            .lookup_inbound_any(&key)
+                            .lookup_inbound_any(key)
                             .map_or(Inbound::Miss, Inbound::Hit)
                     }
                     other => other,
@@ -665,7 +664,7 @@ impl Pipeline {
                                 &mut self.shard,
                                 scheduler,
                                 service,
-                                &key,
+                                key,
                                 &request,
                                 now,
                                 &mut loads,
@@ -682,7 +681,7 @@ impl Pipeline {
                             &mut self.shard,
                             scheduler,
                             service,
-                            Opening { key, bucket, flags },
+                            &Opening { key, bucket, flags },
                             &request,
                             now,
                             &mut loads,
@@ -1023,8 +1022,8 @@ fn choose(
 
 /// The packet that opens a connection: its tuple, the inbound bucket the tuple hashes to,
 /// and its TCP flags.
-struct Opening {
-    key: FlowKey,
+struct Opening<'a> {
+    key: &'a FlowKey,
     bucket: usize,
     flags: TcpFlags,
 }
@@ -1036,13 +1035,13 @@ fn open(
     shard: &mut Shard,
     scheduler: &mut dyn Scheduler,
     service: &Service,
-    opening: Opening,
+    opening: &Opening<'_>,
     request: &Request,
     now: Secs,
     loads: &mut LoadCounters<'_>,
 ) -> Result<(FlowRef, DestId, Endpoint), Drop> {
-    let Opening { key, bucket, flags } = opening;
-    let choice = choose(shard, scheduler, service, &key, request, now, loads)?;
+    let &Opening { key, bucket, flags } = opening;
+    let choice = choose(shard, scheduler, service, key, request, now, loads)?;
     let dest = service.dests[choice.index].id;
     let return_path = match service.dests[choice.index].spec.method {
         ForwardMethod::Masq => ReturnPath::ViaDirector,
@@ -1050,7 +1049,7 @@ fn open(
     };
     let (dest_addr, template) = (choice.dest_addr, choice.template);
     let new = NewConn {
-        key,
+        key: *key,
         dest,
         dest_addr,
         return_path,
