@@ -109,7 +109,7 @@ pub(crate) struct Meta(pub(crate) u64);
 
 impl Meta {
     #[inline]
-    pub(crate) fn new(cport: u16, vport: u16, dport: u16, proto: u8, kind: u8) -> Self {
+    pub(crate) const fn new(cport: u16, vport: u16, dport: u16, proto: u8, kind: u8) -> Self {
         Meta(
             cport as u64
                 | (vport as u64) << 16

@@ -296,7 +296,6 @@ impl Shard {
     #[inline(always)]
     pub fn touch(&mut self, peeked: &Peeked, flags: TcpFlags, now: Secs) -> Option<FlowRef> {
         let table = &self.table;
-        let slot = &self.own.slots[peeked.slot as usize];
         let word = StateWord(peeked.word);
         // A plain ACK keeps ESTABLISHED in every table (`state::tests` holds them to it), so
         // the commonest packet of all is checked on the raw word, without the table walk.
@@ -325,6 +324,8 @@ impl Shard {
         let deadline = now.saturating_add(table.timeouts().for_state(peeked.proto, next));
         let new = word.with(deadline, next, word.flags());
         if new != word {
+            // Only now is the slot itself needed (the deadline moves once a second at most).
+            let slot = &self.own.slots[peeked.slot as usize];
             slot.cas_word(word, new).ok()?;
             if deadline < word.deadline() {
                 self.refile(peeked.slot);

@@ -349,10 +349,11 @@ enum Chain {
 /// Does `slot` hold the connection a packet `key` (client -> vip) belongs to?
 #[inline]
 pub(crate) fn matches_inbound(slot: &Slot, meta: Meta, key: &FlowKey, kind_v6: u8) -> bool {
-    meta.kind() & (kind::TEMPLATE | kind::V6) == kind_v6
-        && meta.cport() == key.src.port
-        && meta.vport() == key.dst.port
-        && meta.proto_byte() == key.proto as u8
+    // The client port, virtual port, protocol and the kind bits that matter (a connection,
+    // not a template, of the key's family) in one masked compare of the meta word.
+    const COMPARED: Meta = Meta::new(0xffff, 0xffff, 0, 0xff, kind::TEMPLATE | kind::V6);
+    let expected = Meta::new(key.src.port, key.dst.port, 0, key.proto as u8, kind_v6);
+    (meta.0 ^ expected.0) & COMPARED.0 == 0
         && slot.caddr.equals(key.src.addr.bits())
         && slot.vaddr.equals(key.dst.addr.bits())
 }
@@ -360,10 +361,23 @@ pub(crate) fn matches_inbound(slot: &Slot, meta: Meta, key: &FlowKey, kind_v6: u
 /// Does `slot` hold the NAT connection a reply `key` (real server -> client) belongs to?
 #[inline]
 pub(crate) fn matches_outbound(slot: &Slot, meta: Meta, key: &FlowKey, kind_v6: u8) -> bool {
-    meta.kind() & (kind::TEMPLATE | kind::V6 | kind::VIA_DIRECTOR) == kind_v6 | kind::VIA_DIRECTOR
-        && meta.dport() == key.src.port
-        && meta.cport() == key.dst.port
-        && meta.proto_byte() == key.proto as u8
+    // As in `matches_inbound`: ports, protocol and kind (a NAT connection of the key's
+    // family) in one masked compare.
+    const COMPARED: Meta = Meta::new(
+        0xffff,
+        0,
+        0xffff,
+        0xff,
+        kind::TEMPLATE | kind::V6 | kind::VIA_DIRECTOR,
+    );
+    let expected = Meta::new(
+        key.dst.port,
+        0,
+        key.src.port,
+        key.proto as u8,
+        kind_v6 | kind::VIA_DIRECTOR,
+    );
+    (meta.0 ^ expected.0) & COMPARED.0 == 0
         && slot.daddr.equals(key.src.addr.bits())
         && slot.caddr.equals(key.dst.addr.bits())
 }
