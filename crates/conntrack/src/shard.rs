@@ -183,6 +183,20 @@ impl Shard {
         bucket
     }
 
+    /// [`prefetch_inbound`](Self::prefetch_inbound) for an IPv4 TCP or UDP packet, from its
+    /// bytes: `addresses` is the IPv4 header's bytes 12..20 (source, destination) and `ports`
+    /// the transport header's first four (source, destination port), each read as one
+    /// big-endian word. The same bucket as for the packet's [`FlowKey`], without building it.
+    #[inline]
+    pub fn prefetch_inbound_v4(&self, proto: Protocol, addresses: u64, ports: u32) -> usize {
+        let shared = self.shared();
+        let bucket = shared
+            .inbound
+            .bucket(self.table.inbound_hash_v4(proto, addresses, ports));
+        shared.inbound.prefetch_bucket(bucket);
+        bucket
+    }
+
     /// Second step of [`prefetch_inbound`](Self::prefetch_inbound): starts loading the first
     /// slot of the bucket's chain (its head is in cache by now).
     #[inline]

@@ -216,14 +216,33 @@ pub(crate) fn tuple_hash(
     b: u128,
     bp: u16,
 ) -> u64 {
-    let tail = (ap as u64) << 32 | (bp as u64) << 16 | (proto as u64) << 8 | family_bit(family);
     match family {
-        Family::V4 => hash_words(seed, &[(a as u64) << 32 | (b as u64 & 0xffff_ffff), tail]),
+        Family::V4 => tuple_hash_v4(
+            seed,
+            proto,
+            (a as u64) << 32 | (b as u64 & 0xffff_ffff),
+            u32::from(ap) << 16 | u32::from(bp),
+        ),
         Family::V6 => hash_words(
             seed,
-            &[a as u64, (a >> 64) as u64, b as u64, (b >> 64) as u64, tail],
+            &[
+                a as u64,
+                (a >> 64) as u64,
+                b as u64,
+                (b >> 64) as u64,
+                (ap as u64) << 32 | (bp as u64) << 16 | (proto as u64) << 8 | family_bit(family),
+            ],
         ),
     }
+}
+
+/// [`tuple_hash`] of an IPv4 tuple given as a packet holds it: the two addresses as one
+/// big-endian word (`a` high, as an IPv4 header's bytes 12..20 read), the two ports as one
+/// (a TCP/UDP header's first four bytes).
+#[inline(always)]
+pub(crate) fn tuple_hash_v4(seed: u64, proto: u8, addresses: u64, ports: u32) -> u64 {
+    let tail = u64::from(ports) << 16 | (proto as u64) << 8 | family_bit(Family::V4);
+    hash_words(seed, &[addresses, tail])
 }
 
 pub(crate) fn kind_of(family: Family) -> u8 {
@@ -617,6 +636,13 @@ impl ConnTable {
             key.dst.addr.bits(),
             key.dst.port,
         )
+    }
+
+    /// [`inbound_hash`](Self::inbound_hash) of an IPv4 tuple read straight from a packet
+    /// (see [`tuple_hash_v4`]).
+    #[inline]
+    pub(crate) fn inbound_hash_v4(&self, proto: Protocol, addresses: u64, ports: u32) -> u64 {
+        tuple_hash_v4(self.inner.seed, proto as u8, addresses, ports).rotate_left(17)
     }
 
     #[inline]

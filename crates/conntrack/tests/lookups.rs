@@ -564,3 +564,27 @@ fn touch_applies_only_packets_that_keep_the_state() {
     assert_eq!(s.touch(&peeked, TcpFlags::FIN_ACK, 10), None);
     assert_eq!(table.get(conn.flow).unwrap().expires, 9 + 900);
 }
+
+#[test]
+fn an_ipv4_tuple_read_from_packet_bytes_hashes_to_its_keys_bucket() {
+    let (_table, shards) = ConnTable::new(config(1, 1 << 16));
+    let s = &shards[0];
+    for (i, proto) in (0..2000u32).zip([Protocol::Tcp, Protocol::Udp].into_iter().cycle()) {
+        let src = std::net::Ipv4Addr::from(0x0a00_0000 | i.wrapping_mul(2_654_435_761) >> 8);
+        let dst = std::net::Ipv4Addr::from(0xc0a8_0000 | (i % 7));
+        let (sport, dport) = (1024 + (i as u16).wrapping_mul(31), 80 + (i % 3) as u16);
+        let key = FlowKey::new(
+            proto,
+            Endpoint::new(Addr::v4(src.octets()), sport),
+            Endpoint::new(Addr::v4(dst.octets()), dport),
+        );
+        // As an IPv4 header's bytes 12..20 and a TCP/UDP header's first four read.
+        let addresses = u64::from(src.to_bits()) << 32 | u64::from(dst.to_bits());
+        let ports = u32::from(sport) << 16 | u32::from(dport);
+        assert_eq!(
+            s.prefetch_inbound_v4(proto, addresses, ports),
+            s.prefetch_inbound(&key),
+            "{key:?}"
+        );
+    }
+}

@@ -183,8 +183,9 @@ pub const MAX_PORTS: usize = 2;
 /// Everything one worker counts.
 #[derive(Debug)]
 pub struct WorkerCounters {
-    /// Per real-server slot (the low 16 bits of its `DestId`).
-    pub dests: Box<[DestCells]>,
+    /// Per real-server slot (the low 16 bits of its `DestId`): an array of exactly
+    /// [`MAX_DESTS`], so indexing by a slot needs no bounds check.
+    pub dests: Box<[DestCells; MAX_DESTS]>,
     /// Pipeline drops by [`Drop`].
     pub drops: [AtomicU64; Drop::COUNT],
     /// Forwarders refusals by [`Reason`] (malformed frames and refused rewrites).
@@ -216,7 +217,11 @@ pub const RX_BATCH_BUCKETS: usize = 7;
 impl Default for WorkerCounters {
     fn default() -> Self {
         WorkerCounters {
-            dests: (0..MAX_DESTS).map(|_| DestCells::default()).collect(),
+            dests: (0..MAX_DESTS)
+                .map(|_| DestCells::default())
+                .collect::<Box<[_]>>()
+                .try_into()
+                .expect("MAX_DESTS cells"),
             drops: Default::default(),
             refused: std::array::from_fn(|_| AtomicU64::new(0)),
             rx_frames: AtomicU64::new(0),

@@ -403,10 +403,7 @@ impl Pipeline {
             .zip(verdicts.chunks_mut(BATCH_SIZE))
         {
             for (frame, bucket) in frames.iter().zip(buckets.iter_mut()) {
-                *bucket = match quick_key(frame.data()) {
-                    Some(key) => self.shard.prefetch_inbound(&key),
-                    None => NO_BUCKET,
-                };
+                *bucket = self.quick_bucket(frame.data());
             }
             for &bucket in &buckets[..frames.len()] {
                 if bucket != NO_BUCKET {
@@ -882,30 +879,42 @@ enum Placed {
 /// Stage 1 found no TCP/UDP tuple in the frame.
 const NO_BUCKET: usize = usize::MAX;
 
-/// The inbound key of a TCP or UDP packet in an Ethernet/IPv4 frame, read without any
-/// validation (for prefetching only: [`parse`] decides what the frame is).
-#[inline(always)]
-fn quick_key(data: &[u8]) -> Option<FlowKey> {
-    let ip = data.get(14..)?;
-    if data[12] != 0x08 || data[13] != 0x00 || ip.len() < 20 {
-        return if is_ipv6(data) { quick_key6(ip) } else { None };
+impl Pipeline {
+    /// Stage 1 for one frame: the inbound bucket of a TCP or UDP packet in an Ethernet/IPv4
+    /// or IPv6 frame, read without any validation, its loading started; [`NO_BUCKET`] for
+    /// any other frame (for prefetching only: [`parse`] decides what the frame is). An IPv4
+    /// tuple is hashed from the header's bytes as they lie.
+    #[inline(always)]
+    fn quick_bucket(&self, data: &[u8]) -> usize {
+        let Some(ip) = data.get(14..) else {
+            return NO_BUCKET;
+        };
+        let Some(header) = ip.first_chunk::<20>() else {
+            return NO_BUCKET;
+        };
+        if data[12] != 0x08 || data[13] != 0x00 {
+            return match is_ipv6(data).then(|| quick_key6(ip)).flatten() {
+                Some(key) => self.shard.prefetch_inbound(&key),
+                None => NO_BUCKET,
+            };
+        }
+        let protocol = match header[9] {
+            6 => Protocol::Tcp,
+            17 => Protocol::Udp,
+            _ => return NO_BUCKET,
+        };
+        let header_len = usize::from(header[0] & 0x0f) * 4;
+        let Some(ports) = ip.get(header_len..).and_then(|l4| l4.first_chunk::<4>()) else {
+            return NO_BUCKET;
+        };
+        let [.., s0, s1, s2, s3, d0, d1, d2, d3] = *header;
+        let addresses = u64::from_be_bytes([s0, s1, s2, s3, d0, d1, d2, d3]);
+        self.shard
+            .prefetch_inbound_v4(protocol, addresses, u32::from_be_bytes(*ports))
     }
-    let header_len = usize::from(ip[0] & 0x0f) * 4;
-    let protocol = match ip[9] {
-        6 => Protocol::Tcp,
-        17 => Protocol::Udp,
-        _ => return None,
-    };
-    let ports = ip.get(header_len..header_len + 4)?;
-    let addr = |at: usize| xvs_conntrack::Addr::v4([ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]);
-    Some(FlowKey::new(
-        protocol,
-        Endpoint::new(addr(12), u16::from_be_bytes([ports[0], ports[1]])),
-        Endpoint::new(addr(16), u16::from_be_bytes([ports[2], ports[3]])),
-    ))
 }
 
-/// [`quick_key`] for the IPv6 datagram `ip` whose next header is TCP or UDP itself (with
+/// The inbound key of a TCP or UDP packet in the IPv6 datagram `ip` whose next header is TCP or UDP itself (with
 /// extension headers, stage 1 leaves the frame to the full path's own lookup).
 #[cold]
 fn quick_key6(ip: &[u8]) -> Option<FlowKey> {
