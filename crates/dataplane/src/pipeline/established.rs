@@ -68,7 +68,6 @@ impl Pipeline {
     ) -> Option<Verdict> {
         let (protocol, sport, dport, flags) = ports_and_flags(&view.l4)?;
         let shared = &self.shared;
-        let snapshot = &*shared.snapshot;
         let key = FlowKey::new(
             protocol,
             endpoint(view.src, sport),
@@ -81,17 +80,22 @@ impl Pipeline {
         // finds a service for this packet whenever `dest` is found. (A fwmark service's
         // connection outlives a reload that stops marking its ports, as an IPVS connection
         // outlives the iptables rule that marked its first packet.)
-        let method = snapshot.dest_method(peeked.dest)?;
+        // The cache vouches that the real server is live in the current snapshot.
+        let (method, hop) = self.egress.cached(peeked.dest)?;
+        debug_assert!(shared.snapshot.dest_method(peeked.dest) == Some(method));
         debug_assert!(
-            snapshot
+            shared
+                .snapshot
                 .service_for(protocol as u8, view.dst, dport)
                 .is_some()
-                || snapshot.dest(peeked.dest).is_some_and(|(s, _, _)| matches!(
-                    s.spec.addr,
-                    crate::service::spec::ServiceAddr::Fwmark { .. }
-                ))
+                || shared
+                    .snapshot
+                    .dest(peeked.dest)
+                    .is_some_and(|(s, _, _)| matches!(
+                        s.spec.addr,
+                        crate::service::spec::ServiceAddr::Fwmark { .. }
+                    ))
         );
-        let hop = self.egress.cached(peeked.dest)?;
         if hop.local {
             return None;
         }
@@ -173,9 +177,9 @@ impl Pipeline {
         );
         let peeked = self.shard.peek_inbound(bucket, &key)?;
         // As for IPv4: a live real server implies its service.
-        let method = shared.snapshot.dest_method(peeked.dest)?;
+        // As for IPv4, the cache vouches for the real server.
+        let (method, hop) = self.egress6.cached(peeked.dest)?;
         let target = socket6(self.shard.peeked_dest_addr(&peeked))?;
-        let hop = self.egress6.cached(peeked.dest)?;
         if hop.local {
             return None;
         }

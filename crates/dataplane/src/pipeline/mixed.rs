@@ -91,7 +91,7 @@ impl Pipeline {
             return Err(Drop::NoRoute);
         }
         let shared = &self.shared;
-        let hop = self.egress6.hop(shared, dest, rip)?;
+        let hop = self.egress6.hop(shared, dest, method, rip)?;
         if hop.local {
             let start = usize::from(view.ip_offset);
             let datagram = start..start + usize::from(view.ip_total_len);
@@ -127,7 +127,7 @@ impl Pipeline {
             return Err(Drop::NoRoute);
         }
         let shared = &self.shared;
-        let hop = self.egress.hop(shared, dest, rip)?;
+        let hop = self.egress.hop(shared, dest, method, rip)?;
         if hop.local {
             let start = usize::from(view.ip_offset);
             return Ok(deliver_locally(

@@ -143,9 +143,15 @@ impl<A> Default for EgressCache<A> {
     }
 }
 
+/// One real server's entry: valid while `epoch` is the cache's and `tag` is the real
+/// server's generation. A snapshot change starts a new epoch, so a valid entry also vouches
+/// that its real server is live in the current snapshot and forwards by `method`: the fast
+/// path needs no snapshot lookup.
 #[derive(Clone, Copy)]
 struct CachedEgress<A> {
     epoch: u32,
+    tag: u16,
+    method: ForwardMethod,
     hop: Hop<A>,
 }
 
@@ -169,21 +175,28 @@ impl<A: Family> EgressCache<A> {
         }
     }
 
-    /// The hop toward real server `dest` at `addr`, resolved now if not cached.
+    /// The hop toward live real server `dest` at `addr`, forwarding by `method` (both from
+    /// the current snapshot), resolved now if not cached.
     #[inline(always)]
-    fn hop(&mut self, shared: &Shared, dest: DestId, addr: A) -> Result<Hop<A>, Drop> {
+    fn hop(
+        &mut self,
+        shared: &Shared,
+        dest: DestId,
+        method: ForwardMethod,
+        addr: A,
+    ) -> Result<Hop<A>, Drop> {
         match self.by_slot.get(dest_slot(dest)) {
-            Some(c) if c.epoch == self.epoch => Ok(c.hop),
-            _ => self.fill(shared, dest, addr),
+            Some(c) if c.epoch == self.epoch && c.tag == dest_tag(dest) => Ok(c.hop),
+            _ => self.fill(shared, dest, method, addr),
         }
     }
 
-    /// The hop toward `dest` if it is cached (the fast path never resolves; it reads the
-    /// hop in place).
+    /// The forwarding method and hop of live real server `dest` if they are cached (the
+    /// fast path never resolves; it reads the hop in place).
     #[inline(always)]
-    fn cached(&self, dest: DestId) -> Option<&Hop<A>> {
+    fn cached(&self, dest: DestId) -> Option<(ForwardMethod, &Hop<A>)> {
         match self.by_slot.get(dest_slot(dest)) {
-            Some(c) if c.epoch == self.epoch => Some(&c.hop),
+            Some(c) if c.epoch == self.epoch && c.tag == dest_tag(dest) => Some((c.method, &c.hop)),
             _ => None,
         }
     }
@@ -191,7 +204,13 @@ impl<A: Family> EgressCache<A> {
     /// Resolves and remembers the hop toward `dest` (the first packet after a change).
     #[cold]
     #[inline(never)]
-    fn fill(&mut self, shared: &Shared, dest: DestId, addr: A) -> Result<Hop<A>, Drop> {
+    fn fill(
+        &mut self,
+        shared: &Shared,
+        dest: DestId,
+        method: ForwardMethod,
+        addr: A,
+    ) -> Result<Hop<A>, Drop> {
         let slot = dest_slot(dest);
         let hop = if addr.is_own(&shared.routes) {
             Hop {
@@ -218,12 +237,16 @@ impl<A: Family> EgressCache<A> {
                 slot + 1,
                 CachedEgress {
                     epoch: self.epoch.wrapping_sub(1),
+                    tag: 0,
+                    method,
                     hop,
                 },
             );
         }
         self.by_slot[slot] = CachedEgress {
             epoch: self.epoch,
+            tag: dest_tag(dest),
+            method,
             hop,
         };
         Ok(hop)
@@ -876,6 +899,12 @@ enum Placed {
     },
 }
 
+/// The generation part of a [`DestId`] (the part [`dest_slot`] leaves out).
+#[inline(always)]
+fn dest_tag(id: DestId) -> u16 {
+    (id.0 >> 16) as u16
+}
+
 /// Stage 1 found no TCP/UDP tuple in the frame.
 const NO_BUCKET: usize = usize::MAX;
 
@@ -1098,7 +1127,7 @@ fn send_to_dest(
     target: SocketAddrV4,
     ingress: u8,
 ) -> Result<Verdict, Drop> {
-    let hop = egress.hop(shared, dest, *target.ip())?;
+    let hop = egress.hop(shared, dest, method, *target.ip())?;
     Ok(forward(
         shared,
         tunnel_ident,

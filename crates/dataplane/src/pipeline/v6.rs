@@ -245,7 +245,7 @@ pub(super) fn send_to_dest6(
     target: SocketAddrV6,
     ingress: u8,
 ) -> Result<Verdict, Drop> {
-    let hop = egress.hop(shared, dest, *target.ip())?;
+    let hop = egress.hop(shared, dest, method, *target.ip())?;
     Ok(forward6(shared, frame, view, method, target, hop, ingress))
 }
 
