@@ -922,9 +922,10 @@ impl Pipeline {
             return NO_BUCKET;
         };
         if data[12] != 0x08 || data[13] != 0x00 {
-            return match is_ipv6(data).then(|| quick_key6(ip)).flatten() {
-                Some(key) => self.shard.prefetch_inbound(&key),
-                None => NO_BUCKET,
+            return if is_ipv6(data) {
+                self.quick_bucket6(ip)
+            } else {
+                NO_BUCKET
             };
         }
         let protocol = match header[9] {
@@ -940,6 +941,15 @@ impl Pipeline {
         let addresses = u64::from_be_bytes([s0, s1, s2, s3, d0, d1, d2, d3]);
         self.shard
             .prefetch_inbound_v4(protocol, addresses, u32::from_be_bytes(*ports))
+    }
+
+    /// [`quick_bucket`](Self::quick_bucket) for the IPv6 datagram `ip`.
+    #[inline(never)]
+    fn quick_bucket6(&self, ip: &[u8]) -> usize {
+        match quick_key6(ip) {
+            Some(key) => self.shard.prefetch_inbound(&key),
+            None => NO_BUCKET,
+        }
     }
 }
 
