@@ -176,8 +176,7 @@ impl Pipeline {
             endpoint6(view.dst, dport),
         );
         let peeked = self.shard.peek_inbound(bucket, &key)?;
-        // As for IPv4: a live real server implies its service.
-        // As for IPv4, the cache vouches for the real server.
+        // As for IPv4: a live real server implies its service, and the cache vouches for it.
         let (method, hop) = self.egress6.cached(peeked.dest)?;
         let target = socket6(self.shard.peeked_dest_addr(&peeked))?;
         if hop.local {

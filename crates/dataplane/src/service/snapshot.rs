@@ -183,7 +183,7 @@ impl Snapshot {
         ))
     }
 
-    /// The forwarding method of the live real server behind `id` (the fast path's one load).
+    /// The forwarding method of the live real server behind `id` (one load by its slot).
     #[inline(always)]
     pub fn dest_method(&self, id: DestId) -> Option<ForwardMethod> {
         let slot = self.by_slot.get(dest_slot(id))?;
