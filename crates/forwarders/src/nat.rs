@@ -44,6 +44,67 @@ pub fn rewrite_inbound(
     )
 }
 
+/// [`rewrite_inbound`] with the common case first: for the frame nearly every packet is —
+/// `view` as [`parse_common`](crate::parse_common) gives it (untagged Ethernet, IPv4 without
+/// options, a TCP or UDP header inside the datagram), TTL above 1, the datagram within
+/// `egress.mtu` — neither gate can answer and the view fits, so the rewrite runs without
+/// re-proving any of it. Every other frame takes [`rewrite_inbound`] itself: the result is
+/// the same for every input (a test holds the two to it).
+#[inline(always)]
+pub fn rewrite_inbound_common(
+    frame: &mut Frame<'_>,
+    view: &PacketView,
+    real_server: SocketAddrV4,
+    egress: &Egress,
+) -> Result<Transmit, Reason> {
+    const IP_AT: usize = eth::HEADER_LEN;
+    const L4_AT: usize = IP_AT + ipv4::MIN_HEADER_LEN;
+    let (checksum_at, is_udp) = match view.l4 {
+        L4::Tcp { .. } => (tcp::CHECKSUM.start, false),
+        L4::Udp { .. } => (udp::CHECKSUM.start, true),
+        L4::Icmp { .. } => return rewrite_inbound(frame, view, real_server, egress),
+    };
+    if view.ttl <= 1
+        || view.ip_total_len > egress.mtu
+        || usize::from(view.ip_offset) != IP_AT
+        || usize::from(view.l4_offset) != L4_AT
+        || view.ip_end() > frame.len()
+    {
+        return rewrite_inbound(frame, view, real_server, egress);
+    }
+    let Some((ethernet, rest)) = frame.data_mut().split_first_chunk_mut::<IP_AT>() else {
+        return Err(Reason::ViewMismatch);
+    };
+    let Some((ip_header, transport)) = rest.split_first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>()
+    else {
+        return Err(Reason::ViewMismatch);
+    };
+    let fields = (
+        ipv4::DESTINATION.start,
+        tcp::DST_PORT.start,
+        checksum_at,
+        is_udp,
+    );
+    match transport.first_chunk_mut::<18>() {
+        Some(l4_header) => {
+            rewrite_headers(ethernet, ip_header, l4_header, fields, real_server, egress)
+        }
+        None if is_udp => {
+            translate_short_udp(
+                ethernet,
+                ip_header,
+                transport,
+                Direction::Inbound,
+                real_server,
+                egress,
+            )?;
+        }
+        None => return Err(Reason::ViewMismatch),
+    }
+    egress::trim_after_datagram(frame, view);
+    Ok(Transmit::Forward)
+}
+
 /// Real server -> client becomes `virtual_service` (VIP:vport) -> client.
 ///
 /// Replies the director must refuse (TTL, MTU) are answered from the VIP, the address the

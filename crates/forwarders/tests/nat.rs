@@ -357,3 +357,56 @@ fn bytes_after_the_datagram_are_cut_in_both_directions() {
     );
     verify_checksums(&output[..54]);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// `rewrite_inbound_common` (the common case first) gives `rewrite_inbound`'s result and
+    /// bytes for every frame: TTL 0 to 3, datagrams around the MTU, with and without DF, IP
+    /// options, Ethernet padding or trailing bytes, short UDP, ICMP, views from `parse` and
+    /// from `parse_common`.
+    #[test]
+    fn the_common_case_first_changes_no_result(
+        ttl in 0u8..4,
+        dont_fragment in any::<bool>(),
+        options in ip_options(),
+        proto in 0u8..3,
+        payload_len in 0usize..80,
+        mtu in 60u16..140,
+        trailing in 0usize..30,
+        headroom in 0usize..40,
+        rport in any::<u16>(),
+    ) {
+        let ip = Ip { ttl, dont_fragment, options, ..Ip::new(CLIENT, VIP) };
+        let payload = vec![0x5a; payload_len];
+        let macs = (CLIENT_MAC, DIRECTOR_IN_MAC);
+        let mut input = match proto {
+            0 => tcp_frame(macs, &ip, (40000, 80), 0x10, &payload),
+            1 => udp_frame(macs, &ip, (40000, 53), &payload),
+            _ => icmp_frame(macs, &ip, 8, 0, [0, 1, 0, 1], &payload),
+        };
+        input.extend(std::iter::repeat_n(0xee, trailing));
+        let to = SocketAddrV4::new(Ipv4Addr::from(REAL_SERVER), rport);
+        let egress = to_real_server(mtu);
+        let run = |common: bool, fast_view: bool| {
+            let mut buf = buffer(&input, headroom, 8);
+            let mut frame = Frame::new(&mut buf, headroom, input.len()).unwrap();
+            let view = if fast_view {
+                xvs_forwarders::parse_common(frame.data())
+            } else {
+                parse(&frame).ok()
+            };
+            let result = view.map(|view| {
+                if common {
+                    nat::rewrite_inbound_common(&mut frame, &view, to, &egress)
+                } else {
+                    nat::rewrite_inbound(&mut frame, &view, to, &egress)
+                }
+            });
+            (result, frame.data().to_vec())
+        };
+        for fast_view in [false, true] {
+            prop_assert_eq!(run(true, fast_view), run(false, fast_view));
+        }
+    }
+}

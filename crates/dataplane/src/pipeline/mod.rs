@@ -1184,7 +1184,7 @@ fn forward(
                 return Verdict::Drop;
             }
         },
-        ForwardMethod::Masq => nat::rewrite_inbound(frame, view, target, &hop.egress),
+        ForwardMethod::Masq => nat::rewrite_inbound_common(frame, view, target, &hop.egress),
         ForwardMethod::Route => dr::forward(frame, view, &hop.egress),
     };
     finish(counters, result, hop.port, ingress, view.src)
