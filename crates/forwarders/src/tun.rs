@@ -61,7 +61,41 @@ pub fn encapsulate(
     if frame.headroom() < ENCAP_OVERHEAD {
         return Err(Reason::NoHeadroom);
     }
+    wrap(frame, view, tunnel, egress)
+}
 
+/// [`encapsulate`] with the common case first: an inner datagram with TTL above 1, within
+/// the tunnel's inner MTU, in an untagged frame with the headroom, which `view` fits — no
+/// gate can answer, so the header goes on without re-proving any of it. Every other frame
+/// takes [`encapsulate`] itself: the result is the same for every input (a test holds the
+/// two to it).
+#[inline(always)]
+pub fn encapsulate_common(
+    frame: &mut Frame<'_>,
+    view: &PacketView,
+    tunnel: &Tunnel,
+    egress: &Egress,
+) -> Result<Transmit, Reason> {
+    let inner_mtu = egress.mtu.saturating_sub(ENCAP_OVERHEAD as u16);
+    if inner_mtu < MIN_INNER_MTU
+        || view.ttl <= 1
+        || view.ip_total_len > inner_mtu
+        || frame.headroom() < ENCAP_OVERHEAD
+        || view.check_fits(frame).is_err()
+    {
+        return encapsulate(frame, view, tunnel, egress);
+    }
+    wrap(frame, view, tunnel, egress)
+}
+
+/// The encapsulation itself, past every gate (TTL, MTU, headroom, the view's fit).
+#[inline(always)]
+fn wrap(
+    frame: &mut Frame<'_>,
+    view: &PacketView,
+    tunnel: &Tunnel,
+    egress: &Egress,
+) -> Result<Transmit, Reason> {
     // The inner datagram keeps its place: it starts at start + ip_offset, and the new frame
     // places it at (start - 20) + 14 + 20. That holds for the untagged Ethernet `parse` accepts.
     if usize::from(view.ip_offset) != eth::HEADER_LEN {

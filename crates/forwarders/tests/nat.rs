@@ -373,6 +373,7 @@ proptest! {
         proto in 0u8..3,
         payload_len in 0usize..80,
         mtu in 60u16..140,
+        mtu_at_the_edge in proptest::option::of(-2i32..=2),
         trailing in 0usize..30,
         headroom in 0usize..40,
         rport in any::<u16>(),
@@ -384,6 +385,11 @@ proptest! {
             0 => tcp_frame(macs, &ip, (40000, 80), 0x10, &payload),
             1 => udp_frame(macs, &ip, (40000, 53), &payload),
             _ => icmp_frame(macs, &ip, 8, 0, [0, 1, 0, 1], &payload),
+        };
+        // Half the cases put the MTU within 2 bytes of the datagram's length.
+        let mtu = match mtu_at_the_edge {
+            Some(delta) => (datagram(&input).len() as i32 + delta) as u16,
+            None => mtu,
         };
         input.extend(std::iter::repeat_n(0xee, trailing));
         let to = SocketAddrV4::new(Ipv4Addr::from(REAL_SERVER), rport);

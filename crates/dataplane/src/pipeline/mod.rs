@@ -1177,7 +1177,7 @@ fn forward(
                     real_server: *target.ip(),
                     ident: *tunnel_ident,
                 };
-                tun::encapsulate(frame, view, &tunnel, &hop.egress)
+                tun::encapsulate_common(frame, view, &tunnel, &hop.egress)
             }
             None => {
                 counters.drop(Drop::NoRoute);
