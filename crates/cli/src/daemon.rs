@@ -595,7 +595,7 @@ pub fn reload<P: Dataplane>(path: &Path, director: &Mutex<DataplaneDirector<P>>)
                 file = %path.display(),
                 services = d.table().services.len(),
                 checks = d.health_config().checks().count(),
-                "reloaded (interfaces, queues, cores, socket, conn_table_size and metrics.listen change on restart only)"
+                "reloaded (interfaces, queues, cores, worker_nice, socket, conn_table_size and metrics.listen change on restart only)"
             );
             true
         }

@@ -126,6 +126,7 @@ impl Dataplane for AfXdpDataplane {
             ifaces,
             queues: config.queues,
             cores: config.cores.clone(),
+            worker_nice: config.worker_nice,
             max_connections: config.conn_table_size as usize * ENTRIES_PER_BUCKET,
             tunnel_source: config.director_address.and_then(ipv4_of),
             tunnel_source6: config.director_address.and_then(ipv6_of),

@@ -378,3 +378,44 @@ fn a_local_real_server_is_served_by_the_directors_own_kernel() {
         "3 connections' packets went to the kernel: {dataplane}"
     );
 }
+
+/// The nice value (field 19 of `stat`) of each of `pid`'s threads, by thread name.
+fn thread_nices(pid: u32) -> Vec<(String, i32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+        threads.push((name.trim().to_string(), nice));
+    }
+    threads
+}
+
+#[test]
+fn worker_nice_raises_the_workers_alone_and_they_still_forward() {
+    let lab = match Lab::start_with(Mode::Dr, programs(), "worker_nice = -5\n") {
+        Ok(lab) => lab,
+        Err(e) => panic!("lab: {e} (these tests need root, ip, ethtool, curl, python3)"),
+    };
+    lab.add_service("-t", HTTP_PORT, "rr", None, &[1, 1])
+        .unwrap();
+    let http = gets(&lab, 4);
+    assert!(alternates(&http), "rr over HTTP: {http:?}");
+    let threads = thread_nices(lab.director_pid().unwrap());
+    let workers: Vec<_> = threads
+        .iter()
+        .filter(|(name, _)| name.starts_with("xvs-worker-"))
+        .collect();
+    assert!(!workers.is_empty(), "{threads:?}");
+    assert!(workers.iter().all(|(_, nice)| *nice == -5), "{threads:?}");
+    // The control plane, health checks and the rest keep the process's own nice value.
+    assert!(
+        threads
+            .iter()
+            .filter(|(name, _)| !name.starts_with("xvs-worker-"))
+            .all(|(_, nice)| *nice == 0),
+        "{threads:?}"
+    );
+}

@@ -55,6 +55,9 @@ pub struct RuntimeConfig {
     pub queues: Option<u32>,
     /// Cores to pin the workers to, in queue order; `None`: no pinning.
     pub cores: Option<Vec<usize>>,
+    /// The workers' nice value (0: the default; negative: precedence over other processes on
+    /// their cores, as the kernel's softirq forwarding has).
+    pub worker_nice: i32,
     /// Most connections and templates the table holds.
     pub max_connections: usize,
     /// Outer source of tunnelled packets; `None`: the egress interface's first address.
@@ -366,6 +369,7 @@ impl Runtime {
                 .as_ref()
                 .and_then(|c| c.get(queue as usize).copied());
             let io_ceiling = config.io_ceiling;
+            let nice = config.worker_nice;
             let handle = std::thread::Builder::new()
                 .name(format!("xvs-worker-{queue}"))
                 .spawn(move || {
@@ -373,6 +377,11 @@ impl Runtime {
                         && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
                     {
                         tracing::warn!(queue, core, "could not pin the worker");
+                    }
+                    if nice != 0
+                        && let Err(e) = set_thread_nice(nice)
+                    {
+                        tracing::warn!(queue, nice, error = %e, "could not set the worker's nice value");
                     }
                     let result = if io_ceiling {
                         tracing::warn!(
@@ -656,6 +665,19 @@ fn routes_of(devs: &[NetDev]) -> io::Result<Routes> {
 }
 
 /// Default routes from `/proc/net/route`: (interface, gateway).
+/// Sets the calling thread's nice value: on Linux a nice value belongs to the thread
+/// (`setpriority(2)`, "BUGS"), so a worker's does not change the control plane's.
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority only reads its three integer arguments; `who` 0 is the calling
+    // thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn default_gateways() -> io::Result<Vec<(String, Ipv4Addr)>> {
     let text = std::fs::read_to_string("/proc/net/route")?;
     Ok(parse_default_gateways(&text))
@@ -857,6 +879,29 @@ fn log_socket_losses(ports: &AfXdpPorts) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The nice value of the calling thread, from `/proc/thread-self/stat` (field 19).
+    fn own_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // The command name (field 2) may hold spaces: count from its closing parenthesis.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_workers_nice_value_is_its_own_thread_s_only() {
+        let before = own_nice();
+        let worker = std::thread::spawn(|| {
+            set_thread_nice(7).unwrap();
+            own_nice()
+        });
+        assert_eq!(worker.join().unwrap(), 7);
+        assert_eq!(
+            own_nice(),
+            before,
+            "the spawning thread keeps its nice value"
+        );
+    }
 
     #[test]
     fn reads_ipv6_default_gateways_from_proc_net_ipv6_route() {

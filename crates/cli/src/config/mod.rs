@@ -79,6 +79,11 @@ pub struct DaemonConfig {
     pub queues: Option<u32>,
     /// CPU cores for the workers, unless left to `--cores`.
     pub cores: Option<Vec<usize>>,
+    /// The workers' nice value (`worker_nice`, -20 to 19; 0 by default): the kernel forwards
+    /// in softirq, ahead of every process on its CPU, while a worker sharing its cores with
+    /// other work is time-shared with it; a negative value gives the workers (and only them,
+    /// not the control plane) precedence. Applied at start.
+    pub worker_nice: i32,
     /// The control socket, unless left to `--socket`/`XVS_SOCKET`/the default.
     pub socket: Option<PathBuf>,
     /// The director's own address: the outer source of TUN (IPIP) packets.
@@ -135,6 +140,7 @@ impl Default for DaemonConfig {
             interfaces: None,
             queues: None,
             cores: None,
+            worker_nice: 0,
             socket: None,
             director_address: None,
             conn_table_size: DEFAULT_CONN_TABLE_SIZE,
@@ -310,6 +316,7 @@ struct RawDaemon {
     internal: Option<String>,
     queues: Option<u32>,
     cores: Option<Vec<usize>>,
+    worker_nice: Option<i32>,
     socket: Option<PathBuf>,
     director_address: Option<String>,
     conn_table_size: Option<u32>,
@@ -470,6 +477,15 @@ fn validate(raw: RawConfig, names: &Names) -> Result<LoadedConfig, ConfigErrors>
         errors.push("daemon.cores: list at least one core, or leave it out".to_string());
     }
     daemon.cores = d.cores;
+    if let Some(nice) = d.worker_nice {
+        if (-20..=19).contains(&nice) {
+            daemon.worker_nice = nice;
+        } else {
+            errors.push(format!(
+                "daemon.worker_nice: {nice} is not allowed (a nice value from -20 to 19)"
+            ));
+        }
+    }
     daemon.socket = d.socket;
     if let Some(text) = d.director_address {
         match text.parse::<IpAddr>() {
@@ -1466,6 +1482,28 @@ address = "10.0.1.3"
 
     fn refusal(text: &str) -> Vec<String> {
         parse_str(text, &Names::none()).unwrap_err().0
+    }
+
+    #[test]
+    fn worker_nice_is_a_nice_value_and_zero_by_default() {
+        let nice = |text: &str| parse_str(text, &Names::none()).unwrap().daemon.worker_nice;
+        assert_eq!(nice(""), 0);
+        assert_eq!(nice("[daemon]\nworker_nice = -20\n"), -20);
+        assert_eq!(nice("[daemon]\nworker_nice = 19\n"), 19);
+        assert_eq!(
+            refusal("[daemon]\nworker_nice = 20\n"),
+            vec!["daemon.worker_nice: 20 is not allowed (a nice value from -20 to 19)"]
+        );
+        assert_eq!(
+            refusal("[daemon]\nworker_nice = -21\n"),
+            vec!["daemon.worker_nice: -21 is not allowed (a nice value from -20 to 19)"]
+        );
+        assert_eq!(
+            refusal("[daemon]\nworker_nice = \"high\"\n"),
+            vec![
+                "daemon.worker_nice: string \"high\" is not allowed (a nice value from -20 to 19)"
+            ]
+        );
     }
 
     #[test]

@@ -173,6 +173,7 @@ fn key_words(key: &str) -> (Option<&'static str>, Option<&'static str>) {
         "socket" => (None, Some("a string: the control socket's path")),
         "cores" => (None, Some("a list of core numbers such as [2, 3]")),
         "queues" => (None, Some("a number from 1")),
+        "worker_nice" => (None, Some("a nice value from -20 to 19")),
         "conn_table_size" => (
             None,
             Some("a power of two from 256 to 67108864, such as 4096"),
@@ -184,7 +185,9 @@ fn key_words(key: &str) -> (Option<&'static str>, Option<&'static str>) {
 /// What serde expected, in the file's terms.
 fn expected_words(expected: &str) -> String {
     match expected.trim() {
-        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number".to_string(),
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" => {
+            "a whole number".to_string()
+        }
         "f32" | "f64" => "a number".to_string(),
         "a boolean" | "bool" => "true or false".to_string(),
         "a sequence" => "a list".to_string(),
