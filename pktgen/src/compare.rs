@@ -62,6 +62,8 @@ pub struct CompareOptions {
     pub pktgen: PathBuf,
     /// Niceness of the xvs daemon (its worker busy-polls the forwarder CPU).
     pub xvs_nice: i32,
+    /// The workers' own nice value (`[daemon] worker_nice`).
+    pub xvs_worker_nice: i32,
     /// CPU the client (sender, connecting threads) is pinned to.
     pub client_cpu: usize,
     /// CPU the forwarder works on: xvs's worker is pinned there; the kernel's forwarding is
@@ -294,8 +296,8 @@ impl Bench {
         // seconds.
         let config = format!(
             "[daemon]\nexternal = \"{}\"\ninternal = \"{}\"\nqueues = 1\ncores = [{}]\n\
-             conn_table_size = 4096\n",
-            ifaces[0], ifaces[1], self.options.forwarder_cpu
+             conn_table_size = 4096\nworker_nice = {}\n",
+            ifaces[0], ifaces[1], self.options.forwarder_cpu, self.options.xvs_worker_nice
         );
         let config_path = self.dir.join("xvs.toml");
         std::fs::write(&config_path, config).map_err(err)?;
@@ -1102,6 +1104,7 @@ mod tests {
             xvsadm: "xvsadm".into(),
             pktgen: "xvs-pktgen".into(),
             xvs_nice: -20,
+            xvs_worker_nice: 0,
             client_cpu: 0,
             forwarder_cpu: 1,
         };

@@ -121,6 +121,10 @@ struct CompareArgs {
     /// shared machine (0, the default: time-shared like any process).
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     xvs_nice: i32,
+    /// The xvs workers' own nice value (the daemon's `[daemon] worker_nice`): the precedence
+    /// of `--xvs-nice` for the worker threads alone, the control plane left as it is.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    xvs_worker_nice: i32,
     /// The xvs binary (default: beside this program).
     #[arg(long)]
     xvs: Option<PathBuf>,
@@ -345,6 +349,7 @@ fn compare(args: &CompareArgs) -> Result<(), String> {
         xvs,
         pktgen: me,
         xvs_nice: args.xvs_nice,
+        xvs_worker_nice: args.xvs_worker_nice,
         client_cpu: 0,
         forwarder_cpu: if cpus() > 1 { 1 } else { 0 },
     };
