@@ -379,13 +379,7 @@ proptest! {
         rport in any::<u16>(),
     ) {
         let ip = Ip { ttl, dont_fragment, options, ..Ip::new(CLIENT, VIP) };
-        let payload = vec![0x5a; payload_len];
-        let macs = (CLIENT_MAC, DIRECTOR_IN_MAC);
-        let mut input = match proto {
-            0 => tcp_frame(macs, &ip, (40000, 80), 0x10, &payload),
-            1 => udp_frame(macs, &ip, (40000, 53), &payload),
-            _ => icmp_frame(macs, &ip, 8, 0, [0, 1, 0, 1], &payload),
-        };
+        let mut input = client_frame(proto, &ip, &vec![0x5a; payload_len]);
         // Half the cases put the MTU within 2 bytes of the datagram's length.
         let mtu = match mtu_at_the_edge {
             Some(delta) => (datagram(&input).len() as i32 + delta) as u16,
@@ -397,12 +391,7 @@ proptest! {
         let run = |common: bool, fast_view: bool| {
             let mut buf = buffer(&input, headroom, 8);
             let mut frame = Frame::new(&mut buf, headroom, input.len()).unwrap();
-            let view = if fast_view {
-                xvs_forwarders::parse_common(frame.data())
-            } else {
-                parse(&frame).ok()
-            };
-            let result = view.map(|view| {
+            let result = view_of(&frame, fast_view).map(|view| {
                 if common {
                     nat::rewrite_inbound_common(&mut frame, &view, to, &egress)
                 } else {

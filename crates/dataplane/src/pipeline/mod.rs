@@ -185,9 +185,9 @@ impl<A: Family> EgressCache<A> {
         method: ForwardMethod,
         addr: A,
     ) -> Result<Hop<A>, Drop> {
-        match self.by_slot.get(dest_slot(dest)) {
-            Some(c) if c.epoch == self.epoch && c.tag == dest_tag(dest) => Ok(c.hop),
-            _ => self.fill(shared, dest, method, addr),
+        match self.entry(dest) {
+            Some(c) => Ok(c.hop),
+            None => self.fill(shared, dest, method, addr),
         }
     }
 
@@ -195,10 +195,15 @@ impl<A: Family> EgressCache<A> {
     /// fast path never resolves; it reads the hop in place).
     #[inline(always)]
     fn cached(&self, dest: DestId) -> Option<(ForwardMethod, &Hop<A>)> {
-        match self.by_slot.get(dest_slot(dest)) {
-            Some(c) if c.epoch == self.epoch && c.tag == dest_tag(dest) => Some((c.method, &c.hop)),
-            _ => None,
-        }
+        self.entry(dest).map(|c| (c.method, &c.hop))
+    }
+
+    /// `dest`'s entry if it holds: of this epoch, for this generation of the real server.
+    #[inline(always)]
+    fn entry(&self, dest: DestId) -> Option<&CachedEgress<A>> {
+        self.by_slot
+            .get(dest_slot(dest))
+            .filter(|c| c.epoch == self.epoch && c.tag == dest_tag(dest))
     }
 
     /// Resolves and remembers the hop toward `dest` (the first packet after a change).

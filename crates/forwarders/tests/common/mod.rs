@@ -235,3 +235,26 @@ fn verify_datagram(datagram: &[u8]) {
         other => panic!("unexpected protocol {other:?}"),
     }
 }
+
+/// A client -> VIP frame for the "common case first" equivalence tests: `proto` 0 a TCP
+/// ACK, 1 a UDP datagram, else an ICMP echo request.
+pub fn client_frame(proto: u8, ip: &Ip, payload: &[u8]) -> Vec<u8> {
+    let macs = (CLIENT_MAC, DIRECTOR_IN_MAC);
+    match proto {
+        0 => tcp_frame(macs, ip, (40000, 80), 0x10, payload),
+        1 => udp_frame(macs, ip, (40000, 53), payload),
+        _ => icmp_frame(macs, ip, 8, 0, [0, 1, 0, 1], payload),
+    }
+}
+
+/// The view of `frame` that `parse_common` gives (`fast`) or `parse`.
+pub fn view_of(
+    frame: &xvs_forwarders::Frame<'_>,
+    fast: bool,
+) -> Option<xvs_forwarders::PacketView> {
+    if fast {
+        xvs_forwarders::parse_common(frame.data())
+    } else {
+        xvs_forwarders::parse(frame).ok()
+    }
+}
