@@ -664,7 +664,6 @@ fn routes_of(devs: &[NetDev]) -> io::Result<Routes> {
     Ok(Routes { links })
 }
 
-/// Default routes from `/proc/net/route`: (interface, gateway).
 /// Sets the calling thread's nice value: on Linux a nice value belongs to the thread
 /// (`setpriority(2)`, "BUGS"), so a worker's does not change the control plane's.
 pub fn set_thread_nice(nice: i32) -> io::Result<()> {
@@ -678,6 +677,7 @@ pub fn set_thread_nice(nice: i32) -> io::Result<()> {
     }
 }
 
+/// Default routes from `/proc/net/route`: (interface, gateway).
 fn default_gateways() -> io::Result<Vec<(String, Ipv4Addr)>> {
     let text = std::fs::read_to_string("/proc/net/route")?;
     Ok(parse_default_gateways(&text))
