@@ -68,7 +68,7 @@ pub fn rewrite_inbound_common(
         || view.ip_total_len > egress.mtu
         || usize::from(view.ip_offset) != IP_AT
         || usize::from(view.l4_offset) != L4_AT
-        || view.ip_end() > frame.len()
+        || view.check_fits(frame).is_err()
     {
         return rewrite_inbound(frame, view, real_server, egress);
     }
